@@ -1,0 +1,332 @@
+"""Boot a QEMU guest on the lab kernel and run commands in it through the agent.
+
+    with Guest() as g:                  # boots; always stops QEMU on the way out
+        r = g.run("uname -r")           # Result: rc, stdout, stderr apart
+        g.run(["modprobe", "iscsi_tcp"], check=True, timeout=60)
+
+QEMU runs in its own session (a Ctrl-C in the terminal reaches us, not it)
+and with PR_SET_PDEATHSIG, so even a SIGKILL of this process takes QEMU
+with it. Create the Guest in the thread that lives longest (pytest's main
+thread): the death signal follows the thread that started QEMU.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import itertools
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import agent as agent_module
+from . import initramfs
+from .errors import GuestCommandError, GuestError, LabError
+from .kernel import Kernel, resolve
+
+PR_SET_PDEATHSIG = 1
+# The host waits this much longer than a command's own timeout before it
+# decides the agent itself is stuck.
+AGENT_GRACE = 30.0
+CONSOLE_TAIL = 15
+
+
+@dataclass
+class Result:
+    command: str
+    rc: int
+    stdout: bytes
+    stderr: bytes
+    seconds: float
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.timed_out
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode(errors="replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode(errors="replace")
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # The parent may have died between fork and prctl; then nobody would kill us.
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+@dataclass
+class Guest:
+    kernel: Kernel | str | None = None
+    memory_mb: int = 2048
+    cpus: int = 2
+    # TCG by default: /dev/kvm exists on these machines but nested guests hang
+    # silently there (-cpu host dies on MSR 0x10a); kvm is for real hosts.
+    accel: str = os.environ.get("ISCSIKIT_LAB_ACCEL", "tcg")
+    boot_timeout: float = 240.0
+    share: Path | None = None           # a host folder the guest may write, at the same path
+    extra_append: str = ""
+    qemu: str = "qemu-system-x86_64"
+
+    boot_seconds: float = field(default=0.0, init=False)      # wall time, QEMU start to agent ready
+    guest_uptime: float = field(default=0.0, init=False)      # the guest's own uptime at agent ready
+    accel_used: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+        self._workdir: Path | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Future] = {}
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._dead: str | None = None
+
+    # ---- lifecycle -------------------------------------------------------
+    def __enter__(self) -> "Guest":
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def console_log(self) -> Path | None:
+        return self._workdir / "console.log" if self._workdir else None
+
+    def _argv(self, kernel: Kernel, initrd: Path, sock: Path) -> list[str]:
+        accel = self.accel
+        if accel not in ("tcg", "kvm"):
+            raise LabError(f"unknown accelerator {accel!r}", "use tcg or kvm")
+        self.accel_used = accel
+        append = " ".join([
+            "console=ttyS0", "quiet", "panic=-1", "mitigations=off",
+            f"ik.modules={kernel.modules}",
+            f"ik.python={sys.executable}",
+            f"ik.agent={Path(agent_module.__file__).resolve()}",
+            *( [f"ik.share={self.share}"] if self.share else [] ),
+            self.extra_append,
+        ]).strip()
+        for value in (str(kernel.modules), sys.executable, str(self.share or "")):
+            if any(c.isspace() for c in value):
+                raise LabError(f"path {value!r} has white space, which the kernel command line cannot carry",
+                               "use a cache folder, Python and share path without spaces")
+        argv = [
+            self.qemu, "-accel", accel, "-cpu", "host" if accel == "kvm" else "max",
+            "-m", str(self.memory_mb), "-smp", str(self.cpus),
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-serial", f"file:{self._workdir / 'console.log'}",
+            "-kernel", str(kernel.image), "-initrd", str(initrd), "-append", append,
+            "-virtfs", f"local,path=/,mount_tag={initramfs.ROOT_TAG},security_model=none,readonly=on,multidevs=remap",
+            "-device", "virtio-serial-pci",
+            "-chardev", f"socket,id=ikagent,path={sock},server=on,wait=off",
+            "-device", f"virtserialport,chardev=ikagent,name={agent_module.PORT_NAME}",
+            "-device", "virtio-rng-pci",
+        ]
+        if self.share:
+            argv += ["-virtfs", f"local,path={self.share},mount_tag={initramfs.SHARE_TAG},security_model=none,multidevs=remap"]
+        return argv
+
+    def start(self) -> None:
+        if shutil.which(self.qemu) is None:
+            raise LabError(f"{self.qemu} not found", "install Debian's qemu-system-x86 package")
+        kernel = self.kernel if isinstance(self.kernel, Kernel) else resolve(self.kernel)
+        self.kernel = kernel
+        initrd = initramfs.build(kernel)
+        self._workdir = Path(tempfile.mkdtemp(prefix="iscsikit-lab-"))
+        sock = self._workdir / "agent.sock"
+        argv = self._argv(kernel, initrd, sock)
+        t0 = time.monotonic()
+        self._proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(self._workdir / "qemu.stderr", "wb"),
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
+        self._connect(sock, t0)
+        ready = self._read_ready(t0)
+        self.boot_seconds = time.monotonic() - t0
+        self.guest_uptime = float(ready.get("uptime", 0.0))
+        self._reader = threading.Thread(target=self._read_replies, name="lab-agent-reader", daemon=True)
+        self._reader.start()
+
+    def _failure(self, cause: str) -> GuestError:
+        tail = ""
+        for name in ("qemu.stderr", "console.log"):
+            try:
+                lines = (self._workdir / name).read_text(errors="replace").strip().splitlines()
+            except (OSError, TypeError):
+                continue
+            lines = [l for l in lines if l.strip()][-CONSOLE_TAIL:]
+            if lines:
+                tail += f"\n--- {name} (last lines) ---\n" + "\n".join(lines)
+        return GuestError(cause + tail)
+
+    def _connect(self, sock: Path, t0: float) -> None:
+        while True:
+            if self._proc.poll() is not None:
+                raise self._failure(f"QEMU exited with {self._proc.returncode} before the guest booted")
+            if sock.exists():
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    s.connect(str(sock))
+                    self._sock = s
+                    return
+                except OSError:
+                    s.close()
+            if time.monotonic() - t0 > 30:
+                raise self._failure("QEMU did not open the agent socket within 30 s")
+            time.sleep(0.02)
+
+    def _read_ready(self, t0: float) -> dict:
+        self._buf = b""
+        self._sock.settimeout(1.0)
+        while True:
+            if b"\n" in self._buf:
+                line, self._buf = self._buf.split(b"\n", 1)
+                msg = json.loads(line)
+                if msg.get("ready"):
+                    return msg
+                continue
+            if self._proc.poll() is not None:
+                raise self._failure(f"the guest stopped (QEMU exit {self._proc.returncode}) before its agent answered")
+            if time.monotonic() - t0 > self.boot_timeout:
+                raise self._failure(f"the guest's agent did not answer within {self.boot_timeout:.0f} s "
+                                    f"(kernel {self.kernel.version}, accel {self.accel_used})")
+            try:
+                chunk = self._sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError as e:
+                raise self._failure(f"the agent socket broke during boot ({e})") from None
+            if not chunk:
+                raise self._failure("the agent socket closed during boot")
+            self._buf += chunk
+
+    def _read_replies(self) -> None:
+        self._sock.settimeout(None)
+        buf = self._buf
+        try:
+            while True:
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    msg = json.loads(line)
+                    with self._lock:
+                        fut = self._pending.pop(msg.get("id"), None)
+                    if fut is not None:
+                        fut.set_result(msg)
+                chunk = self._sock.recv(1 << 20)
+                if not chunk:
+                    break
+                buf += chunk
+        except (OSError, ValueError) as e:
+            self._dead = f"agent channel broke: {e}"
+        self._dead = self._dead or "the guest closed the agent channel"
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            fut.set_exception(self._failure(self._dead))
+
+    def close(self) -> None:
+        """Stop QEMU for sure: ask the guest to power off, then kill what is left."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            if self._sock is not None and self._dead is None:
+                try:
+                    self._request({"op": "poweroff"}, wait=False)
+                    proc.wait(timeout=5)
+                except Exception:
+                    pass
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    # ---- commands --------------------------------------------------------
+    def _request(self, req: dict, wait: bool = True, timeout: float | None = None) -> dict | None:
+        if self._dead:
+            raise self._failure(self._dead)
+        if self._sock is None:
+            raise GuestError("the guest is not running")
+        req["id"] = next(self._ids)
+        fut: Future = Future()
+        with self._lock:
+            self._pending[req["id"]] = fut
+        data = (json.dumps(req) + "\n").encode()
+        self._sock.sendall(data)
+        if not wait:
+            return None
+        try:
+            reply = fut.result(timeout=timeout)
+        except TimeoutError:
+            with self._lock:
+                self._pending.pop(req["id"], None)
+            raise self._failure(f"the guest agent did not answer {req.get('op')} within {timeout:.0f} s") from None
+        if "error" in reply:
+            raise GuestError(f"the guest agent refused {req.get('op')}: {reply['error']}")
+        return reply
+
+    @staticmethod
+    def _command(cmd: str | list[str]) -> dict:
+        return {"sh": cmd} if isinstance(cmd, str) else {"argv": [str(a) for a in cmd]}
+
+    def run(self, cmd: str | list[str], *, timeout: float = 120.0, check: bool = False,
+            input: bytes | str | None = None, env: dict | None = None, cwd: str | None = None) -> Result:
+        """Run a command (a list: exec; a string: /bin/sh -c) and return its exit code and output."""
+        req = {"op": "run", "timeout": timeout, "env": env, "cwd": cwd, **self._command(cmd)}
+        if input is not None:
+            req["stdin"] = base64.b64encode(input.encode() if isinstance(input, str) else input).decode()
+        reply = self._request(req, timeout=timeout + AGENT_GRACE)
+        res = Result(
+            command=cmd if isinstance(cmd, str) else shlex.join(cmd),
+            rc=reply["rc"], stdout=base64.b64decode(reply["stdout"]), stderr=base64.b64decode(reply["stderr"]),
+            seconds=reply["seconds"], timed_out=reply["timed_out"],
+        )
+        if check and not res.ok:
+            raise GuestCommandError(res)
+        return res
+
+    def spawn(self, cmd: str | list[str], *, log: str | None = None, env: dict | None = None,
+              cwd: str | None = None) -> int:
+        """Start a background process in the guest (its output to `log`); return its pid."""
+        reply = self._request({"op": "spawn", "log": log, "env": env, "cwd": cwd, **self._command(cmd)}, timeout=60)
+        return reply["pid"]
+
+    def uptime(self) -> float:
+        return float(self.run(["cat", "/proc/uptime"], check=True).out.split()[0])
+
+    def modprobe(self, *modules: str, timeout: float = 120.0) -> None:
+        """Load modules; mount configfs once it is loaded (systemd would, the lab has none)."""
+        self.run(["modprobe", "-a", *modules], check=True, timeout=timeout)
+        if "configfs" in modules or any(m.startswith(("target_core", "iscsi_target")) for m in modules):
+            self.run("mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config",
+                     check=True)

@@ -1,0 +1,155 @@
+"""The guest's initramfs: busybox-static and the few modules that reach the host's root.
+
+It is built once per kernel (and per version of the init script) and cached.
+Its /init mounts the host's root read-only over 9p, lays a tmpfs overlay on it
+so the guest can write without touching the host, binds the guest kernel's
+modules over /lib/modules/<version>, and switch_roots into the agent
+(`agent.py`) with which the host runs commands.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from . import cache
+from .errors import LabError
+from .kernel import Kernel
+
+# What /init needs before the host's root is reachable: virtio transport, 9p,
+# overlayfs, and the virtio console the agent talks on.
+BOOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay", "virtio_console")
+BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+
+# Tags QEMU's -virtfs exports go under; guest.py and /init must agree.
+ROOT_TAG = "ikroot"
+SHARE_TAG = "ikshare"
+
+INIT = r"""#!/bin/sh
+# iscsikit lab /init: host root over 9p, tmpfs overlay, then the agent.
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+die() { echo "iscsikit-init: $*" > /dev/console; echo o > /proc/sysrq-trigger; sleep 60; }
+while read -r m; do insmod "/mods/$m" || die "insmod $m failed"; done < /mods/order
+for a in $(cat /proc/cmdline); do
+  case "$a" in
+    ik.modules=*) hostmods="${a#ik.modules=}" ;;
+    ik.python=*) python="${a#ik.python=}" ;;
+    ik.agent=*) agent="${a#ik.agent=}" ;;
+    ik.share=*) share="${a#ik.share=}" ;;
+  esac
+done
+kver=$(uname -r)
+mkdir -p /lower /up /newroot
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose @ROOT_TAG@ /lower || die "cannot mount the host root over 9p"
+mount -t tmpfs -o mode=0755 tmpfs /up && mkdir /up/u /up/w
+mount -t overlay -o lowerdir=/lower,upperdir=/up/u,workdir=/up/w overlay /newroot || die "cannot mount the overlay"
+mkdir -p "/newroot/lib/modules/$kver"
+mount --bind "/lower$hostmods" "/newroot/lib/modules/$kver" || die "cannot bind the guest modules from $hostmods"
+if [ -n "$share" ]; then
+  mkdir -p "/newroot$share"
+  mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 @SHARE_TAG@ "/newroot$share" || die "cannot mount the share"
+fi
+mount --move /proc /newroot/proc
+mount --move /sys /newroot/sys
+mount --move /dev /newroot/dev
+mount -t tmpfs -o mode=0755 tmpfs /newroot/run
+mkdir -p /newroot/dev/pts /newroot/dev/shm
+mount -t devpts devpts /newroot/dev/pts
+mount -t tmpfs tmpfs /newroot/dev/shm
+ip link set lo up
+hostname iscsikit-lab
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
+cd /
+# PID 1 stays a shell so that orphans are reaped; when the agent goes, the guest powers off.
+exec switch_root /newroot /bin/sh -c '"$0" -I -S "$1"; echo o > /proc/sysrq-trigger; sleep 60' "$python" "$agent"
+""".replace("@ROOT_TAG@", ROOT_TAG).replace("@SHARE_TAG@", SHARE_TAG)
+
+
+def _busybox() -> str:
+    for cand in BUSYBOX_CANDIDATES:
+        if os.path.isfile(cand):
+            return cand
+    raise LabError("busybox not found", "install Debian's busybox-static package")
+
+
+def _module_files(kernel: Kernel) -> list[Path]:
+    """The .ko files of BOOT_MODULES and their dependencies, in load order, each once."""
+    if shutil.which("modprobe") is None:
+        raise LabError("modprobe not found (needed to order the guest's boot modules)", "install Debian's kmod package")
+    ordered: list[Path] = []
+    for mod in BOOT_MODULES:
+        proc = subprocess.run(
+            ["modprobe", "-d", str(kernel.root), "-S", kernel.version, "--show-depends", mod],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise LabError(f"kernel {kernel.version} has no module {mod} ({proc.stderr.strip()})",
+                           "use a kernel built with 9p, virtio and overlayfs as modules or built in")
+        for line in proc.stdout.splitlines():
+            parts = line.split()
+            if parts[:1] == ["insmod"]:
+                path = Path(parts[1])
+                if path not in ordered:
+                    ordered.append(path)
+    return ordered
+
+
+def _key(kernel: Kernel, modules: list[Path], busybox: str) -> str:
+    h = hashlib.sha256(INIT.encode())
+    h.update(str(os.stat(busybox).st_size).encode())
+    for m in modules:
+        h.update(m.name.encode())
+    return h.hexdigest()[:12]
+
+
+def _write_tree(tree: Path, modules: list[Path], busybox: str) -> None:
+    for d in ("bin", "proc", "sys", "dev", "mods"):
+        (tree / d).mkdir()
+    shutil.copy2(busybox, tree / "bin" / "busybox")
+    for applet in ("sh", "mount", "insmod", "mkdir", "cat", "echo", "sleep", "switch_root", "ip", "hostname", "uname"):
+        os.symlink("busybox", tree / "bin" / applet)
+    names = []
+    for m in modules:
+        name = m.name
+        if name.endswith((".xz", ".zst", ".gz")):
+            raise LabError(f"module {m} is compressed; busybox insmod wants plain .ko", "use a kernel with uncompressed modules")
+        shutil.copy2(m, tree / "mods" / name)
+        names.append(name)
+    (tree / "mods" / "order").write_text("\n".join(names) + "\n")
+    init = tree / "init"
+    init.write_text(INIT)
+    init.chmod(0o755)
+
+
+def build(kernel: Kernel, cache_dir: Path | None = None) -> Path:
+    """Return the cached initramfs for `kernel`, building it first if needed."""
+    busybox = _busybox()
+    modules = _module_files(kernel)
+    folder = (cache_dir or cache.cache_root()) / "initramfs"
+    final = folder / f"{kernel.version}-{_key(kernel, modules, busybox)}.cpio.gz"
+    if final.is_file():
+        return final
+    if shutil.which("cpio") is None:
+        raise LabError("cpio not found (needed to build the guest's initramfs)", "install Debian's cpio package")
+    cache.sweep_stale(folder)
+    cache.ensure_space(folder, 50, "the guest's initramfs")
+    with tempfile.TemporaryDirectory(prefix=cache.TMP_PREFIX, dir=folder) as scratch:
+        tree = Path(scratch)
+        _write_tree(tree, modules, busybox)
+        names = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+        proc = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=tree,
+                              input="\n".join(names).encode(), capture_output=True)
+    if proc.returncode != 0:
+        raise LabError(f"cpio failed: {proc.stderr.decode(errors='replace').strip()}", "check the cpio package")
+    with cache.building(final, is_dir=False) as tmp:
+        with gzip.open(tmp, "wb", compresslevel=6) as f:
+            f.write(proc.stdout)
+    return final
