@@ -13,7 +13,11 @@ class LabError(Exception):
 
 
 class GuestError(LabError):
-    """The guest (QEMU, its kernel or its agent) failed or stopped answering."""
+    """The guest (QEMU, its kernel or its agent) failed or stopped answering.
+
+    The first line of `str()` is the cause and the fix; the lines after it are the
+    guest console's tail, for test logs (the CLI prints only the first line).
+    """
 
 
 class GuestCommandError(LabError):

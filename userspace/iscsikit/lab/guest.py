@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import agent as agent_module
-from . import initramfs
+from . import cache, initramfs
 from .errors import GuestCommandError, GuestError, LabError
 from .kernel import Kernel, resolve
 
@@ -175,16 +175,36 @@ class Guest:
         self._reader.start()
 
     def _failure(self, cause: str) -> GuestError:
-        tail = ""
+        """An error whose first line is the cause and where the guest's last words are kept."""
+        tail, kept = "", ""
         for name in ("qemu.stderr", "console.log"):
             try:
-                lines = (self._workdir / name).read_text(errors="replace").strip().splitlines()
+                text = (self._workdir / name).read_text(errors="replace")
             except (OSError, TypeError):
                 continue
-            lines = [l for l in lines if l.strip()][-CONSOLE_TAIL:]
+            kept += f"--- {name} ---\n{text}\n"
+            lines = [l for l in text.strip().splitlines() if l.strip()][-CONSOLE_TAIL:]
             if lines:
                 tail += f"\n--- {name} (last lines) ---\n" + "\n".join(lines)
-        return GuestError(cause + tail)
+        fix = "see the guest's console"
+        if kept:
+            log = cache.cache_root() / "logs" / "last-failed-guest.log"
+            try:
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(kept)
+                fix = f"see the guest's console in {log}"
+            except OSError:
+                pass
+        err = GuestError(cause, fix)
+        err.args = (str(err) + tail,)
+        return err
+
+    def _exited(self, grace: float = 3.0) -> bool:
+        try:
+            self._proc.wait(timeout=grace)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
 
     def _connect(self, sock: Path, t0: float) -> None:
         while True:
@@ -222,9 +242,15 @@ class Guest:
             except socket.timeout:
                 continue
             except OSError as e:
-                raise self._failure(f"the agent socket broke during boot ({e})") from None
+                chunk = b""
+                why = str(e)
+            else:
+                why = "closed"
             if not chunk:
-                raise self._failure("the agent socket closed during boot")
+                if self._exited():
+                    raise self._failure(f"the guest stopped (QEMU exit {self._proc.returncode}) "
+                                        "before its agent answered")
+                raise self._failure(f"the agent socket broke during boot ({why})")
             self._buf += chunk
 
     def _read_replies(self) -> None:
