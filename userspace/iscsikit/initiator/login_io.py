@@ -1,0 +1,293 @@
+"""Blocking discovery and login over a plain TCP socket.
+
+All protocol decisions are made by `iscsikit.proto`; this adapter only moves
+bytes, keeps the deadlines (connect timeout, one login timer covering connect
+plus the whole exchange as iscsid does, a reply timeout for SendTargets),
+bounds every read by what the PDU reader says it still needs, and turns
+outcomes into `LoginError` carrying open-iscsi's exit code.
+
+`login()` returns a `Session` holding the still-open socket, the negotiated
+parameters and the sequence numbers, ready to be handed to the kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from typing import Callable, Mapping
+
+from iscsikit.proto.chap import ChapCredentials
+from iscsikit.proto.errors import AuthenticationFailure, LocalProtocolError, RemoteProtocolError
+from iscsikit.proto.exitcodes import MESSAGES, ExitCode
+from iscsikit.proto.fullfeature import ScsiExchange, ScsiResult, Sequencer
+from iscsikit.proto.login import (DISCOVERY_ISID, LoginConfig, LoginFailure, LoginMachine,
+                                  LoginRedirect, LoginSuccess)
+from iscsikit.proto.negotiation import Parameters
+from iscsikit.proto.pdu import LoginRequest, LogoutResponse, NopIn, NopOut, Pdu
+from iscsikit.proto.reader import PduReader
+from iscsikit.proto.sendtargets import (DiscoveredTarget, Portal, SendTargetsExchange,
+                                        parse_target_address)
+
+DEFAULT_LOGIN_TIMEOUT = 15.0      # node.conn[0].timeo.login_timeout
+DEFAULT_CONNECT_TIMEOUT = 15.0
+DEFAULT_REPLY_TIMEOUT = 30.0      # discovery.sendtargets.timeo.active_timeout
+MAX_REDIRECTS = 4
+MAX_READ = 64 * 1024
+
+
+def default_initiator_name() -> str:
+    return f"iqn.2024-01.org.iscsikit:{socket.gethostname().lower() or 'localhost'}"
+
+
+class LoginError(Exception):
+    """A failed discovery or login, with the exit code iscsiadm would return."""
+
+    def __init__(self, exit_code: ExitCode, message: str) -> None:
+        self.exit_code = ExitCode(exit_code)
+        self.message = message
+        super().__init__(f"{message} ({MESSAGES[self.exit_code]}, exit code {int(self.exit_code)})")
+
+
+def as_portal(portal: "Portal | str | tuple[str, int]") -> Portal:
+    if isinstance(portal, Portal):
+        return portal
+    if isinstance(portal, tuple):
+        return Portal(portal[0], int(portal[1]))
+    try:
+        return parse_target_address(portal, LocalProtocolError)
+    except LocalProtocolError as exc:
+        raise LoginError(ExitCode.INVAL, exc.message) from None
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def remaining(self, code: ExitCode, what: str) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise LoginError(code, f"timed out {what}")
+        return left
+
+
+class _Channel:
+    """PDUs over a socket, with the reader's limits and the negotiated digests."""
+
+    def __init__(self, sock: socket.socket, portal: Portal) -> None:
+        self.sock = sock
+        self.portal = portal
+        self.reader = PduReader()
+        self.header_digest = self.data_digest = False
+        self.max_xmit = 8192
+
+    def send(self, pdu: Pdu) -> None:
+        wire = pdu.encode(header_digest=self.header_digest, data_digest=self.data_digest,
+                          max_data_segment=self.max_xmit)
+        try:
+            self.sock.sendall(wire)
+        except OSError as exc:
+            raise LoginError(ExitCode.TRANS, f"send to {self.portal} failed: {exc.strerror or exc}") from None
+
+    def recv(self, deadline: _Deadline, code: ExitCode, what: str) -> Pdu:
+        while True:
+            pdu = self.reader.next_pdu()
+            if pdu is not None:
+                return pdu
+            self.sock.settimeout(deadline.remaining(code, what))
+            try:
+                chunk = self.sock.recv(min(self.reader.bytes_wanted(), MAX_READ))
+            except socket.timeout:
+                raise LoginError(code, f"timed out {what}") from None
+            except OSError as exc:
+                raise LoginError(ExitCode.TRANS, f"{self.portal} connection error: {exc.strerror or exc}") from None
+            if not chunk:
+                raise LoginError(ExitCode.TRANS, f"{self.portal} closed the connection {what}")
+            self.reader.feed(chunk)
+
+
+@dataclasses.dataclass
+class Session:
+    """A logged-in connection: socket, negotiated parameters, sequence numbers."""
+
+    portal: Portal
+    target_name: str | None
+    login: LoginSuccess
+    sequencer: Sequencer
+    _channel: _Channel
+
+    @property
+    def parameters(self) -> Parameters:
+        return self.login.parameters
+
+    @property
+    def socket(self) -> socket.socket:
+        return self._channel.sock
+
+    def send(self, pdu: Pdu) -> None:
+        self._channel.send(pdu)
+
+    def recv(self, timeout: float = DEFAULT_REPLY_TIMEOUT) -> Pdu:
+        pdu = self._channel.recv(_Deadline(timeout), ExitCode.PDU_TIMEOUT, "waiting for a reply")
+        self.sequencer.observe(pdu)
+        return pdu
+
+    def ping(self, data: bytes = b"", timeout: float = DEFAULT_REPLY_TIMEOUT) -> NopIn:
+        request = self.sequencer.nop_out(data)
+        self.send(request)
+        while True:
+            reply = self.recv(timeout)
+            if isinstance(reply, NopIn) and reply.itt == request.itt:
+                if reply.data != data:
+                    raise LoginError(ExitCode.ERR, "NOP-In did not echo the ping data")
+                return reply
+            self._unsolicited(reply)
+
+    def scsi(self, cdb: bytes, *, lun: int = 0, expected_length: int = 0,
+             timeout: float = DEFAULT_REPLY_TIMEOUT) -> ScsiResult:
+        command = self.sequencer.scsi_command(cdb, lun=lun, expected_length=expected_length)
+        exchange = ScsiExchange(command)
+        self.send(command)
+        while True:
+            reply = self.recv(timeout)
+            if isinstance(reply, NopIn) and reply.itt == 0xFFFFFFFF:
+                self._unsolicited(reply)
+                continue
+            try:
+                result = exchange.receive(reply)
+            except RemoteProtocolError as exc:
+                raise LoginError(ExitCode.ERR, str(exc)) from None
+            if result is not None:
+                return result
+
+    def _unsolicited(self, pdu: Pdu) -> None:
+        if isinstance(pdu, NopIn) and pdu.ttt != 0xFFFFFFFF:
+            self.send(NopOut(immediate=True, itt=0xFFFFFFFF, ttt=pdu.ttt, lun=pdu.lun,
+                             cmdsn=self.sequencer.cmdsn, expstatsn=self.sequencer.exp_statsn,
+                             data=pdu.data))
+
+    def logout(self, timeout: float = DEFAULT_REPLY_TIMEOUT) -> None:
+        request = self.sequencer.logout()
+        self.send(request)
+        while True:
+            reply = self.recv(timeout)
+            if isinstance(reply, LogoutResponse) and reply.itt == request.itt:
+                break
+            self._unsolicited(reply)
+        self.close()
+        if reply.response != 0:
+            raise LoginError(ExitCode.LOGOUT, f"target answered Logout with response {reply.response}")
+
+    def detach(self) -> socket.socket:
+        """Give up the socket (for the kernel hand-off); the Session is unusable after."""
+        sock = self._channel.sock
+        sock.settimeout(None)
+        return sock
+
+    def close(self) -> None:
+        self._channel.sock.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _connect(portal: Portal, deadline: _Deadline, connect_timeout: float) -> socket.socket:
+    timeout = min(connect_timeout, deadline.remaining(ExitCode.TRANS_TIMEOUT, f"connecting to {portal}"))
+    try:
+        sock = socket.create_connection(portal.address, timeout=timeout)
+    except socket.timeout:
+        raise LoginError(ExitCode.TRANS_TIMEOUT, f"timed out connecting to {portal}") from None
+    except OSError as exc:
+        raise LoginError(ExitCode.TRANS, f"cannot connect to {portal}: {exc.strerror or exc}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def login(portal: "Portal | str | tuple[str, int]", target: str | None = None, *,
+          initiator_name: str | None = None, chap: ChapCredentials | None = None,
+          isid: int | None = None, operational: Mapping[str, str] | None = None,
+          connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+          login_timeout: float = DEFAULT_LOGIN_TIMEOUT, max_redirects: int = MAX_REDIRECTS,
+          random_bytes: Callable[[int], bytes] = os.urandom) -> Session:
+    """Log in to `target` at `portal` (a discovery session when `target` is None)."""
+    portal = as_portal(portal)
+    config = LoginConfig(
+        initiator_name=initiator_name or default_initiator_name(), target_name=target, chap=chap,
+        isid=DISCOVERY_ISID if isid is None else isid, operational=dict(operational or {}))
+    for _ in range(max_redirects + 1):
+        deadline = _Deadline(login_timeout)
+        sock = _connect(portal, deadline, connect_timeout)
+        try:
+            outcome = _login_exchange(_Channel(sock, portal), config, deadline, random_bytes)
+        except BaseException:
+            sock.close()
+            raise
+        if isinstance(outcome, Session):
+            return outcome
+        sock.close()
+        if isinstance(outcome, LoginFailure):
+            raise LoginError(outcome.exit_code, f"{portal}: {outcome.message}")
+        portal = Portal(outcome.portal.host, outcome.portal.port, outcome.portal.tpgt)
+    raise LoginError(ExitCode.LOGIN, f"more than {max_redirects} redirects")
+
+
+def _login_exchange(channel: _Channel, config: LoginConfig, deadline: _Deadline,
+                    random_bytes: Callable[[int], bytes]) -> "Session | LoginFailure | LoginRedirect":
+    machine = LoginMachine(config, random_bytes=random_bytes)
+    try:
+        event: object = machine.start()
+        while isinstance(event, LoginRequest):
+            channel.send(event)
+            event = machine.receive(channel.recv(deadline, ExitCode.PDU_TIMEOUT, "during login"))
+    except AuthenticationFailure as exc:
+        raise LoginError(ExitCode.LOGIN_AUTH_FAILED, f"{channel.portal}: {exc}") from None
+    except RemoteProtocolError as exc:
+        raise LoginError(ExitCode.LOGIN, f"{channel.portal}: protocol error: {exc}") from None
+    except LocalProtocolError as exc:
+        raise LoginError(ExitCode.INTERNAL, f"{channel.portal}: {exc}") from None
+    if not isinstance(event, LoginSuccess):
+        return event  # type: ignore[return-value]
+    params = event.parameters
+    channel.reader.max_data_segment = params.max_recv_data_segment
+    channel.reader.header_digest = channel.header_digest = params.header_digest
+    channel.reader.data_digest = channel.data_digest = params.data_digest
+    channel.max_xmit = params.max_xmit_data_segment
+    sequencer = Sequencer(cmdsn=event.exp_cmdsn, exp_statsn=event.exp_statsn,
+                          max_cmdsn=event.max_cmdsn, first_itt=config.itt + 1)
+    return Session(channel.portal, config.target_name, event, sequencer, channel)
+
+
+def discover(portal: "Portal | str | tuple[str, int]", *, initiator_name: str | None = None,
+             chap: ChapCredentials | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+             login_timeout: float = DEFAULT_LOGIN_TIMEOUT,
+             reply_timeout: float = DEFAULT_REPLY_TIMEOUT, logout: bool = False,
+             random_bytes: Callable[[int], bytes] = os.urandom) -> list[DiscoveredTarget]:
+    """SendTargets=All at `portal`. Like iscsiadm, the connection is closed
+    without a Logout unless `logout` is set."""
+    portal = as_portal(portal)
+    session = login(portal, None, initiator_name=initiator_name, chap=chap,
+                    connect_timeout=connect_timeout, login_timeout=login_timeout,
+                    random_bytes=random_bytes)
+    with session:
+        seq = session.sequencer
+        exchange = SendTargetsExchange(itt=seq.next_itt(), cmdsn=seq.cmdsn,
+                                       exp_statsn=seq.exp_statsn, default_portal=session.portal)
+        session.send(exchange.request())
+        while True:
+            pdu = session.recv(reply_timeout)
+            try:
+                outcome = exchange.receive(pdu)
+            except RemoteProtocolError as exc:
+                raise LoginError(ExitCode.ERR, f"{portal}: {exc}") from None
+            if isinstance(outcome, list):
+                break
+            if outcome is not None:
+                session.send(outcome)
+        seq.cmdsn, seq.exp_statsn = exchange.cmdsn, exchange.exp_statsn
+        if logout:
+            session.logout(reply_timeout)
+    return outcome
