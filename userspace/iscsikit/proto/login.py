@@ -244,12 +244,13 @@ class LoginMachine:
         req = self._request
         if rsp.itt != req.itt:
             raise RemoteProtocolError(f"ITT {rsp.itt:#x} does not match the request's {req.itt:#x}")
-        if rsp.isid != req.isid:
-            raise RemoteProtocolError(f"ISID {rsp.isid:#014x} does not match ours {req.isid:#014x}")
         reaction = _status.reaction(rsp.status_class, rsp.status_detail)
         if reaction.outcome is not _status.Outcome.SUCCESS:
+            # Only the status matters here: tgtd, for one, zeroes the ISID of a failure.
             self.state = TRANSITIONS[self.state][KIND_OF_OUTCOME[reaction.outcome]]
             return self._status_event(rsp, reaction)
+        if rsp.isid != req.isid:
+            raise RemoteProtocolError(f"ISID {rsp.isid:#014x} does not match ours {req.isid:#014x}")
         if rsp.version_active != 0:
             raise RemoteProtocolError(f"unsupported Version-active {rsp.version_active}")
         if rsp.csg != self.stage:
