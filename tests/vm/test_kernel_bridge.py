@@ -1,0 +1,56 @@
+"""NETLINK_ISCSI, sysfs and module loading against the guest's real 6.1 kernel."""
+
+import errno
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+PROBES = Path(__file__).parent / "probes"
+
+
+@pytest.fixture(scope="module")
+def basics(guest):
+    r = guest.run([sys.executable, str(PROBES / "netlink_basics.py")], timeout=180)
+    assert r.rc == 0, r.err
+    return json.loads(r.out)
+
+
+def test_modules_load_through_libkmod(basics):
+    assert basics["kmod_via"] == "libkmod"
+
+
+def test_create_session_gives_a_sysfs_session_on_its_own_host(basics):
+    assert basics["caps"] == 0x39
+    assert basics["sid"] in basics["sysfs_sessions_after_create"]
+    assert basics["host_of"] == basics["host_no"]
+    assert basics["cid"] == 0 and basics["conn_dir"] is True
+
+
+def test_creator_is_our_netlink_portid(basics):
+    # the kernel records the creating socket's portid; autobind gives the process's pid first
+    assert basics["creator"] > 0
+
+
+def test_kernel_rules_are_reported_as_errnos(basics):
+    assert basics["set_before_bind"] == errno.ENOTCONN
+    assert basics["bind_bad_fd"] in (errno.EINVAL, errno.ENOTSOCK, errno.EEXIST)
+    assert basics["destroy_busy"] == errno.EBUSY
+    assert basics["destroy_unknown"] == errno.EINVAL
+
+
+def test_recovery_timeout_is_set_before_bind(basics):
+    assert basics["recovery_tmo"] == "17"
+
+
+def test_destroy_removes_the_session(basics):
+    assert basics["sid"] not in basics["sysfs_sessions_after_destroy"]
+
+
+def test_events_are_classified_by_type(basics):
+    names = [name for name, _ in basics["events"]]
+    assert "CREATE_SESSION" in names
+    create = dict(basics["events"])["CREATE_SESSION"]
+    assert create == {"sid": basics["sid"], "host_no": basics["host_no"]}
+    assert "DESTROY_SESSION" in names

@@ -1,0 +1,311 @@
+"""NETLINK_ISCSI: `struct iscsi_uevent` declared once as data, and the socket that carries it.
+
+The C layout (include/scsi/iscsi_if.h, x86_64, sizeof 56, all host-endian):
+
+    struct iscsi_uevent {
+        uint32_t type;              /* k/u events type          @0  */
+        uint32_t iferror;           /* carries interface errors @4  */
+        uint64_t transport_handle;  /*                          @8  */
+        union { ... } u;            /* requests, 24 bytes       @16 */
+        union { ... } r;            /* results/events, 16 bytes @40 */
+    } __attribute__ ((aligned (sizeof(uint64_t))));
+
+Each union member is one row of REQUEST_FIELDS / RESULT_FIELDS below; a
+message class is the header plus one `u` member plus one `r` member, each
+padded to its union's size. What we take from pyroute2: its `nlmsg` class
+(nlmsghdr plus a `fields` table, packed with the C struct rules) encodes
+and decodes those rows, so no struct.pack of netlink data lives here. What
+we do not take: its NetlinkSocket, which correlates replies by sequence
+number and parses attribute TLVs; the iSCSI family echoes no sequence,
+sends events with nlmsg_type 0, and carries a fixed C struct plus raw
+trailing bytes. So the socket is a plain AF_NETLINK one, one request in
+flight, with events that arrive before a reply set aside for the consumer.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from pyroute2.netlink import nlmsg
+
+from .constants import GROUP_ISCSID, NETLINK_ISCSI, Ev, HostParam, KEv, Param, StopFlag
+
+UEVENT_SIZE = 56
+U_OFFSET, U_SIZE = 16, 24
+R_OFFSET, R_SIZE = 40, 16
+NLMSG_HDRLEN = 16
+# A RECV_PDU event carries at most the kernel's 8192-byte login buffer plus a BHS.
+RECV_BUFFER = 64 * 1024
+
+HEAD = (("type", "I"), ("iferror", "i"), ("transport_handle", "Q"))
+
+# union u: one row per request kind (the member name in the C header in the comment)
+REQUEST_FIELDS: dict[Ev, tuple[tuple[str, str], ...]] = {
+    Ev.CREATE_SESSION: (("initial_cmdsn", "I"), ("cmds_max", "H"), ("queue_depth", "H")),     # c_session
+    Ev.CREATE_BOUND_SESSION: (("ep_handle", "Q"), ("initial_cmdsn", "I"), ("cmds_max", "H"),
+                              ("queue_depth", "H")),                                          # c_bound_session
+    Ev.DESTROY_SESSION: (("sid", "I"),),                                                      # d_session
+    Ev.DESTROY_SESSION_ASYNC: (("sid", "I"),),
+    Ev.UNBIND_SESSION: (("sid", "I"),),
+    Ev.CREATE_CONN: (("sid", "I"), ("cid", "I")),                                             # c_conn
+    Ev.BIND_CONN: (("sid", "I"), ("cid", "I"), ("transport_eph", "Q"), ("is_leading", "I")),  # b_conn
+    Ev.DESTROY_CONN: (("sid", "I"), ("cid", "I")),                                            # d_conn
+    Ev.SEND_PDU: (("sid", "I"), ("cid", "I"), ("hdr_size", "I"), ("data_size", "I")),         # send_pdu
+    Ev.SET_PARAM: (("sid", "I"), ("cid", "I"), ("param", "I"), ("len", "I")),                 # set_param
+    Ev.START_CONN: (("sid", "I"), ("cid", "I")),                                              # start_conn
+    Ev.STOP_CONN: (("sid", "I"), ("cid", "I"), ("conn_handle", "Q"), ("flag", "I")),          # stop_conn
+    Ev.GET_STATS: (("sid", "I"), ("cid", "I")),                                               # get_stats
+    Ev.TRANSPORT_EP_CONNECT: (("non_blocking", "I"),),                                        # ep_connect
+    Ev.TRANSPORT_EP_CONNECT_THROUGH_HOST: (("host_no", "I"), ("non_blocking", "I")),
+    Ev.TRANSPORT_EP_POLL: (("ep_handle", "Q"), ("timeout_ms", "I")),                          # ep_poll
+    Ev.TRANSPORT_EP_DISCONNECT: (("ep_handle", "Q"),),                                        # ep_disconnect
+    # tgt_dscvr.type, renamed: one table cannot hold two fields named `type`
+    Ev.TGT_DSCVR: (("dscvr_type", "I"), ("host_no", "I"), ("enable", "I")),
+    Ev.SET_HOST_PARAM: (("host_no", "I"), ("param", "I"), ("len", "I")),                      # set_host_param
+    Ev.GET_HOST_STATS: (("host_no", "I"),),
+}
+
+RETCODE = (("retcode", "i"),)
+# union r: what a successful reply or an event carries
+RESULT_FIELDS: dict[int, tuple[tuple[str, str], ...]] = {
+    Ev.CREATE_SESSION: (("sid", "I"), ("host_no", "I")),                                      # c_session_ret
+    Ev.CREATE_BOUND_SESSION: (("sid", "I"), ("host_no", "I")),
+    Ev.CREATE_CONN: (("sid", "I"), ("cid", "I")),                                             # c_conn_ret
+    Ev.BIND_CONN: RETCODE,
+    Ev.START_CONN: RETCODE,
+    Ev.SEND_PDU: RETCODE,
+    Ev.TRANSPORT_EP_POLL: RETCODE,
+    Ev.TRANSPORT_EP_CONNECT: (("handle", "Q"),),                                              # ep_connect_ret
+    Ev.TRANSPORT_EP_CONNECT_THROUGH_HOST: (("handle", "Q"),),
+    KEv.RECV_PDU: (("sid", "I"), ("cid", "I"), ("recv_handle", "Q")),                         # recv_req
+    KEv.CONN_ERROR: (("sid", "I"), ("cid", "I"), ("error", "I")),                             # connerror
+    KEv.CONN_LOGIN_STATE: (("sid", "I"), ("cid", "I"), ("state", "I")),                       # conn_login
+    KEv.DESTROY_SESSION: (("host_no", "I"), ("sid", "I")),                                    # d_session (sic: host_no first)
+    KEv.UNBIND_SESSION: (("sid", "I"), ("host_no", "I")),                                     # unbind_session
+    KEv.CREATE_SESSION: (("sid", "I"), ("host_no", "I")),                                     # c_session_ret
+    KEv.PATH_REQ: (("host_no", "I"),),                                                        # req_path
+    KEv.IF_DOWN: (("host_no", "I"),),                                                         # notify_if_down
+    KEv.HOST_EVENT: (("host_no", "I"), ("data_size", "I"), ("code", "I")),                    # host_event
+    KEv.PING_COMP: (("host_no", "I"), ("status", "I"), ("pid", "I"), ("data_size", "I")),    # ping_comp
+}
+
+# Replies whose success is judged by the driver's r.retcode, not only by IF_ERROR.
+RETCODE_REPLIES = frozenset(k for k, v in RESULT_FIELDS.items() if v is RETCODE)
+
+
+def _padded(rows: tuple[tuple[str, str], ...], size: int, tag: str) -> tuple[tuple[str, str], ...]:
+    used = struct.calcsize("=" + "".join(fmt for _, fmt in rows))
+    if used > size:
+        raise AssertionError(f"union member {rows} is larger than {size} bytes")
+    return rows + (((f"__pad_{tag}", f"{size - used}x"),) if used < size else ())
+
+
+@lru_cache(maxsize=None)
+def message_class(u_kind: int | None, r_kind: int | None) -> type[nlmsg]:
+    """The nlmsg class for a uevent whose u union holds `u_kind`'s member and r holds `r_kind`'s."""
+    u = REQUEST_FIELDS.get(u_kind, ()) if u_kind is not None else ()
+    r = RESULT_FIELDS.get(r_kind, ()) if r_kind is not None else ()
+    name = f"uevent_{u_kind}_{r_kind}"
+    return type(name, (nlmsg,), {"fields": HEAD + _padded(u, U_SIZE, "u") + _padded(r, R_SIZE, "r")})
+
+
+@dataclass
+class Uevent:
+    """A decoded message: the header, the union fields of its kind, and what trails the struct."""
+    type: int
+    iferror: int = 0
+    transport_handle: int = 0
+    fields: dict = field(default_factory=dict)
+    payload: bytes = b""
+
+    def __getitem__(self, key: str):
+        return self.fields[key]
+
+    @property
+    def name(self) -> str:
+        for enum_ in (Ev, KEv):
+            try:
+                return enum_(self.type).name
+            except ValueError:
+                pass
+        return str(self.type)
+
+
+def encode(kind: Ev, transport_handle: int = 0, payload: bytes = b"", **values) -> bytes:
+    cls = message_class(kind, None)
+    msg = cls()
+    msg["header"]["type"] = int(kind)
+    msg["header"]["pid"] = os.getpid()
+    msg["type"] = int(kind)
+    msg["iferror"] = 0
+    msg["transport_handle"] = transport_handle
+    names = {n for n, _ in REQUEST_FIELDS.get(kind, ())}
+    unknown = set(values) - names
+    if unknown:
+        raise TypeError(f"{kind.name} has no field(s) {sorted(unknown)}")
+    for name in names:
+        msg[name] = int(values.get(name, 0))
+    msg.encode()
+    data = bytes(msg.data) + payload
+    # nlmsg counts only its own fields; the length must cover the trailing payload too.
+    return len(data).to_bytes(4, "little") + data[4:]
+
+
+def decode(data: bytes, request: Ev | None = None) -> Uevent:
+    """Decode one netlink message (nlmsghdr + uevent + payload)."""
+    if len(data) < NLMSG_HDRLEN + UEVENT_SIZE:
+        raise ValueError(f"short NETLINK_ISCSI message ({len(data)} bytes)")
+    ev_type = int.from_bytes(data[NLMSG_HDRLEN:NLMSG_HDRLEN + 4], "little")
+    # Replies echo the request's u union; events are known by their own type.
+    u_kind = request if ev_type in (request, KEv.IF_ERROR) else None
+    r_kind = ev_type if ev_type in RESULT_FIELDS else None
+    msg = message_class(u_kind, r_kind)(data[:NLMSG_HDRLEN + UEVENT_SIZE])
+    msg.decode()
+    names = [n for n, _ in REQUEST_FIELDS.get(u_kind, ()) + RESULT_FIELDS.get(r_kind, ())]
+    fields = {n: msg[n] for n in names if not n.startswith("__")}
+    length = int.from_bytes(data[:4], "little")
+    return Uevent(type=ev_type, iferror=msg["iferror"], transport_handle=msg["transport_handle"],
+                  fields=fields, payload=bytes(data[NLMSG_HDRLEN + UEVENT_SIZE:max(length, NLMSG_HDRLEN + UEVENT_SIZE)]))
+
+
+def split(datagram: bytes) -> list[bytes]:
+    """The netlink messages in one datagram (each NLMSG-aligned to 4 bytes)."""
+    out, off = [], 0
+    while off + NLMSG_HDRLEN <= len(datagram):
+        length = int.from_bytes(datagram[off:off + 4], "little")
+        if length < NLMSG_HDRLEN or off + length > len(datagram):
+            raise ValueError(f"bad nlmsg_len {length} at offset {off}")
+        out.append(datagram[off:off + length])
+        off += (length + 3) & ~3
+    return out
+
+
+class KernelError(OSError):
+    """The kernel refused a request: IF_ERROR (negative errno) or a driver retcode."""
+
+    def __init__(self, request: Ev, err: int, how: str):
+        self.request = request
+        # the kernel speaks negative errnos; OSError's errno is positive, as everywhere else in Python
+        super().__init__(abs(err), f"{request.name} failed: {how} {-abs(err)} "
+                                   f"({os.strerror(abs(err)) if err else 'unknown'})")
+
+
+class IscsiNetlink:
+    """The NETLINK_ISCSI socket: one request in flight; events set aside in order."""
+
+    def __init__(self, groups: int = GROUP_ISCSID, reply_timeout: float = 30.0):
+        try:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ISCSI)
+        except OSError as e:
+            if e.errno == errno.EPROTONOSUPPORT:
+                raise OSError(e.errno, "NETLINK_ISCSI is not available: load scsi_transport_iscsi "
+                                       "(modprobe iscsi_tcp), and run in the initial network namespace") from None
+            raise
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        # bit 1 is group 1; joining needs CAP_NET_ADMIN
+        self.sock.bind((0, 1 << (groups - 1) if groups else 0))
+        self.reply_timeout = reply_timeout
+        self.events: collections.deque[Uevent] = collections.deque()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def __enter__(self) -> "IscsiNetlink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _recv(self, timeout: float | None) -> bytes | None:
+        if timeout is not None:
+            ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
+            if not ready:
+                return None
+        return self.sock.recv(RECV_BUFFER)
+
+    def request(self, kind: Ev, transport_handle: int = 0, payload: bytes = b"", **values) -> Uevent:
+        data = encode(kind, transport_handle, payload, **values)
+        with self._lock:
+            self.sock.sendto(data, (0, 0))
+            deadline = time.monotonic() + self.reply_timeout
+            while True:
+                chunk = self._recv(deadline - time.monotonic())
+                if chunk is None:
+                    raise KernelError(kind, -errno.ETIMEDOUT, "no reply within the timeout:")
+                for raw in split(chunk):
+                    ev = decode(raw, kind)
+                    if ev.type == KEv.IF_ERROR:
+                        raise KernelError(kind, ev.iferror, "kernel returned")
+                    if ev.type == kind:
+                        if kind in RETCODE_REPLIES and ev["retcode"] < 0:
+                            raise KernelError(kind, ev["retcode"], "driver returned")
+                        return ev
+                    self.events.append(ev)
+
+    def next_event(self, timeout: float | None = 0.0) -> Uevent | None:
+        """The oldest event, reading the socket for at most `timeout` seconds (None: wait)."""
+        if self.events:
+            return self.events.popleft()
+        with self._lock:
+            chunk = self._recv(timeout)
+        if chunk is None:
+            return None
+        self.events.extend(decode(raw) for raw in split(chunk))
+        return self.events.popleft() if self.events else None
+
+    # ---- the requests, by name -------------------------------------------
+    def create_session(self, handle: int, initial_cmdsn: int = 0, cmds_max: int = 128,
+                       queue_depth: int = 32) -> tuple[int, int]:
+        r = self.request(Ev.CREATE_SESSION, handle, initial_cmdsn=initial_cmdsn, cmds_max=cmds_max,
+                         queue_depth=queue_depth)
+        return r["sid"], r["host_no"]
+
+    def destroy_session(self, handle: int, sid: int) -> None:
+        self.request(Ev.DESTROY_SESSION, handle, sid=sid)
+
+    def unbind_session(self, handle: int, sid: int) -> None:
+        self.request(Ev.UNBIND_SESSION, handle, sid=sid)
+
+    def create_conn(self, handle: int, sid: int, cid: int = 0) -> int:
+        r = self.request(Ev.CREATE_CONN, handle, sid=sid, cid=cid)
+        if r["cid"] == 0xFFFFFFFF:
+            raise KernelError(Ev.CREATE_CONN, -errno.EINVAL, "kernel returned cid -1:")
+        return r["cid"]
+
+    def bind_conn(self, handle: int, sid: int, cid: int, fd: int, is_leading: bool = True) -> None:
+        self.request(Ev.BIND_CONN, handle, sid=sid, cid=cid, transport_eph=fd, is_leading=int(is_leading))
+
+    def set_param(self, handle: int, sid: int, cid: int, param: Param, value: str | int) -> None:
+        data = str(value).encode() + b"\0"
+        self.request(Ev.SET_PARAM, handle, data, sid=sid, cid=cid, param=int(param), len=len(data))
+
+    def set_host_param(self, handle: int, host_no: int, param: HostParam, value: str) -> None:
+        data = str(value).encode() + b"\0"
+        self.request(Ev.SET_HOST_PARAM, handle, data, host_no=host_no, param=int(param), len=len(data))
+
+    def start_conn(self, handle: int, sid: int, cid: int = 0) -> None:
+        self.request(Ev.START_CONN, handle, sid=sid, cid=cid)
+
+    def stop_conn(self, handle: int, sid: int, cid: int = 0, flag: StopFlag = StopFlag.TERM) -> None:
+        self.request(Ev.STOP_CONN, handle, sid=sid, cid=cid, flag=int(flag))
+
+    def destroy_conn(self, handle: int, sid: int, cid: int = 0) -> None:
+        self.request(Ev.DESTROY_CONN, handle, sid=sid, cid=cid)
+
+    def send_pdu(self, handle: int, sid: int, cid: int, header: bytes, data: bytes = b"") -> None:
+        padded = data + b"\0" * (-len(data) % 4)
+        self.request(Ev.SEND_PDU, handle, header + padded, sid=sid, cid=cid, hdr_size=len(header),
+                     data_size=len(padded))
