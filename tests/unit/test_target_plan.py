@@ -1,0 +1,272 @@
+"""The restore planner: only the difference, in an order configfs accepts."""
+
+import copy
+import json
+from pathlib import Path
+
+from hypothesis import given, settings, strategies as st
+
+from iscsikit.target import saveconfig
+from iscsikit.target.model import Chap, Config, LUN, MappedLUN, NodeACL, Portal, StorageObject, Target, TPG
+from iscsikit.target.plan import PHASES, plan
+
+DATA = Path(__file__).parent.parent / "data" / "target"
+T = "iqn.2024-01.com.example:t1"
+I1 = "iqn.2024-01.com.example:init1"
+
+
+def load():
+    return saveconfig.from_dict(json.loads((DATA / "targetcli-2.1.53.json").read_text()))
+
+
+def ops(steps):
+    return [s.op for s in steps]
+
+
+def test_same_file_twice_is_no_op():
+    assert plan(load(), load()) == []
+
+
+def test_from_empty_builds_top_down_and_enables_last():
+    steps = plan(Config(), load())
+    o = ops(steps)
+    assert o.index("so_create") < o.index("target_create") < o.index("tpg_create") < o.index("lun_create")
+    assert o.index("lun_create") < o.index("mlun_create") < o.index("tpg_enable")
+    assert o[-1] == "tpg_enable"
+    assert o.count("so_create") == 2 and o.count("mlun_create") == 2
+
+
+def test_clear_tears_down_bottom_up_after_disabling():
+    o = ops(plan(load(), Config()))
+    assert o[0] == "tpg_disable"
+    assert o.index("mlun_delete") < o.index("acl_delete") < o.index("lun_delete") < o.index("tpg_delete")
+    assert o.index("tpg_delete") < o.index("target_delete") < o.index("so_delete")
+    assert "so_create" not in o
+
+
+def test_write_protect_change_touches_nothing_else():
+    new = load()
+    new.targets[T].tpgs[1].node_acls[I1].mapped_luns[0].write_protect = True
+    steps = plan(load(), new)
+    assert ops(steps) == ["mlun_wp"]
+    assert steps[0].values == {"write_protect": True}
+
+
+def test_attribute_change_writes_only_that_key():
+    new = load()
+    new.targets[T].tpgs[1].attributes["authentication"] = 1
+    new.targets[T].tpgs[1].parameters["HeaderDigest"] = "CRC32C"
+    new.storage_objects[("fileio", "d1")].attributes["emulate_tpu"] = 1
+    steps = plan(load(), new)
+    assert {s.op: s.values for s in steps} == {
+        "tpg_attrs": {"authentication": 1}, "tpg_params": {"HeaderDigest": "CRC32C"},
+        "so_attrs": {"emulate_tpu": 1}}
+
+
+def test_resized_backstore_is_remade_with_its_luns_and_mappings():
+    new = load()
+    new.storage_objects[("fileio", "d1")].size = 128 << 20
+    steps = plan(load(), new)
+    assert sorted(ops(steps)) == sorted(["mlun_delete", "lun_delete", "so_delete", "so_create", "lun_create",
+                                         "mlun_create"])
+    assert all(getattr(s.obj, "index", 0) == 0 for s in steps if s.op.startswith(("lun", "mlun")))
+
+
+def test_block_size_change_remakes_the_object():
+    new = load()
+    new.storage_objects[("ramdisk", "r1")].attributes["block_size"] = 4096
+    assert "so_create" in ops(plan(load(), new))
+
+
+def test_file_without_wwn_or_alias_accepts_the_running_ones():
+    new = load()
+    for so in new.storage_objects.values():
+        so.wwn = None
+    for lun in new.targets[T].tpgs[1].luns.values():
+        lun.alias = None
+    assert plan(load(), new) == []
+
+
+def test_portal_spellings_are_one_portal():
+    a, b = load(), load()
+    tpg_a, tpg_b = a.targets[T].tpgs[1], b.targets[T].tpgs[1]
+    pa, pb = Portal("[::0]", 3260), Portal("[::]", 3260)
+    tpg_a.portals = {pa.key: pa}
+    tpg_b.portals = {pb.key: pb}
+    assert plan(a, b) == []
+
+
+def test_chap_change_and_removal():
+    new = load()
+    new.targets[T].tpgs[1].node_acls[I1].chap = Chap("u1", "p1secret", "m1", "m1secret1234")
+    steps = plan(load(), new)
+    assert ops(steps) == ["acl_auth"]
+    assert steps[0].values["mutual_userid"] == "m1"
+    new.targets[T].tpgs[1].node_acls[I1].chap = Chap()
+    assert ops(plan(load(), new)) == ["acl_auth"]
+
+
+def test_removing_an_acl_removes_its_mappings_first():
+    new = load()
+    del new.targets[T].tpgs[1].node_acls[I1]
+    assert ops(plan(load(), new)) == ["mlun_delete", "mlun_delete", "acl_delete"]
+
+
+def test_discovery_auth():
+    new = load()
+    new.discovery.enable = True
+    new.discovery.chap = Chap("d", "dsecret12345")
+    steps = plan(load(), new)
+    assert ops(steps) == ["discovery_auth"] and steps[0].values["enable"] is True
+
+
+# ---- property: any plan, replayed on a model of configfs, reaches the goal ----
+
+class FakeConfigfs:
+    """configfs's rules: no child without its parent, no rmdir of a parent with children,
+    no deleting a storage object still exported."""
+
+    def __init__(self, cfg: Config):
+        self.c = copy.deepcopy(cfg)
+
+    def run(self, steps):
+        for s in steps:
+            getattr(self, s.op)(s)
+        return self.c
+
+    def _tpg(self, s):
+        return self.c.targets[s.target].tpgs[s.tag]
+
+    def tpg_disable(self, s): self._tpg(s).enable = False
+    def tpg_enable(self, s): self._tpg(s).enable = True
+
+    def mlun_delete(self, s):
+        del self._tpg(s).node_acls[s.node].mapped_luns[s.obj.index]
+
+    def acl_delete(self, s):
+        assert not self._tpg(s).node_acls[s.node].mapped_luns, "ACL still has mapped LUNs"
+        del self._tpg(s).node_acls[s.node]
+
+    def lun_delete(self, s):
+        tpg = self._tpg(s)
+        for acl in tpg.node_acls.values():
+            assert all(m.tpg_lun != s.obj.index for m in acl.mapped_luns.values()), "LUN still mapped"
+        del tpg.luns[s.obj.index]
+
+    def portal_delete(self, s): del self._tpg(s).portals[s.obj.key]
+
+    def tpg_delete(self, s):
+        tpg = self._tpg(s)
+        assert not (tpg.luns or tpg.node_acls or tpg.portals) and not tpg.enable
+        del self.c.targets[s.target].tpgs[s.tag]
+
+    def target_delete(self, s):
+        assert not self.c.targets[s.target].tpgs
+        del self.c.targets[s.target]
+
+    def so_delete(self, s):
+        assert not list(self.c.luns_using(s.obj.key)), "storage object still exported"
+        del self.c.storage_objects[s.obj.key]
+
+    def so_create(self, s):
+        assert s.obj.key not in self.c.storage_objects
+        self.c.storage_objects[s.obj.key] = copy.deepcopy(s.obj)
+
+    def so_attrs(self, s): self.c.storage_objects[s.obj.key].attributes.update(s.values)
+
+    def target_create(self, s):
+        assert s.target not in self.c.targets
+        self.c.targets[s.target] = Target(s.target)
+
+    def target_params(self, s): self.c.targets[s.target].parameters.update(s.values)
+
+    def tpg_create(self, s):
+        assert s.tag not in self.c.targets[s.target].tpgs
+        self.c.targets[s.target].tpgs[s.tag] = TPG(s.tag, enable=False)
+
+    def tpg_attrs(self, s): self._tpg(s).attributes.update(s.values)
+    def tpg_params(self, s): self._tpg(s).parameters.update(s.values)
+    def tpg_auth(self, s): self._tpg(s).chap = Chap(**s.values)
+
+    def lun_create(self, s):
+        assert s.obj.so_key in self.c.storage_objects and s.obj.index not in self._tpg(s).luns
+        self._tpg(s).luns[s.obj.index] = copy.deepcopy(s.obj)
+
+    def portal_create(self, s):
+        self._tpg(s).portals[s.obj.key] = Portal(s.obj.ip_address, s.obj.port)
+
+    def portal_flags(self, s):
+        p = self._tpg(s).portals[s.obj.key]
+        p.iser, p.offload = s.values["iser"], s.values["offload"]
+
+    def acl_create(self, s):
+        assert s.node not in self._tpg(s).node_acls
+        self._tpg(s).node_acls[s.node] = NodeACL(s.node)
+
+    def acl_attrs(self, s): self._tpg(s).node_acls[s.node].attributes.update(s.values)
+    def acl_auth(self, s): self._tpg(s).node_acls[s.node].chap = Chap(**s.values)
+    def acl_tag(self, s): self._tpg(s).node_acls[s.node].tag = s.values["tag"]
+    def acl_depth(self, s): self._tpg(s).node_acls[s.node].tcq_depth = s.values["tcq_depth"]
+
+    def mlun_create(self, s):
+        tpg = self._tpg(s)
+        assert s.obj.tpg_lun in tpg.luns and s.obj.index not in tpg.node_acls[s.node].mapped_luns
+        tpg.node_acls[s.node].mapped_luns[s.obj.index] = copy.deepcopy(s.obj)
+
+    def mlun_wp(self, s):
+        self._tpg(s).node_acls[s.node].mapped_luns[s.obj.index].write_protect = s.values["write_protect"]
+
+    def discovery_auth(self, s):
+        v = dict(s.values)
+        self.c.discovery.enable = v.pop("enable")
+        self.c.discovery.chap = Chap(**v)
+
+
+@st.composite
+def configs(draw):
+    cfg = Config()
+    names = draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True, max_size=4))
+    for n in names:
+        size = draw(st.sampled_from([1 << 20, 2 << 20]))
+        cfg.storage_objects[("ramdisk", n)] = StorageObject(
+            "ramdisk", n, size=size, wwn="w-" + n, attributes={"emulate_tpu": draw(st.integers(0, 1))})
+    for t in draw(st.lists(st.sampled_from(["t1", "t2"]), unique=True, max_size=2)):
+        wwn = f"iqn.2024-01.com.example:{t}"
+        target = Target(wwn)
+        for tag in draw(st.lists(st.integers(1, 2), unique=True, max_size=2)):
+            tpg = TPG(tag, enable=draw(st.booleans()), attributes={"authentication": draw(st.integers(0, 1))})
+            for i, n in enumerate(draw(st.lists(st.sampled_from(names), max_size=3)) if names else []):
+                tpg.luns[i] = LUN(i, f"/backstores/ramdisk/{n}")
+            p = Portal("0.0.0.0", 3260 + tag)
+            tpg.portals[p.key] = p
+            for node in draw(st.lists(st.sampled_from(["i1", "i2"]), unique=True, max_size=2)):
+                acl = NodeACL(f"iqn.2024-01.com.example:{node}", chap=Chap("u", "secretsecret")
+                              if draw(st.booleans()) else Chap())
+                for m in draw(st.lists(st.sampled_from(sorted(tpg.luns)), unique=True)) if tpg.luns else []:
+                    acl.mapped_luns[m] = MappedLUN(m, m, write_protect=draw(st.booleans()))
+                tpg.node_acls[acl.node_wwn] = acl
+            target.tpgs[tag] = tpg
+        cfg.targets[wwn] = target
+    return cfg
+
+
+def _comparable(cfg: Config) -> dict:
+    d = saveconfig.to_dict(cfg)
+    for t in d["targets"]:
+        for tpg in t["tpgs"]:
+            for lun in tpg["luns"]:
+                lun["alias"] = None
+            for acl in tpg["node_acls"]:
+                for m in acl["mapped_luns"]:
+                    m["alias"] = None
+    return d
+
+
+@settings(max_examples=300, deadline=None)
+@given(configs(), configs())
+def test_any_plan_reaches_the_desired_state_in_a_legal_order(current, desired):
+    steps = plan(current, desired)
+    assert [PHASES.index(s.op) for s in steps] == sorted(PHASES.index(s.op) for s in steps)
+    reached = FakeConfigfs(current).run(steps)
+    assert _comparable(reached) == _comparable(desired)
+    assert plan(reached, desired) == []

@@ -1,0 +1,411 @@
+"""Carry out a plan against the kernel, and take it back if a step fails.
+
+One handler per step kind (a table, as open-iscsi's mgmt_ipc_functions).
+Each handler does its step and returns how to undo it; on the first failure
+the undos run in reverse, so a restore that fails midway leaves the
+previous configuration (a ramdisk that was deleted comes back empty: its
+data lived only in the kernel).
+
+Targets, TPGs, portals, ACLs and their attributes, parameters and CHAP go
+through rtslib's objects; storage objects, TPG LUNs and mapped LUNs through
+configfs.Writer, where rtslib would scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from typing import Callable
+
+from rtslib import FabricModule, NetworkPortal, NodeACL, Target, TPG
+from rtslib.utils import RTSLibError
+
+from . import configfs
+from .errors import ApplyError, TargetError, ValidationError
+from .model import Config, StorageObject
+from .plan import Step
+
+log = logging.getLogger(__name__)
+Undo = Callable[[], None]
+
+
+class Executor:
+    def __init__(self, current: Config, root: str = configfs.ROOT):
+        # `current` is the snapshot the plan was made from; it gives HBA indexes
+        # and is kept up to date so later steps find what earlier ones made.
+        self.current = current
+        self.root = root
+        self.writer = configfs.Writer(root)
+        self._fabric = None
+        self._targets: dict[str, Target] = {}
+        self._tpgs: dict[tuple, TPG] = {}
+
+    # ---- rtslib objects, looked up once each ----
+    @property
+    def fabric(self):
+        if self._fabric is None:
+            self._fabric = FabricModule("iscsi")
+        return self._fabric
+
+    def target(self, wwn: str) -> Target:
+        t = self._targets.get(wwn)
+        if t is None or not t.exists:
+            t = self._targets[wwn] = Target(self.fabric, wwn, "lookup")
+        return t
+
+    def tpg(self, wwn: str, tag: int) -> TPG:
+        key = (wwn, tag)
+        t = self._tpgs.get(key)
+        if t is None or not t.exists:
+            t = self._tpgs[key] = TPG(self.target(wwn), tag, "lookup")
+        return t
+
+    def acl(self, wwn: str, tag: int, node: str) -> NodeACL:
+        return NodeACL(self.tpg(wwn, tag), node, "lookup")
+
+    def so(self, key) -> StorageObject:
+        so = self.current.storage_objects.get(key)
+        if so is None or so.hba_index is None:
+            raise TargetError(f"storage object {key[0]}/{key[1]} is not in configfs")
+        return so
+
+    # ---- running a plan ----
+    def run(self, steps: list[Step]) -> None:
+        undos: list[tuple[Step, Undo]] = []
+        for step in steps:
+            handler = HANDLERS[step.op]
+            try:
+                undo = handler(self, step)
+            except (TargetError, RTSLibError, OSError) as e:
+                msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                failed = self.rollback(undos)
+                raise ApplyError(f"{step.describe()}: {msg}", failed) from None
+            except BaseException:
+                self.rollback(undos)
+                raise
+            if undo is not None:
+                undos.append((step, undo))
+
+    def rollback(self, undos) -> list[str]:
+        failed = []
+        for step, undo in reversed(undos):
+            try:
+                undo()
+            except Exception as e:  # keep going: each undo left standing is one more thing restored
+                failed.append(f"undo of {step.describe()}: {e}")
+                log.warning("rollback: undo of %s failed: %s", step.describe(), e)
+        return failed
+
+
+# ---- storage objects -------------------------------------------------------------
+
+def _so_create(ex: Executor, step: Step) -> Undo:
+    so: StorageObject = step.obj
+    if so.plugin == "pscsi":
+        # pscsi needs udev to map a path to H:C:T:L; rtslib already does that.
+        from rtslib import PSCSIStorageObject
+        PSCSIStorageObject(so.name, so.dev)
+        fresh = configfs.snapshot(ex.root, attributes=False).storage_objects[so.key]
+        so.hba_index = fresh.hba_index
+    else:
+        if so.plugin == "fileio":
+            try:
+                so.is_block_dev = stat.S_ISBLK(os.stat(so.dev).st_mode)
+            except OSError:
+                so.is_block_dev = False
+        ex.writer.create_so(so)
+    ex.current.storage_objects[so.key] = so
+    return lambda: (ex.writer.delete_so(so), ex.current.storage_objects.pop(so.key, None))
+
+
+def _so_delete(ex: Executor, step: Step) -> Undo:
+    so: StorageObject = step.obj
+    ex.writer.delete_so(so)
+    ex.current.storage_objects.pop(so.key, None)
+
+    def undo():
+        again = StorageObject(**{f: getattr(so, f) for f in (
+            "plugin", "name", "dev", "size", "wwn", "write_back", "aio", "readonly", "exclusive", "nullio",
+            "config", "hw_max_sectors", "control", "attributes")})
+        again.is_block_dev = so.is_block_dev
+        ex.writer.create_so(again)
+        so.hba_index = again.hba_index
+        ex.current.storage_objects[so.key] = so
+    return undo
+
+
+def _so_attrs(ex: Executor, step: Step) -> Undo:
+    so = ex.so(step.obj.key)
+    old = ex.writer.set_so_attributes(so, step.values)
+    return lambda: ex.writer.set_so_attributes(so, old)
+
+
+# ---- targets and TPGs ------------------------------------------------------------
+
+def _target_create(ex: Executor, step: Step) -> Undo:
+    t = Target(ex.fabric, step.target, "create")
+    ex._targets[step.target] = t
+    return t.delete
+
+
+def _target_delete(ex: Executor, step: Step) -> Undo:
+    ex.target(step.target).delete()
+    ex._targets.pop(step.target, None)
+    return lambda: Target(ex.fabric, step.target, "create")
+
+
+def _target_params(ex: Executor, step: Step) -> Undo:
+    t = ex.target(step.target)
+    old = {k: t.get_parameter(k) for k in step.values}
+    for k, v in step.values.items():
+        t.set_parameter(k, v)
+    return lambda: [t.set_parameter(k, v) for k, v in old.items()]
+
+
+def _tpg_create(ex: Executor, step: Step) -> Undo:
+    tpg = TPG(ex.target(step.target), step.tag, "create")
+    ex._tpgs[(step.target, step.tag)] = tpg
+    return tpg.delete
+
+
+def _tpg_delete(ex: Executor, step: Step) -> Undo:
+    spec = step.obj
+    ex.tpg(step.target, step.tag).delete()
+    ex._tpgs.pop((step.target, step.tag), None)
+
+    def undo():
+        tpg = TPG(ex.target(step.target), step.tag, "create")
+        _write_changed(tpg.get_attribute, tpg.set_attribute, spec.attributes)
+        _write_changed(tpg.get_parameter, tpg.set_parameter, spec.parameters)
+        _set_chap(tpg, spec.chap.__dict__)
+    return undo
+
+
+def _write_changed(get, put, values: dict) -> dict:
+    """Write only values that differ from the running ones; return the old ones."""
+    old = {}
+    for k, v in values.items():
+        cur = get(k)
+        if str(cur).strip() != str(int(v) if isinstance(v, bool) else v).strip():
+            put(k, v)
+            old[k] = cur
+    return old
+
+
+def _tpg_attrs(ex: Executor, step: Step) -> Undo:
+    tpg = ex.tpg(step.target, step.tag)
+    old = _write_changed(tpg.get_attribute, tpg.set_attribute, step.values)
+    return lambda: _write_changed(tpg.get_attribute, tpg.set_attribute, old)
+
+
+def _tpg_params(ex: Executor, step: Step) -> Undo:
+    tpg = ex.tpg(step.target, step.tag)
+    old = _write_changed(tpg.get_parameter, tpg.set_parameter, step.values)
+    return lambda: _write_changed(tpg.get_parameter, tpg.set_parameter, old)
+
+
+_CHAP_PROPS = ("userid", "password", "mutual_userid", "mutual_password")
+
+
+def _set_chap(obj, values: dict, prefix: str = "chap_") -> dict:
+    old = {f: getattr(obj, prefix + f) or "" for f in _CHAP_PROPS}
+    # Clear mutual before one-way and set one-way before mutual: the kernel
+    # checks a mutual set against the one-way one.
+    order = sorted(_CHAP_PROPS, key=lambda f: ("mutual" in f) == bool(values.get(f)))
+    for f in order:
+        if f in values and (values[f] or "") != old[f]:
+            setattr(obj, prefix + f, values[f] or "")
+    return old
+
+
+def _tpg_auth(ex: Executor, step: Step) -> Undo:
+    tpg = ex.tpg(step.target, step.tag)
+    old = _set_chap(tpg, step.values)
+    return lambda: _set_chap(tpg, old)
+
+
+def _tpg_enable(ex: Executor, step: Step) -> Undo:
+    tpg = ex.tpg(step.target, step.tag)
+    old = tpg.enable
+    tpg.enable = step.values["enable"]
+    return lambda: setattr(tpg, "enable", old)
+
+
+# ---- LUNs, portals ---------------------------------------------------------------
+
+def _lun_create(ex: Executor, step: Step) -> Undo:
+    lun = step.obj
+    ex.writer.create_lun(step.target, step.tag, lun, ex.so(lun.so_key))
+    return lambda: ex.writer.delete_lun(step.target, step.tag, lun)
+
+
+def _lun_delete(ex: Executor, step: Step) -> Undo:
+    lun = step.obj
+    ex.writer.delete_lun(step.target, step.tag, lun)
+    return lambda: ex.writer.create_lun(step.target, step.tag, lun, ex.so(lun.so_key))
+
+
+def _portal_create(ex: Executor, step: Step) -> Undo:
+    p = step.obj
+    np = NetworkPortal(ex.tpg(step.target, step.tag), p.ip_address, p.port, "create")
+    return np.delete
+
+
+def _portal_delete(ex: Executor, step: Step) -> Undo:
+    p = step.obj
+    NetworkPortal(ex.tpg(step.target, step.tag), p.ip_address, p.port, "lookup").delete()
+
+    def undo():
+        np = NetworkPortal(ex.tpg(step.target, step.tag), p.ip_address, p.port, "create")
+        if p.iser:
+            np.iser = True
+        if p.offload:
+            np.offload = True
+    return undo
+
+
+def _portal_flags(ex: Executor, step: Step) -> Undo:
+    p = step.obj
+    np = NetworkPortal(ex.tpg(step.target, step.tag), p.ip_address, p.port, "lookup")
+    old = {"iser": np.iser, "offload": np.offload}
+    for k, v in step.values.items():
+        if getattr(np, k) != v:
+            setattr(np, k, v)
+            if getattr(np, k) != v:
+                raise TargetError(f"portal {p.dirname}: this kernel cannot set {k}={v}")
+    return lambda: [setattr(np, k, v) for k, v in old.items()]
+
+
+# ---- ACLs and mapped LUNs ---------------------------------------------------------
+
+def _acl_create(ex: Executor, step: Step) -> Undo:
+    acl = NodeACL(ex.tpg(step.target, step.tag), step.node, "create")
+    return acl.delete
+
+
+def _acl_delete(ex: Executor, step: Step) -> Undo:
+    spec = step.obj
+    ex.acl(step.target, step.tag, step.node).delete()
+
+    def undo():
+        acl = NodeACL(ex.tpg(step.target, step.tag), step.node, "create")
+        _write_changed(acl.get_attribute, acl.set_attribute, spec.attributes)
+        _set_chap(acl, spec.chap.__dict__)
+        if spec.tag:
+            acl.tag = spec.tag
+    return undo
+
+
+def _acl_attrs(ex: Executor, step: Step) -> Undo:
+    acl = ex.acl(step.target, step.tag, step.node)
+    old = _write_changed(acl.get_attribute, acl.set_attribute, step.values)
+    return lambda: _write_changed(acl.get_attribute, acl.set_attribute, old)
+
+
+def _acl_auth(ex: Executor, step: Step) -> Undo:
+    acl = ex.acl(step.target, step.tag, step.node)
+    old = _set_chap(acl, step.values)
+    return lambda: _set_chap(acl, old)
+
+
+def _acl_tag(ex: Executor, step: Step) -> Undo:
+    acl = ex.acl(step.target, step.tag, step.node)
+    old = acl.tag
+    acl.tag = step.values["tag"]
+    return lambda: setattr(acl, "tag", old)
+
+
+def _acl_depth(ex: Executor, step: Step) -> Undo:
+    acl = ex.acl(step.target, step.tag, step.node)
+    old = acl.tcq_depth
+    acl.tcq_depth = step.values["tcq_depth"]
+    return lambda: setattr(acl, "tcq_depth", old)
+
+
+def _mlun_create(ex: Executor, step: Step) -> Undo:
+    ex.writer.create_mapped_lun(step.target, step.tag, step.node, step.obj)
+    return lambda: ex.writer.delete_mapped_lun(step.target, step.tag, step.node, step.obj)
+
+
+def _mlun_delete(ex: Executor, step: Step) -> Undo:
+    ex.writer.delete_mapped_lun(step.target, step.tag, step.node, step.obj)
+    return lambda: ex.writer.create_mapped_lun(step.target, step.tag, step.node, step.obj)
+
+
+def _mlun_wp(ex: Executor, step: Step) -> Undo:
+    m = step.obj
+    old = ex.writer.set_write_protect(step.target, step.tag, step.node, m.index, step.values["write_protect"])
+    return lambda: ex.writer.set_write_protect(step.target, step.tag, step.node, m.index, old)
+
+
+def _discovery_auth(ex: Executor, step: Step) -> Undo:
+    fm = ex.fabric
+    old_enable = fm.discovery_enable_auth
+    if not step.values["enable"]:
+        fm.discovery_enable_auth = False
+    old = _set_chap(fm, step.values, prefix="discovery_")
+    if step.values["enable"]:
+        fm.discovery_enable_auth = True
+
+    def undo():
+        fm.discovery_enable_auth = False
+        _set_chap(fm, old, prefix="discovery_")
+        fm.discovery_enable_auth = old_enable
+    return undo
+
+
+HANDLERS = {
+    "tpg_disable": _tpg_enable,
+    "tpg_enable": _tpg_enable,
+    "mlun_delete": _mlun_delete,
+    "acl_delete": _acl_delete,
+    "lun_delete": _lun_delete,
+    "portal_delete": _portal_delete,
+    "tpg_delete": _tpg_delete,
+    "target_delete": _target_delete,
+    "so_delete": _so_delete,
+    "so_create": _so_create,
+    "so_attrs": _so_attrs,
+    "target_create": _target_create,
+    "target_params": _target_params,
+    "tpg_create": _tpg_create,
+    "tpg_attrs": _tpg_attrs,
+    "tpg_params": _tpg_params,
+    "tpg_auth": _tpg_auth,
+    "lun_create": _lun_create,
+    "portal_create": _portal_create,
+    "portal_flags": _portal_flags,
+    "acl_create": _acl_create,
+    "acl_attrs": _acl_attrs,
+    "acl_auth": _acl_auth,
+    "acl_tag": _acl_tag,
+    "acl_depth": _acl_depth,
+    "mlun_create": _mlun_create,
+    "mlun_wp": _mlun_wp,
+    "discovery_auth": _discovery_auth,
+}
+
+
+def preflight(steps: list[Step]) -> None:
+    """What can be checked outside configfs is checked before the first step."""
+    for s in steps:
+        if s.op != "so_create":
+            continue
+        so: StorageObject = s.obj
+        if so.plugin == "fileio":
+            parent = os.path.dirname(so.dev) or "/"
+            if not os.path.exists(so.dev) and not os.path.isdir(parent):
+                raise ValidationError(f"{so.path}: directory {parent} does not exist")
+            if os.path.exists(so.dev):
+                mode = os.stat(so.dev).st_mode
+                if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+                    raise ValidationError(f"{so.path}: {so.dev} is neither a file nor a block device")
+                so.is_block_dev = stat.S_ISBLK(mode)
+        elif so.plugin == "block":
+            try:
+                mode = os.stat(so.dev).st_mode
+            except OSError:
+                raise ValidationError(f"{so.path}: {so.dev} does not exist") from None
+            if not stat.S_ISBLK(mode):
+                raise ValidationError(f"{so.path}: {so.dev} is not a block device")

@@ -1,0 +1,215 @@
+"""The difference between two configurations, as an ordered list of steps.
+
+plan(current, desired) is pure: no I/O.  Restoring a file that is already in
+force yields no step at all, so no session is dropped; an object is deleted
+and made again only when a field the kernel fixes at creation changed (a
+storage object's file, size or block size; the storage object behind a LUN;
+the TPG LUN behind a mapped LUN).
+
+Only what `desired` states is compared: an attribute the file does not
+mention keeps its running value (rtslib's restore does the same).
+
+Order: disable TPGs that go away, then remove bottom-up (mapped LUNs, ACLs,
+LUNs, portals, TPGs, targets, storage objects), then create top-down, then
+enable.  The executor (apply.py) undoes the steps it did, in reverse, when a
+later one fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .model import Config, StorageObject
+
+# Steps sort by phase first; inside a phase they keep the order they were made in.
+PHASES = [
+    "tpg_disable",
+    "mlun_delete", "acl_delete", "lun_delete", "portal_delete", "tpg_delete", "target_delete",
+    "so_delete",
+    "so_create", "so_attrs",
+    "target_create", "target_params",
+    "tpg_create", "tpg_attrs", "tpg_params", "tpg_auth",
+    "lun_create", "portal_create", "portal_flags",
+    "acl_create", "acl_attrs", "acl_auth", "acl_tag", "acl_depth",
+    "mlun_create", "mlun_wp",
+    "tpg_enable",
+    "discovery_auth",
+]
+_ORDER = {name: i for i, name in enumerate(PHASES)}
+
+
+@dataclass
+class Step:
+    op: str
+    target: str | None = None           # target wwn
+    tag: int | None = None              # TPG tag
+    node: str | None = None             # initiator wwn
+    obj: object = None                  # the model object the step makes or removes
+    values: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        where = " ".join(x for x in (self.target, f"tpg{self.tag}" if self.tag is not None else None,
+                                     self.node) if x)
+        what = ""
+        obj = self.obj
+        if isinstance(obj, StorageObject):
+            what = obj.path
+        elif obj is not None and hasattr(obj, "index"):
+            what = f"lun{obj.index}"
+        elif obj is not None and hasattr(obj, "dirname"):
+            what = obj.dirname
+        vals = ", ".join(f"{k}={'***' if 'password' in k else v}" for k, v in self.values.items())
+        return " ".join(x for x in (self.op, where, what, vals) if x)
+
+
+def _norm(v) -> str:
+    if isinstance(v, bool):
+        return str(int(v))
+    return str(v).strip()
+
+
+def _changed(current: dict, desired: dict) -> dict:
+    """The desired values that differ from the running ones (missing counts as different)."""
+    return {k: v for k, v in desired.items() if k not in current or _norm(current[k]) != _norm(v)}
+
+
+def _chap_values(chap) -> dict:
+    return {f: getattr(chap, f) for f in ("userid", "password", "mutual_userid", "mutual_password")}
+
+
+def _so_same(cur: StorageObject, new: StorageObject) -> bool:
+    a, b = cur.creation(), new.creation()
+    for k, v in b.items():
+        if k == "block_size" and k not in a:
+            continue
+        if a.get(k) != v:
+            return False
+    # a file without a wwn accepts whatever serial the kernel object has
+    return new.wwn is None or new.wwn == cur.wwn
+
+
+def plan(current: Config, desired: Config) -> list[Step]:
+    steps: list[Step] = []
+    add = steps.append
+
+    kept_so = {k for k, so in desired.storage_objects.items()
+               if k in current.storage_objects and _so_same(current.storage_objects[k], so)}
+
+    # ---- what goes away (bottom-up) ------------------------------------------------
+    for wwn, ct in current.targets.items():
+        dt = desired.targets.get(wwn)
+        for tag, ctpg in ct.tpgs.items():
+            dtpg = dt.tpgs.get(tag) if dt else None
+            if dtpg is None:
+                if ctpg.enable:
+                    add(Step("tpg_disable", wwn, tag, values={"enable": False}))
+                for acl in ctpg.node_acls.values():
+                    for m in acl.mapped_luns.values():
+                        add(Step("mlun_delete", wwn, tag, acl.node_wwn, m))
+                    add(Step("acl_delete", wwn, tag, acl.node_wwn, acl))
+                for lun in ctpg.luns.values():
+                    add(Step("lun_delete", wwn, tag, obj=lun))
+                for p in ctpg.portals.values():
+                    add(Step("portal_delete", wwn, tag, obj=p))
+                add(Step("tpg_delete", wwn, tag, obj=ctpg))
+                continue
+            kept_luns = {i for i, lun in ctpg.luns.items()
+                         if i in dtpg.luns and dtpg.luns[i].so_key == lun.so_key and lun.so_key in kept_so}
+            for acl in ctpg.node_acls.values():
+                dacl = dtpg.node_acls.get(acl.node_wwn)
+                for m in acl.mapped_luns.values():
+                    dm = dacl.mapped_luns.get(m.index) if dacl else None
+                    if dm is None or dm.tpg_lun != m.tpg_lun or m.tpg_lun not in kept_luns:
+                        add(Step("mlun_delete", wwn, tag, acl.node_wwn, m))
+                if dacl is None:
+                    add(Step("acl_delete", wwn, tag, acl.node_wwn, acl))
+            for i, lun in ctpg.luns.items():
+                if i not in kept_luns:
+                    add(Step("lun_delete", wwn, tag, obj=lun))
+            for key, p in ctpg.portals.items():
+                if key not in dtpg.portals:
+                    add(Step("portal_delete", wwn, tag, obj=p))
+        if dt is None:
+            add(Step("target_delete", wwn, obj=ct))
+    for key, so in current.storage_objects.items():
+        if key not in kept_so:
+            add(Step("so_delete", obj=so))
+
+    # ---- storage objects -----------------------------------------------------------
+    for key, so in desired.storage_objects.items():
+        if key in kept_so:
+            vals = _changed(current.storage_objects[key].attributes, so.attributes)
+            vals.pop("block_size", None)
+            if vals:
+                add(Step("so_attrs", obj=so, values=vals))
+        else:
+            add(Step("so_create", obj=so))
+
+    # ---- what comes (top-down) -----------------------------------------------------
+    for wwn, dt in desired.targets.items():
+        ct = current.targets.get(wwn)
+        if ct is None:
+            add(Step("target_create", wwn, obj=dt))
+        vals = _changed(ct.parameters if ct else {}, dt.parameters)
+        if vals:
+            add(Step("target_params", wwn, values=vals))
+        for tag, dtpg in dt.tpgs.items():
+            ctpg = ct.tpgs.get(tag) if ct else None
+            new_tpg = ctpg is None
+            if new_tpg:
+                add(Step("tpg_create", wwn, tag, obj=dtpg))
+            cur_attrs = {} if new_tpg else ctpg.attributes
+            cur_params = {} if new_tpg else ctpg.parameters
+            # A new TPG starts at kernel defaults; the executor writes only what differs from them.
+            if (vals := _changed(cur_attrs, dtpg.attributes)):
+                add(Step("tpg_attrs", wwn, tag, values=vals))
+            if (vals := _changed(cur_params, dtpg.parameters)):
+                add(Step("tpg_params", wwn, tag, values=vals))
+            cur_chap = {} if new_tpg else _chap_values(ctpg.chap)
+            if (vals := _changed(cur_chap, _chap_values(dtpg.chap))) and (not new_tpg or dtpg.chap.is_set()):
+                add(Step("tpg_auth", wwn, tag, values=_chap_values(dtpg.chap)))
+            for i, lun in dtpg.luns.items():
+                clun = None if new_tpg else ctpg.luns.get(i)
+                if clun is None or clun.so_key != lun.so_key or lun.so_key not in kept_so:
+                    add(Step("lun_create", wwn, tag, obj=lun))
+            for key, p in dtpg.portals.items():
+                cp = None if new_tpg else ctpg.portals.get(key)
+                if cp is None:
+                    add(Step("portal_create", wwn, tag, obj=p))
+                    if p.iser or p.offload:
+                        add(Step("portal_flags", wwn, tag, obj=p, values={"iser": p.iser, "offload": p.offload}))
+                elif (cp.iser, cp.offload) != (p.iser, p.offload):
+                    add(Step("portal_flags", wwn, tag, obj=p, values={"iser": p.iser, "offload": p.offload}))
+            for node, acl in dtpg.node_acls.items():
+                cacl = None if new_tpg else ctpg.node_acls.get(node)
+                if cacl is None:
+                    add(Step("acl_create", wwn, tag, node, acl))
+                if (vals := _changed(cacl.attributes if cacl else {}, acl.attributes)):
+                    add(Step("acl_attrs", wwn, tag, node, values=vals))
+                if _changed(_chap_values(cacl.chap) if cacl else {}, _chap_values(acl.chap)) \
+                        and (cacl is not None or acl.chap.is_set()):
+                    add(Step("acl_auth", wwn, tag, node, values=_chap_values(acl.chap)))
+                if (cacl.tag if cacl else None) != acl.tag:
+                    add(Step("acl_tag", wwn, tag, node, values={"tag": acl.tag}))
+                if acl.tcq_depth is not None and (cacl is None or cacl.tcq_depth != acl.tcq_depth):
+                    add(Step("acl_depth", wwn, tag, node, values={"tcq_depth": acl.tcq_depth}))
+                for i, m in acl.mapped_luns.items():
+                    cm = cacl.mapped_luns.get(i) if cacl else None
+                    clun = None if new_tpg else ctpg.luns.get(m.tpg_lun)
+                    lun_kept = (clun is not None and clun.so_key == dtpg.luns[m.tpg_lun].so_key
+                                and clun.so_key in kept_so)
+                    if cm is None or cm.tpg_lun != m.tpg_lun or not lun_kept:
+                        add(Step("mlun_create", wwn, tag, node, m))
+                    elif cm.write_protect != m.write_protect:
+                        add(Step("mlun_wp", wwn, tag, node, m, values={"write_protect": m.write_protect}))
+            if dtpg.enable and (new_tpg or not ctpg.enable):
+                add(Step("tpg_enable", wwn, tag, values={"enable": True}))
+            elif not dtpg.enable and not new_tpg and ctpg.enable:
+                add(Step("tpg_disable", wwn, tag, values={"enable": False}))
+
+    cd, dd = current.discovery, desired.discovery
+    if (cd.enable, _chap_values(cd.chap)) != (dd.enable, _chap_values(dd.chap)):
+        add(Step("discovery_auth", values={"enable": dd.enable, **_chap_values(dd.chap)}))
+
+    steps.sort(key=lambda s: _ORDER[s.op])
+    return steps
