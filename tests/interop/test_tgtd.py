@@ -110,7 +110,7 @@ def test_no_credentials_on_a_chap_target(tgtd, targets):
 
 def test_one_way_chap(tgtd, targets):
     with login(tgtd.portal, targets["chap"], chap=one_way()) as session:
-        assert session.parameters["AuthMethod"] == "None" or True
+        assert session.parameters["AuthMethod"] == "CHAP"
         assert _inquiry_vendor(session) == "IET"
 
 
@@ -131,6 +131,7 @@ def test_chap_algorithm_list_refused_by_tgtd(tgtd, targets):
 
 def test_mutual_chap(tgtd, targets):
     with login(tgtd.portal, targets["mutual"], chap=mutual()) as session:
+        assert session.parameters["AuthMethod"] == "CHAP"
         session.ping()
 
 

@@ -4,6 +4,7 @@ same targets for millions of inputs outside CI."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,8 @@ from iscsikit.proto.sendtargets import parse_target_address
 
 from test_proto_pdu import pdus
 from fuzz_targets import SEEDS, fuzz_login, fuzz_reader, fuzz_sendtargets
+
+pytestmark = pytest.mark.timeout(120)  # a hang fails the run instead of stalling it
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -85,6 +85,7 @@ def test_one_way_chap():
     assert flags[0] == 0x81  # T=1 CSG=0 NSG=1, AuthMethod=CHAP,None (facts §3.2)
     assert dict(decode_text(target.requests[0].data))["AuthMethod"] == "CHAP,None"
     assert flags[-1] == 0x87
+    assert event.parameters["AuthMethod"] == "CHAP"
 
 
 def test_mutual_chap_all_algorithms():

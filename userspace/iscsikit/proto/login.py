@@ -307,6 +307,8 @@ class LoginMachine:
                         raise RemoteProtocolError(f"{name} sent twice")
                     security[name] = value
             answers, want_transit = self.chap.receive(security)
+            if security.get("AuthMethod") in ("CHAP", "None"):
+                self.negotiation.results["AuthMethod"] = security["AuthMethod"]
             pairs = [p for p in pairs if p[0] not in SECURITY_KEYS]
         answers += self.negotiation.receive(self.stage, pairs)
         return answers, want_transit

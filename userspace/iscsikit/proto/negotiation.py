@@ -14,8 +14,8 @@ import enum
 from typing import Any, Iterable, Mapping
 
 from .errors import LocalProtocolError, RemoteProtocolError
-from .keys import (KEY_BY_NAME, KEYS, SPECIAL_VALUES, Key, Rule, Sender, Stage, default_value,
-                   format_value, parse_number, parse_value)
+from .keys import (KEY_BY_NAME, KEYS, SPECIAL_VALUES, Key, Kind, Rule, Sender, Stage,
+                   default_value, format_value, parse_number, parse_value)
 
 NEGOTIATED_RULES = frozenset({Rule.LIST, Rule.MIN, Rule.MAX, Rule.AND, Rule.OR})
 
@@ -176,7 +176,9 @@ class Negotiation:
         return format_value(result)
 
     def _ours(self, key: Key) -> Any:
-        text = self.policy.get(key.name, key.open_iscsi or key.default)
+        # Unless told otherwise an initiator stands by open-iscsi's offer, a target by the RFC default.
+        fallback = key.open_iscsi if self.role is Role.INITIATOR and key.open_iscsi else key.default
+        text = self.policy.get(key.name, fallback)
         if key.rule is Rule.LIST:
             return tuple(text.split(","))
         return parse_value(key, text)
@@ -237,7 +239,7 @@ class Negotiation:
                 continue
             if key.name in self.results:
                 negotiated[key.name] = self.results[key.name]
-            elif (key.name in self.offered and key.kind.name == "BOOLEAN"
+            elif (key.name in self.offered and key.kind is Kind.BOOLEAN
                   and _determined_by(key, self.offered[key.name])
                   and key.name not in self.rejected | self.not_understood):
                 negotiated[key.name] = self.offered[key.name]
