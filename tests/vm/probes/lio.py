@@ -1,0 +1,75 @@
+"""Guest-side helpers: a LIO target built with rtslib-fb, and a verified O_DIRECT workload."""
+
+import hashlib
+import mmap
+import os
+import random
+
+from rtslib import LUN, TPG, FabricModule, FileIOStorageObject, NetworkPortal, NodeACL, RTSRoot, Target
+
+INITIATOR = "iqn.2026-11.org.iscsikit.test:initiator"
+
+
+def clear():
+    RTSRoot().clear_existing(confirm=True)
+
+
+def target(name, path, size=64 << 20, port=3260, chap=None, mutual=None, digests_required=False):
+    """One fileio LUN behind iqn `name` on 127.0.0.1:port; CHAP (user, secret) with an ACL when given."""
+    with open(path, "ab") as f:   # rtslib records the size but leaves a new file empty
+        f.truncate(size)
+    so = FileIOStorageObject(name.rsplit(":", 1)[-1], path, size=size, write_back=False)
+    tpg = TPG(Target(FabricModule("iscsi"), name), 1)
+    NetworkPortal(tpg, "127.0.0.1", port)
+    LUN(tpg, 0, so)
+    if chap:
+        tpg.set_attribute("authentication", "1")
+        tpg.set_attribute("generate_node_acls", "0")
+        acl = NodeACL(tpg, INITIATOR)
+        acl.chap_userid, acl.chap_password = chap
+        if mutual:
+            acl.chap_mutual_userid, acl.chap_mutual_password = mutual
+        from rtslib import MappedLUN
+        MappedLUN(acl, 0, tpg_lun=0)
+    else:
+        tpg.set_attribute("authentication", "0")
+        tpg.set_attribute("generate_node_acls", "1")
+        tpg.set_attribute("demo_mode_write_protect", "0")
+        tpg.set_attribute("cache_dynamic_acls", "1")
+    if digests_required:
+        tpg.set_parameter("HeaderDigest", "CRC32C")
+        tpg.set_parameter("DataDigest", "CRC32C")
+    tpg.enable = True
+    return tpg
+
+
+def verified_io(dev, backing, total=32 << 20, block=64 << 10, seed=1):
+    """Write `total` bytes at random block-aligned offsets with O_DIRECT, read back; compare with the backing file."""
+    size = os.path.getsize(backing)
+    rng = random.Random(seed)
+    expect = {}
+    buf = mmap.mmap(-1, block)
+    fd = os.open(dev, os.O_RDWR | os.O_DIRECT)
+    try:
+        for _ in range(total // block):
+            off = rng.randrange(size // block) * block
+            data = rng.randbytes(block)
+            buf.seek(0)
+            buf.write(data)
+            assert os.pwritev(fd, [buf], off) == block
+            expect[off] = hashlib.sha256(data).hexdigest()
+        os.fsync(fd)
+        bad_dev = 0
+        for off, digest in expect.items():
+            assert os.preadv(fd, [buf], off) == block
+            if hashlib.sha256(buf[:]).hexdigest() != digest:
+                bad_dev += 1
+    finally:
+        os.close(fd)
+    bad_file = 0
+    with open(backing, "rb") as f:
+        for off, digest in expect.items():
+            f.seek(off)
+            if hashlib.sha256(f.read(block)).hexdigest() != digest:
+                bad_file += 1
+    return {"blocks": len(expect), "written": total, "bad_dev": bad_dev, "bad_file": bad_file}

@@ -1,0 +1,191 @@
+"""iscsikit-target against the real kernel and the reference tools, in the lab guest.
+
+One module-scoped setup (iscsid, D-Bus for targetcli, an initiator name);
+each test builds with our one-shot shell, proves the data path with
+Debian's open-iscsi or libiscsi, and clears LIO on the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+IKT = "/work/venv/bin/iscsikit-target --save-file /tmp/ik/saveconfig.json"
+INITIATOR = "iqn.2024-01.com.example:host1"
+PREFIX = "iqn.2024-01.com.example"
+
+
+def ikt(g, cmd: str, check: bool = True, timeout: float = 120):
+    r = g.run(f"{IKT} {cmd}", timeout=timeout)
+    if check:
+        assert r.ok, f"iscsikit-target {cmd}: rc={r.rc}\n{r.out}\n{r.err}"
+    return r
+
+
+def sh(g, cmd: str, timeout: float = 300):
+    r = g.run(cmd, timeout=timeout)
+    assert r.ok, f"{cmd}: rc={r.rc}\n{r.out}\n{r.err}"
+    return r.out
+
+
+@pytest.fixture(scope="module")
+def lab(guest):
+    sh(guest, "mkdir -p /tmp/ik /run/dbus /etc/iscsi && ip link set lo up && "
+              "(pgrep -x dbus-daemon >/dev/null || dbus-daemon --system --fork) && "
+              f"echo InitiatorName={INITIATOR} > /etc/iscsi/initiatorname.iscsi")
+    pid = guest.spawn("iscsid -f", log="/tmp/ik/iscsid.log")
+    yield guest
+    guest.run("iscsiadm -m node -U all; iscsiadm -m node -o delete; "
+              "iscsiadm -m discoverydb -t st -p 127.0.0.1 -o delete", timeout=120)
+    guest.run(f"kill {pid}")
+    guest.run(f"{IKT} clearconfig confirm=true", timeout=300)
+
+
+def _login_write_read(g, iqn: str, backing: str | None, auth: dict | None = None) -> str:
+    """Log in with Debian's open-iscsi, write 32 MiB, read it back; return the session's sd name."""
+    node = f"iscsiadm -m node -T {iqn} -p 127.0.0.1"
+    upd = "".join(f" && {node} -o update -n {k} -v {shlex.quote(v)}" for k, v in (auth or {}).items())
+    sh(g, f"iscsiadm -m discovery -t st -p 127.0.0.1 >/dev/null {upd} && {node} --login")
+    disk = sh(g, f"for i in $(seq 50); do d=$(iscsiadm -m session -P3 | awk '/Target: {iqn}( |$)/{{t=1}} "
+                 f"t && /Attached scsi disk/{{print $4; exit}}'); [ -n \"$d\" ] && [ -b /dev/$d ] && "
+                 f"echo $d && break; sleep 0.2; done").strip()
+    assert disk, f"no disk for {iqn}"
+    sh(g, f"head -c 32M /dev/urandom > /tmp/ik/pattern && "
+          f"dd if=/tmp/ik/pattern of=/dev/{disk} bs=1M oflag=direct status=none && "
+          f"dd if=/dev/{disk} of=/tmp/ik/back bs=1M count=32 iflag=direct status=none && "
+          f"cmp /tmp/ik/pattern /tmp/ik/back")
+    if backing:
+        sh(g, f"cmp -n 33554432 /tmp/ik/pattern {backing}")
+    return disk
+
+
+def test_oneshot_build_then_open_iscsi_no_auth_chap_mutual(lab):
+    g = lab
+    targets = {"noauth": None,
+               "chap": {"userid": "host1", "password": "secret-one-1"},
+               "mutual": {"userid": "host1m", "password": "secret-two-2",
+                          "mutual_userid": "tgt1", "mutual_password": "secret-three"}}
+    for name, chap in targets.items():
+        iqn = f"{PREFIX}:{name}"
+        tpg = f"/iscsi/{iqn}/tpg1"
+        ikt(g, f"/backstores/fileio create {name} /tmp/ik/{name}.img 40M write_back=false")
+        ikt(g, f"/iscsi create {iqn}")
+        ikt(g, f"{tpg}/luns create /backstores/fileio/{name}")
+        ikt(g, f"{tpg}/acls create {INITIATOR}")
+        if chap:
+            ikt(g, f"{tpg} set attribute authentication=1")
+            ikt(g, f"{tpg}/acls/{INITIATOR} set auth " + " ".join(f"{k}={v}" for k, v in chap.items()))
+    listing = json.loads(ikt(g, "--json ls /iscsi").out) if False else json.loads(
+        g.run(f"/work/venv/bin/iscsikit-target --json ls /iscsi").out)
+    assert sorted(c["wwn"] for c in listing["children"]) == [f"{PREFIX}:{n}" for n in sorted(targets)]
+    assert "secret" not in json.dumps(listing)
+
+    auth_keys = {"userid": "node.session.auth.username", "password": "node.session.auth.password",
+                 "mutual_userid": "node.session.auth.username_in",
+                 "mutual_password": "node.session.auth.password_in"}
+    for name, chap in targets.items():
+        auth = None
+        if chap:
+            auth = {"node.session.auth.authmethod": "CHAP", **{auth_keys[k]: v for k, v in chap.items()}}
+        _login_write_read(g, f"{PREFIX}:{name}", f"/tmp/ik/{name}.img", auth)
+
+    # a wrong CHAP secret must not log in
+    sh(g, f"iscsiadm -m node -T {PREFIX}:chap -p 127.0.0.1 --logout")
+    sh(g, f"iscsiadm -m node -T {PREFIX}:chap -p 127.0.0.1 -o update -n node.session.auth.password -v wrong-secret-x")
+    assert not g.run(f"iscsiadm -m node -T {PREFIX}:chap -p 127.0.0.1 --login", timeout=120).ok
+
+    sessions = json.loads(g.run("/work/venv/bin/iscsikit-target --json sessions").out)
+    logged = {s["target"] for s in sessions if s["initiator"] == INITIATOR and s["state"] == "LOGGED_IN"}
+    assert logged == {f"{PREFIX}:noauth", f"{PREFIX}:mutual"}
+    before = {(s["target"], s["sid"]) for s in sessions}
+
+    # Restoring the file already in force changes nothing and drops no session.
+    ikt(g, "saveconfig")
+    assert sh(g, "stat -c %a /tmp/ik/saveconfig.json").strip() == "600"
+    out = ikt(g, "restoreconfig /tmp/ik/saveconfig.json")
+    assert "(0 changes)" in out.out + out.err
+    out = ikt(g, "restoreconfig /tmp/ik/saveconfig.json")
+    assert "(0 changes)" in out.out + out.err
+    after = {(s["target"], s["sid"]) for s in json.loads(
+        g.run("/work/venv/bin/iscsikit-target --json sessions").out)}
+    assert after == before
+    sh(g, "iscsiadm -m node -U all")
+
+    # Bad input: one line, exit 2, nothing touched.
+    r = ikt(g, f"/iscsi create iqn.2024-01.com.ex_ample:x", check=False)
+    assert r.rc == 2 and "underscores" in r.err and len(r.err.strip().splitlines()) == 1
+    r = ikt(g, "/backstores/fileio create bad /nonexistent/dir/x.img 1M", check=False)
+    assert r.rc == 2 and "does not exist" in r.err
+
+
+def test_libiscsi_demo_mode(lab):
+    g = lab
+    iqn = f"{PREFIX}:demo"
+    ikt(g, "/backstores/ramdisk create rd0 32M")
+    ikt(g, "/backstores/ramdisk create rd1 16M")
+    ikt(g, f"/iscsi create {iqn}")
+    for so in ("rd0", "rd1"):
+        ikt(g, f"/iscsi/{iqn}/tpg1/luns create /backstores/ramdisk/{so}")
+    ikt(g, f"/iscsi/{iqn}/tpg1 set attribute generate_node_acls=1 demo_mode_write_protect=0 cache_dynamic_acls=1")
+    ls = sh(g, "iscsi-ls -s iscsi://127.0.0.1")
+    assert iqn in ls and "Lun:0" in ls and "Lun:1" in ls, ls
+    inq = sh(g, f"iscsi-inq iscsi://127.0.0.1/{iqn}/1")
+    assert "LIO-ORG" in inq and "rd1" in inq, inq
+    for test in ("ALL.Read10", "ALL.Write10"):
+        r = g.run(f"iscsi-test-cu -d -s --test={test} iscsi://127.0.0.1/{iqn}/0", timeout=600)
+        assert r.ok, f"{test}: {r.out[-3000:]}"
+        assert "FAILED" not in r.out.upper().replace("FAILED: 0", ""), r.out[-3000:]
+    ikt(g, "clearconfig confirm=true")
+
+
+def _canon(x):
+    if isinstance(x, dict):
+        return {k: _canon(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return sorted((_canon(v) for v in x), key=lambda v: json.dumps(v, sort_keys=True))
+    return x
+
+
+def test_targetcli_interop_both_ways(lab):
+    g = lab
+    # ours -> Debian targetcli: build with our shell, save, clear, targetctl restore, ls matches.
+    ikt(g, "/backstores/fileio create f1 /tmp/ik/f1.img 8M")
+    ikt(g, "/backstores/ramdisk create r1 4M")
+    ikt(g, f"/iscsi create {PREFIX}:ours")
+    tpg = f"/iscsi/{PREFIX}:ours/tpg1"
+    ikt(g, f"{tpg}/luns create /backstores/fileio/f1")
+    ikt(g, f"{tpg}/luns create /backstores/ramdisk/r1")
+    ikt(g, f"{tpg}/portals delete 0.0.0.0 3260")
+    ikt(g, f"{tpg}/portals create 127.0.0.1 3260")
+    ikt(g, f"{tpg}/portals create ::1 3261")
+    ikt(g, f"{tpg}/acls create {INITIATOR}")
+    ikt(g, f"{tpg}/acls/{INITIATOR} create 5 1 write_protect=true")
+    ikt(g, f"{tpg}/acls/{INITIATOR} set auth userid=u1 password=secret-abc-12")
+    ikt(g, "/iscsi set discovery_auth enable=true userid=disc password=disc-secret-1")
+    ikt(g, "saveconfig /tmp/ik/ours.json")
+    before = sh(g, "targetcli ls / 2>/dev/null")
+    sh(g, "targetctl save /tmp/ik/tc-of-ours.json")
+    assert _canon(json.load(open_guest(g, "/tmp/ik/ours.json"))) == _canon(
+        json.load(open_guest(g, "/tmp/ik/tc-of-ours.json"))), "our saveconfig differs from targetctl's"
+    ikt(g, "clearconfig confirm=true")
+    sh(g, "targetctl restore /tmp/ik/ours.json")
+    assert sh(g, "targetcli ls / 2>/dev/null") == before
+
+    # Debian targetcli -> ours: save with targetctl, clear, restore with us, targetctl saves the same.
+    sh(g, "targetctl save /tmp/ik/theirs.json")
+    sh(g, "targetctl clear")
+    out = ikt(g, "restoreconfig /tmp/ik/theirs.json")
+    assert "changes" in out.out + out.err
+    sh(g, "targetctl save /tmp/ik/theirs-again.json")
+    assert _canon(json.load(open_guest(g, "/tmp/ik/theirs.json"))) == _canon(
+        json.load(open_guest(g, "/tmp/ik/theirs-again.json")))
+    assert sh(g, "targetcli ls / 2>/dev/null") == before
+    ikt(g, "clearconfig confirm=true")
+    assert json.loads(g.run("/work/venv/bin/iscsikit-target --json ls /iscsi").out)["children"] == []
+
+
+def open_guest(g, path):
+    import io
+    return io.StringIO(sh(g, f"cat {path}"))

@@ -1,0 +1,270 @@
+"""Log a node in end to end and hand the connection to the kernel; log it out again.
+
+Order (why it differs from iscsid's): iscsid binds the socket to the kernel
+first and runs the login through SEND_PDU/RECV_PDU events. We run the login
+on the plain socket before BIND_CONN instead, with the same sans-IO login
+machine that discovery uses:
+- one login code path for discovery, normal sessions and recovery, driven by
+  a socket with real timeouts, not by netlink events;
+- no 8192-byte RECV_PDU buffer limit on login responses (facts §1.5);
+- the kernel never holds a half-logged-in connection, so a failed login
+  unwinds to nothing but a session object with no connection.
+The session is created first all the same: its sid makes the ISID, as in
+iscsid, so a later recovery or a restarted daemon can rebuild the same ISID
+(session reinstatement) from sysfs alone. The kernel's initial CmdSN is the
+login's CmdSN (0), since login PDUs do not advance it.
+
+    connect → CREATE_SESSION → login (plain socket) → CREATE_CONN → BIND_CONN(fd)
+      → params A → params B (negotiated) → START_CONN → SCSI scan
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from ..kernel import kmod
+from ..kernel.constants import Param, StopFlag, KEv
+from ..kernel.netlink import IscsiNetlink, KernelError
+from ..kernel.sysfs import Sysfs
+from ..proto.chap import ChapCredentials
+from ..proto.exitcodes import ExitCode
+from ..proto.pdu import LogoutRequest, LogoutResponse
+from ..proto.reader import PduReader
+from . import login_io
+from .transports import template
+
+log = logging.getLogger(__name__)
+
+# iscsid's ISID: OUI format (type 0), the 0x023d qualifier, and the sid in the low 24 bits.
+ISID_BASE = 0x00023D000000
+LOGOUT_TIMEOUT = 15.0
+
+
+def isid_for(sid: int) -> int:
+    return ISID_BASE | (sid & 0xFFFFFF)
+
+
+@dataclass
+class NodeConfig:
+    """What a login needs to know about a node (the node record's subset used here)."""
+    target: str
+    address: str
+    port: int = 3260
+    tpgt: int | None = None
+    initiator_name: str | None = None
+    iface_name: str = "default"
+    transport: str = "tcp"
+    chap: ChapCredentials | None = None
+    header_digest: str = "None"          # node.conn[0].iscsi.HeaderDigest
+    data_digest: str = "None"
+    replacement_timeout: int = 120       # node.session.timeo.replacement_timeout
+    noop_out_interval: int = 5
+    noop_out_timeout: int = 5
+    abort_timeout: int = 15
+    lu_reset_timeout: int = 30
+    tgt_reset_timeout: int = 30
+    fast_abort: bool = True
+    cmds_max: int = 128
+    queue_depth: int = 32
+    scan: str = "auto"                   # node.session.scan: auto | manual
+    login_timeout: float = 15.0
+    operational: dict = field(default_factory=dict)
+
+
+@dataclass
+class KernelSession:
+    sid: int
+    host_no: int
+    cid: int
+    handle: int
+    node: NodeConfig
+    negotiated: dict
+
+
+def _flag(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, str) and value in ("Yes", "No"):
+        return "1" if value == "Yes" else "0"
+    return str(value)
+
+
+def _params_before_login(node: NodeConfig, initiator_name: str) -> list[tuple[Param, str]]:
+    """List A (facts §2.2), in iscsid's order; empty strings are not sent."""
+    chap = node.chap
+    rows = [
+        (Param.TARGET_NAME, node.target),
+        (Param.PERSISTENT_ADDRESS, node.address),
+        (Param.PERSISTENT_PORT, str(node.port)),
+        (Param.SESS_RECOVERY_TMO, str(node.replacement_timeout)),
+        (Param.USERNAME, chap.username if chap else ""),
+        (Param.USERNAME_IN, (chap.username_in or "") if chap else ""),
+        (Param.PASSWORD, chap.secret.reveal().decode("latin-1") if chap else ""),
+        (Param.PASSWORD_IN, chap.secret_in.reveal().decode("latin-1") if chap and chap.secret_in else ""),
+        (Param.FAST_ABORT, _flag(node.fast_abort)),
+        (Param.ABORT_TMO, str(node.abort_timeout)),
+        (Param.LU_RESET_TMO, str(node.lu_reset_timeout)),
+        (Param.TGT_RESET_TMO, str(node.tgt_reset_timeout)),
+        (Param.PING_TMO, str(node.noop_out_timeout)),
+        (Param.RECV_TMO, str(node.noop_out_interval)),
+        (Param.IFACE_NAME, node.iface_name),
+        (Param.INITIATOR_NAME, initiator_name),
+        (Param.DISCOVERY_SESS, "0"),
+    ]
+    return [(p, v) for p, v in rows if v != ""]
+
+
+def _params_after_login(session: login_io.Session) -> list[tuple[Param, str]]:
+    """List B (facts §2.2): the negotiated values; tcp has no markers, so 12/13 are skipped."""
+    params = session.parameters
+    n = params.negotiated
+    tpgt = session.login.target_portal_group_tag
+    rows = [
+        (Param.MAX_RECV_DLENGTH, str(params.max_recv_data_segment)),
+        (Param.MAX_XMIT_DLENGTH, str(params.max_xmit_data_segment)),
+        (Param.HDRDGST_EN, _flag(params.header_digest)),
+        (Param.DATADGST_EN, _flag(params.data_digest)),
+        (Param.INITIAL_R2T_EN, _flag(n.get("InitialR2T", "Yes"))),
+        (Param.MAX_R2T, str(n.get("MaxOutstandingR2T", 1))),
+        (Param.IMM_DATA_EN, _flag(n.get("ImmediateData", "Yes"))),
+        (Param.FIRST_BURST, str(n.get("FirstBurstLength", 65536))),
+        (Param.MAX_BURST, str(n.get("MaxBurstLength", 262144))),
+        (Param.PDU_INORDER_EN, _flag(n.get("DataPDUInOrder", "Yes"))),
+        (Param.DATASEQ_INORDER_EN, _flag(n.get("DataSequenceInOrder", "Yes"))),
+        (Param.ERL, "0"),
+        (Param.EXP_STATSN, str(session.login.exp_statsn)),
+    ]
+    if tpgt is not None:
+        rows.append((Param.TPGT, str(tpgt)))
+    return rows
+
+
+class SessionError(Exception):
+    """A login or logout that failed, with the exit code iscsiadm gives for it."""
+
+    def __init__(self, exit_code: int, message: str):
+        self.exit_code = int(exit_code)
+        super().__init__(message)
+
+
+class Initiator:
+    """The kernel side of sessions: one NETLINK_ISCSI socket, sysfs, modules."""
+
+    def __init__(self, sysfs: Sysfs | None = None, netlink: IscsiNetlink | None = None):
+        self.sysfs = sysfs or Sysfs()
+        self._nl = netlink
+
+    @property
+    def nl(self) -> IscsiNetlink:
+        if self._nl is None:
+            self._nl = IscsiNetlink()
+        return self._nl
+
+    def close(self) -> None:
+        if self._nl is not None:
+            self._nl.close()
+            self._nl = None
+
+    def transport_handle(self, name: str) -> int:
+        tmpl = template(name)
+        t = self.sysfs.transport(name)
+        if t is None:
+            kmod.load(tmpl.module)
+            t = self.sysfs.transport(name)
+        if t is None:
+            raise SessionError(ExitCode.TRANS_NOT_FOUND, f"transport {name} did not register after loading {tmpl.module}")
+        if t.caps & tmpl.required_caps != tmpl.required_caps:
+            raise SessionError(ExitCode.TRANS_CAPS, f"transport {name} caps {t.caps:#x} lack {tmpl.required_caps:#x}")
+        return t.handle
+
+    # ---- login -----------------------------------------------------------
+    def login(self, node: NodeConfig) -> KernelSession:
+        handle = self.transport_handle(node.transport)
+        initiator_name = node.initiator_name or login_io.default_initiator_name()
+        nl = self.nl
+        sid, host_no = nl.create_session(handle, initial_cmdsn=0, cmds_max=node.cmds_max,
+                                         queue_depth=node.queue_depth)
+        cid = None
+        conn: login_io.Session | None = None
+        try:
+            operational = {"HeaderDigest": node.header_digest, "DataDigest": node.data_digest, **node.operational}
+            try:
+                conn = login_io.login((node.address, node.port), node.target, initiator_name=initiator_name,
+                                      chap=node.chap, isid=isid_for(sid), operational=operational,
+                                      login_timeout=node.login_timeout)
+            except login_io.LoginError as e:
+                raise SessionError(e.exit_code, str(e)) from None
+            cid = nl.create_conn(handle, sid, 0)
+            nl.bind_conn(handle, sid, cid, conn.socket.fileno(), is_leading=True)
+            for param, value in _params_before_login(node, initiator_name) + _params_after_login(conn):
+                try:
+                    nl.set_param(handle, sid, cid, param, value)
+                except KernelError as e:
+                    if e.errno != 38:   # ENOSYS: a parameter this transport does not keep, as iscsid ignores
+                        raise
+            nl.start_conn(handle, sid, cid)
+            negotiated = dict(conn.parameters.negotiated)
+        except BaseException as e:
+            self._unwind(handle, sid, cid, bound=cid is not None)
+            if conn is not None:
+                conn.close()
+            if isinstance(e, KernelError):
+                raise SessionError(ExitCode.INTERNAL, f"kernel refused the session: {e}") from None
+            raise
+        # The kernel holds its own reference to the socket now; ours is no longer needed.
+        conn.detach().close()
+        ks = KernelSession(sid, host_no, cid, handle, node, negotiated)
+        if node.scan == "auto":
+            self.sysfs.scan_host(host_no)
+        return ks
+
+    def _unwind(self, handle: int, sid: int, cid: int | None, bound: bool) -> None:
+        """Undo a half-made session, so nothing is left in sysfs."""
+        nl = self.nl
+        if cid is not None:
+            if bound:
+                with contextlib.suppress(KernelError):
+                    nl.stop_conn(handle, sid, cid, StopFlag.TERM)
+            with contextlib.suppress(KernelError):
+                nl.destroy_conn(handle, sid, cid)
+        with contextlib.suppress(KernelError):
+            nl.destroy_session(handle, sid)
+
+    # ---- logout ----------------------------------------------------------
+    def logout(self, sid: int, transport: str = "tcp", timeout: float = LOGOUT_TIMEOUT) -> None:
+        """iscsid's order (facts §2.4): unbind (SCSI devices go), Logout PDU, stop, destroy."""
+        handle = self.transport_handle(transport)
+        if self.sysfs.session(sid) is None:
+            raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
+        nl = self.nl
+        nl.unbind_session(handle, sid)
+        # The kernel fills ITT, CmdSN and ExpStatSN; a zero header of the right kind is enough.
+        request = LogoutRequest(immediate=True, reason=0, itt=0, cmdsn=0, expstatsn=0)
+        try:
+            nl.send_pdu(handle, sid, 0, request.encode())
+            self._await_logout_response(sid, timeout)
+        except KernelError as e:
+            log.info("session %d: logout PDU not sent (%s); closing without it", sid, e)
+        with contextlib.suppress(KernelError):
+            nl.stop_conn(handle, sid, 0, StopFlag.TERM)
+        with contextlib.suppress(KernelError):
+            nl.destroy_conn(handle, sid, 0)
+        nl.destroy_session(handle, sid)
+
+    def _await_logout_response(self, sid: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            ev = self.nl.next_event(left)
+            if ev is None:
+                break
+            if ev.type == KEv.RECV_PDU and ev["sid"] == sid:
+                reader = PduReader()
+                reader.feed(ev.payload)
+                pdu = reader.next_pdu()
+                if isinstance(pdu, LogoutResponse):
+                    return
+        log.info("session %d: no Logout Response within %.0f s", sid, timeout)
