@@ -1,0 +1,43 @@
+"""Session bring-up rules that do not need a kernel: ISID, parameter lists, transport table."""
+
+import pytest
+
+from iscsikit.initiator import session as S
+from iscsikit.initiator.transports import TransportNotSupported, template
+from iscsikit.kernel.constants import Param
+from iscsikit.proto.chap import ChapCredentials
+
+
+def test_isid_is_iscsids_from_the_sid():
+    assert S.isid_for(1) == 0x00023D000001
+    assert S.isid_for(0x1234567) == 0x00023D234567   # 24 bits of the sid
+
+
+def test_list_a_in_iscsid_order_without_empty_strings():
+    node = S.NodeConfig(target="iqn.2026-11.org.example:t", address="10.0.0.1", port=3260)
+    rows = S._params_before_login(node, "iqn.2026-11.org.example:i")
+    names = [p for p, _ in rows]
+    assert names[:4] == [Param.TARGET_NAME, Param.PERSISTENT_ADDRESS, Param.PERSISTENT_PORT, Param.SESS_RECOVERY_TMO]
+    assert Param.USERNAME not in names and Param.PASSWORD not in names       # no CHAP: not sent
+    assert names[-1] == Param.DISCOVERY_SESS and dict(rows)[Param.DISCOVERY_SESS] == "0"
+    assert dict(rows)[Param.INITIATOR_NAME] == "iqn.2026-11.org.example:i"
+
+
+def test_list_a_carries_chap_to_the_kernel():
+    chap = ChapCredentials("alice", b"alice-secret-12", "tgt", b"target-secret-34")
+    node = S.NodeConfig(target="iqn.2026-11.org.example:t", address="10.0.0.1", chap=chap)
+    rows = dict(S._params_before_login(node, "iqn.x"))
+    assert rows[Param.USERNAME] == "alice" and rows[Param.PASSWORD] == "alice-secret-12"
+    assert rows[Param.USERNAME_IN] == "tgt" and rows[Param.PASSWORD_IN] == "target-secret-34"
+
+
+def test_flag_values():
+    assert [S._flag(v) for v in (True, False, "Yes", "No", 8192)] == ["1", "0", "1", "0", "8192"]
+
+
+def test_transport_table():
+    assert template("tcp").module == "iscsi_tcp"
+    with pytest.raises(TransportNotSupported, match="not supported yet"):
+        template("iser")
+    with pytest.raises(TransportNotSupported, match="unknown transport"):
+        template("carrier-pigeon")
