@@ -49,12 +49,15 @@ def one_round(portal: tuple[str, int]) -> int:
     return luns_seen
 
 
-def _time(fn, rounds: int) -> list[float]:
-    times = []
+def _time_interleaved(contenders: dict, rounds: int) -> dict[str, list[float]]:
+    """Round-robin, so every contender sees the same machine load (the lab
+    guests of other tests may be running beside us)."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -83,11 +86,13 @@ def main() -> int:
         luns = one_round(tgtd.portal)
         listing = subprocess.run(["iscsi-ls", "-s", url], capture_output=True, text=True, check=True).stdout
         assert listing.count("Lun:") == luns, (listing, luns)
-        ours = _time(lambda: one_round(tgtd.portal), args.rounds)
-        ours_proc = _time(lambda: subprocess.run([sys.executable, __file__, "--one-round", str(tgtd.port)],
-                                                 check=True), args.rounds)
-        theirs = _time(lambda: subprocess.run(["iscsi-ls", "-s", url], check=True,
-                                              stdout=subprocess.DEVNULL), args.rounds)
+        times = _time_interleaved({
+            "ours": lambda: one_round(tgtd.portal),
+            "ours_proc": lambda: subprocess.run([sys.executable, __file__, "--one-round", str(tgtd.port)],
+                                                check=True),
+            "theirs": lambda: subprocess.run(["iscsi-ls", "-s", url], check=True, stdout=subprocess.DEVNULL),
+        }, args.rounds)
+    ours, ours_proc, theirs = times["ours"], times["ours_proc"], times["theirs"]
     print(f"bench: {args.rounds} rounds, {args.targets} targets, {luns} LUNs per round, tgtd on 127.0.0.1")
     print(_summary("iscsikit (in-process)", ours))
     print(_summary("iscsikit (new python per round)", ours_proc))
