@@ -8,6 +8,7 @@ Debian's open-iscsi or libiscsi, and clears LIO on the way out.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import pytest
@@ -21,6 +22,13 @@ def ikt(g, cmd: str, check: bool = True, timeout: float = 120):
     r = g.run(f"{IKT} {cmd}", timeout=timeout)
     if check:
         assert r.ok, f"iscsikit-target {cmd}: rc={r.rc}\n{r.out}\n{r.err}"
+    return r
+
+
+def batch(g, lines: list[str], timeout: float = 300):
+    """Many commands in one process (`iscsikit-target < script`): Python starts slowly under TCG."""
+    r = g.run(IKT, input="\n".join(lines) + "\n", timeout=timeout)
+    assert r.ok, f"batch: rc={r.rc}\n{r.out}\n{r.err}"
     return r
 
 
@@ -67,18 +75,23 @@ def test_oneshot_build_then_open_iscsi_no_auth_chap_mutual(lab):
                "chap": {"userid": "host1", "password": "secret-one-1"},
                "mutual": {"userid": "host1m", "password": "secret-two-2",
                           "mutual_userid": "tgt1", "mutual_password": "secret-three"}}
-    for name, chap in targets.items():
+    # The first target through one-shot invocations, the others in one batch.
+    ikt(g, f"/backstores/fileio create noauth /tmp/ik/noauth.img 40M write_back=false")
+    ikt(g, f"/iscsi create {PREFIX}:noauth")
+    ikt(g, f"/iscsi/{PREFIX}:noauth/tpg1/luns create /backstores/fileio/noauth")
+    ikt(g, f"/iscsi/{PREFIX}:noauth/tpg1/acls create {INITIATOR}")
+    lines = []
+    for name, chap in list(targets.items())[1:]:
         iqn = f"{PREFIX}:{name}"
         tpg = f"/iscsi/{iqn}/tpg1"
-        ikt(g, f"/backstores/fileio create {name} /tmp/ik/{name}.img 40M write_back=false")
-        ikt(g, f"/iscsi create {iqn}")
-        ikt(g, f"{tpg}/luns create /backstores/fileio/{name}")
-        ikt(g, f"{tpg}/acls create {INITIATOR}")
-        if chap:
-            ikt(g, f"{tpg} set attribute authentication=1")
-            ikt(g, f"{tpg}/acls/{INITIATOR} set auth " + " ".join(f"{k}={v}" for k, v in chap.items()))
-    listing = json.loads(ikt(g, "--json ls /iscsi").out) if False else json.loads(
-        g.run(f"/work/venv/bin/iscsikit-target --json ls /iscsi").out)
+        lines += [f"/backstores/fileio create {name} /tmp/ik/{name}.img 40M write_back=false",
+                  f"/iscsi create {iqn}",
+                  f"{tpg}/luns create /backstores/fileio/{name}",
+                  f"{tpg}/acls create {INITIATOR}",
+                  f"{tpg} set attribute authentication=1",
+                  f"{tpg}/acls/{INITIATOR} set auth " + " ".join(f"{k}={v}" for k, v in chap.items())]
+    batch(g, lines)
+    listing = json.loads(g.run(f"/work/venv/bin/iscsikit-target --json ls /iscsi").out)
     assert sorted(c["wwn"] for c in listing["children"]) == [f"{PREFIX}:{n}" for n in sorted(targets)]
     assert "secret" not in json.dumps(listing)
 
@@ -118,17 +131,22 @@ def test_oneshot_build_then_open_iscsi_no_auth_chap_mutual(lab):
     assert r.rc == 2 and "underscores" in r.err and len(r.err.strip().splitlines()) == 1
     r = ikt(g, "/backstores/fileio create bad /nonexistent/dir/x.img 1M", check=False)
     assert r.rc == 2 and "does not exist" in r.err
+    sh(g, "iscsiadm -m node -o delete")
+    ikt(g, "clearconfig confirm=true")
 
 
 def test_libiscsi_demo_mode(lab):
     g = lab
     iqn = f"{PREFIX}:demo"
-    ikt(g, "/backstores/ramdisk create rd0 32M")
-    ikt(g, "/backstores/ramdisk create rd1 16M")
-    ikt(g, f"/iscsi create {iqn}")
-    for so in ("rd0", "rd1"):
-        ikt(g, f"/iscsi/{iqn}/tpg1/luns create /backstores/ramdisk/{so}")
-    ikt(g, f"/iscsi/{iqn}/tpg1 set attribute generate_node_acls=1 demo_mode_write_protect=0 cache_dynamic_acls=1")
+    batch(g, ["/backstores/ramdisk create rd0 32M", "/backstores/ramdisk create rd1 16M",
+              f"/iscsi create {iqn}",
+              f"/iscsi/{iqn}/tpg1/luns create /backstores/ramdisk/rd0",
+              f"/iscsi/{iqn}/tpg1/luns create /backstores/ramdisk/rd1",
+              f"/iscsi/{iqn}/tpg1 set attribute generate_node_acls=1 demo_mode_write_protect=0 "
+              f"cache_dynamic_acls=1"])
+    # LIO raises REPORTED LUNS DATA HAS CHANGED on a new dynamic ACL's first
+    # command, which iscsi-ls reports as a failure; the second look is clean.
+    g.run("iscsi-ls -s iscsi://127.0.0.1")
     ls = sh(g, "iscsi-ls -s iscsi://127.0.0.1")
     assert iqn in ls and "Lun:0" in ls and "Lun:1" in ls, ls
     inq = sh(g, f"iscsi-inq iscsi://127.0.0.1/{iqn}/1")
@@ -136,7 +154,11 @@ def test_libiscsi_demo_mode(lab):
     for test in ("ALL.Read10", "ALL.Write10"):
         r = g.run(f"iscsi-test-cu -d -s --test={test} iscsi://127.0.0.1/{iqn}/0", timeout=600)
         assert r.ok, f"{test}: {r.out[-3000:]}"
-        assert "FAILED" not in r.out.upper().replace("FAILED: 0", ""), r.out[-3000:]
+        # CUnit's run summary: "tests  <total> <ran> <passed> <failed> <inactive>"
+        m = re.search(r"^\s*tests\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", r.out, re.M)
+        assert m, r.out[-3000:]
+        total, ran, passed, failed = map(int, m.groups())
+        assert ran > 0 and passed == ran and failed == 0, r.out[-3000:]
     ikt(g, "clearconfig confirm=true")
 
 
@@ -151,27 +173,28 @@ def _canon(x):
 def test_targetcli_interop_both_ways(lab):
     g = lab
     # ours -> Debian targetcli: build with our shell, save, clear, targetctl restore, ls matches.
-    ikt(g, "/backstores/fileio create f1 /tmp/ik/f1.img 8M")
-    ikt(g, "/backstores/ramdisk create r1 4M")
-    ikt(g, f"/iscsi create {PREFIX}:ours")
     tpg = f"/iscsi/{PREFIX}:ours/tpg1"
-    ikt(g, f"{tpg}/luns create /backstores/fileio/f1")
-    ikt(g, f"{tpg}/luns create /backstores/ramdisk/r1")
-    ikt(g, f"{tpg}/portals delete 0.0.0.0 3260")
-    ikt(g, f"{tpg}/portals create 127.0.0.1 3260")
-    ikt(g, f"{tpg}/portals create ::1 3261")
-    ikt(g, f"{tpg}/acls create {INITIATOR}")
-    ikt(g, f"{tpg}/acls/{INITIATOR} create 5 1 write_protect=true")
-    ikt(g, f"{tpg}/acls/{INITIATOR} set auth userid=u1 password=secret-abc-12")
-    ikt(g, "/iscsi set discovery_auth enable=true userid=disc password=disc-secret-1")
-    ikt(g, "saveconfig /tmp/ik/ours.json")
-    before = sh(g, "targetcli ls / 2>/dev/null")
+    batch(g, ["/backstores/fileio create f1 /tmp/ik/f1.img 8M",
+              "/backstores/ramdisk create r1 4M block_size=4096",
+              f"/iscsi create {PREFIX}:ours",
+              f"{tpg}/luns create /backstores/fileio/f1",
+              f"{tpg}/luns create /backstores/ramdisk/r1",
+              f"{tpg}/portals delete 0.0.0.0 3260",
+              f"{tpg}/portals create 127.0.0.1 3260",
+              f"{tpg}/portals create ::1 3261",
+              f"{tpg}/acls create {INITIATOR}",
+              f"{tpg}/acls/{INITIATOR} create 5 1 write_protect=true",
+              f"{tpg}/acls/{INITIATOR} set auth userid=u1 password=secret-abc-12",
+              f"{tpg} set parameter HeaderDigest=CRC32C MaxRecvDataSegmentLength=65536",
+              "/iscsi set discovery_auth enable=true userid=disc password=disc-secret-1",
+              "saveconfig /tmp/ik/ours.json"])
+    before = sh(g, "targetcli ls / 2>/dev/null | grep -v ^Warning:")
     sh(g, "targetctl save /tmp/ik/tc-of-ours.json")
     assert _canon(json.load(open_guest(g, "/tmp/ik/ours.json"))) == _canon(
         json.load(open_guest(g, "/tmp/ik/tc-of-ours.json"))), "our saveconfig differs from targetctl's"
     ikt(g, "clearconfig confirm=true")
     sh(g, "targetctl restore /tmp/ik/ours.json")
-    assert sh(g, "targetcli ls / 2>/dev/null") == before
+    assert sh(g, "targetcli ls / 2>/dev/null | grep -v ^Warning:") == before
 
     # Debian targetcli -> ours: save with targetctl, clear, restore with us, targetctl saves the same.
     sh(g, "targetctl save /tmp/ik/theirs.json")
@@ -181,7 +204,7 @@ def test_targetcli_interop_both_ways(lab):
     sh(g, "targetctl save /tmp/ik/theirs-again.json")
     assert _canon(json.load(open_guest(g, "/tmp/ik/theirs.json"))) == _canon(
         json.load(open_guest(g, "/tmp/ik/theirs-again.json")))
-    assert sh(g, "targetcli ls / 2>/dev/null") == before
+    assert sh(g, "targetcli ls / 2>/dev/null | grep -v ^Warning:") == before
     ikt(g, "clearconfig confirm=true")
     assert json.loads(g.run("/work/venv/bin/iscsikit-target --json ls /iscsi").out)["children"] == []
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Callable
 
 from . import configfs, saveconfig
-from .apply import Executor, preflight
 from .errors import TargetError
 from .model import Config
 from .plan import Step, plan
@@ -68,6 +67,9 @@ class Manager:
         steps = plan(current, desired)
         if dry_run or not steps:
             return steps
+        # rtslib (and pyudev under it) costs seconds to import in the lab guest;
+        # listings and no-op restores never need it.
+        from .apply import Executor, preflight
         preflight(steps)
         Executor(current, self.root).run(steps)
         return steps

@@ -1,0 +1,114 @@
+"""`iscsikit-target`: the targetcli-like shell, interactive or one-shot.
+
+    iscsikit-target                                   # interactive, tab completion
+    iscsikit-target /iscsi create iqn.2024-01.com.example:t1
+    iscsikit-target --json ls /iscsi
+    iscsikit-target restoreconfig /etc/target/saveconfig.json
+    iscsikit-target < commands.txt                    # one command per line, stops at the first error
+
+Exit codes: 0 done, 1 the kernel or file system refused (nothing half-made
+is left), 2 bad input (nothing was touched), 3 no such object or file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ..target.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+PREFS_DIR = "~/.iscsikit-target"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iscsikit-target", description="LIO iSCSI target manager (targetcli's tree)")
+    p.add_argument("--save-file", default=os.environ.get("ISCSIKIT_TARGET_SAVEFILE"),
+                   help="saveconfig.json to save to and restore from (default /etc/target/saveconfig.json)")
+    p.add_argument("--json", action="store_true", help="print `ls` and `sessions` as JSON")
+    p.add_argument("--configfs", default=None, help=argparse.SUPPRESS)
+    p.add_argument("command", nargs=argparse.REMAINDER, help="one command to run, e.g. /iscsi create <wwn>")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from configshell import ExecutionError
+
+    from ..target import configfs, saveconfig
+    from ..target.manager import Manager
+    from ..target.shell import TargetShell
+
+    manager = Manager(root=args.configfs or configfs.ROOT, save_file=args.save_file or saveconfig.DEFAULT_SAVE_FILE)
+    oneshot = bool(args.command)
+    # One-shot runs keep no preferences file: concurrent runs would corrupt
+    # it (configshell-fb PR #61).
+    shell = TargetShell(manager, None if oneshot else os.environ.get("ISCSIKIT_TARGET_HOME", PREFS_DIR))
+    shell.json_output = args.json
+    if oneshot:
+        return _run_once(shell, args, ExecutionError)
+    if not sys.stdin.isatty():
+        return _run_batch(shell, ExecutionError)
+    while not shell._exit:
+        try:
+            shell.run_interactive()
+        except ExecutionError as e:
+            shell.log.error(str(e))
+        except KeyboardInterrupt:
+            break
+    if shell.prefs["auto_save_on_exit"] and os.geteuid() == 0:
+        try:
+            print(f"Saving the configuration to {manager.save()}")
+        except Exception as e:
+            print(f"iscsikit-target: could not save the configuration: {e}", file=sys.stderr)
+            return EXIT_FAILED
+    return EXIT_OK
+
+
+def _run_batch(shell, ExecutionError) -> int:
+    """Commands piped on stdin, one per line (as `targetcli < script`); stops at the first error."""
+    for n, line in enumerate(sys.stdin, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            shell.run_cmdline(line)
+        except ExecutionError as e:
+            print(f"iscsikit-target: line {n}: {e}", file=sys.stderr)
+            err = shell.last_error
+            return err.exit_code if err is not None and str(err) == str(e) else EXIT_USAGE
+        except Exception as e:
+            print(f"iscsikit-target: line {n}: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        if shell._exit:
+            break
+    return EXIT_OK
+
+
+def _run_once(shell, args, ExecutionError) -> int:
+    words = args.command
+    if args.json and words and (words[-1] == "ls" or (len(words) == 2 and words[1] == "ls")
+                                or words[0] == "ls"):
+        path = words[0] if words[0] != "ls" else (words[1] if len(words) > 1 else "/")
+        try:
+            node = shell._root_node.get_node(path)
+        except ValueError as e:
+            print(f"iscsikit-target: {e}", file=sys.stderr)
+            return 3
+        print(json.dumps(node.to_json(), indent=2, sort_keys=True))
+        return EXIT_OK
+    try:
+        shell.run_cmdline(" ".join(words))
+    except ExecutionError as e:
+        print(f"iscsikit-target: {e}", file=sys.stderr)
+        err = shell.last_error
+        return err.exit_code if err is not None and str(err) == str(e) else EXIT_USAGE
+    except Exception as e:  # pyparsing and configshell raise their own types for bad syntax
+        print(f"iscsikit-target: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1022 @@
+"""targetcli's tree and verbs on configshell-fb, over the target manager.
+
+The tree is rebuilt from one configfs snapshot (no attribute files read) after
+every change, instead of one rtslib object per node stat'ing its directory
+(targetcli's startup cost, lio-facts.md §5.2).  Every command that changes
+something builds the desired configuration and hands it to Manager.edit(),
+so the shell validates and rolls back exactly as restore does.  Reading an
+attribute (`get attribute …`) goes through rtslib's objects.
+
+Nothing here holds a lock between commands (targetcli-fb #199); D-Bus is
+not used: TCMU handlers are found from their installed plugins.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import stat
+import uuid
+
+from configshell import ConfigNode, ConfigShell, ExecutionError
+
+from . import saveconfig, sessions as sessions_mod, validate
+from .errors import NotFoundError, TargetError, ValidationError
+from .manager import Manager
+from .model import Chap, Config, LUN, MappedLUN, NodeACL, Portal, StorageObject, Target, TPG
+
+# tcmu-runner installs one plugin per handler; targetcli asks D-Bus instead.
+TCMU_HANDLER_GLOBS = ("/usr/lib/*/tcmu-runner/handler_*.so", "/usr/lib64/tcmu-runner/handler_*.so",
+                      "/usr/lib/tcmu-runner/handler_*.so")
+
+SO_ATTRIBUTES = sorted(validate.SO_FLAG_ATTRIBUTES | set(validate.SO_RANGED_ATTRIBUTES) | {
+    "block_size", "optimal_sectors", "max_unmap_lba_count", "max_unmap_block_desc_count",
+    "unmap_granularity", "unmap_granularity_alignment", "max_write_same_len", "pi_prot_format",
+})
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f}{unit}" if unit != "B" else f"{n}B"
+        n /= 1024
+    return "?"
+
+
+def generate_iqn() -> str:
+    """rtslib's form: iqn.2003-01.org.linux-iscsi.<host>.<arch>:sn.<12 hex>."""
+    host = socket.gethostname().split(".")[0].replace("_", "").lower() or "localhost"
+    arch = os.uname().machine.replace("_", "").lower()
+    return f"iqn.2003-01.org.linux-iscsi.{host}.{arch}:sn.{uuid.uuid4().hex[:12]}"
+
+
+class TargetShell(ConfigShell):
+    default_prefs = dict(ConfigShell.default_prefs, **{
+        "bookmarks": None, "path_history": ["/"], "path_history_index": 0,
+        "auto_enable_tpgt": True, "auto_add_mapped_luns": True, "auto_add_default_portal": True,
+        "default_portal_ip": "0.0.0.0", "auto_save_on_exit": True, "export_backstore_name_as_model": True,
+    })
+
+    def __init__(self, manager: Manager, preferences_dir: str | None = None):
+        super().__init__(preferences_dir)
+        if "debug" not in (str(self.prefs["loglevel_console"]) + str(self.prefs["loglevel_file"])):
+            # configshell's debug() walks the whole stack (inspect.stack) even when
+            # nothing is logged: seconds per command under emulation.
+            self.log.debug = lambda msg: None
+        self.manager = manager
+        self.last_error: TargetError | None = None
+        self.json_output = False
+        UIRoot(self)
+
+
+class UINode(ConfigNode):
+    """Base: access to the manager, one-line errors, batched `set` for object groups."""
+
+    # groups whose parameters are applied together (CHAP needs userid and password at once)
+    batch_groups: tuple = ()
+
+    @property
+    def manager(self) -> Manager:
+        return self.shell.manager
+
+    @property
+    def config(self) -> Config:
+        return self.get_root().cfg
+
+    def change(self, fn, message: str | None = None):
+        """Run one edit through the manager; turn our errors into the shell's."""
+        try:
+            steps, result = self.manager.edit(fn)
+        except TargetError as e:
+            self.shell.last_error = e
+            raise ExecutionError(str(e)) from None
+        root = self.get_root()
+        root.refresh()
+        if message:
+            self.shell.log.info(message)
+        return result
+
+    def fail(self, e: TargetError):
+        self.shell.last_error = e
+        raise ExecutionError(str(e))
+
+    def ui_command_set(self, group=None, **parameter):
+        if group in self.batch_groups and parameter:
+            for p in parameter:
+                if p not in self.list_group_params(group):
+                    self.fail(ValidationError(f"unknown parameter {p} in group {group}"))
+            self.set_group(group, parameter)
+            for p in parameter:
+                shown = "********" if "password" in p and parameter[p] else parameter[p]
+                self.shell.con.display(f"Parameter {p} is now '{shown}'.")
+            return None
+        return super().ui_command_set(group, **parameter)
+
+    def set_group(self, group: str, values: dict) -> None:
+        raise NotImplementedError
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "name": self.name,
+                "children": [c.to_json() for c in sorted(self.children, key=lambda c: c.name)]}
+
+
+# ---- root ------------------------------------------------------------------------
+
+class UIRoot(UINode):
+    def __init__(self, shell: TargetShell):
+        super().__init__("/", shell=shell)
+        self.cfg = Config()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rebuild the tree from configfs and keep the shell where it was."""
+        here = self.shell._current_node.path if self.shell._current_node is not None else "/"
+        try:
+            self.cfg = self.manager.state(attributes=False)
+        except TargetError as e:
+            self.shell.log.warning(str(e))
+            self.cfg = Config()
+        for child in list(self.children):
+            self.remove_child(child)
+        UIBackstores(self)
+        UIISCSI(self)
+        node = self
+        for part in [p for p in here.split("/") if p]:
+            try:
+                node = node.get_child(part)
+            except ValueError:
+                break
+        self.shell._current_node = node
+
+    def ui_command_saveconfig(self, savefile=None):
+        '''
+        Saves the running configuration to savefile (default: the manager's
+        save file, /etc/target/saveconfig.json unless overridden). The file is
+        replaced atomically and is readable by root only (it holds CHAP secrets).
+        '''
+        try:
+            path = self.manager.save(savefile)
+        except (TargetError, OSError) as e:
+            self.fail(e if isinstance(e, TargetError) else TargetError(f"cannot save: {e}"))
+        self.shell.log.info(f"Configuration saved to {path}")
+
+    def ui_command_restoreconfig(self, savefile=None, clear_existing=None, dry_run="false"):
+        '''
+        Makes the running configuration equal to savefile, changing only what
+        differs: restoring the file already in force changes nothing and drops
+        no session. If a step fails, the steps done so far are undone.
+        clear_existing is accepted for targetcli compatibility; the result is
+        the same either way (objects not in the file are removed).
+        '''
+        warnings: list[str] = []
+        try:
+            steps = self.manager.restore(savefile, warnings, dry_run=validate.boolean(dry_run, "dry_run"))
+        except TargetError as e:
+            self.fail(e)
+        for w in warnings:
+            self.shell.log.warning(w)
+        self.refresh()
+        if validate.boolean(dry_run, "dry_run"):
+            for s in steps:
+                self.shell.con.display(s.describe())
+        self.shell.log.info(f"Configuration restored from {savefile or self.manager.save_file} "
+                            f"({len(steps)} change{'s' if len(steps) != 1 else ''})")
+
+    def ui_command_clearconfig(self, confirm=None):
+        '''
+        Removes every target and storage object. Needs confirm=true.
+        '''
+        if not validate.boolean(confirm or "false", "confirm"):
+            self.fail(ValidationError("clearconfig removes everything: run it with confirm=true"))
+        try:
+            steps = self.manager.clear()
+        except TargetError as e:
+            self.fail(e)
+        self.refresh()
+        self.shell.log.info(f"All configuration cleared ({len(steps)} steps)")
+
+    def ui_command_sessions(self, action="list", sid=None):
+        '''
+        Lists the iSCSI sessions logged in (explicit ACLs and demo mode).
+        action is list or detail; sid limits the output to one session.
+        '''
+        found = sessions_mod.list_sessions(self.manager.root)
+        if sid is not None:
+            found = [s for s in found if str(s.sid) == str(sid)]
+        if self.shell.json_output:
+            import json
+            self.shell.con.raw_write(json.dumps([s.to_dict() for s in found], indent=2) + "\n")
+            return
+        if not found:
+            self.shell.con.display("(no open sessions)")
+        for s in found:
+            kind = "demo-mode" if s.dynamic else "acl"
+            self.shell.con.display(f"{s.initiator} -> {s.target} tpg{s.tpg} [{kind}] "
+                                   f"sid {s.sid if s.sid is not None else '-'} {s.state}")
+            if action == "detail":
+                for c in s.connections:
+                    self.shell.con.display(f"    cid {c.cid} {c.state} {c.address} {c.transport}")
+
+    def ui_command_version(self):
+        '''Shows the iscsikit version.'''
+        from iscsikit import __version__
+        self.shell.con.display(f"iscsikit-target {__version__}")
+
+
+# ---- backstores ------------------------------------------------------------------
+
+class UIBackstore(UINode):
+    def __init__(self, plugin: str, parent, name: str | None = None):
+        super().__init__(name or plugin, parent)
+        self.plugin = plugin
+        for so in sorted(self.config.storage_objects.values(), key=lambda s: s.name):
+            if so.plugin == plugin and self.owns(so):
+                UIStorageObject(so, self)
+
+    def owns(self, so: StorageObject) -> bool:
+        return True
+
+    def summary(self):
+        return f"Storage Objects: {len(self.children)}", None
+
+    def _create(self, so: StorageObject, block_size=None, made_file: str | None = None):
+        if block_size is not None:
+            so.attributes["block_size"] = validate.block_size(block_size)
+        if self.shell.prefs["export_backstore_name_as_model"]:
+            so.attributes.setdefault("emulate_model_alias", 1)
+        try:
+            so.check()
+        except ValidationError as e:
+            self.fail(e)
+
+        def add(cfg: Config):
+            if so.key in cfg.storage_objects:
+                raise ValidationError(f"storage object {so.path} already exists")
+            cfg.storage_objects[so.key] = so
+        try:
+            self.change(add)
+        except ExecutionError:
+            if made_file:
+                os.unlink(made_file)
+            raise
+        self.shell.log.info(f"Created {so.plugin} {so.name}"
+                            + (f" with size {so.size}" if so.size else ""))
+
+    def ui_command_delete(self, name, save=None):
+        '''
+        Deletes the storage object name, and every LUN and mapped LUN that
+        exports it.
+        '''
+        def remove(cfg: Config):
+            key = (self.plugin, name)
+            if key not in cfg.storage_objects:
+                raise NotFoundError(f"no storage object {self.plugin}/{name}")
+            for wwn, tag, lun in list(cfg.luns_using(key)):
+                tpg = cfg.targets[wwn].tpgs[tag]
+                del tpg.luns[lun.index]
+                for acl in tpg.node_acls.values():
+                    for m in [m for m in acl.mapped_luns.values() if m.tpg_lun == lun.index]:
+                        del acl.mapped_luns[m.index]
+            del cfg.storage_objects[key]
+        self.change(remove, f"Deleted storage object {name}.")
+        if save and validate.boolean(save, "save"):
+            self.get_root().ui_command_saveconfig()
+
+    def ui_complete_delete(self, parameters, text, current_param):
+        if current_param == "name":
+            names = [c.name for c in self.children if c.name.startswith(text)]
+            return [n + " " for n in names] if len(names) == 1 else names
+        return []
+
+
+def _file_backing(path: str, size, sparse: bool) -> tuple[int | None, str | None, bool]:
+    """(size, file we created or None, is a block device) for a fileio create."""
+    path = validate.path(path, "fileio path")
+    if os.path.exists(path):
+        mode = os.stat(path).st_mode
+        if stat.S_ISBLK(mode):
+            return None, None, True
+        if not stat.S_ISREG(mode):
+            raise ValidationError(f"{path} is neither a file nor a block device")
+        actual = os.path.getsize(path)
+        if size is not None and validate.size(size) != actual:
+            raise ValidationError(f"{path} exists with size {actual}; leave size out or resize the file first")
+        return validate.size(actual, f"size of {path}"), None, False
+    if size is None:
+        raise ValidationError(f"{path} does not exist: give a size to create it")
+    n = validate.size(size)
+    parent = os.path.dirname(path) or "/"
+    if not os.path.isdir(parent):
+        raise ValidationError(f"directory {parent} does not exist")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if sparse:
+            os.ftruncate(fd, n)
+        else:
+            os.posix_fallocate(fd, 0, n)
+    except OSError as e:
+        os.close(fd)
+        os.unlink(path)
+        raise TargetError(f"cannot create {path}: {e.strerror}") from None
+    os.close(fd)
+    return n, path, False
+
+
+def _add_backstore_commands():
+    def fileio_create(self, name, file_or_dev, size=None, write_back="true", sparse="true", wwn=None,
+                      block_size=None):
+        '''
+        Creates a fileio storage object backed by file_or_dev. A missing file
+        is created with size (sparse unless sparse=false). write_back=true is
+        IET's IOMode=wb; write_back=false is write-through (IOMode=wt).
+        block_size is 512 (default), 1024, 2048 or 4096.
+        '''
+        try:
+            validate.so_name(name)
+            n, made, is_blk = _file_backing(file_or_dev, size, validate.boolean(sparse, "sparse"))
+            so = StorageObject("fileio", name, dev=file_or_dev, size=n, wwn=wwn,
+                               write_back=validate.boolean(write_back, "write_back"))
+            so.is_block_dev = is_blk
+        except TargetError as e:
+            self.fail(e)
+        self._create(so, block_size, made)
+
+    def block_create(self, name, dev, readonly="false", wwn=None, exclusive="true", block_size=None):
+        '''
+        Creates a block (iblock) storage object on the block device dev.
+        readonly=true exports it read-only (IET's IOMode=ro).
+        '''
+        try:
+            so = StorageObject("block", name, dev=validate.path(dev, "device"), wwn=wwn,
+                               readonly=validate.boolean(readonly, "readonly"),
+                               exclusive=validate.boolean(exclusive, "exclusive"))
+            if not os.path.exists(dev) or not stat.S_ISBLK(os.stat(dev).st_mode):
+                raise ValidationError(f"{dev} is not a block device")
+        except TargetError as e:
+            self.fail(e)
+        self._create(so, block_size)
+
+    def ramdisk_create(self, name, size, nullio="false", wwn=None, block_size=None):
+        '''
+        Creates a ramdisk storage object of size bytes (K/M/G suffixes).
+        nullio=true discards writes and reads zeros.
+        '''
+        try:
+            so = StorageObject("ramdisk", name, size=validate.size(size), wwn=wwn,
+                               nullio=validate.boolean(nullio, "nullio"))
+        except TargetError as e:
+            self.fail(e)
+        self._create(so, block_size)
+
+    def pscsi_create(self, name, dev):
+        '''Creates a pscsi (passthrough) storage object for dev (a path or H:C:T:L).'''
+        self._create(StorageObject("pscsi", name, dev=dev))
+
+    def complete_path(self, parameters, text, current_param):
+        if current_param in ("file_or_dev", "dev"):
+            matches = glob.glob(text + "*") if text.startswith("/") else []
+            out = [m + ("/" if os.path.isdir(m) else "") for m in matches]
+            return [out[0] + ("" if out[0].endswith("/") else " ")] if len(out) == 1 else out
+        if current_param in ("write_back", "sparse", "readonly", "nullio", "exclusive"):
+            return [v for v in ("true", "false") if v.startswith(text)]
+        if current_param == "block_size":
+            return [str(b) for b in validate.BLOCK_SIZES if str(b).startswith(text)]
+        return []
+
+    for plugin, fn in (("fileio", fileio_create), ("block", block_create), ("ramdisk", ramdisk_create),
+                       ("pscsi", pscsi_create)):
+        cls = type(f"UI{plugin.capitalize()}Backstore", (UIBackstore,),
+                   {"ui_command_create": fn, "ui_complete_create": complete_path})
+        _BACKSTORE_CLASSES[plugin] = cls
+
+
+_BACKSTORE_CLASSES: dict[str, type] = {}
+_add_backstore_commands()
+
+
+class UIUserBackstore(UIBackstore):
+    """/backstores/user:<handler> (TCMU); the handler daemon (tcmu-runner) serves the I/O."""
+
+    def __init__(self, handler: str, parent):
+        self.handler = handler
+        super().__init__("user", parent, name=f"user:{handler}")
+
+    def owns(self, so):
+        return (so.config or "").split("/", 1)[0] == self.handler
+
+    def ui_command_create(self, name, size, cfgstring, wwn=None, hw_max_sectors=None, control=None):
+        '''
+        Creates a user-backed (TCMU) storage object of size bytes; cfgstring
+        is the handler's configuration (without the leading handler name).
+        '''
+        try:
+            so = StorageObject("user", name, size=validate.size(size), wwn=wwn,
+                               config=f"{self.handler}/{cfgstring}", hw_max_sectors=hw_max_sectors,
+                               control=control)
+        except TargetError as e:
+            self.fail(e)
+        self._create(so)
+
+
+class UIBackstores(UINode):
+    def __init__(self, parent):
+        super().__init__("backstores", parent)
+        for plugin in ("block", "fileio", "pscsi", "ramdisk"):
+            _BACKSTORE_CLASSES[plugin](plugin, self)
+        handlers = set()
+        for pattern in TCMU_HANDLER_GLOBS:
+            for path in glob.glob(pattern):
+                handlers.add(os.path.basename(path)[len("handler_"):-3])
+        for so in self.config.storage_objects.values():
+            if so.plugin == "user" and so.config:
+                handlers.add(so.config.split("/", 1)[0])
+        for h in sorted(handlers):
+            UIUserBackstore(h, self)
+
+
+class UIStorageObject(UINode):
+    def __init__(self, so: StorageObject, parent):
+        super().__init__(so.name, parent)
+        self.so = so
+        for name in SO_ATTRIBUTES:
+            self.define_config_group_param("attribute", name, "string")
+
+    def summary(self):
+        so = self.so
+        status = so.status or "?"
+        if so.plugin == "fileio":
+            mode = "write-back" if so.write_back else "write-thru"
+            return f"{so.dev} ({human_size(so.size)}) {mode} {status}", status == "activated" or None
+        if so.plugin == "block":
+            ro = "ro" if so.readonly else "rw"
+            return f"{so.dev} ({ro}) {status}", status == "activated" or None
+        if so.plugin == "ramdisk":
+            return f"({human_size(so.size)}{' nullio' if so.nullio else ''}) {status}", status == "activated" or None
+        if so.plugin == "user":
+            return f"{so.config} ({human_size(so.size)}) {status}", status == "activated" or None
+        return f"{so.dev} {status}", None
+
+    def _rtslib(self):
+        from rtslib.tcm import so_mapping
+        return so_mapping[self.so.plugin](self.so.name, index=self.so.hba_index)
+
+    def ui_getgroup_attribute(self, name):
+        try:
+            return self._rtslib().get_attribute(name)
+        except Exception as e:  # rtslib raises its own error for a missing file
+            return f"<{e}>"
+
+    def ui_setgroup_attribute(self, name, value):
+        self.set_group("attribute", {name: value})
+
+    batch_groups = ("attribute",)
+
+    def set_group(self, group, values):
+        try:
+            values = {k: validate.so_attribute(k, v, self.so.path) for k, v in values.items()}
+        except TargetError as e:
+            self.fail(e)
+        if "block_size" in values:
+            # The planner treats block size as fixed at creation; the kernel
+            # allows a change only while nothing exports the object.
+            if list(self.config.luns_using(self.so.key)):
+                self.fail(ValidationError(f"{self.so.path} is exported: its block size cannot change now"))
+            try:
+                with self.manager.locked():
+                    self._rtslib().set_attribute("block_size", values.pop("block_size"))
+            except Exception as e:
+                self.fail(TargetError(f"cannot set block_size: {e}"))
+
+        def edit(cfg: Config):
+            cfg.storage_objects[self.so.key].attributes.update(values)
+        self.change(edit)
+
+    def ui_command_info(self):
+        '''Shows the storage object's settings.'''
+        d = saveconfig.so_to_dict(self.so)
+        d.pop("attributes", None)
+        d.pop("alua_tpgs", None)
+        for k in sorted(d):
+            self.shell.con.display(f"{k}: {d[k]}")
+
+    def to_json(self):
+        d = saveconfig.so_to_dict(self.so)
+        d.pop("alua_tpgs", None)
+        d.update(path=self.path, status=self.so.status)
+        return d
+
+
+# ---- iSCSI -------------------------------------------------------------------------
+
+class UIISCSI(UINode):
+    batch_groups = ("discovery_auth",)
+
+    def __init__(self, parent):
+        super().__init__("iscsi", parent)
+        for f in validate.CHAP_FIELDS:
+            self.define_config_group_param("discovery_auth", f, "string")
+        self.define_config_group_param("discovery_auth", "enable", "bool")
+        for t in sorted(self.config.targets.values(), key=lambda t: t.wwn):
+            UITarget(t, self)
+
+    def summary(self):
+        return f"Targets: {len(self.children)}", None
+
+    def ui_command_create(self, wwn=None):
+        '''
+        Creates an iSCSI target named wwn (iqn./naa./eui.; generated when
+        omitted) with TPG 1, authentication off (as targetcli), a default
+        portal when auto_add_default_portal is set, enabled when
+        auto_enable_tpgt is set.
+        '''
+        try:
+            name = validate.wwn(wwn, "target name") if wwn else generate_iqn()
+        except TargetError as e:
+            self.fail(e)
+        prefs = self.shell.prefs
+
+        def add(cfg: Config):
+            if name in cfg.targets:
+                raise ValidationError(f"target {name} already exists")
+            tpg = TPG(tag=1, enable=bool(prefs["auto_enable_tpgt"]), attributes={"authentication": 0})
+            if prefs["auto_add_default_portal"]:
+                p = Portal(validate.portal_ip(prefs["default_portal_ip"]), 3260)
+                tpg.portals[p.key] = p
+            cfg.targets[name] = Target(name, tpgs={1: tpg})
+        self.change(add, f"Created target {name}.")
+
+    def ui_command_delete(self, wwn):
+        '''Deletes the target wwn with all its TPGs, LUNs, ACLs and portals.'''
+        def remove(cfg: Config):
+            key = wwn.lower()
+            if key not in cfg.targets:
+                raise NotFoundError(f"no target {wwn}")
+            del cfg.targets[key]
+        self.change(remove, f"Deleted target {wwn}.")
+
+    def ui_complete_delete(self, parameters, text, current_param):
+        names = [c.name for c in self.children if c.name.startswith(text)]
+        return [n + " " for n in names] if len(names) == 1 else names
+
+    def ui_getgroup_discovery_auth(self, name):
+        d = self.config.discovery
+        if name == "enable":
+            return d.enable
+        return "********" if "password" in name and getattr(d.chap, name) else getattr(d.chap, name)
+
+    def ui_setgroup_discovery_auth(self, name, value):
+        self.set_group("discovery_auth", {name: value})
+
+    def set_group(self, group, values):
+        def edit(cfg: Config):
+            d = cfg.discovery
+            for k, v in values.items():
+                if k == "enable":
+                    d.enable = validate.boolean(v, "discovery_auth enable")
+                else:
+                    setattr(d.chap, k, validate.chap_value(v, f"discovery CHAP {k}"))
+        self.change(edit)
+
+    def to_json(self):
+        d = super().to_json()
+        d["discovery_auth"] = {"enable": self.config.discovery.enable, "userid": self.config.discovery.chap.userid,
+                               "mutual_userid": self.config.discovery.chap.mutual_userid}
+        return d
+
+
+class UITarget(UINode):
+    def __init__(self, t: Target, parent):
+        super().__init__(t.wwn, parent)
+        self.t = t
+        for tpg in sorted(t.tpgs.values(), key=lambda x: x.tag):
+            UITPG(t, tpg, self)
+
+    def summary(self):
+        return f"TPGs: {len(self.children)}", None
+
+    def ui_command_create(self, tag=None):
+        '''Creates a TPG with tag (the lowest free one when omitted).'''
+        def add(cfg: Config):
+            t = cfg.targets[self.t.wwn]
+            n = validate.tpg_tag(tag) if tag is not None else min(set(range(1, len(t.tpgs) + 2)) - set(t.tpgs))
+            if n in t.tpgs:
+                raise ValidationError(f"tpg{n} already exists")
+            t.tpgs[n] = TPG(tag=n, enable=False, attributes={"authentication": 0})
+            return n
+        self.change(add, "Created TPG.")
+
+    def ui_command_delete(self, tag):
+        '''Deletes TPG tag with its LUNs, ACLs and portals.'''
+        def remove(cfg: Config):
+            t = cfg.targets[self.t.wwn]
+            n = validate.tpg_tag(tag)
+            if n not in t.tpgs:
+                raise NotFoundError(f"no tpg{n}")
+            del t.tpgs[n]
+        self.change(remove, f"Deleted TPG {tag}.")
+
+    def to_json(self):
+        d = saveconfig.target_to_dict(self.t, secrets=False)
+        d["path"] = self.path
+        return d
+
+
+class UITPG(UINode):
+    batch_groups = ("attribute", "parameter", "auth")
+
+    def __init__(self, t: Target, tpg: TPG, parent):
+        super().__init__(f"tpg{tpg.tag}", parent)
+        self.t, self.tpg = t, tpg
+        for name in validate.TPG_ATTRIBUTES:
+            self.define_config_group_param("attribute", name, "number")
+        for name in validate.TPG_PARAMETERS:
+            self.define_config_group_param("parameter", name, "string")
+        for f in validate.CHAP_FIELDS:
+            self.define_config_group_param("auth", f, "string")
+        UILUNs(self)
+        UIACLs(self)
+        UIPortals(self)
+
+    def summary(self):
+        a = self.tpg.attributes
+        gen = "gen-acls" if a.get("generate_node_acls") else "no-gen-acls"
+        auth = "auth" if a.get("authentication") else "no-auth"
+        if not self.tpg.enable:
+            return f"disabled, {gen}, {auth}", False
+        return f"{gen}, {auth}", None
+
+    def _rts(self):
+        from rtslib import FabricModule, Target as RTarget, TPG as RTPG
+        return RTPG(RTarget(FabricModule("iscsi"), self.t.wwn, "lookup"), self.tpg.tag, "lookup")
+
+    def _edit_tpg(self, fn, message=None):
+        def edit(cfg: Config):
+            return fn(cfg, cfg.targets[self.t.wwn].tpgs[self.tpg.tag])
+        return self.change(edit, message)
+
+    def ui_command_enable(self):
+        '''Enables the TPG: its portals accept logins.'''
+        self._edit_tpg(lambda cfg, tpg: setattr(tpg, "enable", True), "The TPGT has been enabled.")
+
+    def ui_command_disable(self):
+        '''Disables the TPG: new logins are refused.'''
+        self._edit_tpg(lambda cfg, tpg: setattr(tpg, "enable", False), "The TPGT has been disabled.")
+
+    def ui_getgroup_attribute(self, name):
+        try:
+            return self._rts().get_attribute(name)
+        except Exception as e:
+            return f"<{e}>"
+
+    def ui_getgroup_parameter(self, name):
+        try:
+            return self._rts().get_parameter(name)
+        except Exception as e:
+            return f"<{e}>"
+
+    def ui_getgroup_auth(self, name):
+        v = getattr(self.tpg.chap, name)
+        return "********" if "password" in name and v else v
+
+    def ui_setgroup_attribute(self, name, value):
+        self.set_group("attribute", {name: value})
+
+    def ui_setgroup_parameter(self, name, value):
+        self.set_group("parameter", {name: value})
+
+    def ui_setgroup_auth(self, name, value):
+        self.set_group("auth", {name: value})
+
+    def set_group(self, group, values):
+        where = f"{self.t.wwn} tpg{self.tpg.tag}"
+
+        def edit(cfg, tpg):
+            for k, v in values.items():
+                if group == "attribute":
+                    tpg.attributes[k] = validate.tpg_attribute(k, v, where)
+                elif group == "parameter":
+                    tpg.parameters[k] = validate.tpg_parameter(k, v, where)
+                else:
+                    setattr(tpg.chap, k, validate.chap_value(v, f"{where} CHAP {k}"))
+        self._edit_tpg(edit)
+
+    def to_json(self):
+        d = saveconfig.tpg_to_dict(self.tpg, secrets=False)
+        d["path"] = self.path
+        return d
+
+
+class UILUNs(UINode):
+    def __init__(self, parent: UITPG):
+        super().__init__("luns", parent)
+        self.tpgnode = parent
+        for lun in sorted(parent.tpg.luns.values(), key=lambda l: l.index):
+            UILUN(lun, self)
+
+    def summary(self):
+        return f"LUNs: {len(self.children)}", None
+
+    def ui_command_create(self, storage_object, lun=None, add_mapped_luns=None):
+        '''
+        Exports storage_object (/backstores/<plugin>/<name>, or a file or block
+        device path, which gets a storage object named after it) as LUN lun
+        (the lowest free index when omitted). With add_mapped_luns (default:
+        the auto_add_mapped_luns preference) every ACL of the TPG gets it too.
+        '''
+        auto = self.shell.prefs["auto_add_mapped_luns"] if add_mapped_luns is None \
+            else validate.boolean(add_mapped_luns, "add_mapped_luns")
+        new_so = None
+        try:
+            index = validate.lun_index(lun) if lun is not None else None
+            if not storage_object.startswith("/backstores/"):
+                path = validate.path(storage_object, "storage object path")
+                if not os.path.exists(path):
+                    raise NotFoundError(f"{path} does not exist")
+                name = validate.so_name(os.path.basename(path).replace(".", "_") or "disk")
+                if stat.S_ISBLK(os.stat(path).st_mode):
+                    new_so = StorageObject("block", name, dev=path)
+                else:
+                    new_so = StorageObject("fileio", name, dev=path, size=os.path.getsize(path))
+                new_so.check()
+                storage_object = new_so.path
+        except TargetError as e:
+            self.fail(e)
+
+        def edit(cfg, tpg):
+            if new_so is not None:
+                if new_so.key in cfg.storage_objects:
+                    raise ValidationError(f"storage object {new_so.path} already exists")
+                cfg.storage_objects[new_so.key] = new_so
+            so = cfg.so_by_path(storage_object)
+            if so is None:
+                raise NotFoundError(f"no storage object {storage_object}")
+            n = index if index is not None else min(set(range(len(tpg.luns) + 1)) - set(tpg.luns))
+            if n in tpg.luns:
+                raise ValidationError(f"lun{n} already exists")
+            tpg.luns[n] = LUN(n, so.path)
+            if auto:
+                for acl in tpg.node_acls.values():
+                    m = min(set(range(len(acl.mapped_luns) + 1)) - set(acl.mapped_luns))
+                    acl.mapped_luns[m] = MappedLUN(m, n)
+            return n
+        n = self.tpgnode._edit_tpg(edit)
+        self.shell.log.info(f"Created LUN {n}.")
+
+    def ui_complete_create(self, parameters, text, current_param):
+        if current_param == "storage_object":
+            paths = [so.path for so in self.config.storage_objects.values() if so.path.startswith(text)]
+            return [paths[0] + " "] if len(paths) == 1 else paths
+        return []
+
+    def ui_command_delete(self, lun):
+        '''Removes LUN lun and the mapped LUNs pointing at it.'''
+        def edit(cfg, tpg):
+            n = validate.lun_index(lun)
+            if n not in tpg.luns:
+                raise NotFoundError(f"no lun{n}")
+            del tpg.luns[n]
+            for acl in tpg.node_acls.values():
+                for m in [m for m in acl.mapped_luns.values() if m.tpg_lun == n]:
+                    del acl.mapped_luns[m.index]
+        self.tpgnode._edit_tpg(edit, f"Deleted LUN {lun}.")
+
+
+class UILUN(UINode):
+    def __init__(self, lun: LUN, parent):
+        super().__init__(f"lun{lun.index}", parent)
+        self.lun = lun
+
+    def summary(self):
+        so = self.config.so_by_path(self.lun.storage_object)
+        where = f" ({so.dev})" if so is not None and so.dev else ""
+        gp = f" ({self.lun.alua_tg_pt_gp_name})" if self.lun.alua_tg_pt_gp_name else ""
+        return f"{self.lun.storage_object[len('/backstores/'):]}{where}{gp}", so is not None
+
+    def to_json(self):
+        return {"path": self.path, "index": self.lun.index, "storage_object": self.lun.storage_object,
+                "alias": self.lun.alias}
+
+
+class UIPortals(UINode):
+    def __init__(self, parent: UITPG):
+        super().__init__("portals", parent)
+        self.tpgnode = parent
+        for p in sorted(parent.tpg.portals.values(), key=lambda p: p.dirname):
+            UIPortal(p, self)
+
+    def summary(self):
+        return f"Portals: {len(self.children)}", None
+
+    def ui_command_create(self, ip_address=None, ip_port=None):
+        '''
+        Adds a portal listening on ip_address (IPv4, IPv6, 0.0.0.0 or ::0 for
+        all; default from the default_portal_ip preference) and ip_port (3260).
+        '''
+        try:
+            p = Portal(validate.portal_ip(ip_address or self.shell.prefs["default_portal_ip"]),
+                       validate.portal_port(ip_port or 3260))
+        except TargetError as e:
+            self.fail(e)
+
+        def edit(cfg, tpg):
+            if p.key in tpg.portals:
+                raise ValidationError(f"portal {p.dirname} already exists")
+            tpg.portals[p.key] = p
+        self.tpgnode._edit_tpg(edit, f"Created network portal {p.dirname}.")
+
+    def ui_command_delete(self, ip_address, ip_port):
+        '''Removes the portal ip_address:ip_port.'''
+        try:
+            key = validate.portal_key(validate.portal_ip(ip_address), validate.portal_port(ip_port))
+        except TargetError as e:
+            self.fail(e)
+
+        def edit(cfg, tpg):
+            if key not in tpg.portals:
+                raise NotFoundError(f"no portal {ip_address}:{ip_port}")
+            del tpg.portals[key]
+        self.tpgnode._edit_tpg(edit, f"Deleted network portal {ip_address}:{ip_port}")
+
+
+class UIPortal(UINode):
+    def __init__(self, p: Portal, parent):
+        super().__init__(p.dirname, parent)
+        self.p = p
+
+    def summary(self):
+        extra = [x for x, on in (("iser", self.p.iser), ("offload", self.p.offload)) if on]
+        return (", ".join(extra) or "OK"), True
+
+    def _flag(self, name, value):
+        v = validate.boolean(value, name)
+        tpgnode = self.parent.tpgnode
+
+        def edit(cfg, tpg):
+            setattr(tpg.portals[self.p.key], name, v)
+        tpgnode._edit_tpg(edit, f"{name} is now {'enabled' if v else 'disabled'}.")
+
+    def ui_command_enable_iser(self, boolean):
+        '''Turns iSER on or off on this portal.'''
+        self._flag("iser", boolean)
+
+    def ui_command_enable_offload(self, boolean):
+        '''Turns Chelsio (cxgbit) offload on or off on this portal.'''
+        self._flag("offload", boolean)
+
+
+class UIACLs(UINode):
+    def __init__(self, parent: UITPG):
+        super().__init__("acls", parent)
+        self.tpgnode = parent
+        for acl in sorted(parent.tpg.node_acls.values(), key=lambda a: a.node_wwn):
+            UIACL(acl, self)
+
+    def summary(self):
+        return f"ACLs: {len(self.children)}", None
+
+    def ui_command_create(self, wwn, add_mapped_luns=None):
+        '''
+        Adds an ACL for the initiator wwn. With add_mapped_luns (default: the
+        auto_add_mapped_luns preference) it sees every LUN of the TPG at the
+        same LUN number.
+        '''
+        auto = self.shell.prefs["auto_add_mapped_luns"] if add_mapped_luns is None \
+            else validate.boolean(add_mapped_luns, "add_mapped_luns")
+        try:
+            node = validate.wwn(wwn, "initiator name")
+        except TargetError as e:
+            self.fail(e)
+
+        def edit(cfg, tpg):
+            if node in tpg.node_acls:
+                raise ValidationError(f"ACL {node} already exists")
+            acl = NodeACL(node)
+            if auto:
+                for i in tpg.luns:
+                    acl.mapped_luns[i] = MappedLUN(i, i)
+            tpg.node_acls[node] = acl
+        self.tpgnode._edit_tpg(edit, f"Created Node ACL for {node}")
+
+    def ui_command_delete(self, wwn):
+        '''Removes the ACL of initiator wwn.'''
+        def edit(cfg, tpg):
+            node = wwn.lower()
+            if node not in tpg.node_acls:
+                raise NotFoundError(f"no ACL {wwn}")
+            del tpg.node_acls[node]
+        self.tpgnode._edit_tpg(edit, f"Deleted Node ACL {wwn}.")
+
+    def ui_complete_delete(self, parameters, text, current_param):
+        names = [c.name for c in self.children if c.name.startswith(text)]
+        return [n + " " for n in names] if len(names) == 1 else names
+
+
+class UIACL(UINode):
+    batch_groups = ("attribute", "auth")
+
+    def __init__(self, acl: NodeACL, parent: UIACLs):
+        super().__init__(acl.node_wwn, parent)
+        self.acl = acl
+        self.tpgnode = parent.tpgnode
+        for name in validate.ACL_ATTRIBUTES:
+            self.define_config_group_param("attribute", name, "string")
+        for f in validate.CHAP_FIELDS:
+            self.define_config_group_param("auth", f, "string")
+        for m in sorted(acl.mapped_luns.values(), key=lambda m: m.index):
+            UIMappedLUN(m, self)
+
+    def summary(self):
+        return f"Mapped LUNs: {len(self.children)}", None
+
+    def _edit_acl(self, fn, message=None):
+        return self.tpgnode._edit_tpg(lambda cfg, tpg: fn(tpg, tpg.node_acls[self.acl.node_wwn]), message)
+
+    def ui_command_create(self, mapped_lun, tpg_lun_or_backstore, write_protect="false"):
+        '''
+        Lets this initiator see TPG LUN tpg_lun_or_backstore (a LUN number or
+        the storage object it exports) as LUN mapped_lun; write_protect=true
+        makes it read-only for this initiator only.
+        '''
+        try:
+            m_index = validate.lun_index(mapped_lun, "mapped LUN")
+            wp = validate.boolean(write_protect, "write_protect")
+        except TargetError as e:
+            self.fail(e)
+
+        def edit(tpg, acl):
+            ref = str(tpg_lun_or_backstore)
+            if ref.startswith("/backstores/"):
+                hits = [l.index for l in tpg.luns.values() if l.storage_object == ref]
+                if not hits:
+                    raise NotFoundError(f"{ref} is not exported by this TPG")
+                n = hits[0]
+            else:
+                n = validate.lun_index(ref.removeprefix("lun"), "TPG LUN")
+            if n not in tpg.luns:
+                raise NotFoundError(f"no TPG LUN {n}")
+            if m_index in acl.mapped_luns:
+                raise ValidationError(f"mapped_lun{m_index} already exists")
+            acl.mapped_luns[m_index] = MappedLUN(m_index, n, write_protect=wp)
+        self._edit_acl(edit, f"Created Mapped LUN {m_index}.")
+
+    def ui_command_delete(self, mapped_lun):
+        '''Removes mapped LUN mapped_lun.'''
+        def edit(tpg, acl):
+            n = validate.lun_index(mapped_lun, "mapped LUN")
+            if n not in acl.mapped_luns:
+                raise NotFoundError(f"no mapped_lun{n}")
+            del acl.mapped_luns[n]
+        self._edit_acl(edit, f"Deleted Mapped LUN {mapped_lun}.")
+
+    def ui_getgroup_attribute(self, name):
+        try:
+            from rtslib import NodeACL as RACL
+            return RACL(self.tpgnode._rts(), self.acl.node_wwn, "lookup").get_attribute(name)
+        except Exception as e:
+            return f"<{e}>"
+
+    def ui_getgroup_auth(self, name):
+        v = getattr(self.acl.chap, name)
+        return "********" if "password" in name and v else v
+
+    def ui_setgroup_attribute(self, name, value):
+        self.set_group("attribute", {name: value})
+
+    def ui_setgroup_auth(self, name, value):
+        self.set_group("auth", {name: value})
+
+    def set_group(self, group, values):
+        where = f"ACL {self.acl.node_wwn}"
+
+        def edit(tpg, acl):
+            for k, v in values.items():
+                if group == "attribute":
+                    acl.attributes[k] = validate.acl_attribute(k, v, where)
+                else:
+                    setattr(acl.chap, k, validate.chap_value(v, f"{where} CHAP {k}"))
+        self._edit_acl(edit)
+
+
+class UIMappedLUN(UINode):
+    def __init__(self, m: MappedLUN, parent: UIACL):
+        super().__init__(f"mapped_lun{m.index}", parent)
+        self.m = m
+
+    def summary(self):
+        lun = self.parent.tpgnode.tpg.luns.get(self.m.tpg_lun)
+        so = lun.storage_object[len("/backstores/"):] if lun else "?"
+        return f"lun{self.m.tpg_lun} {so} ({'ro' if self.m.write_protect else 'rw'})", lun is not None
+
+    def ui_command_write_protect(self, boolean):
+        '''Makes this mapped LUN read-only (true) or writable (false) for its initiator.'''
+        v = validate.boolean(boolean, "write_protect")
+        acl_node = self.parent
+        acl_node._edit_acl(lambda tpg, acl: setattr(acl.mapped_luns[self.m.index], "write_protect", v),
+                           f"Write protect is now {'on' if v else 'off'}.")
+
+    def to_json(self):
+        return {"path": self.path, "index": self.m.index, "tpg_lun": self.m.tpg_lun,
+                "write_protect": self.m.write_protect}
