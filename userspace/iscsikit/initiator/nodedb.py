@@ -168,7 +168,16 @@ class NodeDB:
 
     # -- file primitives ------------------------------------------------------
     def _mkdirs(self, path: str) -> None:
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        # os.makedirs gives only the leaf its mode; every dir below the root is 0700
+        rel = os.path.relpath(path, self.root)
+        current = self.root
+        os.makedirs(current, mode=0o755, exist_ok=True)
+        for part in ([] if rel == "." else rel.split(os.sep)):
+            current = os.path.join(current, part)
+            try:
+                os.mkdir(current, 0o700)
+            except FileExistsError:
+                pass
 
     def _write_atomic(self, path: str, text: str, mode: int = 0o600) -> None:
         self._require_lock()
