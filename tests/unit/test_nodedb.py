@@ -241,3 +241,15 @@ def test_root_from_environment(tmp_path, monkeypatch):
 ])
 def test_parse_portal(text, parts):
     assert ndb.parse_portal(text) == parts
+
+
+def test_discovered_nodes_go_with_their_discovery_record(db):
+    db.create_discovery("sendtargets", "192.0.2.1", 3260)
+    nid = ndb.NodeId(T, "192.0.2.10", 3260, 1, "default")
+    db.write_node(ndb.Node(R.NODE_FIELDS, db.new_node_values(nid, discovery_type="send_targets"), nid))
+    db.link_discovered("sendtargets", "192.0.2.1", 3260, nid)
+    link = db.path("send_targets", "192.0.2.1,3260", f"{T},192.0.2.10,3260,1,default")
+    assert os.readlink(link) == db.path("nodes", T, "192.0.2.10,3260,1")
+    assert db.read_node(nid)["node.discovery_type"] == "send_targets"
+    db.delete_discovery("sendtargets", "192.0.2.1", 3260)
+    assert db.node_ids() == []

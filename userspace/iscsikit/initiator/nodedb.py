@@ -470,6 +470,14 @@ class NodeDB:
             self.write_discovery(rec)
         return warnings
 
+    def link_discovered(self, dtype: str, address: str, port: int, nid: NodeId) -> None:
+        """Record that discovery at address:port found node `nid` (iscsiadm's per-portal symlink)."""
+        base, _ = self._DISC_DIRS[dtype]
+        with self.locked():
+            self._link(self.path(base, f"{address},{port}"),
+                       f"{nid.target},{nid.address},{nid.port},{nid.tpgt},{nid.iface}",
+                       self.path("nodes", nid.target, nid.portal_dir))
+
     def delete_discovery(self, dtype: str, address: str, port: int) -> None:
         with self.locked():
             path = self.discovery_path(dtype, address, port)
