@@ -207,6 +207,12 @@ def _connect(portal: Portal, deadline: _Deadline, connect_timeout: float) -> soc
     return sock
 
 
+def connect(portal: "Portal | str | tuple[str, int]", timeout: float = DEFAULT_CONNECT_TIMEOUT) -> socket.socket:
+    """A connected TCP socket to `portal` (for a login that another party drives)."""
+    portal = as_portal(portal)
+    return _connect(portal, _Deadline(timeout), timeout)
+
+
 def login(portal: "Portal | str | tuple[str, int]", target: str | None = None, *,
           initiator_name: str | None = None, chap: ChapCredentials | None = None,
           isid: int | None = None, operational: Mapping[str, str] | None = None,

@@ -21,9 +21,11 @@ login's CmdSN (0), since login PDUs do not advance it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..kernel import kmod
@@ -31,8 +33,10 @@ from ..kernel.constants import Param, StopFlag, KEv
 from ..kernel.netlink import IscsiNetlink, KernelError
 from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
+from ..proto.errors import AuthenticationFailure, ProtocolError
 from ..proto.exitcodes import ExitCode
-from ..proto.pdu import LogoutRequest, LogoutResponse
+from ..proto.login import LoginConfig, LoginFailure, LoginMachine, LoginSuccess
+from ..proto.pdu import LoginRequest, LoginResponse, LogoutRequest, LogoutResponse
 from ..proto.reader import PduReader
 from . import login_io
 from .transports import template
@@ -83,6 +87,7 @@ class KernelSession:
     handle: int
     node: NodeConfig
     negotiated: dict
+    initiator_name: str = ""
 
 
 def _flag(value) -> str:
@@ -118,11 +123,11 @@ def _params_before_login(node: NodeConfig, initiator_name: str) -> list[tuple[Pa
     return [(p, v) for p, v in rows if v != ""]
 
 
-def _params_after_login(session: login_io.Session) -> list[tuple[Param, str]]:
+def _params_after_login(success: LoginSuccess) -> list[tuple[Param, str]]:
     """List B (facts §2.2): the negotiated values; tcp has no markers, so 12/13 are skipped."""
-    params = session.parameters
+    params = success.parameters
     n = params.negotiated
-    tpgt = session.login.target_portal_group_tag
+    tpgt = success.target_portal_group_tag
     rows = [
         (Param.MAX_RECV_DLENGTH, str(params.max_recv_data_segment)),
         (Param.MAX_XMIT_DLENGTH, str(params.max_xmit_data_segment)),
@@ -136,7 +141,7 @@ def _params_after_login(session: login_io.Session) -> list[tuple[Param, str]]:
         (Param.PDU_INORDER_EN, _flag(n.get("DataPDUInOrder", "Yes"))),
         (Param.DATASEQ_INORDER_EN, _flag(n.get("DataSequenceInOrder", "Yes"))),
         (Param.ERL, "0"),
-        (Param.EXP_STATSN, str(session.login.exp_statsn)),
+        (Param.EXP_STATSN, str(success.exp_statsn)),
     ]
     if tpgt is not None:
         rows.append((Param.TPGT, str(tpgt)))
@@ -182,6 +187,30 @@ class Initiator:
         return t.handle
 
     # ---- login -----------------------------------------------------------
+    def _login_conn(self, node: NodeConfig, sid: int, initiator_name: str) -> login_io.Session:
+        operational = {"HeaderDigest": node.header_digest, "DataDigest": node.data_digest, **node.operational}
+        try:
+            return login_io.login((node.address, node.port), node.target, initiator_name=initiator_name,
+                                  chap=node.chap, isid=isid_for(sid), operational=operational,
+                                  login_timeout=node.login_timeout)
+        except login_io.LoginError as e:
+            raise SessionError(e.exit_code, str(e)) from None
+
+    def _set_params(self, handle: int, sid: int, cid: int, rows: list[tuple[Param, str]]) -> None:
+        for param, value in rows:
+            try:
+                self.nl.set_param(handle, sid, cid, param, value)
+            except KernelError as e:
+                if e.errno != 38:   # ENOSYS: a parameter this transport does not keep, as iscsid ignores
+                    raise
+
+    def _hand_over(self, handle: int, sid: int, cid: int, node: NodeConfig, conn: login_io.Session,
+                   initiator_name: str) -> None:
+        """Give a logged-in socket to the kernel: bind, list A, list B, start."""
+        self.nl.bind_conn(handle, sid, cid, conn.socket.fileno(), is_leading=True)
+        self._set_params(handle, sid, cid, _params_before_login(node, initiator_name) + _params_after_login(conn.login))
+        self.nl.start_conn(handle, sid, cid)
+
     def login(self, node: NodeConfig) -> KernelSession:
         handle = self.transport_handle(node.transport)
         initiator_name = node.initiator_name or login_io.default_initiator_name()
@@ -191,22 +220,9 @@ class Initiator:
         cid = None
         conn: login_io.Session | None = None
         try:
-            operational = {"HeaderDigest": node.header_digest, "DataDigest": node.data_digest, **node.operational}
-            try:
-                conn = login_io.login((node.address, node.port), node.target, initiator_name=initiator_name,
-                                      chap=node.chap, isid=isid_for(sid), operational=operational,
-                                      login_timeout=node.login_timeout)
-            except login_io.LoginError as e:
-                raise SessionError(e.exit_code, str(e)) from None
+            conn = self._login_conn(node, sid, initiator_name)
             cid = nl.create_conn(handle, sid, 0)
-            nl.bind_conn(handle, sid, cid, conn.socket.fileno(), is_leading=True)
-            for param, value in _params_before_login(node, initiator_name) + _params_after_login(conn):
-                try:
-                    nl.set_param(handle, sid, cid, param, value)
-                except KernelError as e:
-                    if e.errno != 38:   # ENOSYS: a parameter this transport does not keep, as iscsid ignores
-                        raise
-            nl.start_conn(handle, sid, cid)
+            self._hand_over(handle, sid, cid, node, conn, initiator_name)
             negotiated = dict(conn.parameters.negotiated)
         except BaseException as e:
             self._unwind(handle, sid, cid, bound=cid is not None)
@@ -217,10 +233,105 @@ class Initiator:
             raise
         # The kernel holds its own reference to the socket now; ours is no longer needed.
         conn.detach().close()
-        ks = KernelSession(sid, host_no, cid, handle, node, negotiated)
+        ks = KernelSession(sid, host_no, cid, handle, node, negotiated, initiator_name)
         if node.scan == "auto":
             self.sysfs.scan_host(host_no)
         return ks
+
+    def stop_for_recovery(self, ks: KernelSession) -> None:
+        """STOP_CONN(RECOVER): releases the dead socket and clears the kernel's cleanup flag.
+
+        Without it every later BIND_CONN answers -ENOTCONN (-107), the endless loop of
+        open-iscsi #387; so it is sent once per connection error, before any reconnect.
+        """
+        self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
+
+    def reinstate(self, ks: KernelSession, recv_pdu: Callable[[int, float], bytes | None] | None = None) -> None:
+        """Log the same kernel session in again on a new socket (same ISID, TSIH 0) and restart it.
+
+        Unlike the first login, this one runs through the kernel (SEND_PDU, RECV_PDU
+        events), as iscsid's does: the kernel stamps the login with its session's
+        current CmdSN, which has moved on since the first login and which userspace
+        cannot read, so a login on the plain socket would leave the target expecting
+        a CmdSN the kernel never sends. `recv_pdu(sid, timeout)` returns the next
+        RECV_PDU payload for the session (a daemon routes events; by default this
+        object's own socket is read).
+        """
+        node = ks.node
+        try:
+            sock = login_io.connect((node.address, node.port), node.login_timeout)
+        except login_io.LoginError as e:
+            raise SessionError(e.exit_code, str(e)) from None
+        with sock:
+            try:
+                self.nl.bind_conn(ks.handle, ks.sid, ks.cid, sock.fileno(), is_leading=True)
+                self._set_params(ks.handle, ks.sid, ks.cid, _params_before_login(node, ks.initiator_name))
+                success = self._login_through_kernel(ks, recv_pdu or self._recv_pdu)
+                self._set_params(ks.handle, ks.sid, ks.cid, _params_after_login(success))
+                self.nl.start_conn(ks.handle, ks.sid, ks.cid)
+            except KernelError as e:
+                with contextlib.suppress(KernelError):
+                    self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
+                raise SessionError(ExitCode.INTERNAL, f"kernel refused the reconnected session: {e}") from None
+            except SessionError:
+                # give the socket back: the next attempt binds a new one
+                with contextlib.suppress(KernelError):
+                    self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
+                raise
+        ks.negotiated = dict(success.parameters.negotiated)
+        # as iscsid 2.1.8 does: devices the recovery timeout took offline are set running again
+        for lun in self.sysfs.luns(ks.sid):
+            state = self.sysfs.root / "bus" / "scsi" / "devices" / lun.hctl / "state"
+            if lun.state in ("offline", "transport-offline"):
+                with contextlib.suppress(OSError):
+                    state.write_text("running")
+
+    def _login_through_kernel(self, ks: KernelSession, recv_pdu) -> LoginSuccess:
+        node = ks.node
+        config = LoginConfig(initiator_name=ks.initiator_name, target_name=node.target, chap=node.chap,
+                             isid=isid_for(ks.sid),
+                             operational={"HeaderDigest": node.header_digest, "DataDigest": node.data_digest,
+                                          **node.operational})
+        machine = LoginMachine(config, random_bytes=os.urandom)
+        deadline = time.monotonic() + node.login_timeout
+        try:
+            event = machine.start()
+            while isinstance(event, LoginRequest):
+                raw = event.encode()
+                self.nl.send_pdu(ks.handle, ks.sid, ks.cid, raw[:48], event.data)
+                payload = recv_pdu(ks.sid, deadline - time.monotonic())
+                if payload is None:
+                    raise SessionError(ExitCode.PDU_TIMEOUT, f"no Login Response within {node.login_timeout:.0f} s")
+                reader = PduReader()
+                reader.feed(payload)
+                pdu = reader.next_pdu()
+                if pdu is None:
+                    raise SessionError(ExitCode.LOGIN, "truncated Login Response from the kernel")
+                # The kernel tags each request with its own ITT; with one request outstanding
+                # the response answers ours.
+                if isinstance(pdu, LoginResponse):
+                    pdu = dataclasses.replace(pdu, itt=event.itt)
+                event = machine.receive(pdu)
+        except AuthenticationFailure as e:
+            raise SessionError(ExitCode.LOGIN_AUTH_FAILED, f"{node.address},{node.port}: {e}") from None
+        except ProtocolError as e:
+            raise SessionError(ExitCode.LOGIN, f"{node.address},{node.port}: protocol error: {e}") from None
+        if isinstance(event, LoginFailure):
+            raise SessionError(event.exit_code, f"{node.address},{node.port}: {event.message}")
+        if not isinstance(event, LoginSuccess):
+            raise SessionError(ExitCode.LOGIN, f"{node.address},{node.port}: redirected during recovery "
+                                               "(following a redirect on reconnect is not supported yet)")
+        return event
+
+    def _recv_pdu(self, sid: int, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            ev = self.nl.next_event(left)
+            if ev is None:
+                return None
+            if ev.type == KEv.RECV_PDU and ev["sid"] == sid:
+                return ev.payload
+        return None
 
     def _unwind(self, handle: int, sid: int, cid: int | None, bound: bool) -> None:
         """Undo a half-made session, so nothing is left in sysfs."""
@@ -235,8 +346,13 @@ class Initiator:
             nl.destroy_session(handle, sid)
 
     # ---- logout ----------------------------------------------------------
-    def logout(self, sid: int, transport: str = "tcp", timeout: float = LOGOUT_TIMEOUT) -> None:
-        """iscsid's order (facts §2.4): unbind (SCSI devices go), Logout PDU, stop, destroy."""
+    def logout(self, sid: int, transport: str = "tcp", timeout: float = LOGOUT_TIMEOUT,
+               await_response: Callable[[int, float], bool] | None = None) -> None:
+        """iscsid's order (facts §2.4): unbind (SCSI devices go), Logout PDU, stop, destroy.
+
+        `await_response(sid, timeout)` waits for the Logout Response; by default this
+        object's own socket is read, a daemon that routes events passes its own.
+        """
         handle = self.transport_handle(transport)
         if self.sysfs.session(sid) is None:
             raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
@@ -246,7 +362,8 @@ class Initiator:
         request = LogoutRequest(immediate=True, reason=0, itt=0, cmdsn=0, expstatsn=0)
         try:
             nl.send_pdu(handle, sid, 0, request.encode())
-            self._await_logout_response(sid, timeout)
+            if not (await_response or self._await_logout_response)(sid, timeout):
+                log.info("session %d: no Logout Response within %.0f s", sid, timeout)
         except KernelError as e:
             log.info("session %d: logout PDU not sent (%s); closing without it", sid, e)
         with contextlib.suppress(KernelError):
@@ -255,16 +372,28 @@ class Initiator:
             nl.destroy_conn(handle, sid, 0)
         nl.destroy_session(handle, sid)
 
-    def _await_logout_response(self, sid: int, timeout: float) -> None:
+    def _await_logout_response(self, sid: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             ev = self.nl.next_event(left)
             if ev is None:
                 break
-            if ev.type == KEv.RECV_PDU and ev["sid"] == sid:
-                reader = PduReader()
-                reader.feed(ev.payload)
-                pdu = reader.next_pdu()
-                if isinstance(pdu, LogoutResponse):
-                    return
-        log.info("session %d: no Logout Response within %.0f s", sid, timeout)
+            if is_logout_response(ev, sid):
+                return True
+        return False
+
+
+def received_pdu(ev) -> object | None:
+    """The PDU a RECV_PDU event carries, decoded; None for anything else or a PDU we cannot read."""
+    if ev.type != KEv.RECV_PDU:
+        return None
+    reader = PduReader()
+    try:
+        reader.feed(ev.payload)
+        return reader.next_pdu()
+    except ProtocolError:   # a malformed PDU from the target is not the event loop's problem
+        return None
+
+
+def is_logout_response(ev, sid: int) -> bool:
+    return ev.type == KEv.RECV_PDU and ev["sid"] == sid and isinstance(received_pdu(ev), LogoutResponse)

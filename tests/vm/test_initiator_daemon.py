@@ -1,0 +1,54 @@
+"""iscsikitd against LIO in the guest: concurrency, root-only socket, restart without relogin, recovery."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+PROBES = Path(__file__).parent / "probes"
+
+
+@pytest.fixture(scope="module")
+def story(guest):
+    r = guest.run([sys.executable, str(PROBES / "daemon_story.py")], timeout=900)
+    assert r.rc == 0, r.err[-4000:]
+    return json.loads(r.out.strip().splitlines()[-1])
+
+
+def test_parallel_logins_of_one_node_give_one_session(story):
+    ok = [r for r in story["parallel"] if "ok" in r]
+    exists = [r for r in story["parallel"] if r.get("exit_code") == 15]
+    assert len(ok) == 1 and len(exists) == 3
+    assert story["sysfs_sessions"] == [ok[0]["ok"]["sid"]]
+    assert story["disk"]
+
+
+def test_mgmt_socket_serves_root_only(story):
+    assert story["socket_mode"] == "0o600"
+    assert story["nonroot"].startswith("20 ") and "Permission denied" in story["nonroot"]
+    assert story["nonroot_open_socket"].startswith("13 ") and "root only" in story["nonroot_open_socket"]
+
+
+def test_daemon_down_is_exit_20_and_sessions_stay(story):
+    assert story["call_while_down"]["exit_code"] == 20
+    assert story["state_while_down"] == "LOGGED_IN"
+
+
+def test_restart_adopts_without_relogin(story):
+    # the kernel still uses the very same TCP connection: nothing was stopped or re-logged-in
+    assert story["same_tcp_connection"] is True
+    (s,) = story["after_restart"]["ok"]
+    assert s["adopted"] is True and s["state"] == "LOGGED_IN" and s["kernel_state"] == "LOGGED_IN"
+
+
+def test_recovery_under_verified_writes_loses_nothing(story):
+    rec = story["recovery"]
+    assert rec["state"] == "LOGGED_IN" and rec["recoveries"] >= 1
+    assert rec["errors"] == 0 and rec["verify_bad"] == 0 and not rec.get("read_errors")
+    assert rec["writes_after_return"] > 0
+
+
+def test_logout_through_the_daemon(story):
+    assert "ok" in story["logout"] and story["sessions_after_logout"] == []
+    assert story["logout_again"]["exit_code"] == 21

@@ -1,0 +1,49 @@
+"""`iscsikitd`: run the initiator daemon in the foreground (systemd's Type=notify)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from .. import __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="iscsikitd", description="iscsikit's initiator daemon: logins, recovery and session ownership.",
+        epilog="exit status: 0 stopped cleanly; 1 could not start (one line says why); 2 bad usage. "
+               "Sessions stay in the kernel when the daemon stops and are adopted by the next start.")
+    p.add_argument("--socket", help="management socket path (default /run/iscsikit/iscsikitd.sock, "
+                                    "or $ISCSIKIT_SOCKET); ignored when systemd passes the socket")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("-V", "--version", action="version", version=f"iscsikitd {__version__}")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="iscsikitd: %(levelname)s %(message)s")
+    if os.geteuid() != 0:
+        print("iscsikitd: must run as root (NETLINK_ISCSI needs CAP_SYS_ADMIN)", file=sys.stderr)
+        return 1
+    from ..initiator.daemon import Daemon, listen_fd_from_systemd
+    try:
+        daemon = Daemon(socket_path=args.socket)
+    except OSError as e:
+        print(f"iscsikitd: cannot start: {e.strerror or e}", file=sys.stderr)
+        return 1
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(daemon.run(listen_fd_from_systemd()))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: daemon.stopping and daemon.stopping.set())
+        await task
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,372 @@
+"""iscsikitd: one asyncio process that owns the initiator's sessions.
+
+It serves the management socket (mgmt.py), reads NETLINK_ISCSI events,
+logs nodes in and out, recovers connections, and on start adopts the
+sessions the kernel still has without touching them (open-iscsi #126: iscsid
+relogs every session when it restarts).
+
+Blocking work (a login exchange, netlink requests) runs in worker threads;
+the event loop only routes. Two netlink sockets: one for requests (replies
+are unicast to it, so it sees no events) and one joined to the events group,
+read by the loop. So a reply is never taken for an event, nor the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import queue
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from ..kernel.constants import ConnErr, KEv
+from ..kernel.netlink import IscsiNetlink
+from ..kernel.sysfs import Sysfs
+from ..proto.chap import ChapCredentials
+from ..proto.exitcodes import ExitCode
+from ..proto.pdu import LogoutResponse
+from . import mgmt
+from .session import Initiator, KernelSession, NodeConfig, SessionError, received_pdu
+
+log = logging.getLogger("iscsikitd")
+
+FIRST_RETRY_DELAY = 2.0       # DefaultTime2Wait before the first reconnect (facts §2.3)
+MAX_RETRY_DELAY = 5.0
+
+
+@dataclasses.dataclass
+class Managed:
+    ks: KernelSession
+    state: str = "LOGGED_IN"          # LOGGED_IN | RECOVERING | FAILED | LOGGING_OUT
+    adopted: bool = False
+    recovery: asyncio.Task | None = None
+    recoveries: int = 0
+
+
+def _node_key(node: NodeConfig) -> tuple:
+    return (node.target, node.address, int(node.port), node.iface_name)
+
+
+def node_from_args(args: dict) -> NodeConfig:
+    chap = None
+    if args.get("username"):
+        chap = ChapCredentials(args["username"], args.get("password", "").encode(),
+                               args.get("username_in") or None,
+                               args["password_in"].encode() if args.get("password_in") else None)
+    known = {f.name for f in dataclasses.fields(NodeConfig)} - {"chap"}
+    kw = {k: v for k, v in args.items() if k in known}
+    return NodeConfig(chap=chap, **kw)
+
+
+def node_from_sysfs(sysfs: Sysfs, sid: int) -> NodeConfig | None:
+    """What a recovery of an adopted session needs, read back from the kernel."""
+    s = sysfs.session(sid)
+    if s is None or not s.target or not s.address:
+        return None
+    sdir = sysfs.root / "class" / "iscsi_session" / f"session{sid}"
+
+    def attr(name):
+        with contextlib.suppress(OSError):
+            v = (sdir / name).read_text().strip()
+            return None if v in ("", "(null)") else v
+        return None
+
+    chap = None
+    if attr("username"):
+        chap = ChapCredentials(attr("username"), (attr("password") or "").encode(), attr("username_in"),
+                               attr("password_in").encode() if attr("password_in") else None)
+    tmo = attr("recovery_tmo")
+    return NodeConfig(target=s.target, address=s.address, port=s.port or 3260, tpgt=s.tpgt,
+                      initiator_name=s.initiator_name, iface_name=s.iface_name or "default", chap=chap,
+                      replacement_timeout=int(tmo) if tmo and tmo.lstrip("-").isdigit() else 120)
+
+
+class Daemon:
+    def __init__(self, socket_path: str | None = None, sysfs: Sysfs | None = None, workers: int = 16):
+        self.socket_path = socket_path or mgmt.socket_path()
+        self.sysfs = sysfs or Sysfs()
+        self.initiator = Initiator(self.sysfs, IscsiNetlink(groups=0))
+        self.events = IscsiNetlink()
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="iscsikitd")
+        self.sessions: dict[int, Managed] = {}
+        self.node_locks: dict[tuple, asyncio.Lock] = {}
+        self.logout_waiters: dict[int, asyncio.Future] = {}
+        # RECV_PDU payloads of sessions whose recovery login runs through the kernel
+        self.pdu_queues: dict[int, queue.Queue] = {}
+        self.stopping: asyncio.Event | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.ops: dict[str, Callable[[dict], Awaitable]] = {
+            "version": self.op_version,
+            "login": self.op_login,
+            "logout": self.op_logout,
+            "sessions": self.op_sessions,
+            "stop": self.op_stop,
+        }
+
+    # ---- start and stop --------------------------------------------------
+    async def run(self, listen_fd: int | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        self.adopt()
+        self.loop.add_reader(self.events.fileno(), self.on_netlink)
+        if listen_fd is not None:
+            sock = socket.socket(fileno=listen_fd)
+            server = await asyncio.start_unix_server(self.on_client, sock=sock, limit=mgmt.MAX_LINE)
+        else:
+            os.makedirs(os.path.dirname(self.socket_path), mode=0o755, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+            old = os.umask(0o177)      # the socket file is 0600: root only, before SO_PEERCRED even runs
+            try:
+                server = await asyncio.start_unix_server(self.on_client, path=self.socket_path, limit=mgmt.MAX_LINE)
+            finally:
+                os.umask(old)
+        sd_notify("READY=1\nSTATUS=serving " + (self.socket_path if listen_fd is None else f"fd {listen_fd}"))
+        log.info("iscsikitd ready on %s, %d session(s) adopted", self.socket_path, len(self.sessions))
+        async with server:
+            await self.stopping.wait()
+        self.loop.remove_reader(self.events.fileno())
+        for m in self.sessions.values():
+            if m.recovery:
+                m.recovery.cancel()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if listen_fd is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+
+    def adopt(self) -> None:
+        """Take over the sessions the kernel has, as they are: no stop, no relogin."""
+        for sid in self.sysfs.session_ids():
+            s = self.sysfs.session(sid)
+            node = node_from_sysfs(self.sysfs, sid)
+            if s is None or node is None or s.creator == -1:   # firmware sessions are not ours
+                continue
+            try:
+                handle = self.initiator.transport_handle(node.transport)
+            except SessionError:
+                continue
+            ks = KernelSession(sid, s.host_no, 0, handle, node, {}, node.initiator_name or "")
+            self.sessions[sid] = Managed(ks, state="LOGGED_IN" if s.state == "LOGGED_IN" else "FAILED", adopted=True)
+            log.info("adopted session %d (%s at %s:%s, %s)", sid, node.target, node.address, node.port, s.state)
+            if s.state == "FAILED":
+                self.start_recovery(self.sessions[sid], stopped=False)
+
+    # ---- netlink events --------------------------------------------------
+    def on_netlink(self) -> None:
+        while (ev := self.events.next_event(0)) is not None:
+            sid = ev.fields.get("sid")
+            m = self.sessions.get(sid)
+            if ev.type == KEv.CONN_ERROR and m is not None:
+                err = ev["error"]
+                log.warning("session %d: connection error %d (%s)", sid, err,
+                            ConnErr(err).name if err in ConnErr._value2member_map_ else "?")
+                if m.state == "LOGGED_IN":
+                    self.start_recovery(m)
+            elif ev.type == KEv.RECV_PDU and sid in self.pdu_queues:
+                self.pdu_queues[sid].put(ev.payload)
+            elif ev.type == KEv.RECV_PDU and sid in self.logout_waiters:
+                if isinstance(received_pdu(ev), LogoutResponse):
+                    fut = self.logout_waiters.pop(sid)
+                    if not fut.done():
+                        fut.set_result(True)
+            elif ev.type == KEv.DESTROY_SESSION and m is not None and m.state != "LOGGING_OUT":
+                self.sessions.pop(sid, None)
+
+    def start_recovery(self, m: Managed, stopped: bool = False) -> None:
+        if m.recovery and not m.recovery.done():
+            return
+        m.state = "RECOVERING"
+        m.recovery = asyncio.ensure_future(self.recover(m, stopped))
+
+    async def recover(self, m: Managed, stopped: bool) -> None:
+        """ERL0 recovery: stop once (RECOVER), then reconnect and re-login with backoff.
+
+        It gives up when the session's replacement_timeout has passed: by then the
+        kernel has failed the I/O and taken the devices offline, and retrying forever
+        (open-iscsi's default) only hides a dead target; the session stays FAILED
+        until it is logged out or logged in again.
+        """
+        ks = m.ks
+        start = time.monotonic()
+        limit = ks.node.replacement_timeout
+        if not stopped:
+            try:
+                await self.blocking(self.initiator.stop_for_recovery, ks)
+            except OSError as e:
+                log.warning("session %d: stop for recovery failed: %s", ks.sid, e)
+        delay = FIRST_RETRY_DELAY
+        attempt = 0
+        while True:
+            await asyncio.sleep(delay)
+            attempt += 1
+            self.pdu_queues[ks.sid] = queue.Queue()
+            try:
+                await self.blocking(self.initiator.reinstate, ks, self.recv_pdu)
+            except (SessionError, OSError) as e:
+                elapsed = time.monotonic() - start
+                if 0 <= limit <= elapsed:
+                    log.error("session %d: gave up after %d attempts in %.0f s (replacement_timeout %d): %s",
+                              ks.sid, attempt, elapsed, limit, e)
+                    m.state = "FAILED"
+                    return
+                log.info("session %d: reconnect attempt %d failed: %s", ks.sid, attempt, e)
+                delay = min(MAX_RETRY_DELAY, 1.0 + attempt * 0.5)
+                continue
+            finally:
+                self.pdu_queues.pop(ks.sid, None)
+            m.state = "LOGGED_IN"
+            m.recoveries += 1
+            log.info("session %d: recovered after %d attempt(s), %.1f s", ks.sid, attempt, time.monotonic() - start)
+            return
+
+    def recv_pdu(self, sid: int, timeout: float) -> bytes | None:
+        """For a worker thread: the next PDU the kernel passed up for `sid`."""
+        q = self.pdu_queues.get(sid)
+        if q is None:
+            return None
+        try:
+            return q.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+    # ---- management requests ---------------------------------------------
+    async def blocking(self, fn, *args):
+        return await self.loop.run_in_executor(self.pool, fn, *args)
+
+    async def on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        try:
+            if mgmt.peer_uid(sock) != 0:
+                writer.write(mgmt.encode(mgmt.fail(ExitCode.ACCESS, "iscsikitd serves root only")))
+                await writer.drain()
+                return
+            while True:
+                try:
+                    line = await reader.readline()
+                except (asyncio.LimitOverrunError, ValueError):
+                    writer.write(mgmt.encode(mgmt.fail(ExitCode.INVALID_MGMT_REQ, "request too large")))
+                    break
+                if not line:
+                    break
+                writer.write(mgmt.encode(await self.dispatch(line)))
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def dispatch(self, line: bytes) -> dict:
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            return mgmt.fail(ExitCode.INVALID_MGMT_REQ, f"bad request: {e}")
+        if req.get("v") != mgmt.VERSION:
+            return mgmt.fail(ExitCode.INVALID_MGMT_REQ, f"protocol version {req.get('v')} not served (this is {mgmt.VERSION})")
+        op = self.ops.get(req.get("op"))
+        if op is None:
+            return mgmt.fail(ExitCode.INVALID_MGMT_REQ, f"unknown request {req.get('op')!r}")
+        try:
+            return mgmt.ok(await op(req.get("args") or {}))
+        except (SessionError, mgmt.MgmtError) as e:
+            return mgmt.fail(e.exit_code, str(e))
+        except (TypeError, ValueError, KeyError) as e:
+            return mgmt.fail(ExitCode.INVALID_MGMT_REQ, f"bad arguments: {e}")
+        except Exception as e:   # a bug must not take the daemon and every session's recovery down
+            log.exception("request %s failed", req.get("op"))
+            return mgmt.fail(ExitCode.INTERNAL, f"internal error: {e}")
+
+    async def op_version(self, _args: dict) -> dict:
+        from .. import __version__
+        return {"version": __version__, "protocol": mgmt.VERSION}
+
+    async def op_stop(self, _args: dict) -> None:
+        self.stopping.set()
+
+    def _existing(self, node: NodeConfig) -> int | None:
+        key = _node_key(node)
+        for sid, m in self.sessions.items():
+            if _node_key(m.ks.node) == key:
+                return sid
+        return None
+
+    async def op_login(self, args: dict) -> dict:
+        node = node_from_args(args)
+        lock = self.node_locks.setdefault(_node_key(node), asyncio.Lock())
+        async with lock:
+            # Checked under the node's lock: concurrent logins of one node give exactly one session.
+            if (sid := self._existing(node)) is not None:
+                raise SessionError(ExitCode.SESS_EXISTS, f"session {sid} to {node.target} at {node.address},{node.port} already present")
+            ks = await self.blocking(self.initiator.login, node)
+            self.sessions[ks.sid] = Managed(ks)
+        return {"sid": ks.sid, "host_no": ks.host_no}
+
+    async def op_logout(self, args: dict) -> dict:
+        sid = int(args["sid"])
+        m = self.sessions.get(sid)
+        if m is None:
+            if self.sysfs.session(sid) is None:
+                raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
+        elif m.state == "LOGGING_OUT":
+            raise SessionError(ExitCode.BUSY, f"session {sid} is already logging out")
+        if m is not None:
+            if m.recovery and not m.recovery.done():
+                m.recovery.cancel()
+            m.state = "LOGGING_OUT"
+        fut = self.loop.create_future()
+        self.logout_waiters[sid] = fut
+
+        def waiter(_sid: int, timeout: float) -> bool:
+            try:
+                return asyncio.run_coroutine_threadsafe(asyncio.wait_for(asyncio.shield(fut), timeout),
+                                                        self.loop).result()
+            except Exception:
+                return False
+
+        try:
+            transport = m.ks.node.transport if m else "tcp"
+            await self.blocking(lambda: self.initiator.logout(sid, transport, await_response=waiter))
+        finally:
+            self.logout_waiters.pop(sid, None)
+            self.sessions.pop(sid, None)
+        return {"sid": sid}
+
+    async def op_sessions(self, _args: dict) -> list[dict]:
+        out = []
+        for sid in self.sysfs.session_ids():
+            s = self.sysfs.session(sid)
+            m = self.sessions.get(sid)
+            out.append({"sid": sid, "target": s.target, "address": s.address, "port": s.port, "tpgt": s.tpgt,
+                        "kernel_state": s.state, "managed": m is not None,
+                        "state": m.state if m else None, "adopted": bool(m and m.adopted),
+                        "recoveries": m.recoveries if m else 0,
+                        "disks": [l.block for l in s.luns if l.block]})
+        return out
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) we are ready; a no-op outside systemd."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        s.sendto(message.encode(), path)
+
+
+def listen_fd_from_systemd() -> int | None:
+    """The socket systemd passed (LISTEN_FDS, sd_listen_fds semantics), if it is for us."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    n = int(os.environ.get("LISTEN_FDS", "0") or 0)
+    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(var, None)
+    return 3 if n >= 1 else None

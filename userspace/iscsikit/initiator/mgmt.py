@@ -1,0 +1,86 @@
+"""The management protocol between iscsikit-adm (or any client) and iscsikitd.
+
+Versioned JSON lines over an AF_UNIX stream socket, so a client and a daemon
+of different versions fail with a clear message instead of misreading raw C
+structs (open-iscsi's mgmt IPC hangs in that case):
+
+    request  {"v": 1, "op": "login", "args": {...}}
+    reply    {"v": 1, "ok": true, "result": ...}
+             {"v": 1, "ok": false, "exit_code": 15, "error": "..."}
+
+One request per line, answered in order. Only uid 0 is served (SO_PEERCRED);
+the socket file is 0600 as well. Requests and replies are bounded in size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+
+from ..proto.exitcodes import ExitCode
+
+VERSION = 1
+DEFAULT_SOCKET = "/run/iscsikit/iscsikitd.sock"
+MAX_LINE = 1 << 20
+
+
+def socket_path() -> str:
+    return os.environ.get("ISCSIKIT_SOCKET", DEFAULT_SOCKET)
+
+
+class MgmtError(Exception):
+    def __init__(self, exit_code: int, message: str):
+        self.exit_code = int(exit_code)
+        super().__init__(message)
+
+
+def peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+def encode(obj: dict) -> bytes:
+    return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+
+
+def ok(result=None) -> dict:
+    return {"v": VERSION, "ok": True, "result": result}
+
+
+def fail(exit_code: int, error: str) -> dict:
+    return {"v": VERSION, "ok": False, "exit_code": int(exit_code), "error": error}
+
+
+def call(op: str, args: dict | None = None, *, path: str | None = None, timeout: float = 300.0):
+    """Send one request and return its result; MgmtError carries the daemon's exit code."""
+    path = path or socket_path()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.settimeout(timeout)
+    try:
+        try:
+            s.connect(path)
+        except OSError as e:
+            raise MgmtError(ExitCode.ISCSID_NOTCONN, f"can not connect to iSCSI daemon at {path} ({e.strerror})") from None
+        s.sendall(encode({"v": VERSION, "op": op, "args": args or {}}))
+        buf = b""
+        while b"\n" not in buf:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                raise MgmtError(ExitCode.ISCSID_COMM_ERR, f"iSCSI daemon did not answer {op} within {timeout:.0f} s") from None
+            if not chunk:
+                raise MgmtError(ExitCode.ISCSID_COMM_ERR, f"iSCSI daemon closed the connection during {op}")
+            buf += chunk
+            if len(buf) > MAX_LINE:
+                raise MgmtError(ExitCode.INTERNAL, "iSCSI daemon reply too large")
+    finally:
+        s.close()
+    reply = json.loads(buf.split(b"\n", 1)[0])
+    if reply.get("v") != VERSION:
+        raise MgmtError(ExitCode.INTERNAL, f"iSCSI daemon speaks protocol {reply.get('v')}, this client {VERSION}")
+    if not reply.get("ok"):
+        raise MgmtError(reply.get("exit_code", ExitCode.INTERNAL), reply.get("error", "unknown error"))
+    return reply.get("result")
