@@ -212,3 +212,38 @@ def test_targetcli_interop_both_ways(lab):
 def open_guest(g, path):
     import io
     return io.StringIO(sh(g, f"cat {path}"))
+
+
+def test_importers_build_working_targets(lab):
+    g = lab
+    sh(g, "mkdir -p /tmp/ik/imp && for f in disk1 disk2 disk3 t1a t2a t2b; do "
+          "truncate -s 8M /tmp/ik/imp/$f.img; done && modprobe brd rd_nr=4 rd_size=8192")
+    try:
+        out = ikt(g, "importconfig /work/main/tests/data/target/ietd.conf")
+        text = out.out + out.err
+        assert "ietd.conf:13: error: Lun 1: ScsiId" in text and "ietd.conf:47: error: Frobnicate" in text
+        # discovery CHAP came from the global IncomingUser
+        assert not g.run("iscsi-ls iscsi://127.0.0.1").ok
+        ls = sh(g, "iscsi-ls iscsi://discuser%discsecret123@127.0.0.1")
+        assert "storage.disk1" in ls and "storage.disk-2" in ls, ls
+        inq = sh(g, "iscsi-inq iscsi://127.0.0.1/iqn.2001-04.com.example:storage.disk-2/3")
+        assert "LIO-ORG" in inq, inq
+        t1 = json.loads(g.run(f"{IKT} --json ls /iscsi/iqn.2001-04.com.example:storage.disk1").out)
+        assert [l["index"] for l in t1["tpgs"][0]["luns"]] == [0, 1, 2]
+        assert t1["tpgs"][0]["chap_mutual_userid"] == "jack" and "secretsecret" not in json.dumps(t1)
+        ikt(g, "clearconfig confirm=true")
+
+        out = ikt(g, "importconfig /work/main/tests/data/target/targets.conf")
+        text = out.out + out.err
+        assert "targets.conf:13: error: initiator-address" in text
+        inq = sh(g, "iscsi-inq iscsi://127.0.0.1/iqn.2008-09.com.example:server.target2/5")
+        assert "LIO-ORG" in inq, inq
+        g.run("iscsi-ls -s iscsi://disc%discsecret123@127.0.0.1")
+        ls = sh(g, "iscsi-ls -s iscsi://disc%discsecret123@127.0.0.1 2>&1 || true")
+        assert "server.target2" in ls and "Lun:5" in ls, ls
+        ikt(g, "saveconfig /tmp/ik/imported.json")
+        out = ikt(g, "restoreconfig /tmp/ik/imported.json")
+        assert "(0 changes)" in out.out + out.err
+    finally:
+        g.run(f"{IKT} clearconfig confirm=true", timeout=300)
+        g.run("rmmod brd")

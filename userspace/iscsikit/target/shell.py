@@ -220,6 +220,56 @@ class UIRoot(UINode):
                 for c in s.connections:
                     self.shell.con.display(f"    cid {c.cid} {c.state} {c.address} {c.transport}")
 
+
+    def ui_command_importconfig(self, file, format="auto", dry_run="false"):
+        '''
+        Adds the targets of an IET ietd.conf (format=ietd) or tgt targets.conf
+        (format=tgt) to the running configuration. Every line LIO cannot
+        express is listed with its line number; nothing is dropped silently.
+        dry_run=true only lists the findings and the changes.
+        '''
+        from . import ietd, tgtconf
+        try:
+            fmt = format
+            if fmt == "auto":
+                text = open(file).read()
+                fmt = "tgt" if "<target" in text.lower() else "ietd"
+            imported = (ietd if fmt == "ietd" else tgtconf).load(file) if fmt in ("ietd", "tgt") else None
+            if imported is None:
+                raise ValidationError(f"format {format!r} is not auto, ietd or tgt")
+        except OSError as e:
+            self.fail(NotFoundError(f"{file}: {e.strerror}"))
+        except TargetError as e:
+            self.fail(e)
+        for f in imported.findings:
+            self.shell.con.display(str(f))
+        new = imported.config
+
+        def merge(cfg: Config):
+            for key, so in new.storage_objects.items():
+                if key in cfg.storage_objects:
+                    raise ValidationError(f"storage object {so.path} already exists")
+                cfg.storage_objects[key] = so
+            for wwn, t in new.targets.items():
+                if wwn in cfg.targets:
+                    raise ValidationError(f"target {wwn} already exists")
+                cfg.targets[wwn] = t
+            if new.discovery.enable:
+                cfg.discovery = new.discovery
+        if validate.boolean(dry_run, "dry_run"):
+            try:
+                with self.manager.locked():
+                    current = self.manager.state(attributes=False)
+                    desired = current.copy()
+                    merge(desired)
+                    for s in self.manager.apply(desired, current, dry_run=True):
+                        self.shell.con.display(s.describe())
+            except TargetError as e:
+                self.fail(e)
+            return
+        self.change(merge, f"Imported {len(new.targets)} target(s) from {file} "
+                           f"({len(imported.findings)} finding(s), {len(imported.errors())} not imported)")
+
     def ui_command_version(self):
         '''Shows the iscsikit version.'''
         from iscsikit import __version__
@@ -1020,3 +1070,4 @@ class UIMappedLUN(UINode):
     def to_json(self):
         return {"path": self.path, "index": self.m.index, "tpg_lun": self.m.tpg_lun,
                 "write_protect": self.m.write_protect}
+
