@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import os
 import subprocess
 import sys
@@ -169,8 +170,10 @@ def test_json_listings(root):
 
 
 # -- the daemon's rows ---------------------------------------------------------------------
-def test_daemon_rows_answer_daemon_down(root, monkeypatch):
-    monkeypatch.setattr(adm, "_sysfs_session_ids", lambda: [])
+def test_daemon_rows_answer_daemon_down(root, monkeypatch, tmp_path):
+    # no sessions in this (empty) sysfs, no daemon behind this socket path
+    monkeypatch.setenv("ISCSIKIT_SYSFS_ROOT", str(tmp_path / "sys"))
+    monkeypatch.setenv("ISCSIKIT_SOCKET", str(tmp_path / "no-daemon.sock"))
     run(root, "-m", "node", "-T", T, "-p", "192.0.2.10", "-o", "new")
     rc, out, err = run(root, "-m", "node", "-T", T, "-p", "192.0.2.10", "--login")
     portal = f"[iface: default, target: {T}, portal: 192.0.2.10,3260]"
@@ -181,10 +184,16 @@ def test_daemon_rows_answer_daemon_down(root, monkeypatch):
                           "iscsiadm: initiator reported error (20 - could not connect to iscsid)",
                           "iscsiadm: Could not log into all portals"]
     assert run(root, "-m", "session") == (21, "", "iscsiadm: No active sessions.\n")
-    rc, _, err = run(root, "-m", "discovery", "-t", "st", "-p", "192.0.2.10")
-    assert rc == 20 and "can not connect to iSCSI daemon" in err
-    monkeypatch.setattr(adm, "_sysfs_session_ids", lambda: [1])
-    assert run(root, "-m", "session")[0] == 20
+    assert run(root, "-m", "node", "-T", T, "-p", "192.0.2.10", "--logout") == \
+        (21, "", "iscsiadm: No matching sessions found\n")
+
+
+def test_discovery_against_a_closed_loopback_port_fails_cleanly(root):
+    with socket.socket() as s:          # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc, out, err = run(root, "-m", "discovery", "-t", "st", "-p", f"127.0.0.1:{port}")
+    assert rc == 4 and out == "" and err.startswith("iscsiadm: cannot make connection to 127.0.0.1")
 
 
 def test_daemon_rows_are_replaceable(root, monkeypatch):

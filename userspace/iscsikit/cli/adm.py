@@ -317,13 +317,22 @@ def kill_daemon(ctx: Ctx) -> int:
 
 
 # The rows the daemon wiring replaces (style.md: mgmt_ipc_functions, one row per request).
+def _live(name: str) -> Callable:
+    """The row that reaches the daemon or the kernel, imported when first used (light start-up)."""
+    def row(*args):
+        from . import adm_session
+        return getattr(adm_session, name)(*args)
+    row.__name__ = name
+    return row
+
+
 DAEMON_OPS: dict[str, Callable] = {
-    "node.login": node_login,
-    "node.logout": node_logout,
-    "node.rescan": node_rescan,
+    "node.login": _live("node_login"),
+    "node.logout": _live("node_logout"),
+    "node.rescan": _live("node_rescan"),
     "node.stats": node_stats,
-    "session": session_mode,
-    "discovery": discovery_run,
+    "session": _live("session_mode"),
+    "discovery": _live("discovery_run"),
     "kill": kill_daemon,
 }
 

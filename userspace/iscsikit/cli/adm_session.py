@@ -1,0 +1,305 @@
+"""iscsikit-adm's rows that reach the kernel or the daemon: login, logout, sessions, discovery.
+
+Login and logout go through iscsikitd (it owns sessions and their recovery);
+`-m session` reads sysfs directly, as iscsiadm does, so listing works with the
+daemon down; SendTargets discovery runs in the client, as in iscsiadm, and
+writes the records. Output lines follow iscsiadm 2.1.8 (facts §4.3).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..initiator import mgmt
+from ..initiator import nodedb as ndb
+from ..proto.exitcodes import MESSAGES, ExitCode
+
+SI, CI = "node.session.iscsi", "node.conn[0].iscsi"
+FLASH_CREATOR = -1
+
+
+def _sysfs():
+    from ..kernel.sysfs import Sysfs
+    return Sysfs(os.environ.get("ISCSIKIT_SYSFS_ROOT", "/sys"))
+
+
+def _bracket(address: str) -> str:
+    return address if "." in address or not address else f"[{address}]"
+
+
+def _node_label(nid: ndb.NodeId) -> str:
+    return f"[iface: {nid.iface}, target: {nid.target}, portal: {nid.address},{nid.port}]"
+
+
+def _session_label(s) -> str:
+    return f"[sid: {s.sid}, target: {s.target}, portal: {s.address},{s.port}]"
+
+
+def _int(v, default=0) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def login_args(db: ndb.NodeDB, nid: ndb.NodeId) -> dict:
+    """The daemon's login request from a node record: the record is the one source of the values."""
+    v = db.read_node(nid).values
+    args = {
+        "target": nid.target, "address": nid.address, "port": nid.port,
+        "tpgt": None if nid.tpgt < 0 else nid.tpgt,
+        "initiator_name": v.get("iface.initiatorname") or db.initiator_name() or None,
+        "iface_name": nid.iface, "transport": v.get("iface.transport_name") or "tcp",
+        "header_digest": v.get(f"{CI}.HeaderDigest", "None"), "data_digest": v.get(f"{CI}.DataDigest", "None"),
+        "replacement_timeout": _int(v.get("node.session.timeo.replacement_timeout"), 120),
+        "noop_out_interval": _int(v.get("node.conn[0].timeo.noop_out_interval"), 5),
+        "noop_out_timeout": _int(v.get("node.conn[0].timeo.noop_out_timeout"), 5),
+        "abort_timeout": _int(v.get("node.session.err_timeo.abort_timeout"), 15),
+        "lu_reset_timeout": _int(v.get("node.session.err_timeo.lu_reset_timeout"), 30),
+        "tgt_reset_timeout": _int(v.get("node.session.err_timeo.tgt_reset_timeout"), 30),
+        "fast_abort": v.get(f"{SI}.FastAbort", "Yes") == "Yes",
+        "cmds_max": _int(v.get("node.session.cmds_max"), 128),
+        "queue_depth": _int(v.get("node.session.queue_depth"), 32),
+        "scan": v.get("node.session.scan", "auto"),
+        "login_timeout": float(_int(v.get("node.conn[0].timeo.login_timeout"), 30)),
+        "operational": {k: v[f"{p}.{k}"] for p, k in (
+            (CI, "MaxRecvDataSegmentLength"), (SI, "FirstBurstLength"), (SI, "MaxBurstLength"),
+            (SI, "ImmediateData"), (SI, "InitialR2T"), (SI, "MaxOutstandingR2T"))
+            if v.get(f"{p}.{k}")},
+    }
+    if v.get("node.session.auth.authmethod") == "CHAP" and v.get("node.session.auth.username"):
+        args.update(username=v["node.session.auth.username"], password=v.get("node.session.auth.password", ""),
+                    username_in=v.get("node.session.auth.username_in") or "",
+                    password_in=v.get("node.session.auth.password_in") or "")
+    return args
+
+
+def _sessions_of(nodes: list[ndb.NodeId]):
+    wanted = {(n.target, n.address, n.port) for n in nodes}
+    return [s for s in _sysfs().sessions() if (s.target, s.address, s.port) in wanted]
+
+
+def node_login(ctx, nodes: list[ndb.NodeId]) -> int:
+    existing = {(s.target, s.address, s.port) for s in _sysfs().sessions()}
+    todo = []
+    rc = 0
+    for nid in nodes:
+        if (nid.target, nid.address, nid.port) in existing:
+            # iscsiadm's wording for a record whose session is already up
+            ctx.error(f"{nid.iface}: 1 session requested, but 1 already present.")
+            rc = rc or ExitCode.SESS_EXISTS
+        else:
+            todo.append(nid)
+    for nid in todo:
+        ctx.say(f"Logging in to {_node_label(nid)}")
+    failed = False
+    for nid in todo:
+        try:
+            mgmt.call("login", login_args(ctx.db, nid))
+        except mgmt.MgmtError as e:
+            if e.exit_code == ExitCode.ISCSID_NOTCONN:
+                ctx.error("can not connect to iSCSI daemon (111)!")
+            ctx.error(f"Could not login to {_node_label(nid)}.")
+            code = ExitCode(e.exit_code) if e.exit_code in ExitCode._value2member_map_ else ExitCode.ERR
+            ctx.error(f"initiator reported error ({int(code)} - {MESSAGES[code]})")
+            rc = rc or code
+            failed = True
+            continue
+        ctx.say(f"Login to {_node_label(nid)} successful.")
+    if failed:
+        ctx.error("Could not log into all portals")
+    return rc
+
+
+def _logout(ctx, sessions) -> int:
+    if not sessions:
+        ctx.error("No matching sessions found")
+        return ExitCode.NO_OBJS_FOUND
+    for s in sessions:
+        ctx.say(f"Logging out of session {_session_label(s)}")
+    rc = 0
+    for s in sessions:
+        try:
+            mgmt.call("logout", {"sid": s.sid})
+        except mgmt.MgmtError as e:
+            if e.exit_code == ExitCode.ISCSID_NOTCONN:
+                ctx.error("can not connect to iSCSI daemon (111)!")
+            ctx.error(f"Could not logout of {_session_label(s)}.")
+            code = ExitCode(e.exit_code) if e.exit_code in ExitCode._value2member_map_ else ExitCode.ERR
+            ctx.error(f"initiator reported error ({int(code)} - {MESSAGES[code]})")
+            rc = rc or code
+            continue
+        ctx.say(f"Logout of {_session_label(s)} successful.")
+    if rc:
+        ctx.error("Could not logout of all requested sessions")
+    return rc
+
+
+def node_logout(ctx, nodes: list[ndb.NodeId]) -> int:
+    return _logout(ctx, _sessions_of(nodes))
+
+
+def node_rescan(ctx, nodes: list[ndb.NodeId]) -> int:
+    sessions = _sessions_of(nodes)
+    if not sessions:
+        ctx.error("No session found.")
+        return ExitCode.NO_OBJS_FOUND
+    fs = _sysfs()
+    for s in sessions:
+        ctx.say(f"Rescanning session {_session_label(s)}")
+        fs.scan_host(s.host_no)
+    return 0
+
+
+def _select_sessions(ctx):
+    sessions = _sysfs().sessions()
+    if ctx.sid is not None:
+        sid = ctx.sid.rstrip("/").rsplit("session", 1)[-1] if "session" in ctx.sid else ctx.sid
+        sessions = [s for s in sessions if str(s.sid) == sid.strip()]
+    return sessions
+
+
+def _attr(kind: str, name: str, attr: str, default: str = "<empty>") -> str:
+    try:
+        v = open(f"{os.environ.get('ISCSIKIT_SYSFS_ROOT', '/sys')}/class/{kind}/{name}/{attr}").read().strip()
+    except OSError:
+        return default
+    return default if v in ("", "(null)") else v
+
+
+def _yes_no(v: str) -> str:
+    return {"1": "Yes", "0": "No"}.get(v, v)
+
+
+def _digest(v: str) -> str:
+    return {"1": "CRC32C", "0": "None"}.get(v, v)
+
+
+def _daemon_states() -> dict[int, str]:
+    try:
+        return {s["sid"]: s["state"] for s in mgmt.call("sessions", timeout=5) if s.get("managed")}
+    except mgmt.MgmtError:
+        return {}
+
+
+def _print_tree(ctx, sessions, level: int) -> None:
+    ctx.say("iSCSI Transport Class version 2.0-870")
+    ctx.say("version 2.1.8")
+    states = _daemon_states()
+    for s in sorted(sessions, key=lambda x: (x.target or "", x.sid)):
+        sess, conn, host = f"session{s.sid}", f"connection{s.sid}:0", f"host{s.host_no}"
+        flash = "(flash)" if s.creator == FLASH_CREATOR else "(non-flash)"
+        ctx.say(f"Target: {s.target} {flash}")
+        cur_addr = _attr("iscsi_connection", conn, "address", s.address or "")
+        cur_port = _attr("iscsi_connection", conn, "port", str(s.port))
+        ctx.say(f"\tCurrent Portal: {_bracket(cur_addr)}:{cur_port},{s.tpgt}")
+        ctx.say(f"\tPersistent Portal: {_bracket(s.address or '')}:{s.port},{s.tpgt}")
+        ctx.say("\t\t**********\n\t\tInterface:\n\t\t**********")
+        ctx.say(f"\t\tIface Name: {s.iface_name or 'default'}")
+        ctx.say("\t\tIface Transport: tcp")
+        ctx.say(f"\t\tIface Initiatorname: {s.initiator_name}")
+        ctx.say(f"\t\tIface IPaddress: {_attr('iscsi_host', host, 'ipaddress')}")
+        ctx.say(f"\t\tIface HWaddress: {_attr('iscsi_host', host, 'hwaddress', 'default')}")
+        ctx.say(f"\t\tIface Netdev: {_attr('iscsi_host', host, 'netdev', 'default')}")
+        ctx.say(f"\t\tSID: {s.sid}")
+        managed = states.get(s.sid)
+        conn_state = {"LOGGED_IN": "LOGGED IN", "RECOVERING": "FAILED", "FAILED": "FAILED",
+                      "LOGGING_OUT": "IN LOGOUT"}.get(managed, "Unknown")
+        ctx.say(f"\t\tiSCSI Connection State: {conn_state}")
+        ctx.say(f"\t\tiSCSI Session State: {s.state}")
+        ctx.say(f"\t\tInternal iscsid Session State: {'NO CHANGE' if managed else 'Unknown'}")
+        if level >= 2:
+            ctx.say("\t\t*********\n\t\tTimeouts:\n\t\t*********")
+            ctx.say(f"\t\tRecovery Timeout: {_attr('iscsi_session', sess, 'recovery_tmo')}")
+            ctx.say(f"\t\tTarget Reset Timeout: {_attr('iscsi_session', sess, 'tgt_reset_tmo')}")
+            ctx.say(f"\t\tLUN Reset Timeout: {_attr('iscsi_session', sess, 'lu_reset_tmo')}")
+            ctx.say(f"\t\tAbort Timeout: {_attr('iscsi_session', sess, 'abort_tmo')}")
+            ctx.say("\t\t*****\n\t\tCHAP:\n\t\t*****")
+            for name in ("username", "password", "username_in", "password_in"):
+                value = _attr("iscsi_session", sess, name)
+                if name.startswith("password") and not ctx.show_secrets:
+                    value = "********"
+                ctx.say(f"\t\t{name}: {value}")
+            ctx.say("\t\t************************\n\t\tNegotiated iSCSI params:\n\t\t************************")
+            for label, kind, name, attr, fmt in (
+                ("HeaderDigest", "iscsi_connection", conn, "header_digest", _digest),
+                ("DataDigest", "iscsi_connection", conn, "data_digest", _digest),
+                ("MaxRecvDataSegmentLength", "iscsi_connection", conn, "max_recv_dlength", str),
+                ("MaxXmitDataSegmentLength", "iscsi_connection", conn, "max_xmit_dlength", str),
+                ("FirstBurstLength", "iscsi_session", sess, "first_burst_len", str),
+                ("MaxBurstLength", "iscsi_session", sess, "max_burst_len", str),
+                ("ImmediateData", "iscsi_session", sess, "immediate_data", _yes_no),
+                ("InitialR2T", "iscsi_session", sess, "initial_r2t", _yes_no),
+                ("MaxOutstandingR2T", "iscsi_session", sess, "max_outstanding_r2t", str)):
+                ctx.say(f"\t\t{label}: {fmt(_attr(kind, name, attr))}")
+        if level >= 3:
+            ctx.say("\t\t************************\n\t\tAttached SCSI devices:\n\t\t************************")
+            ctx.say(f"\t\tHost Number: {s.host_no}\tState: {_attr('scsi_host', host, 'state', 'running')}")
+            for lun in s.luns:
+                ctx.say(f"\t\tscsi{s.host_no} Channel 00 Id 0 Lun: {lun.lun}")
+                if lun.block:
+                    ctx.say(f"\t\t\tAttached scsi disk {lun.block}\t\tState: {lun.state}")
+
+
+def session_mode(ctx) -> int:
+    from .adm import OPS
+    if ctx.op & OPS["new"] and ctx.sid is None:
+        raise ctx.fail("session mode: Operation 'new' only allowed with specific session IDs")
+    sessions = _select_sessions(ctx)
+    if not sessions:
+        ctx.error("No active sessions." if ctx.sid is None else f"Could not get session info for sid {ctx.sid}")
+        return ExitCode.NO_OBJS_FOUND
+    if ctx.logout:
+        return _logout(ctx, sessions)
+    if ctx.rescan:
+        fs = _sysfs()
+        for s in sessions:
+            ctx.say(f"Rescanning session {_session_label(s)}")
+            fs.scan_host(s.host_no)
+        return 0
+    if ctx.json:
+        import json
+        ctx.say(json.dumps([{"sid": s.sid, "transport": "tcp", "target": s.target, "address": s.address,
+                             "port": s.port, "tpgt": s.tpgt, "state": s.state, "host": s.host_no,
+                             "disks": [l.block for l in s.luns if l.block]} for s in sessions], indent=2))
+        return 0
+    level = ctx.print_level or 0
+    if level == 0:
+        for s in sorted(sessions, key=lambda x: x.sid):
+            flash = "(flash)" if s.creator == FLASH_CREATOR else "(non-flash)"
+            ctx.say(f"tcp: [{s.sid}] {_bracket(s.address or '')}:{s.port},{s.tpgt} {s.target} {flash}")
+        return 0
+    _print_tree(ctx, sessions, level)
+    return 0
+
+
+def discovery_run(ctx, dtype: str, address: str, port: int) -> int:
+    """SendTargets in the client, as iscsiadm: print the portals and (re)write their records."""
+    from ..initiator import login_io
+    if dtype != "sendtargets":
+        ctx.error(f"discovery type {dtype} is not supported yet")
+        return ExitCode.OP_NOT_SUPP
+    try:
+        found = login_io.discover((address, port), initiator_name=ctx.db.initiator_name())
+    except login_io.LoginError as e:
+        ctx.error(f"cannot make connection to {address}: {e.message}")
+        ctx.error("connection login retries (reopen_max) 5 exceeded")
+        ctx.error("Could not perform SendTargets discovery: " + MESSAGES[e.exit_code].rstrip("."))
+        return e.exit_code
+    ifaces = ctx.ifaces or ["default"]
+    with ctx.db.locked():
+        if ctx.db.read_discovery("sendtargets", address, port) is None:
+            ctx.db.create_discovery("sendtargets", address, port)
+        for t in found:
+            for p in t.portals:
+                for iface in ifaces:
+                    nid = ndb.NodeId(t.name, p.host, p.port, p.tpgt, iface)
+                    values = ctx.db.new_node_values(nid, discovery_type="send_targets")
+                    values.update({"node.discovery_address": address, "node.discovery_port": str(port)})
+                    from ..initiator import records as R
+                    ctx.db.write_node(ndb.Node(R.NODE_FIELDS, values, nid))
+                    ctx.db.link_discovered("sendtargets", address, port, nid)
+    for t in found:
+        for p in t.portals:
+            ctx.say(f"{ndb.format_portal(p.host, p.port)},{p.tpgt} {t.name}")
+    return 0
