@@ -90,9 +90,9 @@ def node_login(ctx, nodes: list[ndb.NodeId]) -> int:
             rc = rc or ExitCode.SESS_EXISTS
         else:
             todo.append(nid)
+    failed = bool(rc)
     for nid in todo:
         ctx.say(f"Logging in to {_node_label(nid)}")
-    failed = False
     for nid in todo:
         try:
             mgmt.call("login", login_args(ctx.db, nid))
@@ -183,8 +183,9 @@ def _daemon_states() -> dict[int, str]:
 
 
 def _print_tree(ctx, sessions, level: int) -> None:
-    ctx.say("iSCSI Transport Class version 2.0-870")
-    ctx.say("version 2.1.8")
+    if level >= 2:   # iscsiadm heads only the detailed trees with the versions
+        ctx.say("iSCSI Transport Class version 2.0-870")
+        ctx.say("version 2.1.8")
     states = _daemon_states()
     for s in sorted(sessions, key=lambda x: (x.target or "", x.sid)):
         sess, conn, host = f"session{s.sid}", f"connection{s.sid}:0", f"host{s.host_no}"

@@ -1,0 +1,105 @@
+"""Run in the guest: the same iscsiadm command lines through Debian's open-iscsi 2.1.8 and through
+iscsikit (iscsikitd + iscsikit-adm), one after the other against the same LIO targets; print both
+transcripts as JSON. Never both daemons at once."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import lio  # noqa: E402
+
+T1 = "iqn.2026-11.org.iscsikit.test:cli1"
+T2 = "iqn.2026-11.org.iscsikit.test:cli2"
+P = "127.0.0.1"
+VENV = os.path.dirname(sys.executable)
+
+STEPS = [
+    ["-m", "discovery", "-t", "st", "-p", P],
+    ["-m", "node"],
+    ["-m", "node", "-P", "1"],
+    ["-m", "node", "-T", T1, "-p", P, "-o", "update", "-n", "node.session.timeo.replacement_timeout", "-v", "30"],
+    ["-m", "node", "-T", T1, "-p", P, "-o", "update", "-n", "node.bogus", "-v", "1"],
+    ["-m", "node", "-T", T1, "-p", P, "--login"],
+    ["-m", "node", "-T", T1, "-p", P, "--login"],
+    ["-m", "session"],
+    ["-m", "session", "-P", "1"],
+    ["-m", "session", "-P", "3"],
+    ["-m", "node", "-T", T2, "-p", P, "-o", "update", "-n", "node.session.auth.authmethod", "-v", "CHAP",
+     "-n", "node.session.auth.username", "-v", "alice", "-n", "node.session.auth.password", "-v", "wrong-secret-99"],
+    ["-m", "node", "-T", T2, "-p", P, "--login"],
+    ["-m", "node", "-T", "iqn.2026-11.org.iscsikit.test:none", "-p", P, "--login"],
+    ["-m", "node", "-T", T1, "-p", P, "--logout"],
+    ["-m", "session"],
+    ["-m", "node", "-T", T1, "-p", P, "-o", "delete"],
+    ["-m", "node", "-T", T1, "-p", P],
+]
+DAEMON_DOWN = [["-m", "node", "-T", T2, "-p", P, "--login"]]
+
+
+def reset_db():
+    for d in ("nodes", "send_targets", "static", "isns", "fw", "ifaces"):
+        shutil.rmtree(f"/etc/iscsi/{d}", ignore_errors=True)
+
+
+def run_all(cmd, steps):
+    out = []
+    for argv in steps:
+        p = subprocess.run(cmd + argv, capture_output=True, text=True, timeout=180)
+        out.append({"argv": argv, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr})
+    return out
+
+
+def wait_for(pred, timeout=60):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+os.makedirs("/etc/target", exist_ok=True)
+os.makedirs("/var/tmp/lio", exist_ok=True)
+lio.clear()
+lio.target(T1, "/var/tmp/lio/cli1.img")
+initiator = open("/etc/iscsi/initiatorname.iscsi").read().split("InitiatorName=")[1].split()[0]
+lio.INITIATOR = initiator
+lio.target(T2, "/var/tmp/lio/cli2.img", chap=("alice", "alice-secret-12"))
+os.makedirs("/run/lock/iscsi", exist_ok=True)
+report = {}
+
+# --- the reference: Debian's iscsid + iscsiadm ---
+reset_db()
+# its own session: at shutdown iscsid signals its whole process group (kill(0, SIGTERM))
+iscsid = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
+wait_for(lambda: os.path.exists("/run/iscsid.pid") or subprocess.run(
+    ["iscsiadm", "-m", "session"], capture_output=True).returncode in (0, 21))
+try:
+    report["open_iscsi"] = run_all(["iscsiadm"], STEPS)
+finally:
+    subprocess.run(["iscsiadm", "-m", "node", "-U", "all"], capture_output=True)
+    iscsid.terminate()
+    iscsid.wait(timeout=30)
+report["open_iscsi"] += run_all(["iscsiadm"], DAEMON_DOWN)
+
+# --- iscsikit: iscsikitd + iscsikit-adm ---
+reset_db()
+os.environ["ISCSIKIT_SOCKET"] = "/run/iscsikit/diff.sock"
+ours = subprocess.Popen([f"{VENV}/iscsikitd", "--socket", "/run/iscsikit/diff.sock"],
+                        stdout=subprocess.DEVNULL, stderr=open("/tmp/iscsikitd-diff.log", "wb"))
+wait_for(lambda: os.path.exists("/run/iscsikit/diff.sock"))
+try:
+    report["iscsikit"] = run_all([f"{VENV}/iscsikit-adm"], STEPS)
+finally:
+    subprocess.run([f"{VENV}/iscsikit-adm", "-m", "node", "-U", "all"], capture_output=True)
+    ours.terminate()
+    ours.wait(timeout=30)
+report["iscsikit"] += run_all([f"{VENV}/iscsikit-adm"], DAEMON_DOWN)
+reset_db()
+lio.clear()
+print(json.dumps(report))

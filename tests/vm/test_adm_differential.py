@@ -1,0 +1,48 @@
+"""Issue 5, proof 1: the same iscsiadm command lines through Debian's open-iscsi 2.1.8 and through
+iscsikit (iscsikitd + iscsikit-adm), in one guest against the same LIO targets: exit code, stdout
+and stderr must be equal, modulo session ids and the reference's own systemd chatter."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+PROBES = Path(__file__).parent / "probes"
+# iscsiadm tries systemctl to start iscsid when its socket is missing; the guest has no systemd.
+SYSTEMD_NOISE = ("System has not been booted with systemd", "Failed to connect to bus")
+
+
+def normalize(text: str) -> str:
+    text = re.sub(r"\[sid: \d+,", "[sid: N,", text)
+    text = re.sub(r"^tcp: \[\d+\]", "tcp: [N]", text, flags=re.M)
+    text = re.sub(r"SID: \d+", "SID: N", text)
+    return "".join(l for l in text.splitlines(True) if not l.startswith(SYSTEMD_NOISE))
+
+
+@pytest.fixture(scope="module")
+def transcripts(guest):
+    r = guest.run([sys.executable, str(PROBES / "adm_differential.py")], timeout=900)
+    assert r.rc == 0, r.err[-4000:]
+    return json.loads(r.out.strip().splitlines()[-1])
+
+
+def test_every_command_line_answers_as_open_iscsi(transcripts):
+    ref, ours = transcripts["open_iscsi"], transcripts["iscsikit"]
+    assert [s["argv"] for s in ref] == [s["argv"] for s in ours]
+    diffs = []
+    for a, b in zip(ref, ours):
+        want = (a["rc"], normalize(a["stdout"]), normalize(a["stderr"]))
+        got = (b["rc"], normalize(b["stdout"]), normalize(b["stderr"]))
+        if want != got:
+            diffs.append((" ".join(a["argv"]), want, got))
+    assert not diffs, "\n".join(f"{argv}\n  open-iscsi: {w!r}\n  iscsikit:   {g!r}" for argv, w, g in diffs)
+
+
+def test_the_transcript_covers_the_exit_codes_that_matter(transcripts):
+    codes = {s["rc"] for s in transcripts["open_iscsi"]}
+    # success, bad key 7, session exists 15, daemon down 20, no record/no session 21, auth failure 24
+    assert {0, 7, 15, 20, 21, 24} <= codes
+    listing = next(s for s in transcripts["iscsikit"] if s["argv"] == ["-m", "session", "-P", "3"])
+    assert "Attached scsi disk sd" in listing["stdout"]
