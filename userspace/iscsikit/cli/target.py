@@ -34,17 +34,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from configshell import ExecutionError
-
     from ..target import configfs, saveconfig
     from ..target.manager import Manager
-    from ..target.shell import TargetShell
 
     manager = Manager(root=args.configfs or configfs.ROOT, save_file=args.save_file or saveconfig.DEFAULT_SAVE_FILE)
     oneshot = bool(args.command)
+    fast = _root_verb(args.command)
+    if fast is not None:
+        return _run_root_verb(manager, args, *fast)
+
+    from configshell import ExecutionError
+
+    from ..target.shell import TargetShell
     # One-shot runs keep no preferences file: concurrent runs would corrupt
     # it (configshell-fb PR #61).
-    shell = TargetShell(manager, None if oneshot else os.environ.get("ISCSIKIT_TARGET_HOME", PREFS_DIR))
+    shell = TargetShell(manager, None if oneshot else os.environ.get("ISCSIKIT_TARGET_HOME", PREFS_DIR),
+                        oneshot=oneshot)
     shell.json_output = args.json
     if oneshot:
         return _run_once(shell, args, ExecutionError)
@@ -63,6 +68,76 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:
             print(f"iscsikit-target: could not save the configuration: {e}", file=sys.stderr)
             return EXIT_FAILED
+    return EXIT_OK
+
+
+# Whole-configuration verbs used by boot scripts and automation: they need no
+# tree, so they skip configshell and pyparsing (seconds of start-up in the lab
+# guest) and call the manager the shell would call.
+ROOT_VERBS = {"saveconfig", "restoreconfig", "clearconfig", "sessions"}
+
+
+def _root_verb(words: list[str]):
+    if words and words[0] == "/":
+        words = words[1:]
+    if not words or words[0] not in ROOT_VERBS:
+        return None
+    pos, kw = [], {}
+    for w in words[1:]:
+        k, sep, v = w.partition("=")
+        if sep and k.isidentifier():
+            kw[k] = v
+        else:
+            pos.append(w)
+    return words[0], pos, kw
+
+
+def _run_root_verb(manager, args, verb: str, pos: list, kw: dict) -> int:
+    from ..target import sessions, validate
+    from ..target.errors import TargetError, ValidationError
+    try:
+        if verb == "saveconfig":
+            if len(pos) > 1 or kw:
+                raise ValidationError("usage: saveconfig [savefile]")
+            print(f"Configuration saved to {manager.save(pos[0] if pos else None)}")
+        elif verb == "clearconfig":
+            if not validate.boolean(kw.get("confirm", "false"), "confirm"):
+                raise ValidationError("clearconfig removes everything: run it with confirm=true")
+            steps = manager.clear()
+            print(f"All configuration cleared ({len(steps)} steps)")
+        elif verb == "restoreconfig":
+            unknown = set(kw) - {"clear_existing", "dry_run", "savefile"}
+            if len(pos) > 2 or unknown:
+                raise ValidationError("usage: restoreconfig [savefile] [clear_existing] [dry_run=true]")
+            dry = validate.boolean(kw.get("dry_run", "false"), "dry_run")
+            path = kw.get("savefile") or (pos[0] if pos else None)
+            warnings: list[str] = []
+            steps = manager.restore(path, warnings, dry_run=dry)
+            for w in warnings:
+                print(f"warning: {w}", file=sys.stderr)
+            for st in steps if dry else []:
+                print(st.describe())
+            n = len(steps)
+            print(f"Configuration restored from {path or manager.save_file} ({n} change{'s' if n != 1 else ''})")
+        else:
+            found = sessions.list_sessions(manager.root)
+            if args.json:
+                print(json.dumps([x.to_dict() for x in found], indent=2))
+            elif not found:
+                print("(no open sessions)")
+            for x in [] if args.json else found:
+                kind = "demo-mode" if x.dynamic else "acl"
+                print(f"{x.initiator} -> {x.target} tpg{x.tpg} [{kind}] sid {x.sid if x.sid is not None else '-'} "
+                      f"{x.state}")
+                if pos[:1] == ["detail"]:
+                    for c in x.connections:
+                        print(f"    cid {c.cid} {c.state} {c.address} {c.transport}")
+    except TargetError as e:
+        print(f"iscsikit-target: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:
+        print(f"iscsikit-target: {e.strerror}: {e.filename}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

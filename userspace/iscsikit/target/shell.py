@@ -58,11 +58,16 @@ class TargetShell(ConfigShell):
         "bookmarks": None, "path_history": ["/"], "path_history_index": 0,
         "auto_enable_tpgt": True, "auto_add_mapped_luns": True, "auto_add_default_portal": True,
         "default_portal_ip": "0.0.0.0", "auto_save_on_exit": True, "export_backstore_name_as_model": True,
+        # configshell's debug logging inspects the stack on every call: costly
+        "loglevel_file": "info",
     })
 
-    def __init__(self, manager: Manager, preferences_dir: str | None = None):
+    def __init__(self, manager: Manager, preferences_dir: str | None = None, oneshot: bool = False):
         super().__init__(preferences_dir)
-        if "debug" not in (str(self.prefs["loglevel_console"]) + str(self.prefs["loglevel_file"])):
+        self.oneshot = oneshot
+        console_debug = str(self.prefs["loglevel_console"]).startswith("debug")
+        file_debug = bool(self.prefs["logfile"]) and str(self.prefs["loglevel_file"]).startswith("debug")
+        if not (console_debug or file_debug):
             # configshell's debug() walks the whole stack (inspect.stack) even when
             # nothing is logged: seconds per command under emulation.
             self.log.debug = lambda msg: None
@@ -129,20 +134,43 @@ class UIRoot(UINode):
     def __init__(self, shell: TargetShell):
         super().__init__("/", shell=shell)
         self.cfg = Config()
-        self.refresh()
+        self._stale = True
 
-    def refresh(self) -> None:
-        """Rebuild the tree from configfs and keep the shell where it was."""
-        here = self.shell._current_node.path if self.shell._current_node is not None else "/"
+    # The tree is built on first use: a one-shot `restoreconfig` or `sessions`
+    # never needs it, and building it costs a snapshot.
+    def _ensure(self) -> None:
+        if self._stale:
+            self._stale = False
+            self._build()
+
+    def get_child(self, name):
+        self._ensure()
+        return super().get_child(name)
+
+    @property
+    def children(self):
+        self._ensure()
+        return super()._list_children()
+
+    def _build(self) -> None:
         try:
             self.cfg = self.manager.state(attributes=False)
         except TargetError as e:
             self.shell.log.warning(str(e))
             self.cfg = Config()
-        for child in list(self.children):
+        for child in list(self._children):
             self.remove_child(child)
         UIBackstores(self)
         UIISCSI(self)
+
+    def refresh(self) -> None:
+        """Rebuild the tree from configfs and keep the shell where it was."""
+        if getattr(self.shell, "oneshot", False):
+            self._stale = True          # nothing runs after this command
+            return
+        here = self.shell._current_node.path if self.shell._current_node is not None else "/"
+        self._stale = True
+        self._ensure()
         node = self
         for part in [p for p in here.split("/") if p]:
             try:
