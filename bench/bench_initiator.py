@@ -1,0 +1,46 @@
+"""Issue 4's bench: one guest boot, open-iscsi 2.1.8 vs iscsikit against the same LIO LUN.
+
+    .venv/bin/python bench/bench_initiator.py [--rounds 5] [--mib 256]
+
+Prints login latency (median of N, through each tool's CLI and daemon), login until
+the disk node exists, and 256 MiB sequential O_DIRECT write and read, with ratios
+(iscsikit / open-iscsi; below 1.0 is faster for times, above 1.0 better for MiB/s).
+Times are guest times under TCG: only the ratios mean anything.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from iscsikit.lab.guest import Guest
+
+MODULES = ("configfs", "target_core_mod", "iscsi_target_mod", "target_core_file", "iscsi_tcp", "sd_mod")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--mib", type=int, default=256)
+    args = ap.parse_args()
+    probe = Path(__file__).parent / "probes" / "initiator_probe.py"
+    with Guest() as g:
+        g.modprobe(*MODULES)
+        r = g.run([sys.executable, str(probe)], timeout=1800,
+                  env={"BENCH_ROUNDS": str(args.rounds), "BENCH_MIB": str(args.mib)})
+    if r.rc != 0:
+        print(r.err[-3000:], file=sys.stderr)
+        return 1
+    d = json.loads(r.out.strip().splitlines()[-1])
+    ref, ours = d["open_iscsi"], d["iscsikit"]
+    print(f"{'metric':<32}{'open-iscsi':>12}{'iscsikit':>12}{'ratio':>8}")
+    for key, unit in (("login_s", "s"), ("login_to_disk_s", "s"), ("write_mib_s", "MiB/s"), ("read_mib_s", "MiB/s")):
+        print(f"{key + ' (' + unit + ')':<32}{ref[key]:>12.3f}{ours[key]:>12.3f}{ours[key] / ref[key]:>8.2f}")
+    print(f"{'login via API, no client (s)':<32}{'':>12}{d['iscsikit_api_login_s']:>12.3f}"
+          f"{d['iscsikit_api_login_s'] / ref['login_s']:>8.2f}")
+    print(f"(median of {d['rounds']} logins; {d['mib']} MiB dd bs=1M O_DIRECT)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
