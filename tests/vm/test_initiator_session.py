@@ -78,3 +78,20 @@ def test_crc32c_digests_negotiated_and_data_still_matches(story):
     _logged_in_and_out(res)
     assert (res["header_digest"], res["data_digest"]) == ("1", "1")
     assert res["io"]["bad_dev"] == 0 and res["io"]["bad_file"] == 0 and res["io"]["written"] == 32 << 20
+
+
+def test_sendtargets_discovery_against_lio(story):
+    assert story["discovery"] == [[IQN, [["127.0.0.1", 3260, 1]]]]
+
+
+def test_manual_scan_attaches_no_disk(story):
+    res = story["scan_manual"]
+    assert "error" not in res and res["state"] == "LOGGED_IN"
+    assert res["disk"] is None
+    assert res["sid"] not in res["sessions_after_logout"]
+
+
+def test_chap_sessions_keep_data_too(story):
+    for name in ("chap", "mutual"):
+        io = story[name]["io"]
+        assert (io["written"], io["bad_dev"], io["bad_file"]) == (32 << 20, 0, 0), name

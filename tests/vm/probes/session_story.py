@@ -9,6 +9,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import lio  # noqa: E402
 
+from iscsikit.initiator import login_io  # noqa: E402
 from iscsikit.initiator.session import Initiator, NodeConfig, SessionError  # noqa: E402
 from iscsikit.kernel.sysfs import Sysfs  # noqa: E402
 from iscsikit.proto.chap import ChapCredentials  # noqa: E402
@@ -52,7 +53,7 @@ def case(name, node, backing, io=True, by_path=False, iscsiadm=False):
                conn_state=s.conn_state, tpgt=s.tpgt, initiator=s.initiator_name,
                header_digest=open(f"/sys/class/iscsi_connection/connection{ks.sid}:0/header_digest").read().strip(),
                data_digest=open(f"/sys/class/iscsi_connection/connection{ks.sid}:0/data_digest").read().strip())
-    disk = wait_disk(ks.sid)
+    disk = wait_disk(ks.sid, timeout=3 if node.scan == "manual" else 30)
     res["disk"] = disk
     if by_path:
         link = f"/dev/disk/by-path/ip-{node.address}:{node.port}-iscsi-{node.target}-lun-0"
@@ -83,17 +84,19 @@ try:
     subprocess.run(["udevadm", "trigger", "--action=add", "--subsystem-match=block"], check=False)
     lio.clear()
     lio.target(IQN, backing)
+    found = login_io.discover(("127.0.0.1", 3260), initiator_name=lio.INITIATOR)
+    out["discovery"] = [[t.name, [[p.host, p.port, p.tpgt] for p in t.portals]] for t in found]
     case("noauth", node(), backing, by_path=True, iscsiadm=True)
+    case("scan_manual", node(scan="manual"), backing, io=False)
     lio.clear()
 
     lio.target(IQN, backing, chap=("alice", "alice-secret-12"))
-    case("chap", node(chap=ChapCredentials("alice", b"alice-secret-12")), backing, io=False)
+    case("chap", node(chap=ChapCredentials("alice", b"alice-secret-12")), backing)
     case("chap_wrong", node(chap=ChapCredentials("alice", b"wrong-secret-99")), backing)
     lio.clear()
 
     lio.target(IQN, backing, chap=("alice", "alice-secret-12"), mutual=("target", "target-secret-34"))
-    case("mutual", node(chap=ChapCredentials("alice", b"alice-secret-12", "target", b"target-secret-34")),
-         backing, io=False)
+    case("mutual", node(chap=ChapCredentials("alice", b"alice-secret-12", "target", b"target-secret-34")), backing)
     case("mutual_wrong", node(chap=ChapCredentials("alice", b"alice-secret-12", "target", b"not-the-target-5")),
          backing)
     lio.clear()
