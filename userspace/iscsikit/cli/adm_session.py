@@ -93,22 +93,55 @@ def node_login(ctx, nodes: list[ndb.NodeId]) -> int:
     failed = bool(rc)
     for nid in todo:
         ctx.say(f"Logging in to {_node_label(nid)}")
+    # The daemon logs nodes in concurrently; results are printed in record order once all are in.
+    results = _login_all(ctx, todo)
     for nid in todo:
-        try:
-            mgmt.call("login", login_args(ctx.db, nid))
-        except mgmt.MgmtError as e:
-            if e.exit_code == ExitCode.ISCSID_NOTCONN:
-                ctx.error("can not connect to iSCSI daemon (111)!")
-            ctx.error(f"Could not login to {_node_label(nid)}.")
-            code = ExitCode(e.exit_code) if e.exit_code in ExitCode._value2member_map_ else ExitCode.ERR
-            ctx.error(f"initiator reported error ({int(code)} - {MESSAGES[code]})")
-            rc = rc or code
-            failed = True
+        e = results[nid]
+        if e is None:
+            ctx.say(f"Login to {_node_label(nid)} successful.")
             continue
-        ctx.say(f"Login to {_node_label(nid)} successful.")
+        if e.exit_code == ExitCode.ISCSID_NOTCONN:
+            ctx.error("can not connect to iSCSI daemon (111)!")
+        ctx.error(f"Could not login to {_node_label(nid)}.")
+        code = ExitCode(e.exit_code) if e.exit_code in ExitCode._value2member_map_ else ExitCode.ERR
+        ctx.error(f"initiator reported error ({int(code)} - {MESSAGES[code]})")
+        rc = rc or code
+        failed = True
     if failed:
         ctx.error("Could not log into all portals")
     return rc
+
+
+def _login_all(ctx, nodes: list[ndb.NodeId]) -> dict:
+    """Send every login at once; on a terminal, keep one progress line on stderr."""
+    import sys
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    results: dict = {}
+    done = 0
+    lock = threading.Lock()
+    progress = len(nodes) > 1 and getattr(ctx.err, "isatty", lambda: False)() and ctx.err is sys.stderr
+
+    def one(nid):
+        nonlocal done
+        try:
+            mgmt.call("login", login_args(ctx.db, nid))
+            results[nid] = None
+        except mgmt.MgmtError as e:
+            results[nid] = e
+        with lock:
+            done += 1
+            if progress:
+                ctx.err.write(f"\r{done}/{len(nodes)} logins done")
+                ctx.err.flush()
+
+    if nodes:
+        with ThreadPoolExecutor(min(32, len(nodes))) as pool:
+            list(pool.map(one, nodes))
+        if progress:
+            ctx.err.write("\r\033[K")
+    return results
 
 
 def _logout(ctx, sessions) -> int:

@@ -88,7 +88,7 @@ def node_from_sysfs(sysfs: Sysfs, sid: int) -> NodeConfig | None:
 
 
 class Daemon:
-    def __init__(self, socket_path: str | None = None, sysfs: Sysfs | None = None, workers: int = 16):
+    def __init__(self, socket_path: str | None = None, sysfs: Sysfs | None = None, workers: int = 64):
         self.socket_path = socket_path or mgmt.socket_path()
         self.sysfs = sysfs or Sysfs()
         self.initiator = Initiator(self.sysfs, IscsiNetlink(groups=0))
