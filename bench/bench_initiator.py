@@ -38,7 +38,8 @@ def main() -> int:
         print(f"{key + ' (' + unit + ')':<32}{ref[key]:>12.3f}{ours[key]:>12.3f}{ours[key] / ref[key]:>8.2f}")
     print(f"{'login via API, no client (s)':<32}{'':>12}{d['iscsikit_api_login_s']:>12.3f}"
           f"{d['iscsikit_api_login_s'] / ref['login_s']:>8.2f}")
-    print(f"(median of {d['rounds']} logins; {d['mib']} MiB dd bs=1M O_DIRECT)")
+    print(f"(median of {d['rounds']} logins; median of 3 runs of {d['mib']} MiB dd bs=1M O_DIRECT, "
+          "backing file pre-filled)")
     return 0
 
 
