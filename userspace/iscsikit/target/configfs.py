@@ -282,12 +282,15 @@ def _read_tpg(d: str, tag: int, attributes: bool) -> TPG:
     return tpg
 
 
-def snapshot(root: str = ROOT, attributes: bool = True) -> Config:
+def snapshot(root: str = ROOT, attributes: bool = True, so_attributes: bool | None = None) -> Config:
     """The running LIO configuration, in one walk.
 
     attributes=False skips the attribute and parameter files (about 60 per
-    storage object and TPG) for listings that do not show them.
+    storage object and TPG) for listings that do not show them;
+    so_attributes=False skips only the storage objects' ones (30 each).
     """
+    if so_attributes is None:
+        so_attributes = attributes
     cfg = Config()
     core = f"{root}/core"
     if not os.path.isdir(core):
@@ -299,7 +302,7 @@ def snapshot(root: str = ROOT, attributes: bool = True) -> Config:
         hd = f"{core}/{hba}"
         for name in os.listdir(hd):
             if os.path.isdir(f"{hd}/{name}"):
-                so = _read_so(hd, prefix, int(idx), name, attributes)
+                so = _read_so(hd, prefix, int(idx), name, so_attributes)
                 cfg.storage_objects[so.key] = so
     fab = f"{root}/iscsi"
     if os.path.isdir(fab):

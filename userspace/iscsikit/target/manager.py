@@ -97,8 +97,14 @@ class Manager:
             return self.apply(desired, dry_run=dry_run)
 
     def clear(self) -> list[Step]:
+        # Storage objects' attribute files are most of the snapshot's cost and
+        # only serve a rollback: if a clear fails midway, the storage objects
+        # it deleted come back with their file, size and serial but default
+        # attributes.
         with self.locked():
-            return self.apply(Config())
+            self.ensure_loaded()
+            current = configfs.snapshot(self.root, attributes=True, so_attributes=False)
+            return self.apply(Config(), current)
 
     def save(self, path: str | None = None) -> str:
         path = path or self.save_file
