@@ -19,7 +19,7 @@ def story(guest):
 def test_parallel_logins_of_one_node_give_one_session(story):
     ok = [r for r in story["parallel"] if "ok" in r]
     exists = [r for r in story["parallel"] if r.get("exit_code") == 15]
-    assert len(ok) == 1 and len(exists) == 3
+    assert len(ok) == 1 and len(exists) == 7
     assert story["sysfs_sessions"] == [ok[0]["ok"]["sid"]]
     assert story["disk"]
 
@@ -33,6 +33,15 @@ def test_mgmt_socket_serves_root_only(story):
 def test_daemon_down_is_exit_20_and_sessions_stay(story):
     assert story["call_while_down"]["exit_code"] == 20
     assert story["state_while_down"] == "LOGGED_IN"
+
+
+def test_chap_secret_never_reaches_the_daemon_log(story):
+    assert "ok" in story["chap_login"] and "ok" in story["chap_logout"]
+    assert story["secret_in_log"] is False
+
+
+def test_kill_9_during_io_loses_no_io(story):
+    assert story["io_errors_across_kill"] == [] and story["io_across_kill_ops"] > 0
 
 
 def test_restart_adopts_without_relogin(story):

@@ -23,6 +23,8 @@ from iscsikit.initiator import mgmt  # noqa: E402
 from iscsikit.kernel.sysfs import Sysfs  # noqa: E402
 
 IQN = "iqn.2026-11.org.iscsikit.test:daemon"
+IQN_CHAP = "iqn.2026-11.org.iscsikit.test:daemon-chap"
+SECRET = "s3cret-never-logged-42"
 SOCK = "/run/iscsikit/test.sock"
 os.environ["ISCSIKIT_SOCKET"] = SOCK
 out = {}
@@ -73,9 +75,9 @@ tpg = lio.target(IQN, backing)
 d = start_daemon("a")
 try:
     out["daemon_down_code"] = None
-    # concurrency: 4 logins of the same node at once → one session, three "session exists"
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: call("login", **node()), range(4)))
+    # concurrency: 8 logins of the same node at once → one session, seven "session exists"
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: call("login", **node()), range(8)))
     out["parallel"] = results
     sids = [r["ok"]["sid"] for r in results if "ok" in r]
     out["sysfs_sessions"] = sysfs.session_ids()
@@ -98,9 +100,38 @@ try:
     out["nonroot_open_socket"] = p.stdout.strip() or p.stderr.strip()
     os.chmod(SOCK, 0o600)
 
-    # restart: SIGKILL the daemon; the session must stay; the new daemon adopts it untouched
+    # CHAP through the daemon at debug log level: the secret must not reach the log
+    lio.target(IQN_CHAP, "/var/tmp/lio/chap.img", chap=("alice", SECRET))
+    r = call("login", **{**node(), "target": IQN_CHAP, "username": "alice", "password": SECRET})
+    out["chap_login"] = r
+    if "ok" in r:
+        out["chap_logout"] = call("logout", sid=r["ok"]["sid"])
+    with open("/tmp/iscsikitd-a.log", "rb") as f:
+        out["secret_in_log"] = SECRET.encode() in f.read()
+
+    # restart: SIGKILL the daemon during I/O; the session must stay; the new daemon adopts it untouched
     before = open(f"/sys/class/iscsi_connection/connection{sid}:0/local_port").read().strip() \
         if os.path.exists(f"/sys/class/iscsi_connection/connection{sid}:0/local_port") else None
+    io_errors = []
+    io_stop = threading.Event()
+
+    def io_across_kill():
+        fd = os.open(f"/dev/{disk}", os.O_RDWR | os.O_DIRECT)
+        buf = mmap.mmap(-1, 65536)
+        n = 0
+        while not io_stop.is_set():
+            try:
+                os.pwritev(fd, [buf], (n % 256) * 65536)
+                os.preadv(fd, [buf], (n % 256) * 65536)
+            except OSError as e:
+                io_errors.append(str(e))
+            n += 1
+        os.close(fd)
+        out["io_across_kill_ops"] = n
+
+    io_thread = threading.Thread(target=io_across_kill)
+    io_thread.start()
+    time.sleep(1)
     d.send_signal(signal.SIGKILL)
     d.wait()
     time.sleep(1)
@@ -111,6 +142,10 @@ try:
         if before is not None else None
     out["same_tcp_connection"] = before == after and before is not None
     out["after_restart"] = call("sessions")
+    time.sleep(1)
+    io_stop.set()
+    io_thread.join()
+    out["io_errors_across_kill"] = io_errors
 
     # recovery: 64 KiB O_DIRECT writes with checksums while the portal is off for 10 s
     stop = threading.Event()
