@@ -155,13 +155,16 @@ def test_agent_that_never_starts_is_reported():
     assert not _alive(g.pid)
 
 
-def test_lab_command_reports_transports_and_boot_time():
+def test_lab_command_runs_the_whole_story():
+    """The README's first command: boot, inspect, export, discover, log in, verify, log out, clear."""
     proc = subprocess.run([sys.executable, "-m", "iscsikit.cli.main", "lab", "--json"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     report = json.loads(proc.stdout)
     assert {"name": "tcp", "caps": "0x39"}.items() <= report["facts"]["transports"][0].items()
     assert report["facts"]["configfs_target"] is True
     assert report["facts"]["boot_seconds"] > 0
-    assert [s["name"] for s in report["steps"]] == ["kernel", "initramfs", "boot", "modules", "inspect"]
+    assert [s["name"] for s in report["steps"]] == ["kernel", "initramfs", "boot", "modules", "inspect", "target",
+                                                    "daemon", "discover", "login", "verify", "logout", "clear"]
+    assert report["facts"]["verified_mib"] == 32 and report["facts"]["disk"].startswith("sd")

@@ -27,6 +27,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     s = lab_story.Story(kernel_spec=args.kernel, accel=args.accel)
     if not args.json:
         print("iscsikit lab: booting the real kernel in a QEMU guest", flush=True)
+        print(f"  {'step':<10} {'seconds':>9}  detail", flush=True)
     lab_story.run(s, progress=progress)
     f = s.facts
     if args.json:
@@ -43,6 +44,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
     print(f"configfs:   /sys/kernel/config/target {'present' if f.get('configfs_target') else 'MISSING'}"
           + (f" ({f['lio_version']})" if f.get("lio_version") else ""))
     print(f"boot:       {f['boot_seconds']:.1f} s wall to the guest agent, {f['guest_uptime']:.1f} s guest uptime")
+    if f.get("verified_mib"):
+        print(f"data:       {f['verified_mib']} MiB through /dev/{f['disk']} (LIO exported by iscsikit-target, "
+              "logged in by iscsikit-adm and iscsikitd): identical")
     print(f"total:      {sum(t for _, t, _ in s.timings):.1f} s")
     return EXIT_OK if f.get("transports") and f.get("configfs_target") else EXIT_FAILED
 
@@ -52,10 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-V", "--version", action="version", version=f"iscsikit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     lab = sub.add_parser(
-        "lab", help="boot the real kernel in a QEMU guest and show its iSCSI data plane",
+        "lab", help="boot the real kernel in a QEMU guest and run the whole iSCSI story there",
         description="Boot Debian's kernel (or the host's) in a QEMU guest that shares this machine's root "
-                    "read-only, load the iSCSI and LIO modules, and report what the kernel offers, "
-                    "with the time each step took.",
+                    "read-only, load the iSCSI and LIO modules and report what the kernel offers; then export "
+                    "a disk with iscsikit-target, discover and log in with iscsikit-adm through iscsikitd, "
+                    "write and read back 32 MiB, log out and clear, with the time each step took.",
         epilog="exit status: 0 all steps passed; 1 a step failed (one line names the cause and the fix); "
                "2 bad usage; 130 interrupted. The guest's QEMU is always stopped.",
     )

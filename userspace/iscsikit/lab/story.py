@@ -1,8 +1,10 @@
 """`iscsikit lab` as a list of named steps, each timed.
 
 A step is a function of the shared `Story` state that returns a one-line
-detail for the summary. Later stories (export a disk, log in, write, read
-back, log out) are more rows in STEPS, not more code paths.
+detail for the summary. After booting and inspecting the kernel, the story
+exports a disk with iscsikit-target, starts iscsikitd, discovers and logs in
+with iscsikit-adm, writes and reads back through the kernel's session, logs
+out and clears LIO: each a row in STEPS, all in one guest.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import initramfs
+from .errors import LabError
 from .guest import Guest
 from .kernel import Kernel, resolve
 
@@ -25,7 +28,7 @@ for t in /sys/class/iscsi_transport/*; do
   [ -e "$t" ] && echo "transport $(basename "$t") $(cat "$t/handle") $(cat "$t/caps")"
 done
 if [ -d /sys/kernel/config/target ]; then
-  echo "configfs-target yes $(head -n1 /sys/kernel/config/target/version 2>/dev/null | tr ' ' '_')"
+  echo "configfs-target yes $(head -n1 /sys/kernel/config/target/version 2>/dev/null)"
 else
   echo "configfs-target no"
 fi
@@ -78,9 +81,87 @@ def step_inspect(s: Story) -> str:
         elif key == "configfs-target":
             present, _, version = rest.partition(" ")
             s.facts["configfs_target"] = present == "yes"
-            s.facts["lio_version"] = version.replace("_", " ")
+            s.facts["lio_version"] = version
     s.facts["transports"] = transports
     return f"{len(transports)} transport(s), configfs target {'present' if s.facts.get('configfs_target') else 'MISSING'}"
+
+
+# ---- the whole story: export a disk, discover, log in, write, read back, log out ----
+LAB_IQN = "iqn.2026-11.org.iscsikit.lab:disk0"
+LAB_INITIATOR = "iqn.2026-11.org.iscsikit.lab:initiator"
+LAB_BACKING = "/var/tmp/iscsikit-lab/disk0.img"
+LAB_MIB = 32
+
+
+def _venv_bin(name: str) -> str:
+    import os
+    import sys
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def _guest(s: Story, cmd: str, timeout: float = 300.0) -> str:
+    return s.guest.run(cmd, check=True, timeout=timeout).out
+
+
+def step_target(s: Story) -> str:
+    """LIO through iscsikit-target, one process for the whole batch (Python starts slowly under TCG)."""
+    tpg = f"/iscsi/{LAB_IQN}/tpg1"
+    script = "\n".join([
+        f"/backstores/fileio create disk0 {LAB_BACKING} {LAB_MIB + 8}M write_back=false",
+        f"/iscsi create {LAB_IQN}",
+        f"{tpg}/luns create /backstores/fileio/disk0",
+        f"{tpg}/acls create {LAB_INITIATOR}",
+    ]) + "\n"
+    _guest(s, f"mkdir -p /var/tmp/iscsikit-lab /etc/iscsi /etc/target && "
+              f"echo InitiatorName={LAB_INITIATOR} > /etc/iscsi/initiatorname.iscsi")
+    s.guest.run([_venv_bin("iscsikit-target"), "--save-file", "/var/tmp/iscsikit-lab/saveconfig.json"],
+                input=script, check=True, timeout=300)
+    return f"{LAB_IQN}: fileio {LAB_MIB + 8} MiB, ACL for {LAB_INITIATOR}, portal 0.0.0.0:3260"
+
+
+def step_daemon(s: Story) -> str:
+    s.guest.spawn([_venv_bin("iscsikitd")], log="/var/tmp/iscsikit-lab/iscsikitd.log")
+    _guest(s, "for i in $(seq 300); do [ -S /run/iscsikit/iscsikitd.sock ] && exit 0; sleep 0.1; done; exit 1")
+    return "iscsikitd serving /run/iscsikit/iscsikitd.sock"
+
+
+def step_discover(s: Story) -> str:
+    out = _guest(s, f"{_venv_bin('iscsikit-adm')} -m discovery -t st -p 127.0.0.1").strip()
+    if LAB_IQN not in out:
+        raise LabError(f"discovery did not find {LAB_IQN} (got {out!r})", "see the target step")
+    return out.splitlines()[0]
+
+
+def step_login(s: Story) -> str:
+    _guest(s, f"{_venv_bin('iscsikit-adm')} -m node -T {LAB_IQN} -p 127.0.0.1 --login")
+    disk = _guest(s, f"for i in $(seq 100); do d=$({_venv_bin('iscsikit-adm')} -m session -P 3 | "
+                     "awk '/Attached scsi disk/{print $4; exit}'); "
+                     "[ -n \"$d\" ] && [ -b /dev/$d ] && echo $d && exit 0; sleep 0.2; done; exit 1").strip()
+    s.facts["disk"] = disk
+    return f"session up, /dev/{disk}"
+
+
+def step_verify(s: Story) -> str:
+    disk = s.facts["disk"]
+    _guest(s, f"head -c {LAB_MIB}M /dev/urandom > /tmp/lab-pattern && "
+              f"dd if=/tmp/lab-pattern of=/dev/{disk} bs=1M oflag=direct status=none && "
+              f"dd if=/dev/{disk} of=/tmp/lab-back bs=1M count={LAB_MIB} iflag=direct status=none && "
+              f"cmp /tmp/lab-pattern /tmp/lab-back && cmp -n {LAB_MIB << 20} /tmp/lab-pattern {LAB_BACKING}")
+    s.facts["verified_mib"] = LAB_MIB
+    return f"{LAB_MIB} MiB written with O_DIRECT, read back and found in the backing file: identical"
+
+
+def step_logout(s: Story) -> str:
+    _guest(s, f"{_venv_bin('iscsikit-adm')} -m node -T {LAB_IQN} -p 127.0.0.1 --logout")
+    _guest(s, "for i in $(seq 100); do [ -z \"$(ls /sys/class/iscsi_session)\" ] && exit 0; sleep 0.1; done; exit 1")
+    return "session and disk gone"
+
+
+def step_clear(s: Story) -> str:
+    s.guest.run([_venv_bin("iscsikit-target"), "--save-file", "/var/tmp/iscsikit-lab/saveconfig.json"],
+                input="clearconfig confirm=true\n", check=True, timeout=300)
+    _guest(s, "pkill -TERM -x iscsikitd || true")
+    return "LIO cleared, daemon stopped"
 
 
 STEPS: list[tuple[str, Callable[[Story], str]]] = [
@@ -89,6 +170,13 @@ STEPS: list[tuple[str, Callable[[Story], str]]] = [
     ("boot", step_boot),
     ("modules", step_modules),
     ("inspect", step_inspect),
+    ("target", step_target),
+    ("daemon", step_daemon),
+    ("discover", step_discover),
+    ("login", step_login),
+    ("verify", step_verify),
+    ("logout", step_logout),
+    ("clear", step_clear),
 ]
 
 
