@@ -1,0 +1,91 @@
+"""The management protocol: framing, versions, errors, root-only serving (host; no kernel needed)."""
+
+import asyncio
+import json
+import os
+import socket
+import threading
+
+import pytest
+
+from iscsikit.initiator import mgmt
+from iscsikit.initiator.daemon import Daemon, node_from_args
+
+
+def _dispatcher(ops):
+    d = Daemon.__new__(Daemon)   # the request path only: no netlink sockets on this host
+    d.ops = ops
+    return d
+
+
+async def _answer(d, line: bytes) -> dict:
+    return await d.dispatch(line)
+
+
+def test_dispatch_answers_every_bad_request_with_a_code():
+    async def boom(args):
+        raise RuntimeError("bug")
+
+    async def echo(args):
+        return args
+
+    d = _dispatcher({"echo": echo, "boom": boom})
+    run = lambda line: asyncio.run(_answer(d, line))
+    assert run(b'{"v": 1, "op": "echo", "args": {"x": 1}}') == mgmt.ok({"x": 1})
+    assert run(b"{not json")["exit_code"] == 16
+    assert run(b"[1, 2]")["exit_code"] == 16
+    assert run(b'{"v": 99, "op": "echo"}') == mgmt.fail(16, "protocol version 99 not served (this is 1)")
+    assert run(b'{"v": 1, "op": "format"}')["error"] == "unknown request 'format'"
+    bug = run(b'{"v": 1, "op": "boom"}')
+    assert bug["exit_code"] == 9 and "bug" in bug["error"]
+
+
+def _serve_once(path, reply: bytes):
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+
+    def run():
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.sendall(reply)
+        conn.close()
+        srv.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_client_refuses_another_protocol_version(tmp_path):
+    path = str(tmp_path / "s")
+    _serve_once(path, b'{"v": 2, "ok": true, "result": null}\n')
+    with pytest.raises(mgmt.MgmtError, match="protocol 2"):
+        mgmt.call("version", path=path, timeout=5)
+
+
+def test_client_carries_the_daemons_exit_code(tmp_path):
+    path = str(tmp_path / "s")
+    _serve_once(path, json.dumps(mgmt.fail(15, "session exists")).encode() + b"\n")
+    with pytest.raises(mgmt.MgmtError) as e:
+        mgmt.call("login", {}, path=path, timeout=5)
+    assert e.value.exit_code == 15 and str(e.value) == "session exists"
+
+
+def test_no_daemon_is_exit_20(tmp_path):
+    with pytest.raises(mgmt.MgmtError) as e:
+        mgmt.call("version", path=str(tmp_path / "none"), timeout=5)
+    assert e.value.exit_code == 20
+
+
+def test_peer_uid_reads_so_peercred():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        assert mgmt.peer_uid(a) == os.getuid()
+
+
+def test_login_request_builds_chap_without_leaking_it():
+    node = node_from_args({"target": "iqn.2026-11.org.example:t", "address": "127.0.0.1", "port": 3260,
+                           "username": "u", "password": "pa55-word-xyz", "unknown_key": 1})
+    assert node.chap.username == "u" and node.chap.secret.reveal() == b"pa55-word-xyz"
+    assert "pa55-word-xyz" not in repr(node) and "pa55-word-xyz" not in str(node)
