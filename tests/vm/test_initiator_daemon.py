@@ -1,19 +1,11 @@
 """iscsikitd against LIO in the guest: concurrency, root-only socket, restart without relogin, recovery."""
 
-import json
-import sys
-from pathlib import Path
-
 import pytest
-
-PROBES = Path(__file__).parent / "probes"
 
 
 @pytest.fixture(scope="module")
-def story(guest):
-    r = guest.run([sys.executable, str(PROBES / "daemon_story.py")], timeout=900)
-    assert r.rc == 0, r.err[-4000:]
-    return json.loads(r.out.strip().splitlines()[-1])
+def story(run_probe):
+    return run_probe("daemon_story.py")
 
 
 def test_parallel_logins_of_one_node_give_one_session(story):

@@ -4,21 +4,14 @@ The whole story runs in one guest process (probes/session_story.py: TCG makes
 every Python start cost seconds) and each test checks one part of its report.
 """
 
-import json
-import sys
-from pathlib import Path
-
 import pytest
 
-PROBES = Path(__file__).parent / "probes"
 IQN = "iqn.2026-11.org.iscsikit.test:disk"
 
 
 @pytest.fixture(scope="module")
-def story(guest):
-    r = guest.run([sys.executable, str(PROBES / "session_story.py")], timeout=900)
-    assert r.rc == 0, r.err[-4000:]
-    return json.loads(r.out.strip().splitlines()[-1])
+def story(run_probe):
+    return run_probe("session_story.py")
 
 
 def _logged_in_and_out(res):

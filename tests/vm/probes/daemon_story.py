@@ -58,13 +58,7 @@ def node():
 
 
 def wait_disk(sid, timeout=30):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        s = sysfs.session(sid)
-        if s and s.luns and s.luns[0].block and os.path.exists(f"/dev/{s.luns[0].block}"):
-            return s.luns[0].block
-        time.sleep(0.1)
-    return None
+    return lio.wait_disk(sysfs, sid, timeout)
 
 
 os.makedirs("/etc/target", exist_ok=True)

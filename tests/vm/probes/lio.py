@@ -4,6 +4,7 @@ import hashlib
 import mmap
 import os
 import random
+import time
 
 from rtslib import LUN, TPG, FabricModule, FileIOStorageObject, NetworkPortal, NodeACL, RTSRoot, Target
 
@@ -41,6 +42,17 @@ def target(name, path, size=64 << 20, port=3260, chap=None, mutual=None, digests
         tpg.set_parameter("DataDigest", "CRC32C")
     tpg.enable = True
     return tpg
+
+
+def wait_disk(sysfs, sid, timeout=30):
+    """The block device of the session's first LUN once its node exists, or None."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        s = sysfs.session(sid)
+        if s and s.luns and s.luns[0].block and os.path.exists(f"/dev/{s.luns[0].block}"):
+            return s.luns[0].block
+        time.sleep(0.1)
+    return None
 
 
 def verified_io(dev, backing, total=32 << 20, block=64 << 10, seed=1):

@@ -2,11 +2,9 @@
 
 import json
 import os
-import socket
-import time
 
 from iscsikit.kernel import kmod
-from iscsikit.kernel.constants import Ev, KEv, Param
+from iscsikit.kernel.constants import Param
 from iscsikit.kernel.netlink import IscsiNetlink, KernelError
 from iscsikit.kernel.sysfs import Sysfs
 

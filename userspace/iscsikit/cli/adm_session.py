@@ -74,6 +74,16 @@ def login_args(db: ndb.NodeDB, nid: ndb.NodeId) -> dict:
     return args
 
 
+def _report_failure(ctx, what: str, e: mgmt.MgmtError) -> int:
+    """iscsiadm's three lines for a request the daemon refused (or could not be asked)."""
+    if e.exit_code == ExitCode.ISCSID_NOTCONN:
+        ctx.error("can not connect to iSCSI daemon (111)!")
+    ctx.error(what)
+    code = ExitCode(e.exit_code) if e.exit_code in ExitCode._value2member_map_ else ExitCode.ERR
+    ctx.error(f"initiator reported error ({int(code)} - {MESSAGES[code]})")
+    return code
+
+
 def _sessions_of(nodes: list[ndb.NodeId]):
     wanted = {(n.target, n.address, n.port) for n in nodes}
     return [s for s in _sysfs().sessions() if (s.target, s.address, s.port) in wanted]
@@ -100,12 +110,7 @@ def node_login(ctx, nodes: list[ndb.NodeId]) -> int:
         if e is None:
             ctx.say(f"Login to {_node_label(nid)} successful.")
             continue
-        if e.exit_code == ExitCode.ISCSID_NOTCONN:
-            ctx.error("can not connect to iSCSI daemon (111)!")
-        ctx.error(f"Could not login to {_node_label(nid)}.")
-        code = ExitCode(e.exit_code) if e.exit_code in ExitCode._value2member_map_ else ExitCode.ERR
-        ctx.error(f"initiator reported error ({int(code)} - {MESSAGES[code]})")
-        rc = rc or code
+        rc = rc or _report_failure(ctx, f"Could not login to {_node_label(nid)}.", e)
         failed = True
     if failed:
         ctx.error("Could not log into all portals")
@@ -155,12 +160,7 @@ def _logout(ctx, sessions) -> int:
         try:
             mgmt.call("logout", {"sid": s.sid})
         except mgmt.MgmtError as e:
-            if e.exit_code == ExitCode.ISCSID_NOTCONN:
-                ctx.error("can not connect to iSCSI daemon (111)!")
-            ctx.error(f"Could not logout of {_session_label(s)}.")
-            code = ExitCode(e.exit_code) if e.exit_code in ExitCode._value2member_map_ else ExitCode.ERR
-            ctx.error(f"initiator reported error ({int(code)} - {MESSAGES[code]})")
-            rc = rc or code
+            rc = rc or _report_failure(ctx, f"Could not logout of {_session_label(s)}.", e)
             continue
         ctx.say(f"Logout of {_session_label(s)} successful.")
     if rc:

@@ -2,14 +2,10 @@
 iscsikit (iscsikitd + iscsikit-adm), in one guest against the same LIO targets: exit code, stdout
 and stderr must be equal, modulo session ids and the reference's own systemd chatter."""
 
-import json
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-PROBES = Path(__file__).parent / "probes"
 # iscsiadm tries systemctl to start iscsid when its socket is missing; the guest has no systemd.
 SYSTEMD_NOISE = ("System has not been booted with systemd", "Failed to connect to bus")
 
@@ -22,10 +18,8 @@ def normalize(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def transcripts(guest):
-    r = guest.run([sys.executable, str(PROBES / "adm_differential.py")], timeout=900)
-    assert r.rc == 0, r.err[-4000:]
-    return json.loads(r.out.strip().splitlines()[-1])
+def transcripts(run_probe):
+    return run_probe("adm_differential.py")
 
 
 def test_every_command_line_answers_as_open_iscsi(transcripts):
