@@ -24,7 +24,6 @@ import re
 import resource
 import stat
 import uuid
-from pathlib import Path
 
 from .errors import TargetError
 from .model import (

@@ -64,7 +64,7 @@ def parse(text: str, filename: str = "ietd.conf", probe: Probe = default_probe) 
     def close_target():
         nonlocal users, outgoing
         if tpg is not None:
-            b.chap(tpg, users, outgoing, {})
+            b.chap(tpg, users, outgoing)
             _readonly(b, tpg, readonly_fileio)
         users, outgoing = [], None
         readonly_fileio.clear()

@@ -121,7 +121,7 @@ class Builder:
             return None
         return kind, size
 
-    def chap(self, tpg: TPG, users: list, outgoing: tuple | None, line_of: dict) -> None:
+    def chap(self, tpg: TPG, users: list, outgoing: tuple | None) -> None:
         """IET/tgt allow several incoming users; LIO keeps one per TPG (or ACL)."""
         if users:
             (u, p, ln) = users[0]

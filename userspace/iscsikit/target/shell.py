@@ -24,7 +24,7 @@ from configshell import ConfigNode, ConfigShell, ExecutionError
 from . import saveconfig, sessions as sessions_mod, validate
 from .errors import NotFoundError, TargetError, ValidationError
 from .manager import Manager
-from .model import Chap, Config, LUN, MappedLUN, NodeACL, Portal, StorageObject, Target, TPG
+from .model import Config, LUN, MappedLUN, NodeACL, Portal, StorageObject, Target, TPG
 
 # tcmu-runner installs one plugin per handler; targetcli asks D-Bus instead.
 TCMU_HANDLER_GLOBS = ("/usr/lib/*/tcmu-runner/handler_*.so", "/usr/lib64/tcmu-runner/handler_*.so",

@@ -217,7 +217,7 @@ def _finish(b, file, wwn, tpg: TPG, stores, tkeys, users, outgoing, names):
             index = nxt
             used.add(index)
         _store(b, tpg, wwn, s, index, keys)
-    b.chap(tpg, [(u, p, n) for u, p, n in users], outgoing, {})
+    b.chap(tpg, users, outgoing)
     b.finish_acls(tpg, names)
 
 
