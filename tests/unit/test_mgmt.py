@@ -89,3 +89,38 @@ def test_login_request_builds_chap_without_leaking_it():
                            "username": "u", "password": "pa55-word-xyz", "unknown_key": 1})
     assert node.chap.username == "u" and node.chap.secret.reveal() == b"pa55-word-xyz"
     assert "pa55-word-xyz" not in repr(node) and "pa55-word-xyz" not in str(node)
+
+
+def test_non_root_peer_reads_a_refusal_not_a_reset(tmp_path, monkeypatch):
+    monkeypatch.setattr(mgmt, "peer_uid", lambda sock: 65534)
+    path = str(tmp_path / "d.sock")
+    d = _dispatcher({})
+    started = threading.Event()
+    stop = None
+
+    def serve():
+        nonlocal stop
+
+        async def main():
+            nonlocal stop
+            stop = asyncio.Event()
+            server = await asyncio.start_unix_server(d.on_client, path=path)
+            started.set()
+            async with server:
+                await stop.wait()
+
+        loop = asyncio.new_event_loop()
+        serve.loop = loop
+        loop.run_until_complete(main())
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    assert started.wait(5)
+    try:
+        for _ in range(20):   # the race between the refusal and the request is not left to luck
+            with pytest.raises(mgmt.MgmtError) as e:
+                mgmt.call("sessions", path=path, timeout=5)
+            assert e.value.exit_code == 13 and "root only" in str(e.value)
+    finally:
+        serve.loop.call_soon_threadsafe(stop.set)
+        t.join(5)

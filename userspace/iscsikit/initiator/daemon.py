@@ -243,6 +243,9 @@ class Daemon:
         sock = writer.get_extra_info("socket")
         try:
             if mgmt.peer_uid(sock) != 0:
+                # take the request first, so the refusal is what the client reads, not a reset
+                with contextlib.suppress(asyncio.LimitOverrunError, ValueError, asyncio.TimeoutError):
+                    await asyncio.wait_for(reader.readline(), 5)
                 writer.write(mgmt.encode(mgmt.fail(ExitCode.ACCESS, "iscsikitd serves root only")))
                 await writer.drain()
                 return

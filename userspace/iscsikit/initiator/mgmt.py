@@ -64,11 +64,16 @@ def call(op: str, args: dict | None = None, *, path: str | None = None, timeout:
             s.connect(path)
         except OSError as e:
             raise MgmtError(ExitCode.ISCSID_NOTCONN, f"can not connect to iSCSI daemon at {path} ({e.strerror})") from None
-        s.sendall(encode({"v": VERSION, "op": op, "args": args or {}}))
+        try:
+            s.sendall(encode({"v": VERSION, "op": op, "args": args or {}}))
+        except (BrokenPipeError, ConnectionResetError):
+            pass   # the daemon may have answered (a refusal) and closed already: read what it said
         buf = b""
         while b"\n" not in buf:
             try:
                 chunk = s.recv(65536)
+            except (BrokenPipeError, ConnectionResetError):
+                chunk = b""
             except socket.timeout:
                 raise MgmtError(ExitCode.ISCSID_COMM_ERR, f"iSCSI daemon did not answer {op} within {timeout:.0f} s") from None
             if not chunk:
