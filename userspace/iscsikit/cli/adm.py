@@ -16,15 +16,28 @@ Imports stay light: the CLI also runs in a slow emulated guest.
 
 from __future__ import annotations
 
-import json
+import importlib
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import Callable
 
-from ..initiator import nodedb as ndb
-from ..initiator import records as R
 from ..proto.exitcodes import MESSAGES, ExitCode
+
+
+class _Lazy:
+    """A module imported on first use: `-m session` and the parser never need the record table,
+    and every import costs (in the lab guest each one is a round of 9p reads)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        module = importlib.import_module(self._name)
+        self.__dict__.update(module.__dict__)
+        return getattr(module, attr)
+
+
+ndb = _Lazy("iscsikit.initiator.nodedb")
+R = _Lazy("iscsikit.initiator.records")
 
 PROG = "iscsiadm"
 
@@ -60,12 +73,20 @@ MODE_LETTERS: dict[str, str] = {
 }
 
 
-@dataclass
 class Opt:
-    letter: str               # '?' for a getopt error
-    arg: str | None = None
-    error: str | None = None  # getopt's own message (without the program prefix)
-    optopt: str = "\0"
+    __slots__ = ("letter", "arg", "error", "optopt")
+
+    def __init__(self, letter: str, arg: str | None = None, error: str | None = None, optopt: str = "\0"):
+        self.letter = letter      # '?' for a getopt error
+        self.arg = arg
+        self.error = error        # getopt's own message (without the program prefix)
+        self.optopt = optopt
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Opt) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:
+        return f"Opt({', '.join(f'{k}={getattr(self, k)!r}' for k in self.__slots__)})"
 
 
 def getopt(argv: list[str]) -> list[Opt]:
@@ -139,21 +160,17 @@ class Exit(Exception):
         self.code = int(code)
 
 
-@dataclass
 class Ctx:
-    """Everything parsed from argv, plus where output goes (tests pass their own streams)."""
-    argv0: str
-    out: object
-    err: object
-    db: ndb.NodeDB
+    """Everything parsed from argv, plus where output goes (tests pass their own streams).
+
+    A plain class, not a dataclass: importing dataclasses costs more than this whole parser.
+    The node database is opened on first use; `-m session` never touches it.
+    """
     mode: str | None = None
     target: str | None = None
     portal: str | None = None
-    ifaces: list[str] = field(default_factory=list)
     op: int = 0
     dtype: str | None = None
-    names: list[str] = field(default_factory=list)
-    values: list[str] = field(default_factory=list)
     login: bool = False
     logout: bool = False
     loginall: str | None = None
@@ -169,6 +186,21 @@ class Ctx:
     submode: str | None = None
     killiscsid: str | None = None
     no_wait: bool = False
+
+    def __init__(self, argv0: str, out, err, db: "ndb.NodeDB | None" = None, **options) -> None:
+        self.argv0, self.out, self.err = argv0, out, err
+        self._db = db
+        self.ifaces: list[str] = []
+        self.names: list[str] = []
+        self.values: list[str] = []
+        for k, v in options.items():
+            setattr(self, k, v)
+
+    @property
+    def db(self) -> "ndb.NodeDB":
+        if self._db is None:
+            self._db = ndb.NodeDB()
+        return self._db
 
     def say(self, line: str = "") -> None:
         self.out.write(line + "\n")
@@ -187,6 +219,7 @@ class Ctx:
         return list(zip(self.names, self.values))
 
     def dump_json(self, obj) -> None:
+        import json
         self.out.write(json.dumps(obj, indent=2) + "\n")
 
     def portal_parts(self) -> tuple[str | None, int | None, int | None]:
@@ -317,7 +350,7 @@ def kill_daemon(ctx: Ctx) -> int:
 
 
 # The rows the daemon wiring replaces (style.md: mgmt_ipc_functions, one row per request).
-def _live(name: str) -> Callable:
+def _live(name: str) -> "Callable":
     """The row that reaches the daemon or the kernel, imported when first used (light start-up)."""
     def row(*args):
         from . import adm_session
@@ -326,7 +359,7 @@ def _live(name: str) -> Callable:
     return row
 
 
-DAEMON_OPS: dict[str, Callable] = {
+DAEMON_OPS: dict[str, "Callable"] = {
     "node.login": _live("node_login"),
     "node.logout": _live("node_logout"),
     "node.rescan": _live("node_rescan"),
@@ -721,8 +754,7 @@ def run(argv: list[str], out=None, err=None, db: ndb.NodeDB | None = None,
     """Run one iscsiadm command line; returns the exit code (never raises for user errors)."""
     out = out or sys.stdout
     err = err or sys.stderr
-    ctx = Ctx(argv0=argv0 or (sys.argv[0] if sys.argv else PROG), out=out, err=err,
-              db=db or ndb.NodeDB())
+    ctx = Ctx(argv0=argv0 or (sys.argv[0] if sys.argv else PROG), out=out, err=err, db=db)
     try:
         return int(_run(ctx, argv))
     except Exit as e:

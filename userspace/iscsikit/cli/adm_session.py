@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 
-from ..initiator import mgmt
-from ..initiator import nodedb as ndb
 from ..proto.exitcodes import MESSAGES, ExitCode
+from .adm import _Lazy
+
+# imported on first use: listing sessions needs neither the database nor the daemon
+mgmt = _Lazy("iscsikit.initiator.mgmt")
+ndb = _Lazy("iscsikit.initiator.nodedb")
 
 SI, CI = "node.session.iscsi", "node.conn[0].iscsi"
 FLASH_CREATOR = -1

@@ -69,11 +69,10 @@ def node_from_sysfs(sysfs: Sysfs, sid: int) -> NodeConfig | None:
     s = sysfs.session(sid)
     if s is None or not s.target or not s.address:
         return None
-    sdir = sysfs.root / "class" / "iscsi_session" / f"session{sid}"
-
     def attr(name):
         with contextlib.suppress(OSError):
-            v = (sdir / name).read_text().strip()
+            with open(sysfs.path("class", "iscsi_session", f"session{sid}", name)) as f:
+                v = f.read().strip()
             return None if v in ("", "(null)") else v
         return None
 

@@ -281,10 +281,10 @@ class Initiator:
         ks.negotiated = dict(success.parameters.negotiated)
         # as iscsid 2.1.8 does: devices the recovery timeout took offline are set running again
         for lun in self.sysfs.luns(ks.sid):
-            state = self.sysfs.root / "bus" / "scsi" / "devices" / lun.hctl / "state"
             if lun.state in ("offline", "transport-offline"):
-                with contextlib.suppress(OSError):
-                    state.write_text("running")
+                with contextlib.suppress(OSError), \
+                        open(self.sysfs.path("bus", "scsi", "devices", lun.hctl, "state"), "w") as f:
+                    f.write("running")
 
     def _login_through_kernel(self, ks: KernelSession, recv_pdu) -> LoginSuccess:
         node = ks.node
