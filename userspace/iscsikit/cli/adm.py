@@ -20,6 +20,8 @@ import importlib
 import os
 import sys
 
+from collections.abc import Callable
+
 from ..proto.exitcodes import MESSAGES, ExitCode
 
 
@@ -279,66 +281,9 @@ def _store(ctx: Ctx, o: Opt) -> None:
 
 
 # -- the daemon's rows ----------------------------------------------------------------
-def _sysfs_session_ids() -> list[int]:
-    from ..kernel.sysfs import Sysfs  # lazy: only the daemon-facing rows need sysfs
-    return Sysfs(os.environ.get("ISCSIKIT_SYSFS_ROOT", "/sys")).session_ids()
-
-
 def daemon_down(ctx: Ctx) -> int:
     """iscsiadm's answer when the mgmt socket refuses the connection."""
     ctx.error("can not connect to iSCSI daemon (111)!")
-    return ExitCode.ISCSID_NOTCONN
-
-
-def _login_target(nid: ndb.NodeId) -> str:
-    return f"[iface: {nid.iface}, target: {nid.target}, portal: {nid.address},{nid.port}]"
-
-
-def node_login(ctx: Ctx, nodes: list[ndb.NodeId]) -> int:
-    """Hook: log in to each record. Today: the daemon-down answer, line for line."""
-    for nid in nodes:
-        ctx.say(f"Logging in to {_login_target(nid)}")
-    rc = 0
-    for nid in nodes:
-        code = daemon_down(ctx)
-        ctx.error(f"Could not login to {_login_target(nid)}.")
-        ctx.error(f"initiator reported error ({int(code)} - {MESSAGES[ExitCode(code)]})")
-        rc = rc or code
-    if rc:
-        ctx.error("Could not log into all portals")
-    return rc
-
-
-def node_logout(ctx: Ctx, nodes: list[ndb.NodeId]) -> int:
-    """Hook: log out of the sessions of these records (found through sysfs)."""
-    if not _sysfs_session_ids():
-        return _no(ctx, "No matching sessions found")
-    return daemon_down(ctx)
-
-
-def node_rescan(ctx: Ctx, nodes: list[ndb.NodeId]) -> int:
-    if not _sysfs_session_ids():
-        return _no(ctx, "No session found.")
-    return daemon_down(ctx)
-
-
-def node_stats(ctx: Ctx, nodes: list[ndb.NodeId]) -> int:
-    return node_rescan(ctx, nodes)
-
-
-def session_mode(ctx: Ctx) -> int:
-    """Hook: `-m session` (listing, -r SID with -u/-R/-s/-o)."""
-    if ctx.op & OPS["new"] and ctx.sid is None:
-        raise ctx.fail("session mode: Operation 'new' only allowed with specific session IDs")
-    if not _sysfs_session_ids():
-        return _no(ctx, "No active sessions.")
-    return daemon_down(ctx)
-
-
-def discovery_run(ctx: Ctx, dtype: str, address: str, port: int) -> int:
-    """Hook: run SendTargets discovery through the daemon and update the node DB."""
-    daemon_down(ctx)
-    ctx.error("Could not perform SendTargets discovery: could not connect to iscsid")
     return ExitCode.ISCSID_NOTCONN
 
 
@@ -350,7 +295,7 @@ def kill_daemon(ctx: Ctx) -> int:
 
 
 # The rows the daemon wiring replaces (style.md: mgmt_ipc_functions, one row per request).
-def _live(name: str) -> "Callable":
+def _live(name: str) -> Callable:
     """The row that reaches the daemon or the kernel, imported when first used (light start-up)."""
     def row(*args):
         from . import adm_session
@@ -359,11 +304,11 @@ def _live(name: str) -> "Callable":
     return row
 
 
-DAEMON_OPS: dict[str, "Callable"] = {
+DAEMON_OPS: dict[str, Callable] = {
     "node.login": _live("node_login"),
     "node.logout": _live("node_logout"),
     "node.rescan": _live("node_rescan"),
-    "node.stats": node_stats,
+    "node.stats": _live("node_stats"),
     "session": _live("session_mode"),
     "discovery": _live("discovery_run"),
     "kill": kill_daemon,
@@ -427,7 +372,10 @@ def mode_node(ctx: Ctx) -> int:
             return _no(ctx, "No records found")
         return DAEMON_OPS["node.login"](ctx, nodes)
     if ctx.logout or ctx.logoutall is not None:
-        return DAEMON_OPS["node.logout"](ctx, matching())
+        # -U manual/automatic/onboot logs out only the sessions of records with that startup
+        # value (iscsikit-login.service's stop must leave manual sessions alone); -U all, all
+        nodes = matching() if ctx.logout or ctx.logoutall == "all" else _loginall_nodes(ctx, ctx.logoutall)
+        return DAEMON_OPS["node.logout"](ctx, nodes)
     if ctx.rescan:
         return DAEMON_OPS["node.rescan"](ctx, matching())
     if ctx.stats:

@@ -175,6 +175,32 @@ def node_logout(ctx, nodes: list[ndb.NodeId]) -> int:
     return _logout(ctx, _sessions_of(nodes))
 
 
+def _print_stats(ctx, sessions) -> int:
+    rc = 0
+    for s in sessions:
+        try:
+            r = mgmt.call("stats", {"sid": s.sid}, timeout=30)
+        except mgmt.MgmtError as e:
+            rc = rc or _report_failure(ctx, f"Could not get session stats for sid {s.sid}.", e)
+            continue
+        ctx.say(f"Stats for session {_session_label(s)}")
+        ctx.say("iSCSI SNMP:")
+        for name, value in r["stats"].items():
+            ctx.say(f"\t{name}: {value}")
+        ctx.say("iSCSI Extended:")
+        for name, value in r["custom"]:
+            ctx.say(f"\t{name}: {value}")
+    return rc
+
+
+def node_stats(ctx, nodes: list[ndb.NodeId]) -> int:
+    sessions = _sessions_of(nodes)
+    if not sessions:
+        ctx.error("No session found.")
+        return ExitCode.NO_OBJS_FOUND
+    return _print_stats(ctx, sessions)
+
+
 def node_rescan(ctx, nodes: list[ndb.NodeId]) -> int:
     sessions = _sessions_of(nodes)
     if not sessions:
@@ -288,6 +314,8 @@ def session_mode(ctx) -> int:
         return ExitCode.NO_OBJS_FOUND
     if ctx.logout:
         return _logout(ctx, sessions)
+    if ctx.stats:
+        return _print_stats(ctx, sessions)
     if ctx.rescan:
         fs = _sysfs()
         for s in sessions:

@@ -25,8 +25,8 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ..kernel.constants import ConnErr, KEv
-from ..kernel.netlink import IscsiNetlink
+from ..kernel.constants import ConnErr, Ev, KEv
+from ..kernel.netlink import IscsiNetlink, decode_stats
 from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
 from ..proto.exitcodes import ExitCode
@@ -98,6 +98,8 @@ class Daemon:
         self.logout_waiters: dict[int, asyncio.Future] = {}
         # RECV_PDU payloads of sessions whose recovery login runs through the kernel
         self.pdu_queues: dict[int, queue.Queue] = {}
+        # GET_STATS is answered by a multicast event: the requests wait here, by sid
+        self.stats_waiters: dict[int, asyncio.Future] = {}
         self.stopping: asyncio.Event | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ops: dict[str, Callable[[dict], Awaitable]] = {
@@ -105,6 +107,7 @@ class Daemon:
             "login": self.op_login,
             "logout": self.op_logout,
             "sessions": self.op_sessions,
+            "stats": self.op_stats,
             "stop": self.op_stop,
         }
 
@@ -174,6 +177,20 @@ class Daemon:
                     fut = self.logout_waiters.pop(sid)
                     if not fut.done():
                         fut.set_result(True)
+            elif ev.type == Ev.GET_STATS and sid in self.stats_waiters:
+                fut = self.stats_waiters.pop(sid)
+                if not fut.done():
+                    try:
+                        fut.set_result(decode_stats(ev.payload))
+                    except ValueError as e:
+                        fut.set_exception(SessionError(ExitCode.INTERNAL, str(e)))
+            elif ev.type == KEv.IF_ERROR and self.stats_waiters:
+                # only stats requests are sent from the events socket, so the refusal is theirs
+                err = ev.iferror
+                for fut in self.stats_waiters.values():
+                    if not fut.done():
+                        fut.set_exception(SessionError(ExitCode.INTERNAL, f"kernel refused GET_STATS ({err})"))
+                self.stats_waiters.clear()
             elif ev.type == KEv.DESTROY_SESSION and m is not None and m.state != "LOGGING_OUT":
                 self.sessions.pop(sid, None)
 
@@ -339,6 +356,25 @@ class Daemon:
             self.logout_waiters.pop(sid, None)
             self.sessions.pop(sid, None)
         return {"sid": sid}
+
+    async def op_stats(self, args: dict) -> dict:
+        sid = int(args["sid"])
+        if self.sysfs.session(sid) is None:
+            raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
+        if sid in self.stats_waiters:
+            raise SessionError(ExitCode.BUSY, f"statistics of session {sid} already requested")
+        fut = self.loop.create_future()
+        self.stats_waiters[sid] = fut
+        # Sent from the events socket: the result is multicast to it, and a refusal comes back to it.
+        handle = self.initiator.transport_handle("tcp")
+        self.events.post(Ev.GET_STATS, handle, sid=sid, cid=0)
+        try:
+            stats, custom = await asyncio.wait_for(fut, 10)
+        except asyncio.TimeoutError:
+            raise SessionError(ExitCode.INTERNAL, f"no statistics for session {sid} within 10 s") from None
+        finally:
+            self.stats_waiters.pop(sid, None)
+        return {"sid": sid, "stats": stats, "custom": custom}
 
     async def op_sessions(self, _args: dict) -> list[dict]:
         out = []

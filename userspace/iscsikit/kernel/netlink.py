@@ -98,6 +98,44 @@ RESULT_FIELDS: dict[int, tuple[tuple[str, str], ...]] = {
     KEv.PING_COMP: (("host_no", "I"), ("status", "I"), ("pid", "I"), ("data_size", "I")),    # ping_comp
 }
 
+# struct iscsi_stats (facts §1.8), what follows the uevent in a GET_STATS result; then
+# custom_length entries of {char desc[64]; u64 value}. The names are the C ones, which
+# iscsiadm prints.
+STATS_FIELDS = (
+    ("txdata_octets", "Q"), ("rxdata_octets", "Q"),
+    ("noptx_pdus", "I"), ("scsicmd_pdus", "I"), ("tmfcmd_pdus", "I"), ("login_pdus", "I"),
+    ("text_pdus", "I"), ("dataout_pdus", "I"), ("logout_pdus", "I"), ("snack_pdus", "I"),
+    ("noprx_pdus", "I"), ("scsirsp_pdus", "I"), ("tmfrsp_pdus", "I"), ("textrsp_pdus", "I"),
+    ("datain_pdus", "I"), ("logoutrsp_pdus", "I"), ("r2t_pdus", "I"), ("async_pdus", "I"),
+    ("rjt_pdus", "I"), ("digest_err", "I"), ("timeout_err", "I"), ("custom_length", "I"),
+)
+STATS_CUSTOM_FIELDS = (("desc", "64s"), ("value", "Q"))
+MAX_STATS_CUSTOM = 128
+
+
+def _layout(rows) -> struct.Struct:
+    return struct.Struct("<" + "".join(fmt for _, fmt in rows))
+
+
+_STATS, _STATS_CUSTOM = _layout(STATS_FIELDS), _layout(STATS_CUSTOM_FIELDS)
+
+
+def decode_stats(payload: bytes) -> tuple[dict, list[tuple[str, int]]]:
+    """The counters of a GET_STATS result and its transport's custom ones, bounds-checked."""
+    if len(payload) < _STATS.size:
+        raise ValueError(f"short GET_STATS payload ({len(payload)} bytes)")
+    stats = dict(zip((n for n, _ in STATS_FIELDS), _STATS.unpack_from(payload)))
+    count = min(stats.pop("custom_length"), MAX_STATS_CUSTOM)
+    custom = []
+    for i in range(count):
+        off = _STATS.size + i * _STATS_CUSTOM.size
+        if off + _STATS_CUSTOM.size > len(payload):
+            break
+        desc, value = _STATS_CUSTOM.unpack_from(payload, off)
+        custom.append((desc.split(b"\0", 1)[0].decode(errors="replace"), value))
+    return stats, custom
+
+
 # Replies whose success is judged by the driver's r.retcode, not only by IF_ERROR.
 RETCODE_REPLIES = frozenset(k for k, v in RESULT_FIELDS.items() if v is RETCODE)
 
@@ -165,8 +203,9 @@ def decode(data: bytes, request: Ev | None = None) -> Uevent:
     if len(data) < NLMSG_HDRLEN + UEVENT_SIZE:
         raise ValueError(f"short NETLINK_ISCSI message ({len(data)} bytes)")
     ev_type = int.from_bytes(data[NLMSG_HDRLEN:NLMSG_HDRLEN + 4], "little")
-    # Replies echo the request's u union; events are known by their own type.
-    u_kind = request if ev_type in (request, KEv.IF_ERROR) else None
+    # Replies echo the request's u union; events are known by their own type. The GET_STATS
+    # result is multicast like an event, with the request's u.get_stats (sid, cid) echoed.
+    u_kind = request if ev_type in (request, KEv.IF_ERROR) else (Ev.GET_STATS if ev_type == Ev.GET_STATS else None)
     r_kind = ev_type if ev_type in RESULT_FIELDS else None
     msg = message_class(u_kind, r_kind)(data[:NLMSG_HDRLEN + UEVENT_SIZE])
     msg.decode()
@@ -254,6 +293,11 @@ class IscsiNetlink:
                             raise KernelError(kind, ev["retcode"], "driver returned")
                         return ev
                     self.events.append(ev)
+
+    def post(self, kind: Ev, transport_handle: int = 0, payload: bytes = b"", **values) -> None:
+        """Send a request whose answer arrives as an event (GET_STATS), without waiting."""
+        with self._lock:
+            self.sock.sendto(encode(kind, transport_handle, payload, **values), (0, 0))
 
     def next_event(self, timeout: float | None = 0.0) -> Uevent | None:
         """The oldest event, reading the socket for at most `timeout` seconds (None: wait)."""

@@ -1,0 +1,42 @@
+"""Issue 5's bench: log in and out of 32 targets, and the daemon's RSS with 32 sessions.
+
+    .venv/bin/python bench/bench_login_all.py [--targets 32]
+
+One guest boot, the same LIO targets; open-iscsi 2.1.8 (`iscsiadm -m node -L all` through iscsid),
+then iscsikit (`iscsikit-adm -m node -L all` through iscsikitd, logins in parallel). Goal: at most
+half open-iscsi's time. Guest times under TCG: only ratios mean anything.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from iscsikit.lab.guest import Guest
+
+MODULES = ("configfs", "target_core_mod", "iscsi_target_mod", "target_core_file", "iscsi_tcp", "sd_mod")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--targets", type=int, default=32)
+    args = ap.parse_args()
+    probe = Path(__file__).parent / "probes" / "login_all_probe.py"
+    with Guest(memory_mb=3072) as g:
+        g.modprobe(*MODULES)
+        r = g.run([sys.executable, str(probe)], timeout=1800, env={"BENCH_TARGETS": str(args.targets)})
+    if r.rc != 0:
+        print(r.err[-3000:], file=sys.stderr)
+        return 1
+    d = json.loads(r.out.strip().splitlines()[-1])
+    ref, ours = d["open_iscsi"], d["iscsikit"]
+    print(f"{d['targets']} targets        {'open-iscsi':>12}{'iscsikit':>12}{'ratio':>8}")
+    for key in ("login_all_s", "disks_after_s", "logout_all_s", "daemon_rss_kib"):
+        print(f"{key:<20}{ref[key]:>12.2f}{ours[key]:>12.2f}{ours[key] / ref[key]:>8.2f}")
+    print(f"sessions after -L all: open-iscsi {ref['sessions']}, iscsikit {ours['sessions']}; "
+          f"rc {ref['login_all_rc']}/{ours['login_all_rc']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Run in the guest: `-m node -L all` / `-U all` over N targets and daemon RSS, open-iscsi vs iscsikit."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "vm", "probes"))
+import lio  # noqa: E402
+
+from iscsikit.kernel.sysfs import Sysfs  # noqa: E402
+
+N = int(os.environ.get("BENCH_TARGETS", "32"))
+VENV = os.path.dirname(sys.executable)
+PREFIX = "iqn.2026-11.org.iscsikit.bench:t"
+sysfs = Sysfs()
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+
+def wait(pred, timeout=300):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    raise SystemExit("timed out")
+
+
+def run_tool(adm, daemon):
+    res = {}
+    subprocess.run([adm, "-m", "discovery", "-t", "st", "-p", "127.0.0.1"], check=True, capture_output=True)
+    t0 = time.monotonic()
+    p = subprocess.run([adm, "-m", "node", "-L", "all"], capture_output=True, text=True)
+    res["login_all_s"] = time.monotonic() - t0
+    res["login_all_rc"] = p.returncode
+    res["sessions"] = len(sysfs.session_ids())
+    wait(lambda: sum(1 for s in sysfs.sessions() if any(l.block for l in s.luns)) == N)
+    res["disks_after_s"] = time.monotonic() - t0
+    res["daemon_rss_kib"] = rss_kib(daemon.pid)
+    t0 = time.monotonic()
+    p = subprocess.run([adm, "-m", "node", "-U", "all"], capture_output=True, text=True)
+    res["logout_all_s"] = time.monotonic() - t0
+    res["logout_all_rc"] = p.returncode
+    wait(lambda: not sysfs.session_ids())
+    subprocess.run([adm, "-m", "node", "-o", "delete"], capture_output=True)
+    return res
+
+
+os.makedirs("/etc/target", exist_ok=True)
+os.makedirs("/var/tmp/lio", exist_ok=True)
+os.makedirs("/run/lock/iscsi", exist_ok=True)
+lio.clear()
+for i in range(N):
+    lio.target(f"{PREFIX}{i:02d}", f"/var/tmp/lio/t{i:02d}.img", size=4 << 20)
+out = {"targets": N}
+
+iscsid = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)   # iscsid signals its own process group on exit
+time.sleep(1)
+try:
+    out["open_iscsi"] = run_tool("iscsiadm", iscsid)
+finally:
+    iscsid.terminate()
+    iscsid.wait(timeout=60)
+
+ours = subprocess.Popen([f"{VENV}/iscsikitd", "--log-level", "warning"], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+wait(lambda: os.path.exists("/run/iscsikit/iscsikitd.sock"), 120)
+try:
+    out["iscsikit"] = run_tool(f"{VENV}/iscsikit-adm", ours)
+finally:
+    ours.terminate()
+    ours.wait(timeout=60)
+lio.clear()
+print(json.dumps(out))
