@@ -7,9 +7,9 @@ prints them, down to getopt_long's messages and unique long-option prefixes.
 
 Shape: a getopt_long emulation, a per-mode table of accepted letters, and a
 dispatch table of handlers. Database modes run here against the node DB;
-the rows that need the daemon (`DAEMON_OPS`: login, logout, rescan, stats,
-session, discovery, kill) are hooks the daemon wiring replaces. Until then
-they answer as iscsiadm does when iscsid is down (exit 20).
+the rows that reach the daemon or the kernel (`DAEMON_OPS`: login, logout,
+rescan, stats, session, discovery, kill) live in adm_session.py and are
+imported only when a command needs them.
 
 Imports stay light: the CLI also runs in a slow emulated guest.
 """

@@ -124,32 +124,42 @@ def _login_all(ctx, nodes: list[ndb.NodeId]) -> dict:
     """Send every login at once; on a terminal, keep one progress line on stderr."""
     import sys
     import threading
-    from concurrent.futures import ThreadPoolExecutor
 
-    results: dict = {}
     done = 0
     lock = threading.Lock()
     progress = len(nodes) > 1 and getattr(ctx.err, "isatty", lambda: False)() and ctx.err is sys.stderr
 
     def one(nid):
         nonlocal done
-        try:
-            mgmt.call("login", login_args(ctx.db, nid))
-            results[nid] = None
-        except mgmt.MgmtError as e:
-            results[nid] = e
+        e = _call_or_error("login", login_args(ctx.db, nid))
         with lock:
             done += 1
             if progress:
                 ctx.err.write(f"\r{done}/{len(nodes)} logins done")
                 ctx.err.flush()
+        return e
 
-    if nodes:
-        with ThreadPoolExecutor(min(32, len(nodes))) as pool:
-            list(pool.map(one, nodes))
-        if progress:
-            ctx.err.write("\r\033[K")
+    results = _parallel(one, nodes)
+    if progress:
+        ctx.err.write("\r\033[K")
     return results
+
+
+def _parallel(fn, items) -> dict:
+    """fn(item) for every item at once (the daemon serves requests concurrently); results by item."""
+    from concurrent.futures import ThreadPoolExecutor
+    if not items:
+        return {}
+    with ThreadPoolExecutor(min(32, len(items))) as pool:
+        return dict(zip(items, pool.map(fn, items)))
+
+
+def _call_or_error(op: str, args: dict):
+    try:
+        mgmt.call(op, args)
+        return None
+    except mgmt.MgmtError as e:
+        return e
 
 
 def _logout(ctx, sessions) -> int:
@@ -158,11 +168,11 @@ def _logout(ctx, sessions) -> int:
         return ExitCode.NO_OBJS_FOUND
     for s in sessions:
         ctx.say(f"Logging out of session {_session_label(s)}")
+    results = _parallel(lambda s: _call_or_error("logout", {"sid": s.sid}), sessions)
     rc = 0
     for s in sessions:
-        try:
-            mgmt.call("logout", {"sid": s.sid})
-        except mgmt.MgmtError as e:
+        e = results[s]
+        if e is not None:
             rc = rc or _report_failure(ctx, f"Could not logout of {_session_label(s)}.", e)
             continue
         ctx.say(f"Logout of {_session_label(s)} successful.")
