@@ -113,7 +113,9 @@ def node_login(ctx, nodes: list[ndb.NodeId]) -> int:
         if e is None:
             ctx.say(f"Login to {_node_label(nid)} successful.")
             continue
-        rc = rc or _report_failure(ctx, f"Could not login to {_node_label(nid)}.", e)
+        # report every failure (a bare `rc or _report_failure(...)` skipped all but the first)
+        code = _report_failure(ctx, f"Could not login to {_node_label(nid)}.", e)
+        rc = rc or code
         failed = True
     if failed:
         ctx.error("Could not log into all portals")
@@ -173,7 +175,8 @@ def _logout(ctx, sessions) -> int:
     for s in sessions:
         e = results[s]
         if e is not None:
-            rc = rc or _report_failure(ctx, f"Could not logout of {_session_label(s)}.", e)
+            code = _report_failure(ctx, f"Could not logout of {_session_label(s)}.", e)
+            rc = rc or code
             continue
         ctx.say(f"Logout of {_session_label(s)} successful.")
     if rc:
@@ -255,7 +258,7 @@ def _daemon_states() -> dict[int, str]:
 
 
 def _print_tree(ctx, sessions, level: int) -> None:
-    if level >= 2:   # iscsiadm heads only the detailed trees with the versions
+    if level >= 3:   # iscsiadm heads only the -P 3 tree with the versions
         ctx.say("iSCSI Transport Class version 2.0-870")
         ctx.say("version 2.1.8")
     states = _daemon_states()
