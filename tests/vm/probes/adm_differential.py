@@ -26,8 +26,12 @@ STEPS = [
     ["-m", "node", "-T", T1, "-p", P, "--login"],
     ["-m", "node", "-T", T1, "-p", P, "--login"],
     ["-m", "session"],
+    ["-m", "session", "-P", "0"],
     ["-m", "session", "-P", "1"],
+    ["-m", "session", "-P", "2"],
     ["-m", "session", "-P", "3"],
+    ["-m", "session", "-r", "SID", "-s"],
+    ["-m", "node", "-T", T1, "-p", P, "-o", "show"],
     ["-m", "node", "-T", T2, "-p", P, "-o", "update", "-n", "node.session.auth.authmethod", "-v", "CHAP",
      "-n", "node.session.auth.username", "-v", "alice", "-n", "node.session.auth.password", "-v", "wrong-secret-99"],
     ["-m", "node", "-T", T2, "-p", P, "--login"],
@@ -45,9 +49,15 @@ def reset_db():
         shutil.rmtree(f"/etc/iscsi/{d}", ignore_errors=True)
 
 
+def current_sid():
+    ids = sorted(os.listdir("/sys/class/iscsi_session"))
+    return ids[0].removeprefix("session") if ids else "0"
+
+
 def run_all(cmd, steps):
     out = []
     for argv in steps:
+        argv = [current_sid() if a == "SID" else a for a in argv]
         p = subprocess.run(cmd + argv, capture_output=True, text=True, timeout=180)
         out.append({"argv": argv, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr})
     return out
