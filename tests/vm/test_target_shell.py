@@ -247,3 +247,119 @@ def test_importers_build_working_targets(lab):
     finally:
         g.run(f"{IKT} clearconfig confirm=true", timeout=300)
         g.run("rmmod brd")
+
+
+# The writer of proof 5: 1 MiB of fresh random data per round into one of 16
+# slots with O_DIRECT, read straight back and compared by MD5, until a stop
+# file appears.  Every round prints one line, so the test can tell rounds that
+# ran across the restores and find the last data written to each slot.
+WRITER = r"""
+disk=$1; i=0
+while [ ! -e /tmp/ik/p5.stop ]; do
+  slot=$((i % 16))
+  head -c 1048576 /dev/urandom > /tmp/ik/p5.chunk
+  want=$(md5sum < /tmp/ik/p5.chunk | cut -c1-32)
+  dd if=/tmp/ik/p5.chunk of=/dev/$disk bs=64k seek=$((slot * 16)) oflag=direct conv=notrunc status=none \
+    || echo "ERR write round $i"
+  got=$(dd if=/dev/$disk bs=64k skip=$((slot * 16)) count=16 iflag=direct status=none | md5sum | cut -c1-32)
+  if [ "$got" = "$want" ]; then echo "ok $i $slot $want"; else echo "ERR verify round $i slot $slot"; fi
+  i=$((i + 1))
+done
+echo stopped
+"""
+# Kernel messages that mean the session was disturbed.
+DISTURBED = r"I/O error|detected conn error|session recovery|blk_update_request|Buffer I/O|reset"
+
+
+def _rounds(g) -> list[str]:
+    return g.run("cat /tmp/ik/p5.log").out.splitlines()
+
+
+def _wait_rounds(g, at_least: int, timeout: float = 120) -> list[str]:
+    r = g.run(f"for s in $(seq {int(timeout * 5)}); do [ $(grep -c '^ok ' /tmp/ik/p5.log) -ge {at_least} ] && "
+              f"break; grep -q ^ERR /tmp/ik/p5.log && break; sleep 0.2; done", timeout=timeout + 30)
+    assert r.ok
+    return _rounds(g)
+
+
+def test_restore_twice_under_write_load(lab):
+    """Proof 5: restoring one file twice while an initiator writes keeps the session, no I/O error.
+
+    The file holds a second target that is not running when the writer
+    starts, so the first restore really changes LIO (it makes that target)
+    and the second finds nothing to do; both run while the session writes.
+    """
+    g = lab
+    iqn, extra = f"{PREFIX}:p5", f"{PREFIX}:p5extra"
+    batch(g, [f"/backstores/fileio create p5 /tmp/ik/p5.img 16M write_back=false",
+              f"/iscsi create {iqn}",
+              f"/iscsi/{iqn}/tpg1/luns create /backstores/fileio/p5",
+              f"/iscsi/{iqn}/tpg1/acls create {INITIATOR}",
+              f"/backstores/fileio create p5x /tmp/ik/p5x.img 4M",
+              f"/iscsi create {extra}",
+              f"/iscsi/{extra}/tpg1/luns create /backstores/fileio/p5x",
+              "saveconfig /tmp/ik/p5.json",
+              f"/iscsi delete {extra}",
+              "/backstores/fileio delete p5x"])
+    node = f"iscsiadm -m node -T {iqn} -p 127.0.0.1"
+    pid = None
+    try:
+        sh(g, f"iscsiadm -m discovery -t st -p 127.0.0.1 >/dev/null && {node} --login")
+        disk = sh(g, f"for i in $(seq 50); do d=$(iscsiadm -m session -P3 | awk '/Target: {iqn}( |$)/{{t=1}} "
+                     f"t && /Attached scsi disk/{{print $4; exit}}'); [ -n \"$d\" ] && [ -b /dev/$d ] && "
+                     f"echo $d && break; sleep 0.2; done").strip()
+        assert disk, "no disk for the p5 session"
+        isid_sid = sh(g, f"iscsiadm -m session | grep '{iqn} ' | cut -d' ' -f2")
+        target_sids = {s["sid"] for s in json.loads(g.run("/work/venv/bin/iscsikit-target --json sessions").out)
+                       if s["target"] == iqn}
+        assert len(target_sids) == 1
+        g.run("dmesg -c >/dev/null")
+        g.run("rm -f /tmp/ik/p5.stop /tmp/ik/p5.log; cat > /tmp/ik/p5.sh", input=WRITER)
+        pid = g.spawn(f"sh /tmp/ik/p5.sh {disk}", log="/tmp/ik/p5.log")
+        before = _wait_rounds(g, 1)
+        assert not [x for x in before if x.startswith("ERR")], before
+
+        first = ikt(g, "restoreconfig /tmp/ik/p5.json")
+        n_first = int(re.search(r"\((\d+) changes?\)", first.out).group(1))
+        second = ikt(g, "restoreconfig /tmp/ik/p5.json")
+        during = len([x for x in _rounds(g) if x.startswith("ok ")])
+        after = _wait_rounds(g, during + 1)
+
+        g.run("touch /tmp/ik/p5.stop")
+        sh(g, "for s in $(seq 300); do grep -q ^stopped /tmp/ik/p5.log && break; sleep 0.2; done")
+        log = _rounds(g)
+        pid = None
+        assert n_first >= 3, first.out          # storage object, target, TPG, LUN, portal ...
+        assert "(0 changes)" in second.out, second.out
+        assert not [x for x in log if x.startswith("ERR")], log
+        oks = [x.split() for x in log if x.startswith("ok ")]
+        assert len(oks) >= during + 1 >= len(before) + 1, (before, during, after)
+
+        # The session is the one that was there before either restore.
+        assert sh(g, f"iscsiadm -m session | grep '{iqn} ' | cut -d' ' -f2") == isid_sid
+        now = {s["sid"] for s in json.loads(g.run("/work/venv/bin/iscsikit-target --json sessions").out)
+               if s["target"] == iqn}
+        assert now == target_sids
+        # the first restore made the target the file holds and LIO did not
+        assert g.run(f"test -d /sys/kernel/config/target/iscsi/{extra}/tpgt_1/lun/lun_0").ok
+        messages = g.run(f"dmesg | grep -iE '{DISTURBED}' || true").out.strip()
+        assert not messages, messages
+
+        # Data check after the fact: each slot holds what was last written to
+        # it, on the disk and in the backing file behind LIO.
+        last = {}
+        for _, _, slot, md5 in oks:
+            last[int(slot)] = md5
+        checks = " ; ".join(
+            f"echo {slot} $(dd if=/dev/{disk} bs=64k skip={slot * 16} count=16 iflag=direct status=none | "
+            f"md5sum | cut -c1-32) $(dd if=/tmp/ik/p5.img bs=64k skip={slot * 16} count=16 status=none | "
+            f"md5sum | cut -c1-32)" for slot in sorted(last))
+        for line in sh(g, checks).splitlines():
+            slot, on_disk, in_file = line.split()
+            assert on_disk == in_file == last[int(slot)], f"slot {slot}: {line} wanted {last[int(slot)]}"
+    finally:
+        g.run("touch /tmp/ik/p5.stop; sleep 1")
+        if pid:
+            g.run(f"kill {pid} 2>/dev/null")
+        g.run(f"{node} --logout; {node} -o delete", timeout=120)
+        g.run(f"{IKT} clearconfig confirm=true", timeout=300)
