@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable
 
 from rtslib import FabricModule, NetworkPortal, NodeACL, Target, TPG
@@ -28,6 +30,13 @@ from .plan import Step
 
 log = logging.getLogger(__name__)
 Undo = Callable[[], None]
+
+# Steps made with configfs.Writer: each touches only its own directories, so
+# many of one kind may run at once.  Steps through rtslib objects stay serial.
+PARALLEL_OPS = {"so_create", "so_delete", "lun_create", "lun_delete", "mlun_create", "mlun_delete"}
+# Enough to overlap the kernel's waits; more only adds contention on the
+# kernel's per-TPG mutexes (measured in the lab guest: 8 threads ~3.5x on LUN links).
+WORKERS = 8
 
 
 class Executor:
@@ -72,20 +81,68 @@ class Executor:
 
     # ---- running a plan ----
     def run(self, steps: list[Step]) -> None:
+        """Do the steps in order; a run of same-kind bulk steps goes through a thread pool.
+
+        LIO waits inside the kernel on each LUN link and unlink (an RCU grace
+        period and the LUN's percpu reference: ~20-40 ms each in the lab
+        guest, most of a bulk restore or clear).  Those waits are sleeps, so
+        steps of one phase that touch different objects overlap them;
+        phases still run one after another, so order between kinds holds.
+        """
         undos: list[tuple[Step, Undo]] = []
-        for step in steps:
-            handler = HANDLERS[step.op]
-            try:
-                undo = handler(self, step)
-            except (TargetError, RTSLibError, OSError) as e:
-                msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-                failed = self.rollback(undos)
-                raise ApplyError(f"{step.describe()}: {msg}", failed) from None
-            except BaseException:
-                self.rollback(undos)
+        i = 0
+        pool = None
+        try:
+            while i < len(steps):
+                j = i + 1
+                if steps[i].op in PARALLEL_OPS:
+                    while j < len(steps) and steps[j].op == steps[i].op:
+                        j += 1
+                batch = steps[i:j]
+                if len(batch) == 1:
+                    results = [self._do(batch[0])]
+                else:
+                    if pool is None:
+                        pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lio")
+                    futures = [pool.submit(self._do, s) for s in batch]
+                    try:
+                        results = [f.result() for f in futures]
+                    except BaseException:
+                        # ^C while workers run: let them finish, keep what they made
+                        # undoable, and take everything back.
+                        wait(futures)
+                        undos += [(s, f.result()[0]) for s, f in zip(batch, futures)
+                                  if not f.cancelled() and f.result()[0] is not None]
+                        self.rollback(undos)
+                        raise
+                failure = None
+                for step, (undo, err) in zip(batch, results):
+                    if err is None:
+                        if undo is not None:
+                            undos.append((step, undo))
+                    elif failure is None:
+                        failure = (step, err)        # the first in plan order is reported
+                if failure is not None:
+                    step, e = failure
+                    failed = self.rollback(undos)
+                    if not isinstance(e, (TargetError, RTSLibError, OSError)):
+                        raise e
+                    msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                    raise ApplyError(f"{step.describe()}: {msg}", failed) from None
+                i = j
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+    def _do(self, step: Step) -> tuple[Undo | None, BaseException | None]:
+        try:
+            return HANDLERS[step.op](self, step), None
+        except Exception as e:
+            return None, e
+        except BaseException:
+            if threading.current_thread() is threading.main_thread():
                 raise
-            if undo is not None:
-                undos.append((step, undo))
+            return None, TargetError(f"{step.describe()}: interrupted")
 
     def rollback(self, undos) -> list[str]:
         failed = []

@@ -23,6 +23,7 @@ import os
 import re
 import resource
 import stat
+import threading
 import uuid
 
 from .errors import TargetError
@@ -87,6 +88,22 @@ def _rw_files(d: str) -> dict:
     return out
 
 
+def _named_files(d: str, names) -> dict:
+    """Only the files `names` lists (those that exist): a restore compares no others."""
+    out = {}
+    for n in names:
+        try:
+            out[n] = read(f"{d}/{n}")
+        except OSError:
+            continue
+    return out
+
+
+def _files(d: str, want) -> dict:
+    """All read-write files of d (want is None), or only the named ones."""
+    return _rw_files(d) if want is None else _named_files(d, want)
+
+
 def _ints(d: dict) -> dict:
     out = {}
     for k, v in d.items():
@@ -116,7 +133,8 @@ def _auth(d: str) -> Chap:
 
 # ---- reading ------------------------------------------------------------------
 
-def _read_so(hba: str, prefix: str, index: int, name: str, attributes: bool) -> StorageObject:
+def _read_so(hba: str, prefix: str, index: int, name: str, attributes: bool,
+             want=None, alua: bool = True) -> StorageObject:
     d = f"{hba}/{name}"
     plugin = PLUGIN_OF_PREFIX[prefix]
     so = StorageObject(plugin=plugin, name=name, hba_index=index)
@@ -128,7 +146,9 @@ def _read_so(hba: str, prefix: str, index: int, name: str, attributes: bool) -> 
     except OSError:
         pass
     if attributes:
-        so.attributes = _ints(_rw_files(f"{d}/attrib"))
+        if want is not None and plugin in ("fileio", "block"):
+            want = set(want) | {"emulate_write_cache"}      # write_back is read from it
+        so.attributes = _ints(_files(f"{d}/attrib", want))
     elif plugin in ("fileio", "block"):
         so.attributes = {"emulate_write_cache": int(read(f"{d}/attrib/emulate_write_cache"))}
     if configured and plugin != "pscsi":
@@ -168,7 +188,7 @@ def _read_so(hba: str, prefix: str, index: int, name: str, attributes: bool) -> 
         so.control = ",".join(ctl) or None
     else:
         so.dev = udev
-    if attributes and plugin != "pscsi":
+    if attributes and alua and plugin != "pscsi":
         so.alua_tpgs = _read_alua(f"{d}/alua")
     return so
 
@@ -211,15 +231,15 @@ def _symlink(d: str) -> tuple[str, str] | None:
     return None
 
 
-def _read_tpg(d: str, tag: int, attributes: bool) -> TPG:
+def _read_tpg(d: str, tag: int, attributes: bool, wanted: TPG | None = None) -> TPG:
     tpg = TPG(tag=tag)
     try:
         tpg.enable = read(f"{d}/enable") == "1"
     except OSError:
         tpg.enable = True
     if attributes:
-        tpg.attributes = _ints(_rw_files(f"{d}/attrib"))
-        tpg.parameters = _rw_files(f"{d}/param")
+        tpg.attributes = _ints(_files(f"{d}/attrib", None if wanted is None else wanted.attributes))
+        tpg.parameters = _files(f"{d}/param", None if wanted is None else wanted.parameters)
     else:
         for name in ("authentication", "generate_node_acls"):
             try:
@@ -257,7 +277,9 @@ def _read_tpg(d: str, tag: int, attributes: bool) -> TPG:
         ad = f"{d}/acls/{node}"
         acl = NodeACL(node_wwn=node, chap=_auth(f"{ad}/auth"))
         if attributes:
-            acl.attributes = _ints(_rw_files(f"{ad}/attrib"))
+            wacl = wanted.node_acls.get(node) if wanted is not None else None
+            full = wanted is None or wacl is None
+            acl.attributes = _ints(_files(f"{ad}/attrib", None if full else wacl.attributes))
         try:
             acl.tag = read(f"{ad}/tag") or None
         except OSError:
@@ -281,12 +303,19 @@ def _read_tpg(d: str, tag: int, attributes: bool) -> TPG:
     return tpg
 
 
-def snapshot(root: str = ROOT, attributes: bool = True, so_attributes: bool | None = None) -> Config:
+def snapshot(root: str = ROOT, attributes: bool = True, so_attributes: bool | None = None,
+             wanted: Config | None = None) -> Config:
     """The running LIO configuration, in one walk.
 
     attributes=False skips the attribute and parameter files (about 60 per
     storage object and TPG) for listings that do not show them;
     so_attributes=False skips only the storage objects' ones (30 each).
+
+    wanted (a restore's desired Config): for an object that is also in
+    `wanted`, read only the attributes and parameters it names, since the
+    plan compares no others, and skip ALUA groups, which it never compares;
+    objects `wanted` lacks are read whole, as their rollback needs.  A no-op
+    restore of 1000 LUNs read ~56 files per object before this.
     """
     if so_attributes is None:
         so_attributes = attributes
@@ -301,7 +330,9 @@ def snapshot(root: str = ROOT, attributes: bool = True, so_attributes: bool | No
         hd = f"{core}/{hba}"
         for name in os.listdir(hd):
             if os.path.isdir(f"{hd}/{name}"):
-                so = _read_so(hd, prefix, int(idx), name, so_attributes)
+                wso = wanted.storage_objects.get((PLUGIN_OF_PREFIX[prefix], name)) if wanted else None
+                so = _read_so(hd, prefix, int(idx), name, so_attributes,
+                              want=None if wso is None else wso.attributes, alua=wanted is None)
                 cfg.storage_objects[so.key] = so
     fab = f"{root}/iscsi"
     if os.path.isdir(fab):
@@ -310,13 +341,15 @@ def snapshot(root: str = ROOT, attributes: bool = True, so_attributes: bool | No
             if name in _FABRIC_FILES or not os.path.isdir(td):
                 continue
             t = Target(wwn=name)
+            wt = wanted.targets.get(name) if wanted else None
             if attributes:
-                t.attributes = _ints(_rw_files(f"{td}/attrib"))
-                t.parameters = _rw_files(f"{td}/param")
+                t.attributes = _ints(_files(f"{td}/attrib", None if wt is None else wt.attributes))
+                t.parameters = _files(f"{td}/param", None if wt is None else wt.parameters)
             for tname in os.listdir(td):
                 if tname.startswith("tpgt_"):
                     tag = int(tname[5:])
-                    t.tpgs[tag] = _read_tpg(f"{td}/{tname}", tag, attributes)
+                    t.tpgs[tag] = _read_tpg(f"{td}/{tname}", tag, attributes,
+                                            wt.tpgs.get(tag) if wt is not None else None)
             cfg.targets[name] = t
         da = f"{fab}/discovery_auth"
         if os.path.isdir(da):
@@ -329,6 +362,11 @@ def snapshot(root: str = ROOT, attributes: bool = True, so_attributes: bool | No
 
 
 # ---- writing ----------------------------------------------------------------------
+
+def so_all_attributes(root: str, so: StorageObject) -> dict:
+    """Every read-write attribute of a storage object, as a full snapshot holds them."""
+    return _ints(_rw_files(f"{so_dir(root, so)}/attrib"))
+
 
 def hba_dir(root: str, so: StorageObject) -> str:
     return f"{root}/core/{HBA_PREFIX[so.plugin]}_{so.hba_index}"
@@ -385,6 +423,9 @@ class Writer:
         self.root = root
         self._next_hba: dict[str, int] = {}
         self._dbroot: str | None = None
+        # apply.py creates storage objects from several threads; the claim
+        # itself is an atomic mkdir, the lock only keeps the hint moving forward.
+        self._hba_lock = threading.Lock()
 
     def _dbroot_dir(self) -> str:
         if self._dbroot is None:
@@ -396,8 +437,9 @@ class Writer:
 
     def create_so(self, so: StorageObject) -> None:
         prefix = HBA_PREFIX[so.plugin]
-        index = _new_hba(self.root, prefix, self._next_hba.get(prefix, 0))
-        self._next_hba[prefix] = index + 1
+        with self._hba_lock:
+            index = _new_hba(self.root, prefix, self._next_hba.get(prefix, 0))
+            self._next_hba[prefix] = index + 1
         so.hba_index = index
         d = so_dir(self.root, so)
         try:
@@ -460,6 +502,7 @@ class Writer:
                         write(f"{d}/alua/{name}/{p}", str(int(g[p])))
 
     def so_attributes(self, so: StorageObject, names) -> dict:
+        """The named attributes' current values, as text."""
         d = so_dir(self.root, so)
         out = {}
         for n in names:

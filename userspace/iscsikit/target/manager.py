@@ -62,11 +62,20 @@ class Manager:
     def apply(self, desired: Config, current: Config | None = None, dry_run: bool = False) -> list[Step]:
         """Make the running tree equal `desired`; return the steps taken (none when equal)."""
         desired.check()
+        partial = current is None
         if current is None:
-            current = self.state()
+            # Read only what the plan compares (configfs.snapshot's `wanted`).
+            self.ensure_loaded()
+            current = configfs.snapshot(self.root, wanted=desired)
         steps = plan(current, desired)
         if dry_run or not steps:
             return steps
+        if partial:
+            # A storage object that is remade (its file or size changed) was
+            # read with only the attributes the file names; its undo needs all.
+            for st in steps:
+                if st.op == "so_delete":
+                    st.obj.attributes = configfs.so_all_attributes(self.root, st.obj)
         # rtslib (and pyudev under it) costs seconds to import in the lab guest;
         # listings and no-op restores never need it.
         from .apply import Executor, preflight
