@@ -31,6 +31,7 @@ STEPS = [
     ["-m", "session", "-P", "2"],
     ["-m", "session", "-P", "3"],
     ["-m", "session", "-r", "SID", "-s"],
+    ["-m", "node", "-T", T1, "-p", P, "-o", "delete"],
     ["-m", "node", "-T", T1, "-p", P, "-o", "show"],
     ["-m", "node", "-T", T2, "-p", P, "-o", "update", "-n", "node.session.auth.authmethod", "-v", "CHAP",
      "-n", "node.session.auth.username", "-v", "alice", "-n", "node.session.auth.password", "-v", "wrong-secret-99"],

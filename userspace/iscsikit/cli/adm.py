@@ -434,9 +434,20 @@ def mode_node(ctx: Ctx) -> int:
     ids = matching()
     if not ids:
         return _no(ctx, "No records found")
+    from .adm_session import sessions_using
+    rc = 0
     for nid in ids:
+        if sessions_using(nid):
+            # refused, as iscsiadm does (its man page promises a logout, its code refuses)
+            ctx.error(f"This command will remove the record [iface: {nid.iface}, target: {nid.target}, "
+                      f"portal: {nid.address},{nid.port}], but a session is using it. Logout session then "
+                      "rerun command to remove record.")
+            rc = rc or ExitCode.SESS_EXISTS
+            continue
         ctx.db.delete_node(nid)
-    return 0
+    if rc:
+        ctx.error(f"Could not execute operation on all records: {MESSAGES[ExitCode(rc)]}")
+    return rc
 
 
 def _loginall_nodes(ctx: Ctx, which: str) -> list[ndb.NodeId]:

@@ -87,6 +87,10 @@ def _report_failure(ctx, what: str, e: mgmt.MgmtError) -> int:
     return code
 
 
+def sessions_using(nid: ndb.NodeId) -> list:
+    return _sessions_of([nid])
+
+
 def _sessions_of(nodes: list[ndb.NodeId]):
     wanted = {(n.target, n.address, n.port) for n in nodes}
     return [s for s in _sysfs().sessions() if (s.target, s.address, s.port) in wanted]
@@ -194,7 +198,8 @@ def _print_stats(ctx, sessions) -> int:
         try:
             r = mgmt.call("stats", {"sid": s.sid}, timeout=30)
         except mgmt.MgmtError as e:
-            rc = rc or _report_failure(ctx, f"Could not get session stats for sid {s.sid}.", e)
+            code = _report_failure(ctx, f"Could not get session stats for sid {s.sid}.", e)
+            rc = rc or code
             continue
         ctx.say(f"Stats for session {_session_label(s)}")
         ctx.say("iSCSI SNMP:")
