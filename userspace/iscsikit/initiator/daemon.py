@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -161,7 +162,21 @@ class Daemon:
 
     # ---- netlink events --------------------------------------------------
     def on_netlink(self) -> None:
-        while (ev := self.events.next_event(0)) is not None:
+        while True:
+            try:
+                ev = self.events.next_event(0)
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    # the kernel dropped events while we were busy; say so, keep reading
+                    log.warning("netlink events lost: %s", e)
+                    continue
+                log.error("netlink events socket: %s", e)
+                break
+            except ValueError as e:
+                log.warning("malformed netlink message ignored: %s", e)
+                continue
+            if ev is None:
+                break
             sid = ev.fields.get("sid")
             m = self.sessions.get(sid)
             if ev.type == KEv.CONN_ERROR and m is not None:
