@@ -1,0 +1,54 @@
+"""The D-Bus API on a private system bus in the guest, against iscsikitd and LIO (probes/dbus_story.py)."""
+
+import pytest
+
+NAME = "org.iscsikit.Initiator1"
+
+
+@pytest.fixture(scope="module")
+def story(run_probe):
+    return run_probe("dbus_story.py")
+
+
+def test_api_is_introspectable(story):
+    assert story["service_up"]
+    xml = story["introspect_root"]["out"]
+    for needle in (f"interface {NAME}.Manager", "Discover(", "Login(", "Logout(", "ListSessions(",
+                   "SessionAdded(", "SessionRemoved(", "PropertiesChanged(", "readonly s Version"):
+        assert needle in xml, needle
+    assert "readonly as Disks" in story["introspect_session"]["out"]
+
+
+def test_discover_and_login_make_objects_and_a_session(story):
+    assert story["discover"]["rc"] == 0 and f"/org/iscsikit/Initiator1/node/" in story["discover"]["out"]
+    assert story["discover"]["out"] == story["list_nodes"]["out"]
+    assert story["login"]["rc"] == 0, story["login"]
+    assert story["sessions_after_login"] and story["session_path"].endswith(f"/session/{story['sessions_after_login'][0]}")
+    assert story["session_path"] in story["list_sessions"]["out"]
+    assert "'State': <'LOGGED_IN'>" in story["session_props"]["out"]
+
+
+def test_signals_arrive(story):
+    monitor = story["monitor"]
+    added = f"{NAME}.Manager.SessionAdded (objectpath '{story['session_path']}'"
+    removed = f"{NAME}.Manager.SessionRemoved (objectpath '{story['session_path']}'"
+    assert added in monitor and removed in monitor
+    assert monitor.index(added) < monitor.index(removed)
+    assert ("org.freedesktop.DBus.Properties.PropertiesChanged ('org.iscsikit.Initiator1.Node', "
+            "{'Startup': <'automatic'>}") in monitor
+
+
+def test_errors_are_the_clis_exit_codes(story):
+    assert f"{NAME}.Error.SessExists: 15:" in story["login_again"]["err"]
+    assert f"{NAME}.Error.NoObjsFound: 21: No records found" in story["login_unknown"]["err"]
+
+
+def test_non_root_is_denied_methods_but_may_read(story):
+    for key in ("nobody_list", "nobody_logout"):
+        assert "org.freedesktop.DBus.Error.AccessDenied" in story[key]["err"], story[key]
+    assert story["sessions_after_nobody"] == story["sessions_after_login"]
+    assert story["introspect_as_nobody"] == 0 and story["nobody_props"]["out"] == "(<'0.1.0'>,)"
+
+
+def test_logout_over_dbus(story):
+    assert story["logout"]["rc"] == 0 and story["sessions_after_logout"] == []

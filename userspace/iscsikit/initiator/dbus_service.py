@@ -1,0 +1,469 @@
+"""The initiator's D-Bus API on the system bus (dbus-python), in front of iscsikitd.
+
+    org.iscsikit.Initiator1                      well-known name (policy: systemd/dbus/)
+    /org/iscsikit/Initiator1                     org.iscsikit.Initiator1.Manager
+        Discover(s address, u port) -> ao        SendTargets; writes node records, returns their objects
+        Login(s target, s portal, s iface) -> o  the session object
+        Logout(o session)
+        ListSessions() -> ao, ListNodes() -> ao
+        signals SessionAdded(o, u sid, s target), SessionRemoved(o, u sid)
+        properties Version, InitiatorName
+    /org/iscsikit/Initiator1/node/<escaped id>   org.iscsikit.Initiator1.Node: Login() -> o, Logout();
+                                                  Target, Address, Port, Tpgt, Iface, Startup
+    /org/iscsikit/Initiator1/session/<sid>       org.iscsikit.Initiator1.Session: Logout();
+                                                  Sid, Target, Address, Port, Tpgt, State, KernelState, Disks, Recoveries
+    every object: org.freedesktop.DBus.Properties (Get, GetAll, PropertiesChanged) and Introspectable
+
+Same semantics as the CLI because it is the CLI: Discover, Login and Logout
+run iscsikit-adm's own code (`adm.run`) in a worker thread, and a non-zero
+exit code becomes the D-Bus error org.iscsikit.Initiator1.Error.<Name> (the
+ExitCode name in CamelCase, e.g. SessExists for 15) whose message starts
+with the number and carries the CLI's error lines. Session state comes from
+iscsikitd (mgmt "sessions"), polled, so sessions made by the CLI or udev
+show up here too, with their signals.
+
+Only root may call methods: the bus policy says so and the service checks
+the caller's uid again (a bus configured without the policy stays closed).
+
+The main loop is GLib's, which dbus-python's mainloop integration needs. It
+is driven through ctypes on libglib-2.0 (which dbus-python links anyway), so
+PyGObject, a heavy build on Debian 12, is not required. Worker threads never
+touch dbus objects: they hand callables to the loop thread through g_idle_add.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import logging
+import queue
+import re
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import dbus
+import dbus.bus
+import dbus.mainloop.glib
+import dbus.service
+
+from ..proto.exitcodes import ExitCode
+from . import mgmt
+from . import nodedb as ndb
+
+log = logging.getLogger("iscsikit-dbus")
+
+BUS_NAME = "org.iscsikit.Initiator1"
+ROOT = "/org/iscsikit/Initiator1"
+MANAGER_IFACE = BUS_NAME + ".Manager"
+NODE_IFACE = BUS_NAME + ".Node"
+SESSION_IFACE = BUS_NAME + ".Session"
+ERROR_PREFIX = BUS_NAME + ".Error."
+POLL_SECONDS = 2
+
+
+def error_name(code: int) -> str:
+    try:
+        name = ExitCode(code).name
+    except ValueError:
+        name = "ERR"
+    return ERROR_PREFIX + "".join(w.capitalize() for w in name.split("_"))
+
+
+class CommandError(dbus.DBusException):
+    def __init__(self, code: int, message: str):
+        self._dbus_error_name = error_name(code)
+        super().__init__(f"{int(code)}: {message}")
+
+
+class AccessDenied(dbus.DBusException):
+    _dbus_error_name = "org.freedesktop.DBus.Error.AccessDenied"
+
+
+def escape(label: str) -> str:
+    """An object path element for any string: [A-Za-z0-9] kept, every other byte as _xx (systemd's bus label style)."""
+    return "".join(c if c.isascii() and c.isalnum() else "".join(f"_{b:02x}" for b in c.encode())
+                   for c in label) or "_"
+
+
+# -- the GLib loop through ctypes ----------------------------------------------------
+_GSourceFunc = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+
+
+class Loop:
+    def __init__(self):
+        self.glib = ctypes.CDLL("libglib-2.0.so.0")
+        self.glib.g_main_loop_new.restype = ctypes.c_void_p
+        self.glib.g_main_loop_new.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        self.glib.g_main_loop_run.argtypes = [ctypes.c_void_p]
+        self.glib.g_main_loop_quit.argtypes = [ctypes.c_void_p]
+        self.glib.g_idle_add.argtypes = [_GSourceFunc, ctypes.c_void_p]
+        self.glib.g_timeout_add_seconds.argtypes = [ctypes.c_uint, _GSourceFunc, ctypes.c_void_p]
+        self.glib.g_unix_signal_add.argtypes = [ctypes.c_int, _GSourceFunc, ctypes.c_void_p]
+        self.loop = self.glib.g_main_loop_new(None, 0)
+        self.pending: queue.SimpleQueue = queue.SimpleQueue()
+        # ctypes callbacks must outlive every call GLib may make to them
+        self._drain_cb = _GSourceFunc(self._drain)
+        self._quit_cb = _GSourceFunc(lambda _d: (self.quit(), 0)[1])
+        self._timers: list = []
+
+    def _drain(self, _data) -> int:
+        while True:
+            try:
+                fn = self.pending.get_nowait()
+            except queue.Empty:
+                return 0          # G_SOURCE_REMOVE
+            try:
+                fn()
+            except Exception:
+                log.exception("main loop callback failed")
+
+    def call_soon(self, fn) -> None:
+        """Run fn in the loop thread; safe from any thread."""
+        self.pending.put(fn)
+        self.glib.g_idle_add(self._drain_cb, None)
+
+    def every(self, seconds: int, fn) -> None:
+        cb = _GSourceFunc(lambda _d: (fn(), 1)[1])
+        self._timers.append(cb)
+        self.glib.g_timeout_add_seconds(seconds, cb, None)
+
+    def quit_on_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.glib.g_unix_signal_add(sig, self._quit_cb, None)
+
+    def run(self) -> None:
+        self.glib.g_main_loop_run(self.loop)
+
+    def quit(self) -> None:
+        self.glib.g_main_loop_quit(self.loop)
+
+
+# -- objects with properties -------------------------------------------------------------
+class PropertyObject(dbus.service.Object):
+    """dbus-python exports methods and signals; this adds org.freedesktop.DBus.Properties (read-only)."""
+    IFACE = ""
+    SIGNATURES: dict[str, str] = {}
+
+    def __init__(self, service: "Service", path: str):
+        self.service = service
+        self.values: dict = {}
+        super().__init__(service.bus, path)
+
+    def typed(self) -> dict:
+        out = {}
+        for name, sig in self.SIGNATURES.items():
+            v = self.values.get(name)
+            if sig == "as":
+                out[name] = dbus.Array([str(x) for x in (v or [])], signature="s")
+            elif sig == "u":
+                out[name] = dbus.UInt32(max(0, int(v or 0)))
+            elif sig == "i":
+                out[name] = dbus.Int32(int(v if v is not None else -1))
+            else:
+                out[name] = dbus.String("" if v is None else str(v))
+        return out
+
+    def update(self, values: dict) -> None:
+        before = self.typed()
+        self.values.update(values)
+        after = self.typed()
+        changed = {k: v for k, v in after.items() if before.get(k) != v}
+        if changed:
+            self.PropertiesChanged(self.IFACE, changed, dbus.Array([], signature="s"))
+
+    @dbus.service.method(dbus.PROPERTIES_IFACE, in_signature="ss", out_signature="v")
+    def Get(self, interface, name):
+        props = self.typed()
+        if interface not in (self.IFACE, "") or name not in props:
+            raise dbus.DBusException(f"no property {name} on {interface}",
+                                     name="org.freedesktop.DBus.Error.InvalidArgs")
+        return props[name]
+
+    @dbus.service.method(dbus.PROPERTIES_IFACE, in_signature="s", out_signature="a{sv}")
+    def GetAll(self, interface):
+        if interface not in (self.IFACE, ""):
+            return dbus.Dictionary({}, signature="sv")
+        return dbus.Dictionary(self.typed(), signature="sv")
+
+    @dbus.service.method(dbus.PROPERTIES_IFACE, in_signature="ssv", out_signature="", sender_keyword="sender")
+    def Set(self, interface, name, value, sender=None):
+        self.service.check_root(sender)
+        raise dbus.DBusException(f"property {name} is read-only",
+                                 name="org.freedesktop.DBus.Error.PropertyReadOnly")
+
+    @dbus.service.signal(dbus.PROPERTIES_IFACE, signature="sa{sv}as")
+    def PropertiesChanged(self, interface, changed, invalidated):
+        pass
+
+    @dbus.service.method(dbus.INTROSPECTABLE_IFACE, in_signature="", out_signature="s",
+                         path_keyword="object_path", connection_keyword="connection")
+    def Introspect(self, object_path, connection):
+        xml = dbus.service.Object.Introspect(self, object_path, connection)
+        props = "".join(f'    <property name="{n}" type="{s}" access="read"/>\n'
+                        for n, s in self.SIGNATURES.items())
+        head = f'<interface name="{self.IFACE}">'
+        i = xml.find(head)
+        if i < 0:
+            return xml
+        j = xml.find("</interface>", i)
+        return xml[:j] + props + "  " + xml[j:]
+
+
+class SessionObject(PropertyObject):
+    IFACE = SESSION_IFACE
+    SIGNATURES = {"Sid": "u", "Target": "s", "Address": "s", "Port": "u", "Tpgt": "i", "State": "s",
+                  "KernelState": "s", "Disks": "as", "Recoveries": "u"}
+
+    def __init__(self, service, sid: int):
+        self.sid = sid
+        super().__init__(service, f"{ROOT}/session/{sid}")
+
+    @staticmethod
+    def values_from(s: dict) -> dict:
+        values = {"Sid": s["sid"], "Target": s.get("target"), "Address": s.get("address"), "Port": s.get("port"),
+                  "Tpgt": s.get("tpgt"), "State": s.get("state") or s.get("kernel_state"),
+                  "KernelState": s.get("kernel_state"), "Disks": s.get("disks") or [],
+                  "Recoveries": s.get("recoveries") or 0}
+        # a session being torn down loses its sysfs attributes one by one: keep what was known
+        return {k: v for k, v in values.items() if v is not None}
+
+    @dbus.service.method(SESSION_IFACE, in_signature="", out_signature="", sender_keyword="sender",
+                         async_callbacks=("reply", "error"))
+    def Logout(self, sender=None, reply=None, error=None):
+        self.service.check_root(sender)
+        self.service.run_cli(["-m", "session", "-r", str(self.sid), "-u"], reply, error, lambda _out: None)
+
+
+class NodeObject(PropertyObject):
+    IFACE = NODE_IFACE
+    SIGNATURES = {"Target": "s", "Address": "s", "Port": "u", "Tpgt": "i", "Iface": "s", "Startup": "s"}
+
+    def __init__(self, service, nid: ndb.NodeId):
+        self.nid = nid
+        super().__init__(service, node_path(nid))
+
+    def portal(self) -> str:
+        return ndb.format_portal(self.nid.address, self.nid.port)
+
+    @dbus.service.method(NODE_IFACE, in_signature="", out_signature="o", sender_keyword="sender",
+                         async_callbacks=("reply", "error"))
+    def Login(self, sender=None, reply=None, error=None):
+        self.service.check_root(sender)
+        self.service.login(self.nid.target, self.portal(), self.nid.iface, reply, error)
+
+    @dbus.service.method(NODE_IFACE, in_signature="", out_signature="", sender_keyword="sender",
+                         async_callbacks=("reply", "error"))
+    def Logout(self, sender=None, reply=None, error=None):
+        self.service.check_root(sender)
+        self.service.run_cli(["-m", "node", "-T", self.nid.target, "-p", self.portal(), "-I", self.nid.iface,
+                              "--logout"], reply, error, lambda _out: None)
+
+
+def node_path(nid: ndb.NodeId) -> str:
+    return f"{ROOT}/node/{escape(f'{nid.target},{nid.address},{nid.port},{nid.tpgt},{nid.iface}')}"
+
+
+class Manager(PropertyObject):
+    IFACE = MANAGER_IFACE
+    SIGNATURES = {"Version": "s", "InitiatorName": "s"}
+
+    def __init__(self, service):
+        super().__init__(service, ROOT)
+
+    @dbus.service.signal(MANAGER_IFACE, signature="ous")
+    def SessionAdded(self, path, sid, target):
+        pass
+
+    @dbus.service.signal(MANAGER_IFACE, signature="ou")
+    def SessionRemoved(self, path, sid):
+        pass
+
+    @dbus.service.method(MANAGER_IFACE, in_signature="su", out_signature="ao", sender_keyword="sender",
+                         async_callbacks=("reply", "error"))
+    def Discover(self, address, port, sender=None, reply=None, error=None):
+        self.service.check_root(sender)
+        portal = ndb.format_portal(str(address), int(port or 3260))
+        svc = self.service
+
+        def found(text):
+            # the CLI prints one "portal,tpgt target" line per record it wrote
+            svc.refresh_nodes()
+            listed = {(t, p) for p, _, t in (ln.partition(" ") for ln in text.splitlines()) if t}
+            return dbus.Array(sorted(path for path, o in svc.nodes.items()
+                                     if (o.nid.target, f"{o.portal()},{o.nid.tpgt}") in listed), signature="o")
+        svc.run_cli(["-m", "discovery", "-t", "st", "-p", portal], reply, error, found)
+
+    @dbus.service.method(MANAGER_IFACE, in_signature="sss", out_signature="o", sender_keyword="sender",
+                         async_callbacks=("reply", "error"))
+    def Login(self, target, portal, iface, sender=None, reply=None, error=None):
+        self.service.check_root(sender)
+        self.service.login(str(target), str(portal), str(iface) or "default", reply, error)
+
+    @dbus.service.method(MANAGER_IFACE, in_signature="o", out_signature="", sender_keyword="sender",
+                         async_callbacks=("reply", "error"))
+    def Logout(self, session, sender=None, reply=None, error=None):
+        self.service.check_root(sender)
+        m = re.fullmatch(re.escape(ROOT) + r"/session/(\d+)", str(session))
+        if not m:
+            raise CommandError(ExitCode.INVAL, f"not a session object: {session}")
+        self.service.run_cli(["-m", "session", "-r", m.group(1), "-u"], reply, error, lambda _out: None)
+
+    @dbus.service.method(MANAGER_IFACE, in_signature="", out_signature="ao", sender_keyword="sender")
+    def ListSessions(self, sender=None):
+        self.service.check_root(sender)
+        return dbus.Array(sorted(o.__dbus_object_path__ for o in self.service.sessions.values()), signature="o")
+
+    @dbus.service.method(MANAGER_IFACE, in_signature="", out_signature="ao", sender_keyword="sender")
+    def ListNodes(self, sender=None):
+        self.service.check_root(sender)
+        self.service.refresh_nodes()
+        return dbus.Array(sorted(self.service.nodes), signature="o")
+
+
+class Service:
+    def __init__(self, bus: dbus.Bus, loop: Loop, db: ndb.NodeDB | None = None, workers: int = 8):
+        self.bus = bus
+        self.loop = loop
+        self.db = db or ndb.NodeDB()
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="iscsikit-dbus")
+        self.sessions: dict[int, SessionObject] = {}
+        self.nodes: dict[str, NodeObject] = {}
+        self.polling = threading.Lock()
+        self.manager = Manager(self)
+        from .. import __version__
+        self.manager.values.update({"Version": __version__, "InitiatorName": self.db.initiator_name() or ""})
+        self.refresh_nodes()
+
+    # -- access ------------------------------------------------------------------------
+    def check_root(self, sender) -> None:
+        # the bus policy already refuses others; this holds even on a bus without the policy
+        if sender is not None and self.bus.get_unix_user(sender) != 0:
+            raise AccessDenied("org.iscsikit.Initiator1 serves root only")
+
+    # -- the CLI's code in a worker ---------------------------------------------------------
+    def run_cli(self, argv, reply, error, result) -> None:
+        """Run iscsikit-adm's code for argv off the loop; reply with result(stdout) or the CLI's error."""
+        from ..cli import adm
+
+        def work():
+            out, err = io.StringIO(), io.StringIO()
+            try:
+                rc = adm.run(argv, out=out, err=err, db=self.db, argv0="iscsikit-adm")
+            except Exception as e:   # a bug must not leave the caller waiting forever
+                log.exception("%s failed", argv)
+                rc, err = ExitCode.INTERNAL, io.StringIO(f"internal error: {e}\n")
+            sessions = self.fetch_sessions()
+
+            def finish():
+                if sessions is not None:
+                    self.apply_sessions(sessions)   # signals go out before the reply
+                if rc:
+                    lines = [ln.removeprefix("iscsiadm: ") for ln in err.getvalue().splitlines() if ln.strip()]
+                    error(CommandError(rc, "; ".join(lines) or "failed"))
+                else:
+                    try:
+                        value = result(out.getvalue())
+                    except dbus.DBusException as e:
+                        error(e)
+                        return
+                    reply() if value is None else reply(value)
+            self.loop.call_soon(finish)
+        self.pool.submit(work)
+
+    def login(self, target, portal, iface, reply, error) -> None:
+        address, port, _ = ndb.parse_portal(portal)
+        port = port or ndb.DEFAULT_PORT
+
+        def session_path(_out):
+            for o in self.sessions.values():
+                if (o.values.get("Target"), o.values.get("Address"), o.values.get("Port")) == (target, address, port):
+                    return dbus.ObjectPath(o.__dbus_object_path__)
+            raise CommandError(ExitCode.SESS_NOT_FOUND, "logged in, but the session is gone already")
+        self.run_cli(["-m", "node", "-T", target, "-p", portal, "-I", iface, "--login"], reply, error, session_path)
+
+    # -- nodes --------------------------------------------------------------------------------
+    def refresh_nodes(self) -> None:
+        seen = {}
+        for nid in self.db.node_ids():
+            path = node_path(nid)
+            try:
+                startup = self.db.read_node(nid).values.get("node.startup", "manual")
+            except (ndb.DBError, OSError):
+                continue
+            values = {"Target": nid.target, "Address": nid.address, "Port": nid.port, "Tpgt": nid.tpgt,
+                      "Iface": nid.iface, "Startup": startup}
+            obj = self.nodes.get(path)
+            if obj is None:
+                obj = NodeObject(self, nid)
+                obj.values.update(values)     # a new object announces nothing: it has no "before"
+            else:
+                obj.update(values)
+            seen[path] = obj
+        for path, obj in list(self.nodes.items()):
+            if path not in seen:
+                obj.remove_from_connection()
+        self.nodes = seen
+
+    # -- sessions -----------------------------------------------------------------------------
+    def fetch_sessions(self) -> list | None:
+        try:
+            return mgmt.call("sessions", timeout=30)
+        except mgmt.MgmtError as e:
+            log.debug("sessions unavailable: %s", e)
+            return None
+
+    def apply_sessions(self, sessions: list) -> None:
+        """Loop thread: make the session objects match the daemon's list, with their signals."""
+        now = {s["sid"]: s for s in sessions}
+        for sid in [sid for sid in self.sessions if sid not in now]:
+            obj = self.sessions.pop(sid)
+            path = obj.__dbus_object_path__
+            obj.remove_from_connection()
+            self.manager.SessionRemoved(dbus.ObjectPath(path), dbus.UInt32(sid))
+        for sid, s in now.items():
+            values = SessionObject.values_from(s)
+            obj = self.sessions.get(sid)
+            if obj is None:
+                obj = self.sessions[sid] = SessionObject(self, sid)
+                obj.values.update(values)
+                self.manager.SessionAdded(dbus.ObjectPath(obj.__dbus_object_path__), dbus.UInt32(sid),
+                                          dbus.String(s.get("target") or ""))
+            else:
+                obj.update(values)
+
+    def poll(self) -> None:
+        """Timer: fetch the daemon's sessions in a worker (never block the loop); one poll at a time."""
+        if not self.polling.acquire(blocking=False):
+            return
+
+        def work():
+            try:
+                sessions = self.fetch_sessions()
+                if sessions is not None:
+                    self.loop.call_soon(lambda: self.apply_sessions(sessions))
+            finally:
+                self.polling.release()
+        self.pool.submit(work)
+
+
+def serve(address: str | None = None, poll_seconds: int = POLL_SECONDS) -> None:
+    """Own the bus name and serve until SIGTERM/SIGINT (Type=dbus in a unit)."""
+    dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+    loop = Loop()
+    bus = dbus.bus.BusConnection(address) if address else dbus.SystemBus()
+    service = Service(bus, loop)
+    service.poll()
+    loop.every(poll_seconds, service.poll)
+    # the name last: a client that sees it owned finds every object in place
+    got = bus.request_name(BUS_NAME, dbus.bus.NAME_FLAG_DO_NOT_QUEUE)
+    if got not in (dbus.bus.REQUEST_NAME_REPLY_PRIMARY_OWNER, dbus.bus.REQUEST_NAME_REPLY_ALREADY_OWNER):
+        raise RuntimeError(f"{BUS_NAME} is owned by another process")
+    loop.quit_on_signals()
+    log.info("serving %s", BUS_NAME)
+    loop.run()
+    try:
+        bus.release_name(BUS_NAME)
+    except dbus.DBusException:
+        pass   # the bus went away first: the name went with it
+    service.pool.shutdown(wait=False, cancel_futures=True)
