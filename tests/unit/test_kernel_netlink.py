@@ -106,3 +106,21 @@ def test_split_walks_aligned_messages_and_rejects_bad_lengths():
 def test_kernel_error_carries_a_positive_errno():
     e = KernelError(Ev.DESTROY_SESSION, -16, "kernel returned")
     assert e.errno == 16 and "DESTROY_SESSION" in str(e) and "-16" in str(e)
+
+
+def test_stats_layout_is_96_bytes_then_custom_entries():
+    import struct as st
+    from iscsikit.kernel.netlink import STATS_FIELDS, decode_stats
+    values = list(range(1, len(STATS_FIELDS)))           # every counter distinct
+    base = st.pack("<QQ" + "I" * (len(STATS_FIELDS) - 3) + "I", *values, 2)
+    assert len(base) == 96
+    custom = st.pack("<64sQ", b"tx_sendpage_failures", 7) + st.pack("<64sQ", b"eh_abort_cnt", 9)
+    stats, extra = decode_stats(base + custom)
+    assert stats["txdata_octets"] == 1 and stats["rxdata_octets"] == 2 and stats["noptx_pdus"] == 3
+    assert stats["timeout_err"] == values[-1] and "custom_length" not in stats
+    assert extra == [("tx_sendpage_failures", 7), ("eh_abort_cnt", 9)]
+    # a custom_length larger than what arrived is bounded by the payload
+    stats, extra = decode_stats(base[:-4] + st.pack("<I", 1000) + custom)
+    assert len(extra) == 2
+    with pytest.raises(ValueError):
+        decode_stats(base[:50])
