@@ -213,3 +213,19 @@ def test_logoutall_automatic_leaves_manual_sessions(world):
     out, err = io.StringIO(), io.StringIO()
     rc = adm.run(["-m", "node", "-U", "automatic"], out=out, err=err, db=db)
     assert rc == 20 and f"sid: 2, target: {T}byname" in out.getvalue() and "sid: 1" not in out.getvalue()
+
+
+# -- Vagrantfile ----------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby not installed (Debian: ruby)")
+def test_vagrantfile_syntax():
+    r = subprocess.run(["ruby", "-c", str(REPO / "Vagrantfile")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "Syntax OK", r.stderr
+
+
+def test_vagrantfile_installs_what_the_units_run():
+    text = (REPO / "Vagrantfile").read_text()
+    for p in unit_files():
+        for _, key, value in directives(p):
+            binary = value.lstrip("-@:+!").split()[0] if key.startswith("Exec") else ""
+            if binary.startswith(BIN):
+                assert binary[len(BIN):] in text, (p.name, binary)
