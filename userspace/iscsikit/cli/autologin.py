@@ -2,7 +2,7 @@
 
     iscsikit-autologin NETDEV [--wait-up SECONDS]   # what iscsikit-login@NETDEV.service runs (udev)
     iscsikit-autologin --all                        # what iscsikit-login.service runs at boot
-    iscsikit-autologin --firmware                   # iBFT targets (not supported yet: exit 27)
+    iscsikit-autologin --firmware                   # the iBFT's boot targets (iscsi_ibft)
 
 For NETDEV it picks the node.startup=automatic records whose iface is bound
 to that netdev (iface.net_ifacename, or iface.hwaddress equal to the netdev's
@@ -22,7 +22,7 @@ a per-node lock: exit 15, which this command treats as done too).
 Exit codes are iscsiadm's: 0 every selected node has a session (or nothing
 was selected, or NETDEV is gone or stayed down: no cause for a failed
 unit); otherwise the first failure's code, e.g. 20 daemon down, 8 timeout,
-24 authentication failure; 27 for --firmware; 2 bad usage.
+24 authentication failure; 21 for --firmware when there is no iBFT table; 2 bad usage.
 """
 
 from __future__ import annotations
@@ -118,12 +118,39 @@ def login(db: ndb.NodeDB, nodes: list[ndb.NodeId], out=None, err=None) -> int:
     return rc
 
 
+def firmware_nodes(db: ndb.NodeDB, sysfs_root: str) -> list[ndb.NodeId]:
+    """Write (or refresh) a node record per iBFT boot target, as `iscsiadm -m fw` does, and return them.
+
+    The records carry the table's initiator name and CHAP, discovery_type fw and
+    node.startup onboot, so `-m node`, `-m session` and logout see them like any other.
+    """
+    from ..kernel import ibft
+    name = ibft.initiator_name(sysfs_root)
+    nodes = []
+    for t in ibft.targets(sysfs_root):
+        nid = ndb.NodeId(t.name, t.address, t.port, ndb.UNKNOWN_TPGT, R.DEFAULT_IFACE)
+        values = db.new_node_values(nid, discovery_type="fw")
+        values["node.startup"] = "onboot"
+        if name:
+            values["iface.initiatorname"] = name
+        if t.chap_type in (ibft.CHAP_ONE_WAY, ibft.CHAP_MUTUAL) and t.username:
+            values.update({"node.session.auth.authmethod": "CHAP",
+                           "node.session.auth.username": t.username,
+                           "node.session.auth.password": t.password or ""})
+            if t.chap_type == ibft.CHAP_MUTUAL and t.username_in:
+                values.update({"node.session.auth.username_in": t.username_in,
+                               "node.session.auth.password_in": t.password_in or ""})
+        db.write_node(ndb.Node(R.NODE_FIELDS, values, nid))
+        nodes.append(nid)
+    return nodes
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="iscsikit-autologin",
         description="Log in node.startup=automatic records for a network interface, the boot, or firmware.",
         epilog="exit status: 0 all selected nodes logged in (or none selected); iscsiadm's code of the "
-               "first failure otherwise; 27 --firmware (not supported yet); 2 bad usage.")
+               "first failure otherwise; 21 --firmware without an iBFT table; 2 bad usage.")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("netdev", nargs="?", help="the network interface udev saw appear")
     which.add_argument("--all", action="store_true", help="every automatic record (boot)")
@@ -131,12 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wait-up", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for NETDEV to be up before logging in (default: do not wait)")
     args = p.parse_args(argv)
-    if args.firmware:
-        print("iscsikit-autologin: iBFT (firmware) logins are not supported yet; "
-              "log the boot targets in with iscsikit-adm -m node", file=sys.stderr)
-        return ExitCode.OP_NOT_SUPP
     db = ndb.NodeDB()
     try:
+        if args.firmware:
+            root = os.environ.get("ISCSIKIT_SYSFS_ROOT", "/sys")
+            from ..kernel import ibft
+            if not ibft.present(root):
+                print("iscsikit-autologin: no iBFT table (no /sys/firmware/ibft; is iscsi_ibft loaded?)",
+                      file=sys.stderr)
+                return ExitCode.NO_OBJS_FOUND
+            nodes = firmware_nodes(db, root)
+            if not nodes:
+                print("iscsikit-autologin: the iBFT table lists no boot target")
+                return 0
+            return login(db, nodes)
         if args.all:
             return login(db, select(db, None))
         nodes = select(db, args.netdev)
