@@ -80,6 +80,23 @@ def run_size(g: Guest, n: int, ours_only: bool) -> dict:
     return out
 
 
+def run_ab(g: Guest, n: int, rounds: int = 2) -> dict:
+    """Our restore and clear with the serial executor and the thread pool, alternately, same boot.
+
+    The host may carry other guests; alternating keeps drift from favouring either side.
+    """
+    path = f"{DIR}/n{n}.json"
+    g.run(f"mkdir -p {DIR} && cat > {path}", input=saveconfig.dumps(build(n)), check=True)
+    out: dict = {"n": n}
+    for _ in range(rounds):
+        for workers in (1, 8):
+            env = f"ISCSIKIT_TARGET_WORKERS={workers}"
+            out.setdefault(f"restore_w{workers}", []).append(timed(g, f"{env} {IKT} restoreconfig {path}"))
+            out.setdefault(f"clear_w{workers}", []).append(timed(g, f"{env} {IKT} clearconfig confirm=true"))
+    g.run(f"rm -f {DIR}/*.img")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sizes", nargs="*", type=int, default=[100, 300])
@@ -87,17 +104,22 @@ def main(argv=None) -> int:
     ap.add_argument("--ref-max", type=int, default=None,
                     help="run targetctl/targetcli only for sizes up to this one")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--ab", type=int, metavar="N",
+                    help="only compare our serial executor with the thread pool at N LUNs")
     args = ap.parse_args(argv)
     results = []
     with Guest(memory_mb=3072) as g:
         g.modprobe(*MODULES)
         g.run("mkdir -p /run/dbus /tmp/bench; pgrep -x dbus-daemon || dbus-daemon --system --fork", check=False)
         g.run(f"{IKT} ls / >/dev/null", timeout=300)          # warm the guest's .pyc cache
-        for n in args.sizes:
+        for n in [] if args.ab else args.sizes:
             r = run_size(g, n, args.ours_only or (args.ref_max is not None and n > args.ref_max))
             results.append(r)
             print(json.dumps(r), flush=True)
-    if not args.ours_only:
+        if args.ab:
+            results.append(run_ab(g, args.ab))
+            print(json.dumps(results[-1]), flush=True)
+    if not args.ours_only and not args.ab:
         print(f"\n{'N':>6} {'restore ours/ref':>22} {'ls ours/ref':>18} {'clear ours/ref':>18}")
         for r in results:
             if "ref_restore" not in r:

@@ -36,7 +36,8 @@ Undo = Callable[[], None]
 PARALLEL_OPS = {"so_create", "so_delete", "lun_create", "lun_delete", "mlun_create", "mlun_delete"}
 # Enough to overlap the kernel's waits; more only adds contention on the
 # kernel's per-TPG mutexes (measured in the lab guest: 8 threads ~3.5x on LUN links).
-WORKERS = 8
+# ISCSIKIT_TARGET_WORKERS=1 gives the serial executor back (the bench's A/B).
+WORKERS = max(1, int(os.environ.get("ISCSIKIT_TARGET_WORKERS", "8") or 8))
 
 
 class Executor:
@@ -99,8 +100,12 @@ class Executor:
                     while j < len(steps) and steps[j].op == steps[i].op:
                         j += 1
                 batch = steps[i:j]
-                if len(batch) == 1:
-                    results = [self._do(batch[0])]
+                if len(batch) == 1 or WORKERS == 1:
+                    results = []
+                    for s in batch:         # serial: nothing runs after a failure
+                        results.append(self._do(s))
+                        if results[-1][1] is not None:
+                            break
                 else:
                     if pool is None:
                         pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lio")
