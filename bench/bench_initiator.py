@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from iscsikit.lab.guest import Guest
+from iscsikit.lab.story import LAB_MODULES as MODULES
 
-MODULES = ("configfs", "target_core_mod", "iscsi_target_mod", "target_core_file", "iscsi_tcp", "sd_mod")
 
 
 def main() -> int:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from iscsikit.lab import story
 from iscsikit.lab.guest import Guest
 
-# Everything the iSCSI tests need on both sides of a session in one guest.
-LAB_MODULES = ("configfs", "target_core_mod", "iscsi_target_mod", "target_core_file",
-               "target_core_iblock", "iscsi_tcp", "sd_mod")
+# What the lab story loads on both sides of a session, and iblock for block backstores.
+LAB_MODULES = story.LAB_MODULES + ("target_core_iblock",)
 
 
 @pytest.fixture(scope="session")
