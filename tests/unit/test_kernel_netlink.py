@@ -38,15 +38,39 @@ def test_request_fields_sit_at_the_c_offsets(kind, values, offsets):
         assert _field(data, off, size) == values[name], name
 
 
+def _every_layout():
+    for kind in netlink.REQUEST_FIELDS:
+        yield kind, None
+    for kind in netlink.RESULT_FIELDS:
+        yield None, kind
+        if kind in netlink.REQUEST_FIELDS:
+            yield kind, kind
+
+
 def test_every_declared_member_fits_its_union():
-    for kind in list(netlink.REQUEST_FIELDS) + list(netlink.RESULT_FIELDS):
-        cls = netlink.message_class(kind if kind in netlink.REQUEST_FIELDS else None,
-                                    kind if kind in netlink.RESULT_FIELDS else None)
-        m = cls()
-        for name, _ in cls.fields:
-            m[name] = 0
-        m.encode()
-        assert len(m.data) == HDR + 56
+    for u, r in _every_layout():
+        assert netlink.layout(u, r).codec.size == HDR + 56
+
+
+@pytest.mark.parametrize("u, r", list(_every_layout()))
+def test_layouts_match_pyroute2_nlmsg_built_from_the_same_table(u, r):
+    """pyroute2's nlmsg is the reference codec: same rows, same bytes, both ways."""
+    from pyroute2.netlink import nlmsg
+    lay = netlink.layout(u, r)
+    ref = type("ref", (nlmsg,), {"fields": lay.rows[len(netlink.NLMSGHDR):]})()
+    values = {}
+    for i, (name, fmt) in enumerate(lay.rows[len(netlink.NLMSGHDR):]):
+        if not name.startswith("__"):
+            bits = {"Q": 64, "H": 16}.get(fmt, 31)
+            values[name] = (0x0102030405060708 * (i + 1)) % (1 << bits)
+    ref["header"]["type"], ref["header"]["pid"] = int(u or r), 4242
+    for name, value in values.items():
+        ref[name] = value
+    ref.encode()
+    mine = dict(values, nlmsg_len=len(ref.data), nlmsg_type=int(u or r), nlmsg_flags=0, nlmsg_seq=0, nlmsg_pid=4242)
+    assert lay.codec.pack(*(mine[n] for n in lay.names)) == bytes(ref.data)
+    back = dict(zip(lay.names, lay.codec.unpack(bytes(ref.data))))
+    assert {n: back[n] for n in values} == values
 
 
 def test_payload_is_counted_in_nlmsg_len():
@@ -61,18 +85,10 @@ def test_unknown_field_is_refused():
 
 
 def _reply(kind, r_values, iferror=0, ev_type=None, payload=b""):
-    cls = netlink.message_class(None, kind)
-    m = cls()
-    m["header"]["type"] = 0
-    m["type"] = ev_type if ev_type is not None else kind
-    m["iferror"] = iferror
-    m["transport_handle"] = 0
-    for name, _ in cls.fields:
-        if name not in ("type", "iferror", "transport_handle"):
-            m[name] = r_values.get(name, 0)
-    m.encode()
-    data = bytes(m.data) + payload
-    return len(data).to_bytes(4, "little") + data[4:]
+    lay = netlink.layout(None, kind)
+    values = dict(r_values, nlmsg_len=lay.codec.size + len(payload), nlmsg_type=0, nlmsg_flags=0, nlmsg_seq=0,
+                  nlmsg_pid=0, type=ev_type if ev_type is not None else kind, iferror=iferror, transport_handle=0)
+    return lay.codec.pack(*(values.get(n, 0) for n in lay.names)) + payload
 
 
 def test_results_and_events_decode_at_r_offsets():
@@ -124,3 +140,35 @@ def test_stats_layout_is_96_bytes_then_custom_entries():
     assert len(extra) == 2
     with pytest.raises(ValueError):
         decode_stats(base[:50])
+
+
+class _ScriptedSocket:
+    """Stands for the kernel's side: records what is sent, answers with canned datagrams."""
+
+    def __init__(self, datagrams):
+        self.sent, self.datagrams = [], list(datagrams)
+
+    def sendto(self, data, _addr):
+        self.sent.append(data)
+
+    def recv(self, _size):
+        return self.datagrams.pop(0)
+
+
+def test_batch_sends_one_datagram_and_matches_replies_in_order(monkeypatch):
+    nl = netlink.IscsiNetlink.__new__(netlink.IscsiNetlink)
+    nl.reply_timeout, nl.events, nl._lock = 1.0, netlink.collections.deque(), netlink.threading.Lock()
+    ok = _reply(Ev.SET_PARAM, {})
+    refused = _reply(Ev.SET_PARAM, {}, iferror=-107, ev_type=KEv.IF_ERROR)
+    event = _reply(KEv.CONN_ERROR, dict(sid=9, cid=0, error=1011))
+    # replies split over two datagrams, an unrelated event between them
+    nl.sock = _ScriptedSocket([ok + refused, event + ok])
+    monkeypatch.setattr(nl, "_recv", lambda timeout: nl.sock.recv(0))
+    rows = [(netlink.Param.SESS_RECOVERY_TMO, 5), (netlink.Param.TARGET_NAME, "iqn.x"), (netlink.Param.PING_TMO, 7)]
+    refusals = nl.set_params(3, 2, 0, rows)
+    assert len(nl.sock.sent) == 1
+    sent = split(nl.sock.sent[0])
+    assert [decode(m, Ev.SET_PARAM)["param"] for m in sent] == [int(p) for p, _ in rows]
+    assert decode(sent[1], Ev.SET_PARAM).payload == b"iqn.x\0"
+    assert [(p, e.errno) for p, e in refusals] == [(netlink.Param.TARGET_NAME, 107)]
+    assert [e.type for e in nl.events] == [KEv.CONN_ERROR]

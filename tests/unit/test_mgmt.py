@@ -5,6 +5,7 @@ import json
 import os
 import socket
 import threading
+import time
 
 import pytest
 
@@ -124,3 +125,39 @@ def test_non_root_peer_reads_a_refusal_not_a_reset(tmp_path, monkeypatch):
     finally:
         serve.loop.call_soon_threadsafe(stop.set)
         t.join(5)
+
+
+def test_call_many_collects_every_reply_in_request_order(tmp_path):
+    """Replies come back in reverse order, one is a refusal and one connection closes unanswered."""
+    path = str(tmp_path / "s")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(8)
+
+    def run():
+        conns = []
+        for _ in range(4):
+            conn, _ = srv.accept()
+            conns.append((conn, json.loads(conn.makefile("rb").readline())))
+        for conn, req in reversed(conns):
+            n = req["args"]["n"]
+            if n == 1:
+                conn.sendall(json.dumps(mgmt.fail(15, "session exists")).encode() + b"\n")
+            elif n != 2:    # n == 2: closed with no answer
+                conn.sendall(json.dumps(mgmt.ok({"n": n})).encode() + b"\n")
+            conn.close()
+            time.sleep(0.1)    # one reply at a time, so the order of arrival is known
+        srv.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    done = []
+    out = mgmt.call_many([("login", {"n": n}) for n in range(4)], path=path, timeout=10, on_done=done.append)
+    assert out[0] == {"n": 0} and out[3] == {"n": 3}
+    assert isinstance(out[1], mgmt.MgmtError) and out[1].exit_code == 15
+    assert isinstance(out[2], mgmt.MgmtError) and out[2].exit_code == 18   # ISCSID_COMM_ERR
+    assert done == [3, 2, 1, 0]                                             # as the replies arrived
+
+
+def test_call_many_without_a_daemon_fails_each_request_with_20(tmp_path):
+    out = mgmt.call_many([("logout", {"sid": 1}), ("logout", {"sid": 2})], path=str(tmp_path / "none"), timeout=5)
+    assert [e.exit_code for e in out] == [20, 20]

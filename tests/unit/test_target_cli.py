@@ -67,3 +67,27 @@ def test_restore_of_a_bad_file_touches_nothing(run, tmp_path):
         {"tag": 1, "luns": [{"index": 0, "storage_object": "/backstores/fileio/missing"}]}]}]}))
     rc, _out, err = run("restoreconfig", str(bad))
     assert rc == 2 and "does not exist" in err
+
+
+def test_debug_log_names_its_caller_without_walking_the_stack(tmp_path, monkeypatch):
+    """targetcli's prefs log debug to a file; configshell's debug() would inspect.stack() per call."""
+    import inspect
+
+    from iscsikit.target.manager import Manager
+    from iscsikit.target.shell import TargetShell
+
+    def refuse(*_a, **_k):
+        raise AssertionError("inspect.stack() called")
+
+    monkeypatch.setattr(inspect, "stack", refuse)
+    (tmp_path / "configfs").mkdir()
+    shell = TargetShell(Manager(root=str(tmp_path / "configfs"), save_file=str(tmp_path / "s.json")), str(tmp_path / "prefs"))
+    shell.prefs["logfile"] = str(tmp_path / "log.txt")
+    shell.prefs["loglevel_file"] = "debug"
+
+    def some_caller():
+        shell.log.debug("hello")
+
+    some_caller()
+    line = (tmp_path / "log.txt").read_text()
+    assert "[DEBUG]" in line and "some_caller() hello" in line and "test_target_cli.py:" in line

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from iscsikit.kernel.constants import Param
+
 PROBES = Path(__file__).parent / "probes"
 
 
@@ -42,6 +44,12 @@ def test_kernel_rules_are_reported_as_errnos(basics):
 
 def test_recovery_timeout_is_set_before_bind(basics):
     assert basics["recovery_tmo"] == "17"
+
+
+def test_a_batch_of_requests_is_answered_one_by_one_in_order(basics):
+    # the refused TARGET_NAME in the middle neither hides the last request nor shifts the replies
+    assert basics["batch_refused"] == [[int(Param.TARGET_NAME), errno.ENOTCONN]]
+    assert basics["batch_recovery_tmo"] == "29"
 
 
 def test_destroy_removes_the_session(basics):

@@ -29,6 +29,11 @@ except KernelError as e:
     out["set_before_bind"] = e.errno
 nl.set_param(tcp.handle, sid, cid, Param.SESS_RECOVERY_TMO, 17)
 out["recovery_tmo"] = open(f"/sys/class/iscsi_session/session{sid}/recovery_tmo").read().strip()
+# one datagram, three SET_PARAMs: the kernel answers each in order; a refusal does not stop the rest
+refused = nl.set_params(tcp.handle, sid, cid, [(Param.SESS_RECOVERY_TMO, 23), (Param.TARGET_NAME, "iqn.2026-11.org.example:x"),
+                                                (Param.SESS_RECOVERY_TMO, 29)])
+out["batch_refused"] = [(int(p), e.errno) for p, e in refused]
+out["batch_recovery_tmo"] = open(f"/sys/class/iscsi_session/session{sid}/recovery_tmo").read().strip()
 # bind with an fd that is not a socket: the driver's retcode
 try:
     fd = os.open("/dev/null", os.O_RDONLY)

@@ -45,13 +45,15 @@ def _int(v, default=0) -> int:
         return default
 
 
-def login_args(db: ndb.NodeDB, nid: ndb.NodeId) -> dict:
-    """The daemon's login request from a node record: the record is the one source of the values."""
+def login_args(db: ndb.NodeDB, nid: ndb.NodeId, default_name: str | None = None) -> dict:
+    """The daemon's login request from a node record: the record is the one source of the values.
+
+    `default_name`: the host's initiator name when the caller has read it already (-L all)."""
     v = db.read_node(nid).values
     args = {
         "target": nid.target, "address": nid.address, "port": nid.port,
         "tpgt": None if nid.tpgt < 0 else nid.tpgt,
-        "initiator_name": v.get("iface.initiatorname") or db.initiator_name() or None,
+        "initiator_name": v.get("iface.initiatorname") or default_name or db.initiator_name() or None,
         "iface_name": nid.iface, "transport": v.get("iface.transport_name") or "tcp",
         "header_digest": v.get(f"{CI}.HeaderDigest", "None"), "data_digest": v.get(f"{CI}.DataDigest", "None"),
         "replacement_timeout": _int(v.get("node.session.timeo.replacement_timeout"), 120),
@@ -93,11 +95,11 @@ def sessions_using(nid: ndb.NodeId) -> list:
 
 def _sessions_of(nodes: list[ndb.NodeId]):
     wanted = {(n.target, n.address, n.port) for n in nodes}
-    return [s for s in _sysfs().sessions() if (s.target, s.address, s.port) in wanted]
+    return [s for s in _sysfs().sessions(luns=False) if (s.target, s.address, s.port) in wanted]
 
 
 def node_login(ctx, nodes: list[ndb.NodeId]) -> int:
-    existing = {(s.target, s.address, s.port) for s in _sysfs().sessions()}
+    existing = {(s.target, s.address, s.port) for s in _sysfs().sessions(luns=False)}
     todo = []
     rc = 0
     for nid in nodes:
@@ -129,43 +131,27 @@ def node_login(ctx, nodes: list[ndb.NodeId]) -> int:
 def _login_all(ctx, nodes: list[ndb.NodeId]) -> dict:
     """Send every login at once; on a terminal, keep one progress line on stderr."""
     import sys
-    import threading
 
-    done = 0
-    lock = threading.Lock()
     progress = len(nodes) > 1 and getattr(ctx.err, "isatty", lambda: False)() and ctx.err is sys.stderr
+    done = 0
 
-    def one(nid):
+    def tick(_i):
         nonlocal done
-        e = _call_or_error("login", login_args(ctx.db, nid))
-        with lock:
-            done += 1
-            if progress:
-                ctx.err.write(f"\r{done}/{len(nodes)} logins done")
-                ctx.err.flush()
-        return e
+        done += 1
+        if progress:
+            ctx.err.write(f"\r{done}/{len(nodes)} logins done")
+            ctx.err.flush()
 
-    results = _parallel(one, nodes)
+    name = ctx.db.initiator_name() if nodes else None
+    results = _errors(mgmt.call_many([("login", login_args(ctx.db, nid, name)) for nid in nodes], on_done=tick))
     if progress:
         ctx.err.write("\r\033[K")
-    return results
+    return dict(zip(nodes, results))
 
 
-def _parallel(fn, items) -> dict:
-    """fn(item) for every item at once (the daemon serves requests concurrently); results by item."""
-    from concurrent.futures import ThreadPoolExecutor
-    if not items:
-        return {}
-    with ThreadPoolExecutor(min(32, len(items))) as pool:
-        return dict(zip(items, pool.map(fn, items)))
-
-
-def _call_or_error(op: str, args: dict):
-    try:
-        mgmt.call(op, args)
-        return None
-    except mgmt.MgmtError as e:
-        return e
+def _errors(results: list) -> list:
+    """call_many's results as the error or None for each request."""
+    return [r if isinstance(r, mgmt.MgmtError) else None for r in results]
 
 
 def _logout(ctx, sessions) -> int:
@@ -174,7 +160,7 @@ def _logout(ctx, sessions) -> int:
         return ExitCode.NO_OBJS_FOUND
     for s in sessions:
         ctx.say(f"Logging out of session {_session_label(s)}")
-    results = _parallel(lambda s: _call_or_error("logout", {"sid": s.sid}), sessions)
+    results = dict(zip(sessions, _errors(mgmt.call_many([("logout", {"sid": s.sid}) for s in sessions]))))
     rc = 0
     for s in sessions:
         e = results[s]

@@ -31,9 +31,8 @@ from ..kernel.netlink import IscsiNetlink, decode_stats
 from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
 from ..proto.exitcodes import ExitCode
-from ..proto.pdu import LogoutResponse
 from . import mgmt
-from .session import Initiator, KernelSession, NodeConfig, SessionError, received_pdu
+from .session import Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
 
 log = logging.getLogger("iscsikitd")
 
@@ -96,7 +95,8 @@ class Daemon:
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="iscsikitd")
         self.sessions: dict[int, Managed] = {}
         self.node_locks: dict[tuple, asyncio.Lock] = {}
-        self.logout_waiters: dict[int, asyncio.Future] = {}
+        # logout steps awaited by a worker thread, by (KEv.UNBIND_SESSION or KEv.RECV_PDU, sid)
+        self.logout_waiters: dict[tuple[KEv, int], asyncio.Future] = {}
         # RECV_PDU payloads of sessions whose recovery login runs through the kernel
         self.pdu_queues: dict[int, queue.Queue] = {}
         # GET_STATS is answered by a multicast event: the requests wait here, by sid
@@ -187,11 +187,10 @@ class Daemon:
                     self.start_recovery(m)
             elif ev.type == KEv.RECV_PDU and sid in self.pdu_queues:
                 self.pdu_queues[sid].put(ev.payload)
-            elif ev.type == KEv.RECV_PDU and sid in self.logout_waiters:
-                if isinstance(received_pdu(ev), LogoutResponse):
-                    fut = self.logout_waiters.pop(sid)
-                    if not fut.done():
-                        fut.set_result(True)
+            elif (ev.type, sid) in self.logout_waiters and is_logout_step(ev, ev.type, sid):
+                fut = self.logout_waiters.pop((ev.type, sid))
+                if not fut.done():
+                    fut.set_result(True)
             elif ev.type == Ev.GET_STATS and sid in self.stats_waiters:
                 fut = self.stats_waiters.pop(sid)
                 if not fut.done():
@@ -354,21 +353,25 @@ class Daemon:
             if m.recovery and not m.recovery.done():
                 m.recovery.cancel()
             m.state = "LOGGING_OUT"
-        fut = self.loop.create_future()
-        self.logout_waiters[sid] = fut
+        # Both futures exist before the requests go out: an event that beats the worker
+        # thread to its wait still finds its waiter.
+        steps = {kind: self.loop.create_future() for kind in (KEv.UNBIND_SESSION, KEv.RECV_PDU)}
+        for kind, fut in steps.items():
+            self.logout_waiters[(kind, sid)] = fut
 
-        def waiter(_sid: int, timeout: float) -> bool:
+        def wait_for(kind: KEv, _sid: int, timeout: float) -> bool:
             try:
-                return asyncio.run_coroutine_threadsafe(asyncio.wait_for(asyncio.shield(fut), timeout),
+                return asyncio.run_coroutine_threadsafe(asyncio.wait_for(asyncio.shield(steps[kind]), timeout),
                                                         self.loop).result()
             except Exception:
                 return False
 
         try:
             transport = m.ks.node.transport if m else "tcp"
-            await self.blocking(lambda: self.initiator.logout(sid, transport, await_response=waiter))
+            await self.blocking(lambda: self.initiator.logout(sid, transport, wait_for=wait_for))
         finally:
-            self.logout_waiters.pop(sid, None)
+            for kind in steps:
+                self.logout_waiters.pop((kind, sid), None)
             self.sessions.pop(sid, None)
         return {"sid": sid}
 

@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import struct
+from collections.abc import Callable
 
 from ..proto.exitcodes import ExitCode
 
@@ -54,20 +55,39 @@ def fail(exit_code: int, error: str) -> dict:
     return {"v": VERSION, "ok": False, "exit_code": int(exit_code), "error": error}
 
 
-def call(op: str, args: dict | None = None, *, path: str | None = None, timeout: float = 300.0):
-    """Send one request and return its result; MgmtError carries the daemon's exit code."""
-    path = path or socket_path()
+def _connect(path: str, timeout: float) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     s.settimeout(timeout)
     try:
-        try:
-            s.connect(path)
-        except OSError as e:
-            raise MgmtError(ExitCode.ISCSID_NOTCONN, f"can not connect to iSCSI daemon at {path} ({e.strerror})") from None
-        try:
-            s.sendall(encode({"v": VERSION, "op": op, "args": args or {}}))
-        except (BrokenPipeError, ConnectionResetError):
-            pass   # the daemon may have answered (a refusal) and closed already: read what it said
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        raise MgmtError(ExitCode.ISCSID_NOTCONN, f"can not connect to iSCSI daemon at {path} ({e.strerror})") from None
+    return s
+
+
+def _send(s: socket.socket, op: str, args: dict | None) -> None:
+    try:
+        s.sendall(encode({"v": VERSION, "op": op, "args": args or {}}))
+    except (BrokenPipeError, ConnectionResetError):
+        pass   # the daemon may have answered (a refusal) and closed already: read what it said
+
+
+def _result(line: bytes):
+    reply = json.loads(line)
+    if reply.get("v") != VERSION:
+        raise MgmtError(ExitCode.INTERNAL, f"iSCSI daemon speaks protocol {reply.get('v')}, this client {VERSION}")
+    if not reply.get("ok"):
+        raise MgmtError(reply.get("exit_code", ExitCode.INTERNAL), reply.get("error", "unknown error"))
+    return reply.get("result")
+
+
+def call(op: str, args: dict | None = None, *, path: str | None = None, timeout: float = 300.0):
+    """Send one request and return its result; MgmtError carries the daemon's exit code."""
+    path = path or socket_path()
+    s = _connect(path, timeout)
+    try:
+        _send(s, op, args)
         buf = b""
         while b"\n" not in buf:
             try:
@@ -83,9 +103,73 @@ def call(op: str, args: dict | None = None, *, path: str | None = None, timeout:
                 raise MgmtError(ExitCode.INTERNAL, "iSCSI daemon reply too large")
     finally:
         s.close()
-    reply = json.loads(buf.split(b"\n", 1)[0])
-    if reply.get("v") != VERSION:
-        raise MgmtError(ExitCode.INTERNAL, f"iSCSI daemon speaks protocol {reply.get('v')}, this client {VERSION}")
-    if not reply.get("ok"):
-        raise MgmtError(reply.get("exit_code", ExitCode.INTERNAL), reply.get("error", "unknown error"))
-    return reply.get("result")
+    return _result(buf.split(b"\n", 1)[0])
+
+
+def call_many(requests: list[tuple[str, dict]], *, path: str | None = None, timeout: float = 300.0,
+              on_done: Callable[[int], None] | None = None) -> list:
+    """Send every request at once, one connection each, and wait for all the replies.
+
+    The daemon serves connections concurrently, so N logins take about the time of
+    the slowest; one thread multiplexes the replies (starting N client threads costs
+    more than the requests under emulation). Returns, in request order, each result
+    or the MgmtError it failed with; `on_done(i)` is called as reply i arrives.
+    """
+    import selectors
+    import time
+    path = path or socket_path()
+    out: list = [None] * len(requests)
+    pending: dict[socket.socket, tuple[int, bytearray]] = {}
+    sel = selectors.DefaultSelector()
+    try:
+        for i, (op, args) in enumerate(requests):
+            try:
+                s = _connect(path, timeout)
+            except MgmtError as e:
+                out[i] = e
+                if on_done:
+                    on_done(i)
+                continue
+            _send(s, op, args)
+            s.setblocking(False)
+            pending[s] = (i, bytearray())
+            sel.register(s, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while pending:
+            ready = sel.select(max(0.0, deadline - time.monotonic()))
+            if not ready:
+                for s, (i, _) in pending.items():
+                    out[i] = MgmtError(ExitCode.ISCSID_COMM_ERR,
+                                       f"iSCSI daemon did not answer {requests[i][0]} within {timeout:.0f} s")
+                break
+            for key, _ in ready:
+                s = key.fileobj
+                i, buf = pending[s]
+                try:
+                    chunk = s.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    chunk = b""
+                buf += chunk
+                if b"\n" in buf or not chunk or len(buf) > MAX_LINE:
+                    if b"\n" in buf:
+                        try:
+                            out[i] = _result(bytes(buf.split(b"\n", 1)[0]))
+                        except MgmtError as e:
+                            out[i] = e
+                    elif not chunk:
+                        out[i] = MgmtError(ExitCode.ISCSID_COMM_ERR,
+                                           f"iSCSI daemon closed the connection during {requests[i][0]}")
+                    else:
+                        out[i] = MgmtError(ExitCode.INTERNAL, "iSCSI daemon reply too large")
+                    sel.unregister(s)
+                    s.close()
+                    del pending[s]
+                    if on_done:
+                        on_done(i)
+    finally:
+        for s in pending:
+            s.close()
+        sel.close()
+    return out

@@ -22,10 +22,8 @@ import contextlib
 import errno
 import fcntl
 import os
-import tempfile
 import time
-from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from . import records as R
 
@@ -49,8 +47,9 @@ class LockTimeout(DBError):
     pass
 
 
-@dataclass(frozen=True, order=True)
-class NodeId:
+# NamedTuple and plain classes, not dataclasses: importing dataclasses (it pulls in
+# inspect, ast, tokenize) cost the CLI a sixth of its start-up in the lab guest.
+class NodeId(NamedTuple):
     target: str
     address: str
     port: int
@@ -66,11 +65,17 @@ class NodeId:
         return self.tpgt == UNKNOWN_TPGT
 
 
-@dataclass
 class Record:
     """A record's values keyed by the record key names of records.py."""
-    fields: tuple[R.Field, ...]
-    values: dict[str, str]
+
+    def __init__(self, fields: tuple[R.Field, ...], values: dict[str, str]):
+        self.fields, self.values = fields, values
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
     def __getitem__(self, key: str) -> str:
         return self.values[key]
@@ -79,9 +84,10 @@ class Record:
         return R.render(self.fields, self.values, for_file=for_file, show_secrets=show_secrets)
 
 
-@dataclass
 class Node(Record):
-    id: NodeId
+    def __init__(self, fields: tuple[R.Field, ...], values: dict[str, str], id: NodeId):
+        super().__init__(fields, values)
+        self.id = id
 
 
 def format_portal(address: str, port: int) -> str:
@@ -183,6 +189,7 @@ class NodeDB:
         self._require_lock()
         directory = os.path.dirname(path)
         self._mkdirs(directory)
+        import tempfile   # here: listing and login only read, and the import is a tenth of a CLI start
         fd, tmp = tempfile.mkstemp(prefix=".tmp.", dir=directory)  # created 0600
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -197,12 +197,9 @@ class Initiator:
             raise SessionError(e.exit_code, str(e)) from None
 
     def _set_params(self, handle: int, sid: int, cid: int, rows: list[tuple[Param, str]]) -> None:
-        for param, value in rows:
-            try:
-                self.nl.set_param(handle, sid, cid, param, value)
-            except KernelError as e:
-                if e.errno != 38:   # ENOSYS: a parameter this transport does not keep, as iscsid ignores
-                    raise
+        for _param, e in self.nl.set_params(handle, sid, cid, rows):
+            if e.errno != 38:   # ENOSYS: a parameter this transport does not keep, as iscsid ignores
+                raise e
 
     def _hand_over(self, handle: int, sid: int, cid: int, node: NodeConfig, conn: login_io.Session,
                    initiator_name: str) -> None:
@@ -347,22 +344,29 @@ class Initiator:
 
     # ---- logout ----------------------------------------------------------
     def logout(self, sid: int, transport: str = "tcp", timeout: float = LOGOUT_TIMEOUT,
-               await_response: Callable[[int, float], bool] | None = None) -> None:
-        """iscsid's order (facts §2.4): unbind (SCSI devices go), Logout PDU, stop, destroy.
+               wait_for: Callable[[KEv, int, float], bool] | None = None) -> None:
+        """iscsid's order (facts §2.4): unbind, and once the kernel says the SCSI devices
+        are gone (KEVENT_UNBIND_SESSION), the Logout PDU; then stop and destroy.
 
-        `await_response(sid, timeout)` waits for the Logout Response; by default this
-        object's own socket is read, a daemon that routes events passes its own.
+        Sending the Logout while the kernel still removes the devices races their
+        last commands (sd's SYNCHRONIZE CACHE) against the target closing the session.
+        `wait_for(kind, sid, timeout)` waits for KEv.UNBIND_SESSION or, for KEv.RECV_PDU,
+        a Logout Response; by default this object's own socket is read, a daemon that
+        routes events passes its own.
         """
         handle = self.transport_handle(transport)
         if self.sysfs.session(sid) is None:
             raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
+        wait = wait_for or self._wait_for
         nl = self.nl
         nl.unbind_session(handle, sid)
+        if not wait(KEv.UNBIND_SESSION, sid, timeout):
+            log.info("session %d: devices not removed within %.0f s; logging out all the same", sid, timeout)
         # The kernel fills ITT, CmdSN and ExpStatSN; a zero header of the right kind is enough.
         request = LogoutRequest(immediate=True, reason=0, itt=0, cmdsn=0, expstatsn=0)
         try:
             nl.send_pdu(handle, sid, 0, request.encode())
-            if not (await_response or self._await_logout_response)(sid, timeout):
+            if not wait(KEv.RECV_PDU, sid, timeout):
                 log.info("session %d: no Logout Response within %.0f s", sid, timeout)
         except KernelError as e:
             log.info("session %d: logout PDU not sent (%s); closing without it", sid, e)
@@ -372,13 +376,15 @@ class Initiator:
             nl.destroy_conn(handle, sid, 0)
         nl.destroy_session(handle, sid)
 
-    def _await_logout_response(self, sid: int, timeout: float) -> bool:
+    def _wait_for(self, kind: KEv, sid: int, timeout: float) -> bool:
+        """Read this object's own socket for a logout step's event (one caller at a time:
+        events of other sessions read meanwhile are dropped; the daemon routes its own)."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             ev = self.nl.next_event(left)
             if ev is None:
                 break
-            if is_logout_response(ev, sid):
+            if is_logout_step(ev, kind, sid):
                 return True
         return False
 
@@ -395,5 +401,9 @@ def received_pdu(ev) -> object | None:
         return None
 
 
-def is_logout_response(ev, sid: int) -> bool:
-    return ev.type == KEv.RECV_PDU and ev["sid"] == sid and isinstance(received_pdu(ev), LogoutResponse)
+def is_logout_step(ev, kind: KEv, sid: int) -> bool:
+    """Whether `ev` is the logout step `kind` of session `sid`: the devices' removal
+    (KEv.UNBIND_SESSION) or the Logout Response (KEv.RECV_PDU)."""
+    if ev.type != kind or ev.fields.get("sid") != sid:
+        return False
+    return kind != KEv.RECV_PDU or isinstance(received_pdu(ev), LogoutResponse)

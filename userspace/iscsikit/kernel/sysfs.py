@@ -62,7 +62,9 @@ class Sysfs:
         return out
 
     def transport(self, name: str) -> Transport | None:
-        return next((t for t in self.transports() if t.name == name), None)
+        tdir = self.path("class", "iscsi_transport", name)
+        handle, caps = _read(os.path.join(tdir, "handle")), _read(os.path.join(tdir, "caps"))
+        return Transport(name, int(handle), int(caps, 16)) if handle is not None and caps is not None else None
 
     # ---- sessions --------------------------------------------------------
     def session_ids(self) -> list[int]:
@@ -90,7 +92,8 @@ class Sysfs:
                                blocks[0] if blocks else None))
         return sorted(out, key=lambda l: l.lun)
 
-    def session(self, sid: int) -> Session | None:
+    def session(self, sid: int, luns: bool = True) -> Session | None:
+        """The session's attributes; `luns=False` skips walking its SCSI devices (luns is ())."""
         sdir = self.path("class", "iscsi_session", f"session{sid}")
         if not os.path.isdir(sdir):
             return None
@@ -106,11 +109,11 @@ class Sysfs:
             initiator_name=(_read(os.path.join(sdir, "initiatorname"))
                             or _read(self.path("class", "iscsi_host", f"host{host_no}", "initiatorname"))),
             iface_name=_read(os.path.join(sdir, "ifacename")),
-            luns=tuple(self.luns(sid)),
+            luns=tuple(self.luns(sid)) if luns else (),
         )
 
-    def sessions(self) -> list[Session]:
-        return [s for sid in self.session_ids() if (s := self.session(sid)) is not None]
+    def sessions(self, luns: bool = True) -> list[Session]:
+        return [s for sid in self.session_ids() if (s := self.session(sid, luns)) is not None]
 
     # ---- actions ---------------------------------------------------------
     def scan_host(self, host_no: int, channel: str = "-", target: str = "-", lun: str = "-") -> None:

@@ -6,14 +6,22 @@ for 32 zero bytes, CRC 0x8a9136aa, is transmitted as aa 36 91 8a.
 
 from __future__ import annotations
 
-import crc32c as _crc32c
+from functools import cache
 
 DIGEST_LEN = 4
 
 
+@cache
+def _crc32c():
+    # imported on first use: most sessions negotiate no digest, and the package's
+    # import (it reads its own metadata) is a fifth of the daemon's start-up
+    import crc32c
+    return crc32c.crc32c
+
+
 def crc32c_digest(*chunks: bytes | bytearray | memoryview) -> bytes:
     """The 4 wire bytes of the CRC32C over the concatenation of `chunks`."""
-    value = 0
+    crc, value = _crc32c(), 0
     for chunk in chunks:
-        value = _crc32c.crc32c(chunk, value)
+        value = crc(chunk, value)
     return value.to_bytes(DIGEST_LEN, "little")

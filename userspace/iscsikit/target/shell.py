@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import os
 import socket
+import sys
 import stat
 import uuid
 
@@ -65,16 +66,20 @@ class TargetShell(ConfigShell):
     def __init__(self, manager: Manager, preferences_dir: str | None = None, oneshot: bool = False):
         super().__init__(preferences_dir)
         self.oneshot = oneshot
-        console_debug = str(self.prefs["loglevel_console"]).startswith("debug")
-        file_debug = bool(self.prefs["logfile"]) and str(self.prefs["loglevel_file"]).startswith("debug")
-        if not (console_debug or file_debug):
-            # configshell's debug() walks the whole stack (inspect.stack) even when
-            # nothing is logged: seconds per command under emulation.
-            self.log.debug = lambda msg: None
+        # configshell's Log.debug() calls inspect.stack(), which reads the source of every
+        # frame, for each message even when nothing is logged: seconds per command under
+        # emulation, and targetcli's own prefs (shared in ~/.targetcli) log debug to a file.
+        # The same line, caller included, from the caller's frame alone:
+        self.log.debug = self._debug
         self.manager = manager
         self.last_error: TargetError | None = None
         self.json_output = False
         UIRoot(self)
+
+
+    def _debug(self, msg) -> None:
+        caller = sys._getframe(1)
+        self.log._log("debug", f"{caller.f_code.co_filename}:{caller.f_lineno} {caller.f_code.co_name}() {msg}")
 
 
 class UINode(ConfigNode):
