@@ -58,3 +58,35 @@ def test_serial_steps_keep_running_one_by_one(monkeypatch):
         apply.Executor(Config(), "/nonexistent").run(_steps("tpg_attrs", 5))
     assert done == [("tpg_attrs", 0), ("tpg_attrs", 1)] and undone == [("tpg_attrs", 1), ("tpg_attrs", 0)]
     assert threads == {threading.main_thread().name}
+
+
+def test_parallel_batches_are_submitted_round_robin_over_tpgs():
+    steps = [Step("lun_delete", f"iqn.2024-01.com.example:t{t}", 1, obj=LUN(i, "/backstores/fileio/d"))
+             for t in range(3) for i in range(2 + t)]
+    order = [(s.target[-1], s.obj.index) for s in apply._across_tpgs(steps)]
+    assert order == [("0", 0), ("1", 0), ("2", 0), ("0", 1), ("1", 1), ("2", 1), ("1", 2), ("2", 2), ("2", 3)]
+    assert sorted(map(id, apply._across_tpgs(steps))) == sorted(map(id, steps))
+
+
+def test_remove_is_an_rmdir_and_falls_back_to_a_recursive_delete_only_when_not_empty(tmp_path):
+    calls = []
+    empty = tmp_path / "acl_empty"
+    empty.mkdir()
+    apply._remove(str(empty), lambda: calls.append("recursive"))
+    assert not empty.exists() and calls == []
+    full = tmp_path / "acl_full"
+    (full / "lun_0").mkdir(parents=True)       # a child the model did not know
+    apply._remove(str(full), lambda: calls.append("recursive"))
+    assert calls == ["recursive"]
+    with pytest.raises(FileNotFoundError):
+        apply._remove(str(tmp_path / "gone"), lambda: calls.append("never"))
+    assert calls == ["recursive"]
+
+
+def test_executor_modules_import_rtslib_only_on_first_use():
+    import subprocess
+    import sys
+    code = ("import sys; from iscsikit.target import apply, manager, configfs; "
+            "print(sorted(m for m in sys.modules if m.startswith('rtslib')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
