@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,8 @@ log = logging.getLogger("iscsikitd")
 
 FIRST_RETRY_DELAY = 2.0       # DefaultTime2Wait before the first reconnect (facts §2.3)
 MAX_RETRY_DELAY = 5.0
+# worker threads started with the daemon: one per login of a typical `-L all` burst
+WARM_WORKERS = 32
 
 
 @dataclasses.dataclass
@@ -92,6 +95,7 @@ class Daemon:
         self.sysfs = sysfs or Sysfs()
         self.initiator = Initiator(self.sysfs, IscsiNetlink(groups=0))
         self.events = IscsiNetlink()
+        self.workers = workers
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="iscsikitd")
         self.sessions: dict[int, Managed] = {}
         self.node_locks: dict[tuple, asyncio.Lock] = {}
@@ -132,6 +136,7 @@ class Daemon:
                 os.umask(old)
         sd_notify("READY=1\nSTATUS=serving " + (self.socket_path if listen_fd is None else f"fd {listen_fd}"))
         log.info("iscsikitd ready on %s, %d session(s) adopted", self.socket_path, len(self.sessions))
+        self.loop.call_soon(self.start_workers)
         async with server:
             await self.stopping.wait()
         self.loop.remove_reader(self.events.fileno())
@@ -142,6 +147,19 @@ class Daemon:
         if listen_fd is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.socket_path)
+
+    def start_workers(self, count: int = WARM_WORKERS) -> None:
+        """Start the first `count` worker threads now, not during the first `-L all`:
+        the pool starts a thread per request while it grows, ~10 ms each under
+        emulation, paid inside the logins' time otherwise."""
+        count = min(count, self.workers)
+        barrier = threading.Barrier(count)
+
+        def meet() -> None:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(10)
+        for _ in range(count):
+            self.pool.submit(meet)
 
     def adopt(self) -> None:
         """Take over the sessions the kernel has, as they are: no stop, no relogin."""

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..kernel import kmod
-from ..kernel.constants import Param, StopFlag, KEv
+from ..kernel.constants import Ev, KEv, Param, StopFlag
 from ..kernel.netlink import IscsiNetlink, KernelError
 from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
@@ -370,11 +370,13 @@ class Initiator:
                 log.info("session %d: no Logout Response within %.0f s", sid, timeout)
         except KernelError as e:
             log.info("session %d: logout PDU not sent (%s); closing without it", sid, e)
-        with contextlib.suppress(KernelError):
-            nl.stop_conn(handle, sid, 0, StopFlag.TERM)
-        with contextlib.suppress(KernelError):
-            nl.destroy_conn(handle, sid, 0)
-        nl.destroy_session(handle, sid)
+        # stop, destroy the connection, destroy the session: one datagram, answered in
+        # order; only the session's destruction must succeed
+        *_, destroyed = nl.batch([(Ev.STOP_CONN, handle, b"", {"sid": sid, "cid": 0, "flag": int(StopFlag.TERM)}),
+                                  (Ev.DESTROY_CONN, handle, b"", {"sid": sid, "cid": 0}),
+                                  (Ev.DESTROY_SESSION, handle, b"", {"sid": sid})])
+        if isinstance(destroyed, KernelError):
+            raise destroyed
 
     def _wait_for(self, kind: KEv, sid: int, timeout: float) -> bool:
         """Read this object's own socket for a logout step's event (one caller at a time:
