@@ -142,8 +142,8 @@ class Executor:
                 else:
                     if pool is None:
                         pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lio")
-                    # submitted round-robin over TPGs: the kernel serialises the LUNs of one
-                    # TPG on its mutex, so concurrent workers should hold different TPGs
+                    # submitted round-robin over TPGs: the LUNs of one TPG share the kernel's
+                    # per-TPG locks, so concurrent workers are spread over different TPGs
                     futures = dict((id(s), pool.submit(self._do, s)) for s in _across_tpgs(batch))
                     futures = [futures[id(s)] for s in batch]
                     try:
