@@ -161,3 +161,17 @@ def test_call_many_collects_every_reply_in_request_order(tmp_path):
 def test_call_many_without_a_daemon_fails_each_request_with_20(tmp_path):
     out = mgmt.call_many([("logout", {"sid": 1}), ("logout", {"sid": 2})], path=str(tmp_path / "none"), timeout=5)
     assert [e.exit_code for e in out] == [20, 20]
+
+
+def test_sessions_request_skips_a_session_gone_while_listed(tmp_path):
+    """A logout in flight removes session2 between the listing and the read: no internal error."""
+    from iscsikit.kernel.sysfs import Sysfs
+    s1 = tmp_path / "class" / "iscsi_session" / "session1"
+    s1.mkdir(parents=True)
+    (s1 / "targetname").write_text("iqn.2026-11.org.example:t\n")
+    (s1 / "state").write_text("LOGGED_IN\n")
+    (tmp_path / "class" / "iscsi_session" / "session2").write_text("")   # listed, but no longer a session
+    d = _dispatcher({})
+    d.sysfs, d.sessions = Sysfs(tmp_path), {}
+    out = asyncio.run(d.op_sessions({}))
+    assert [(s["sid"], s["target"], s["kernel_state"]) for s in out] == [(1, "iqn.2026-11.org.example:t", "LOGGED_IN")]

@@ -67,22 +67,22 @@ def node_from_args(args: dict) -> NodeConfig:
     return NodeConfig(chap=chap, **kw)
 
 
-def node_from_sysfs(sysfs: Sysfs, sid: int) -> NodeConfig | None:
-    """What a recovery of an adopted session needs, read back from the kernel."""
-    s = sysfs.session(sid)
-    if s is None or not s.target or not s.address:
+def node_from_sysfs(sysfs: Sysfs, s) -> NodeConfig | None:
+    """What a recovery of an adopted session needs, read back from the kernel (`s`: its sysfs.Session)."""
+    if not s.target or not s.address:
         return None
     def attr(name):
         with contextlib.suppress(OSError):
-            with open(sysfs.path("class", "iscsi_session", f"session{sid}", name)) as f:
+            with open(sysfs.path("class", "iscsi_session", f"session{s.sid}", name)) as f:
                 v = f.read().strip()
             return None if v in ("", "(null)") else v
         return None
 
     chap = None
-    if attr("username"):
-        chap = ChapCredentials(attr("username"), (attr("password") or "").encode(), attr("username_in"),
-                               attr("password_in").encode() if attr("password_in") else None)
+    if username := attr("username"):
+        password_in = attr("password_in")
+        chap = ChapCredentials(username, (attr("password") or "").encode(), attr("username_in"),
+                               password_in.encode() if password_in else None)
     tmo = attr("recovery_tmo")
     return NodeConfig(target=s.target, address=s.address, port=s.port or 3260, tpgt=s.tpgt,
                       initiator_name=s.initiator_name, iface_name=s.iface_name or "default", chap=chap,
@@ -164,9 +164,9 @@ class Daemon:
     def adopt(self) -> None:
         """Take over the sessions the kernel has, as they are: no stop, no relogin."""
         for sid in self.sysfs.session_ids():
-            s = self.sysfs.session(sid)
-            node = node_from_sysfs(self.sysfs, sid)
-            if s is None or node is None or s.creator == -1:   # firmware sessions are not ours
+            s = self.sysfs.session(sid, luns=False)
+            node = node_from_sysfs(self.sysfs, s) if s is not None else None
+            if node is None or s.creator == -1:   # firmware sessions are not ours
                 continue
             try:
                 handle = self.initiator.transport_handle(node.transport)
@@ -363,7 +363,7 @@ class Daemon:
         sid = int(args["sid"])
         m = self.sessions.get(sid)
         if m is None:
-            if self.sysfs.session(sid) is None:
+            if self.sysfs.session(sid, luns=False) is None:
                 raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
         elif m.state == "LOGGING_OUT":
             raise SessionError(ExitCode.BUSY, f"session {sid} is already logging out")
@@ -395,7 +395,7 @@ class Daemon:
 
     async def op_stats(self, args: dict) -> dict:
         sid = int(args["sid"])
-        if self.sysfs.session(sid) is None:
+        if self.sysfs.session(sid, luns=False) is None:
             raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
         if sid in self.stats_waiters:
             raise SessionError(ExitCode.BUSY, f"statistics of session {sid} already requested")
@@ -414,8 +414,9 @@ class Daemon:
 
     async def op_sessions(self, _args: dict) -> list[dict]:
         out = []
-        for sid in self.sysfs.session_ids():
-            s = self.sysfs.session(sid)
+        # Sysfs.sessions() skips a session that goes away while it is read (a logout in flight)
+        for s in self.sysfs.sessions():
+            sid = s.sid
             m = self.sessions.get(sid)
             out.append({"sid": sid, "target": s.target, "address": s.address, "port": s.port, "tpgt": s.tpgt,
                         "kernel_state": s.state, "managed": m is not None,

@@ -355,7 +355,7 @@ class Initiator:
         routes events passes its own.
         """
         handle = self.transport_handle(transport)
-        if self.sysfs.session(sid) is None:
+        if self.sysfs.session(sid, luns=False) is None:
             raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
         wait = wait_for or self._wait_for
         nl = self.nl
