@@ -153,7 +153,6 @@ def getopt(argv: list[str]) -> list[Opt]:
 # -- operations ----------------------------------------------------------------------
 OPS = {"new": 1, "delete": 2, "update": 4, "show": 8, "nonpersistent": 16,
        "apply": 32, "applyall": 64, "login": 128, "logout": 256}
-OP_NAMES = {v: k for k, v in OPS.items()}
 
 
 class Exit(Exception):

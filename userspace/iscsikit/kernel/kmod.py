@@ -83,7 +83,3 @@ def load(*names: str, use_libkmod: bool = True) -> str:
     if proc.returncode != 0:
         raise ModuleError(f"modprobe {' '.join(names)} failed: {proc.stderr.strip()}")
     return "modprobe"
-
-
-def is_loaded(name: str, sysfs: str = "/sys") -> bool:
-    return os.path.isdir(os.path.join(sysfs, "module", name.replace("-", "_")))

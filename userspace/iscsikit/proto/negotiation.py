@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .keys import (KEY_BY_NAME, KEYS, SPECIAL_VALUES, Key, Kind, Rule, Sender, Stage,
-                   default_value, format_value, parse_number, parse_value)
+                   default_value, format_value, parse_value)
 
 NEGOTIATED_RULES = frozenset({Rule.LIST, Rule.MIN, Rule.MAX, Rule.AND, Rule.OR})
 
@@ -252,4 +252,4 @@ class Negotiation:
         return Parameters(negotiated, dict(self.ours), dict(self.theirs))
 
 
-__all__ = ["Negotiation", "Parameters", "Role", "parse_number"]
+__all__ = ["Negotiation", "Parameters", "Role"]

@@ -101,10 +101,6 @@ class Manager:
         with self.locked():
             return self.apply(desired, dry_run=dry_run)
 
-    def restore_config(self, desired: Config, dry_run: bool = False) -> list[Step]:
-        with self.locked():
-            return self.apply(desired, dry_run=dry_run)
-
     def clear(self) -> list[Step]:
         # Storage objects' attribute files are most of the snapshot's cost and
         # only serve a rollback: if a clear fails midway, the storage objects
