@@ -336,14 +336,9 @@ def _tpg_auth(ex: Executor, step: Step) -> Undo:
 
 def _tpg_enable(ex: Executor, step: Step) -> Undo:
     path = f"{ex.writer.tpg_dir(step.target, step.tag)}/enable"
-    with open(path) as f:
-        old = f.read().strip()
-
-    def write(value) -> None:
-        with open(path, "w") as f:
-            f.write(str(int(value)))
-    write(step.values["enable"])
-    return lambda: write(old)
+    old = configfs.read(path)
+    configfs.write(path, str(int(step.values["enable"])))
+    return lambda: configfs.write(path, old)
 
 
 # ---- LUNs, portals ---------------------------------------------------------------

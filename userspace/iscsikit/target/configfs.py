@@ -503,14 +503,7 @@ class Writer:
 
     def so_attributes(self, so: StorageObject, names) -> dict:
         """The named attributes' current values, as text."""
-        d = so_dir(self.root, so)
-        out = {}
-        for n in names:
-            try:
-                out[n] = read(f"{d}/attrib/{n}")
-            except OSError:
-                pass
-        return out
+        return _named_files(f"{so_dir(self.root, so)}/attrib", names)
 
     def set_so_attributes(self, so: StorageObject, values: dict) -> dict:
         """Write the values that differ; return the previous ones (for undo)."""
