@@ -199,3 +199,22 @@ def test_tgt_include(tmp_path):
     main.write_text("include conf.d/*.conf\n")
     r = tgtconf.load(str(main), probe)
     assert "iqn.2024-01.com.example:inc" in r.config.targets
+
+
+def test_tgt_findings_name_the_included_file_they_come_from(tmp_path):
+    (tmp_path / "conf.d").mkdir()
+    inc = tmp_path / "conf.d" / "a.conf"
+    inc.write_text("<target iqn.2024-01.com.example:in_c>\n"          # '_' is renamed: a warning
+                   " backing-store /srv/x.img\n"
+                   " markers on\n"                                      # a target-level finding
+                   "</target>\n"
+                   "incomingdiscoveryuser u1 secretsecret1\n"
+                   "incomingdiscoveryuser u2 secretsecret2\n")         # only one kept: an error
+    main = tmp_path / "targets.conf"
+    main.write_text("include conf.d/*.conf\ninclude nothing/*.conf\n")
+    r = tgtconf.load(str(main), probe)
+    where = {f.message.split(":")[0].split()[0]: (f.file, f.line) for f in r.findings}
+    assert where["target"] == (str(inc), 1)
+    assert where["markers"] == (str(inc), 3)
+    assert where["incomingdiscoveryuser"] == (str(inc), 6)
+    assert where["include"] == (str(main), 2)

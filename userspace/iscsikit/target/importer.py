@@ -57,12 +57,12 @@ class Builder:
     """Collects targets and storage objects as an importer reads them."""
 
     def __init__(self, filename: str, probe: Probe = default_probe):
-        self.file = filename
+        self.file = filename     # the file being read: a parser that follows includes moves it
         self.probe = probe
         self.out = Imported()
 
-    def find(self, line: int, severity: str, message: str) -> None:
-        self.out.findings.append(Finding(self.file, line, severity, message))
+    def find(self, line: int, severity: str, message: str, file: str | None = None) -> None:
+        self.out.findings.append(Finding(file or self.file, line, severity, message))
 
     def target_name(self, raw: str, line: int) -> str | None:
         name = raw.strip()

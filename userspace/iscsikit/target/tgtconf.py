@@ -49,19 +49,14 @@ def _lines(path: str, text: str, b: Builder, depth: int = 0):
             files = sorted(glob.glob(pattern if os.path.isabs(pattern)
                                      else os.path.join(os.path.dirname(path), pattern)))
             if not files:
-                b.out.findings.append(_f(path, n, NOTE, f"include {pattern}: no file matches"))
+                b.find(n, NOTE, f"include {pattern}: no file matches", file=path)
             for inc in files:
                 try:
                     yield from _lines(inc, Path(inc).read_text(), b, depth + 1)
                 except OSError as e:
-                    b.out.findings.append(_f(path, n, ERROR, f"include {inc}: {e.strerror}"))
+                    b.find(n, ERROR, f"include {inc}: {e.strerror}", file=path)
             continue
         yield path, n, line
-
-
-def _f(file, line, sev, msg):
-    from .importer import Finding
-    return Finding(file, line, sev, msg)
 
 
 class _Store:
@@ -80,26 +75,24 @@ def parse(text: str, filename: str = "targets.conf", probe: Probe = default_prob
     tkeys: dict[str, tuple[str, int]] = {}
     users, outgoing, names = [], None, []
 
-    def finding(file, n, sev, msg):
-        b.out.findings.append(_f(file, n, sev, msg))
-
     for file, n, line in _lines(filename, text, b):
+        b.file = file            # what Builder reports, for this line and its target's LUNs
         low = line.lower()
         if low.startswith("<target"):
             if target is not None:
-                finding(file, n, ERROR, "<target> inside <target>; the outer one ends here")
+                b.find(n, ERROR, "<target> inside <target>; the outer one ends here")
             name = line[len("<target"):].rstrip(">").strip()
             wwn = b.target_name(name, n)
-            target = (wwn, b.new_target(wwn, n) if wwn else None, n)
+            target = (wwn, b.new_target(wwn, n) if wwn else None, n, file)
             stores, tkeys, users, outgoing, names = [], {}, [], None, []
             continue
         if low.startswith("</target"):
             if target is None:
-                finding(file, n, ERROR, "</target> without <target>")
+                b.find(n, ERROR, "</target> without <target>")
                 continue
-            wwn, tpg, _ = target
+            wwn, tpg, _, b.file = target      # its LUNs are reported against the file that opened it
             if tpg is not None:
-                _finish(b, file, wwn, tpg, stores, tkeys, users, outgoing, names)
+                _finish(b, wwn, tpg, stores, tkeys, users, outgoing, names)
             target = None
             continue
         if low.startswith(("<backing-store", "<direct-store")):
@@ -117,27 +110,27 @@ def parse(text: str, filename: str = "targets.conf", probe: Probe = default_prob
         if target is None:
             if key in ("incomingdiscoveryuser", "outgoingdiscoveryuser"):
                 if len(args) != 2:
-                    finding(file, n, ERROR, f"{words[0]} needs a user and a password; skipped")
+                    b.find(n, ERROR, f"{words[0]} needs a user and a password; skipped")
                 elif key.startswith("incoming"):
-                    disc_in.append((args[0], args[1], n))
+                    disc_in.append((args[0], args[1], n, file))
                 else:
-                    disc_out = (args[0], args[1], n)
+                    disc_out = (args[0], args[1], n, file)
             elif key == "default-driver":
                 if value != "iscsi":
-                    finding(file, n, ERROR, f"default-driver {value}: only iscsi is imported")
+                    b.find(n, ERROR, f"default-driver {value}: only iscsi is imported")
             elif key in ("isns", "isnsserverip", "isnsserverport", "isnsaccesscontrol"):
-                finding(file, n, ERROR, f"{words[0]}: LIO has no iSNS client; not imported")
+                b.find(n, ERROR, f"{words[0]}: LIO has no iSNS client; not imported")
             elif key in ("control-port", "ignore-errors"):
-                finding(file, n, NOTE, f"{words[0]}: a tgt-admin setting with no LIO meaning; ignored")
+                b.find(n, NOTE, f"{words[0]}: a tgt-admin setting with no LIO meaning; ignored")
             else:
-                finding(file, n, ERROR, f"{words[0]}: unknown global key; not imported")
+                b.find(n, ERROR, f"{words[0]}: unknown global key; not imported")
             continue
         if target[1] is None:
-            finding(file, n, ERROR, f"{words[0]}: belongs to a target that was skipped")
+            b.find(n, ERROR, f"{words[0]}: belongs to a target that was skipped")
             continue
         if store is not None:
             if key not in LUN_LEVEL:
-                finding(file, n, ERROR, f"{words[0]}: not a LUN key; ignored")
+                b.find(n, ERROR, f"{words[0]}: not a LUN key; ignored")
             else:
                 store.keys[key] = (value, n)
             continue
@@ -146,56 +139,57 @@ def parse(text: str, filename: str = "targets.conf", probe: Probe = default_prob
             stores.append(s)
         elif key == "incominguser":
             if len(args) != 2:
-                finding(file, n, ERROR, "incominguser needs a user and a password; skipped")
+                b.find(n, ERROR, "incominguser needs a user and a password; skipped")
             else:
                 users.append((args[0], args[1], n))
         elif key == "outgoinguser":
             if len(args) != 2:
-                finding(file, n, ERROR, "outgoinguser needs a user and a password; skipped")
+                b.find(n, ERROR, "outgoinguser needs a user and a password; skipped")
             elif outgoing is not None:
-                finding(file, n, ERROR, "a second outgoinguser; skipped")
+                b.find(n, ERROR, "a second outgoinguser; skipped")
             else:
                 outgoing = (args[0], args[1], n)
         elif key == "initiator-name":
             try:
                 names.append((validate.wwn(value, "initiator name"), n))
             except TargetError as e:
-                finding(file, n, ERROR, f"{e}; skipped")
+                b.find(n, ERROR, f"{e}; skipped")
         elif key == "initiator-address":
-            finding(file, n, ERROR, f"initiator-address {value}: LIO cannot filter initiators by address; "
+            b.find(n, ERROR, f"initiator-address {value}: LIO cannot filter initiators by address; "
                                     f"the target accepts every address (use a firewall)")
         elif key == "driver":
             if value != "iscsi":
-                finding(file, n, ERROR, f"driver {value}: only iscsi targets are imported")
+                b.find(n, ERROR, f"driver {value}: only iscsi targets are imported")
         elif key in ("controller_tid",):
-            finding(file, n, NOTE, f"{words[0]}: tgt's internal id; ignored")
+            b.find(n, NOTE, f"{words[0]}: tgt's internal id; ignored")
         elif key in SESSION_KEYS:
             session_key(b, target[1], key, value, n)
         elif key in MARKER_KEYS:
-            finding(file, n, ERROR, f"{words[0]}: markers are not supported by LIO; not imported")
+            b.find(n, ERROR, f"{words[0]}: markers are not supported by LIO; not imported")
         elif key == "maxconnections":
             session_key(b, target[1], key, value, n)
         elif key in LUN_LEVEL:
             tkeys[key] = (value, n)          # target-wide default for its LUNs
         else:
-            finding(file, n, ERROR, f"{words[0]}: unknown target key; not imported")
+            b.find(n, ERROR, f"{words[0]}: unknown target key; not imported")
     if target is not None:
-        finding(filename, target[2], ERROR, "<target> is not closed; imported up to the end of the file")
+        b.file = target[3]
+        b.find(target[2], ERROR, "<target> is not closed; imported up to the end of the file")
         if target[1] is not None:
-            _finish(b, filename, target[0], target[1], stores, tkeys, users, outgoing, names)
+            _finish(b, target[0], target[1], stores, tkeys, users, outgoing, names)
     if disc_in:
         cfg.discovery.enable = True
         cfg.discovery.chap.userid, cfg.discovery.chap.password = disc_in[0][:2]
-        for u, _p, ln in disc_in[1:]:
-            finding(filename, ln, ERROR, f"incomingdiscoveryuser {u}: LIO keeps one; only {disc_in[0][0]} kept")
+        for u, _p, ln, file in disc_in[1:]:
+            b.find(ln, ERROR, f"incomingdiscoveryuser {u}: LIO keeps one; only {disc_in[0][0]} kept", file=file)
         if disc_out:
             cfg.discovery.chap.mutual_userid, cfg.discovery.chap.mutual_password = disc_out[:2]
     elif disc_out:
-        finding(filename, disc_out[2], ERROR, "outgoingdiscoveryuser without incomingdiscoveryuser; skipped")
+        b.find(disc_out[2], ERROR, "outgoingdiscoveryuser without incomingdiscoveryuser; skipped", file=disc_out[3])
     return b.check()
 
 
-def _finish(b, file, wwn, tpg: TPG, stores, tkeys, users, outgoing, names):
+def _finish(b, wwn, tpg: TPG, stores, tkeys, users, outgoing, names):
     # tgt numbers backing stores first, then direct stores, from LUN 1 (LUN 0 is its controller).
     ordered = [s for s in stores if s.kind == "backing"] + [s for s in stores if s.kind == "direct"]
     used = {int(s.keys["lun"][0]) for s in ordered if "lun" in s.keys and s.keys["lun"][0].isdigit()}
