@@ -140,7 +140,7 @@ def test_oversized_pdu_is_refused_without_reading_it(server):
     def huge(conn):
         conn.recv(1000)
         header = bytearray(P.LoginResponse().encode())
-        header[5:8] = (1 << 24 - 1).to_bytes(3, "big")
+        header[5:8] = ((1 << 24) - 1).to_bytes(3, "big")    # the largest 24-bit length
         conn.sendall(bytes(header))
     srv = server(huge)
     with pytest.raises(LoginError, match="MaxRecvDataSegmentLength 8192"):
