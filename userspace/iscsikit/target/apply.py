@@ -23,13 +23,16 @@ import stat
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 
 from . import configfs
 from .errors import ApplyError, TargetError, ValidationError
 from .model import Config, StorageObject
 from .plan import Step
+
+if TYPE_CHECKING:
+    from rtslib import TPG, Target
 
 log = logging.getLogger(__name__)
 Undo = Callable[[], None]
@@ -91,13 +94,13 @@ class Executor:
             self._fabric = rts.FabricModule("iscsi")
         return self._fabric
 
-    def target(self, wwn: str):
+    def target(self, wwn: str) -> Target:
         t = self._targets.get(wwn)
         if t is None or not t.exists:
             t = self._targets[wwn] = rts.Target(self.fabric, wwn, "lookup")
         return t
 
-    def tpg(self, wwn: str, tag: int):
+    def tpg(self, wwn: str, tag: int) -> TPG:
         key = (wwn, tag)
         t = self._tpgs.get(key)
         if t is None or not t.exists:
