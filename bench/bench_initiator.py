@@ -9,11 +9,11 @@ Times are guest times under TCG: only the ratios mean anything.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from iscsikit.lab.guest import Guest
+from iscsikit.lab.errors import GuestCommandError
 from iscsikit.lab.story import LAB_MODULES as MODULES
 
 
@@ -26,12 +26,11 @@ def main() -> int:
     probe = Path(__file__).parent / "probes" / "initiator_probe.py"
     with Guest() as g:
         g.modprobe(*MODULES)
-        r = g.run([sys.executable, str(probe)], timeout=1800,
-                  env={"BENCH_ROUNDS": str(args.rounds), "BENCH_MIB": str(args.mib)})
-    if r.rc != 0:
-        print(r.err[-3000:], file=sys.stderr)
-        return 1
-    d = json.loads(r.out.strip().splitlines()[-1])
+        try:
+            d = g.run_probe(probe, timeout=1800, env={"BENCH_ROUNDS": str(args.rounds), "BENCH_MIB": str(args.mib)})
+        except GuestCommandError as e:
+            print(e.result.err[-3000:], file=sys.stderr)
+            return 1
     ref, ours = d["open_iscsi"], d["iscsikit"]
     print(f"{'metric':<32}{'open-iscsi':>12}{'iscsikit':>12}{'ratio':>8}")
     for key, unit in (("login_s", "s"), ("login_to_disk_s", "s"), ("write_mib_s", "MiB/s"), ("read_mib_s", "MiB/s")):

@@ -8,11 +8,11 @@ half open-iscsi's time. Guest times under TCG: only ratios mean anything.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from iscsikit.lab.guest import Guest
+from iscsikit.lab.errors import GuestCommandError
 from iscsikit.lab.story import LAB_MODULES as MODULES
 
 
@@ -24,11 +24,11 @@ def main() -> int:
     probe = Path(__file__).parent / "probes" / "login_all_probe.py"
     with Guest(memory_mb=3072) as g:
         g.modprobe(*MODULES)
-        r = g.run([sys.executable, str(probe)], timeout=1800, env={"BENCH_TARGETS": str(args.targets)})
-    if r.rc != 0:
-        print(r.err[-3000:], file=sys.stderr)
-        return 1
-    d = json.loads(r.out.strip().splitlines()[-1])
+        try:
+            d = g.run_probe(probe, timeout=1800, env={"BENCH_TARGETS": str(args.targets)})
+        except GuestCommandError as e:
+            print(e.result.err[-3000:], file=sys.stderr)
+            return 1
     ref, ours = d["open_iscsi"], d["iscsikit"]
     print(f"{d['targets']} targets        {'open-iscsi':>12}{'iscsikit':>12}{'ratio':>8}")
     for key in ("login_all_s", "disks_after_s", "logout_all_s", "daemon_rss_kib"):

@@ -4,15 +4,14 @@ Tests leave the guest as they found it (unload nothing, but tear down the
 targets, sessions and processes they made), so that one boot serves them all.
 """
 
-import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from iscsikit.lab import story
 from iscsikit.lab.guest import Guest
+from iscsikit.lab.errors import GuestCommandError
 
 # What the lab story loads on both sides of a session, and iblock for block backstores.
 LAB_MODULES = story.LAB_MODULES + ("target_core_iblock",)
@@ -32,7 +31,8 @@ PROBES = Path(__file__).parent / "probes"
 def run_probe(guest):
     """run_probe(name): run probes/<name> in the guest (one Python start for many checks); its JSON report."""
     def run(name: str, timeout: float = 900) -> dict:
-        r = guest.run([sys.executable, str(PROBES / name)], timeout=timeout)
-        assert r.rc == 0, r.err[-4000:]
-        return json.loads(r.out.strip().splitlines()[-1])
+        try:
+            return guest.run_probe(PROBES / name, timeout=timeout)
+        except GuestCommandError as e:
+            pytest.fail(e.result.err[-4000:])
     return run

@@ -1,22 +1,15 @@
 """NETLINK_ISCSI, sysfs and module loading against the guest's real 6.1 kernel."""
 
 import errno
-import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from iscsikit.kernel.constants import Param
 
-PROBES = Path(__file__).parent / "probes"
-
 
 @pytest.fixture(scope="module")
-def basics(guest):
-    r = guest.run([sys.executable, str(PROBES / "netlink_basics.py")], timeout=180)
-    assert r.rc == 0, r.err
-    return json.loads(r.out)
+def basics(run_probe):
+    return run_probe("netlink_basics.py", timeout=180)
 
 
 def test_modules_load_through_libkmod(basics):

@@ -341,6 +341,13 @@ class Guest:
             raise GuestCommandError(res)
         return res
 
+    def run_probe(self, script: str | os.PathLike, *, timeout: float = 900.0, env: dict | None = None) -> dict:
+        """Run a Python script of the host's tree with the host's interpreter and return the
+        JSON object its last stdout line holds (many checks for one Python start).
+        GuestCommandError (its .result keeps the whole stderr) if the script fails."""
+        r = self.run([sys.executable, str(script)], timeout=timeout, env=env, check=True)
+        return json.loads(r.out.strip().splitlines()[-1])
+
     def spawn(self, cmd: str | list[str], *, log: str | None = None, env: dict | None = None,
               cwd: str | None = None) -> int:
         """Start a background process in the guest (its output to `log`); return its pid."""
