@@ -78,6 +78,10 @@ class NodeConfig:
     login_timeout: float = 15.0
     operational: dict = field(default_factory=dict)
 
+    def login_keys(self) -> dict:
+        """The operational keys a login offers: the digests, then the record's own keys."""
+        return {"HeaderDigest": self.header_digest, "DataDigest": self.data_digest, **self.operational}
+
 
 @dataclass
 class KernelSession:
@@ -188,10 +192,9 @@ class Initiator:
 
     # ---- login -----------------------------------------------------------
     def _login_conn(self, node: NodeConfig, sid: int, initiator_name: str) -> login_io.Session:
-        operational = {"HeaderDigest": node.header_digest, "DataDigest": node.data_digest, **node.operational}
         try:
             return login_io.login((node.address, node.port), node.target, initiator_name=initiator_name,
-                                  chap=node.chap, isid=isid_for(sid), operational=operational,
+                                  chap=node.chap, isid=isid_for(sid), operational=node.login_keys(),
                                   login_timeout=node.login_timeout)
         except login_io.LoginError as e:
             raise SessionError(e.exit_code, str(e)) from None
@@ -286,9 +289,7 @@ class Initiator:
     def _login_through_kernel(self, ks: KernelSession, recv_pdu) -> LoginSuccess:
         node = ks.node
         config = LoginConfig(initiator_name=ks.initiator_name, target_name=node.target, chap=node.chap,
-                             isid=isid_for(ks.sid),
-                             operational={"HeaderDigest": node.header_digest, "DataDigest": node.data_digest,
-                                          **node.operational})
+                             isid=isid_for(ks.sid), operational=node.login_keys())
         machine = LoginMachine(config, random_bytes=os.urandom)
         deadline = time.monotonic() + node.login_timeout
         try:
