@@ -25,7 +25,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Callable
 
-
 from . import configfs
 from .errors import ApplyError, TargetError, ValidationError
 from .model import Config, StorageObject
