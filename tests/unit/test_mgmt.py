@@ -11,6 +11,7 @@ import pytest
 
 from iscsikit.initiator import mgmt
 from iscsikit.initiator.daemon import Daemon, node_from_args
+from iscsikit.kernel.constants import KEv
 
 
 def _dispatcher(ops):
@@ -175,3 +176,42 @@ def test_sessions_request_skips_a_session_gone_while_listed(tmp_path):
     d.sysfs, d.sessions = Sysfs(tmp_path), {}
     out = asyncio.run(d.op_sessions({}))
     assert [(s["sid"], s["target"], s["kernel_state"]) for s in out] == [(1, "iqn.2026-11.org.example:t", "LOGGED_IN")]
+
+
+def test_a_stopping_daemon_releases_logouts_waiting_for_kernel_events():
+    """A logout waits for the kernel's events in a worker thread; when the daemon stops,
+    that wait must end, or the thread (joined at exit) keeps the process alive forever."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    waited = []
+
+    class Initiator:
+        def logout(self, sid, transport, wait_for):
+            t = time.monotonic()
+            first = wait_for(KEv.UNBIND_SESSION, sid, 15)    # released by the stop
+            second = wait_for(KEv.RECV_PDU, sid, 15)         # asked after the stop: no wait
+            waited.append((first, second, time.monotonic() - t))
+
+    class Sysfs:
+        def session(self, sid, luns=True):
+            return object()
+
+    async def scenario():
+        d = Daemon.__new__(Daemon)
+        d.loop = asyncio.get_running_loop()
+        d.pool = ThreadPoolExecutor(2)
+        d.sessions, d.logout_waiters = {}, {}
+        d.sysfs, d.initiator = Sysfs(), Initiator()
+        d.stopping = asyncio.Event()
+        task = asyncio.ensure_future(d.op_logout({"sid": 7}))
+        while not d.logout_waiters:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        d.stopping.set()
+        d.release_logout_waiters()
+        assert await asyncio.wait_for(task, 5) == {"sid": 7}
+        d.pool.shutdown()
+
+    asyncio.run(scenario())
+    [(first, second, elapsed)] = waited
+    assert (first, second) == (False, False) and elapsed < 5

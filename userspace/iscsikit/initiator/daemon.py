@@ -139,6 +139,7 @@ class Daemon:
         self.loop.call_soon(self.start_workers)
         async with server:
             await self.stopping.wait()
+        self.release_logout_waiters()
         self.loop.remove_reader(self.events.fileno())
         for m in self.sessions.values():
             if m.recovery:
@@ -160,6 +161,13 @@ class Daemon:
                 barrier.wait(10)
         for _ in range(count):
             self.pool.submit(meet)
+
+    def release_logout_waiters(self) -> None:
+        """On stop: logouts in flight stop waiting for the kernel's events (the loop that
+        routes them is ending) and finish at once, so their threads let the process exit."""
+        for fut in self.logout_waiters.values():
+            if not fut.done():
+                fut.set_result(False)
 
     def adopt(self) -> None:
         """Take over the sessions the kernel has, as they are: no stop, no relogin."""
@@ -377,10 +385,19 @@ class Daemon:
         for kind, fut in steps.items():
             self.logout_waiters[(kind, sid)] = fut
 
-        def wait_for(kind: KEv, _sid: int, timeout: float) -> bool:
+        async def step_done(kind: KEv, timeout: float) -> bool:
             try:
-                return asyncio.run_coroutine_threadsafe(asyncio.wait_for(asyncio.shield(steps[kind]), timeout),
-                                                        self.loop).result()
+                return await asyncio.wait_for(asyncio.shield(steps[kind]), timeout)
+            except asyncio.TimeoutError:
+                return False
+
+        def wait_for(kind: KEv, _sid: int, timeout: float) -> bool:
+            # bounded here too: a loop that has stopped (the daemon is exiting) never
+            # answers, and a worker blocked forever would keep the process from exiting
+            if self.stopping.is_set():
+                return False
+            try:
+                return asyncio.run_coroutine_threadsafe(step_done(kind, timeout), self.loop).result(timeout + 5)
             except Exception:
                 return False
 
