@@ -159,6 +159,35 @@ def test_call_many_collects_every_reply_in_request_order(tmp_path):
     assert done == [3, 2, 1, 0]                                             # as the replies arrived
 
 
+def test_call_many_sends_each_request_as_the_iterable_yields_it(tmp_path):
+    """-L all reads records lazily: request 0 must reach the daemon before request 1 is built."""
+    path = str(tmp_path / "s")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(8)
+    arrived = threading.Event()
+
+    def run():
+        for n in range(2):
+            conn, _ = srv.accept()
+            req = json.loads(conn.makefile("rb").readline())
+            arrived.set()
+            conn.sendall(json.dumps(mgmt.ok(req["args"])).encode() + b"\n")
+            conn.close()
+        srv.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    seen_before_second = []
+
+    def requests():
+        yield "login", {"n": 0}
+        seen_before_second.append(arrived.wait(5))
+        yield "login", {"n": 1}
+
+    assert mgmt.call_many(requests(), path=path, timeout=10) == [{"n": 0}, {"n": 1}]
+    assert seen_before_second == [True]
+
+
 def test_call_many_without_a_daemon_fails_each_request_with_20(tmp_path):
     out = mgmt.call_many([("logout", {"sid": 1}), ("logout", {"sid": 2})], path=str(tmp_path / "none"), timeout=5)
     assert [e.exit_code for e in out] == [20, 20]

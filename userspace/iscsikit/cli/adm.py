@@ -20,7 +20,7 @@ import importlib
 import os
 import sys
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ..proto.exitcodes import MESSAGES, ExitCode
 
@@ -194,8 +194,16 @@ class Ctx:
         self.ifaces: list[str] = []
         self.names: list[str] = []
         self.values: list[str] = []
+        self._records: dict = {}
         for k, v in options.items():
             setattr(self, k, v)
+
+    def record(self, nid: "ndb.NodeId") -> "ndb.Node":
+        """A node record, read once per command: `-L all` filters on it, then logs in with it."""
+        rec = self._records.get(nid)
+        if rec is None:
+            rec = self._records[nid] = self.db.read_node(nid)
+        return rec
 
     @property
     def db(self) -> "ndb.NodeDB":
@@ -366,14 +374,13 @@ def mode_node(ctx: Ctx) -> int:
         return ctx.db.find_nodes(ctx.target, address, port, iface)
 
     if ctx.login or ctx.loginall is not None:
+        # -L reads the records lazily: each login is sent while the next record is read
         nodes = matching() if ctx.login else _loginall_nodes(ctx, ctx.loginall)
-        if not nodes:
-            return _no(ctx, "No records found")
         return DAEMON_OPS["node.login"](ctx, nodes)
     if ctx.logout or ctx.logoutall is not None:
         # -U manual/automatic/onboot logs out only the sessions of records with that startup
         # value (iscsikit-login.service's stop must leave manual sessions alone); -U all, all
-        nodes = matching() if ctx.logout or ctx.logoutall == "all" else _loginall_nodes(ctx, ctx.logoutall)
+        nodes = matching() if ctx.logout or ctx.logoutall == "all" else list(_loginall_nodes(ctx, ctx.logoutall))
         return DAEMON_OPS["node.logout"](ctx, nodes)
     if ctx.rescan:
         return DAEMON_OPS["node.rescan"](ctx, matching())
@@ -449,12 +456,13 @@ def mode_node(ctx: Ctx) -> int:
     return rc
 
 
-def _loginall_nodes(ctx: Ctx, which: str) -> list[ndb.NodeId]:
+def _loginall_nodes(ctx: Ctx, which: str) -> Iterator[ndb.NodeId]:
+    """The records whose node.startup `which` selects, read as the caller iterates."""
     wanted = {"all": ("manual", "automatic"), "manual": ("manual",),
               "automatic": ("automatic",), "onboot": ("onboot",)}.get(which)
     if wanted is None:
         raise ctx.fail(f"Invalid loginall option {which}.")
-    return [n for n in ctx.db.node_ids() if ctx.db.read_node(n)["node.startup"] in wanted]
+    return (n for n in ctx.db.node_ids() if ctx.record(n)["node.startup"] in wanted)
 
 
 def _node_new(ctx: Ctx, address, port, tpgt) -> int:

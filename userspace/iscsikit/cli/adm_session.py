@@ -9,6 +9,7 @@ writes the records. Output lines follow iscsiadm 2.1.8 (facts §4.3).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from ..proto.exitcodes import MESSAGES, ExitCode
 from .adm import _Lazy
@@ -45,11 +46,13 @@ def _int(v, default=0) -> int:
         return default
 
 
-def login_args(db: ndb.NodeDB, nid: ndb.NodeId, default_name: str | None = None) -> dict:
+def login_args(db: ndb.NodeDB, nid: ndb.NodeId, default_name: str | None = None,
+               record: ndb.Node | None = None) -> dict:
     """The daemon's login request from a node record: the record is the one source of the values.
 
-    `default_name`: the host's initiator name when the caller has read it already (-L all)."""
-    v = db.read_node(nid).values
+    `default_name`: the host's initiator name, `record`: the node's record, when the
+    caller has read them already."""
+    v = (record or db.read_node(nid)).values
     args = {
         "target": nid.target, "address": nid.address, "port": nid.port,
         "tpgt": None if nid.tpgt < 0 else nid.tpgt,
@@ -98,24 +101,38 @@ def _sessions_of(nodes: list[ndb.NodeId]):
     return [s for s in _sysfs().sessions(luns=False) if (s.target, s.address, s.port) in wanted]
 
 
-def node_login(ctx, nodes: list[ndb.NodeId]) -> int:
+def node_login(ctx, nodes: Iterable[ndb.NodeId]) -> int:
+    """Log `nodes` in through the daemon, as iscsiadm prints it; `nodes` may be lazy
+    (-L all reads records as it goes): each request leaves as soon as it is built, so
+    the daemon logs in the first nodes while the next records are still being read."""
     existing = {(s.target, s.address, s.port) for s in _sysfs().sessions(luns=False)}
-    todo = []
+    todo: list = []
     rc = 0
-    for nid in nodes:
-        if (nid.target, nid.address, nid.port) in existing:
-            # iscsiadm's wording for a record whose session is already up
-            ctx.error(f"{nid.iface}: 1 session requested, but 1 already present.")
-            rc = rc or ExitCode.SESS_EXISTS
-        else:
+    seen = False
+
+    def requests():
+        nonlocal rc, seen
+        name = None
+        for nid in nodes:
+            seen = True
+            if (nid.target, nid.address, nid.port) in existing:
+                # iscsiadm's wording for a record whose session is already up
+                ctx.error(f"{nid.iface}: 1 session requested, but 1 already present.")
+                rc = rc or ExitCode.SESS_EXISTS
+                continue
             todo.append(nid)
-    failed = bool(rc)
-    for nid in todo:
-        ctx.say(f"Logging in to {_node_label(nid)}")
+            ctx.say(f"Logging in to {_node_label(nid)}")
+            if name is None:
+                name = ctx.db.initiator_name()
+            yield "login", login_args(ctx.db, nid, name, ctx.record(nid))
+
     # The daemon logs nodes in concurrently; results are printed in record order once all are in.
-    results = _login_all(ctx, todo)
-    for nid in todo:
-        e = results[nid]
+    results = _login_all(ctx, requests(), todo)
+    if not seen:
+        ctx.error("No records found")
+        return ExitCode.NO_OBJS_FOUND
+    failed = bool(rc)
+    for nid, e in zip(todo, results):
         if e is None:
             ctx.say(f"Login to {_node_label(nid)} successful.")
             continue
@@ -128,25 +145,25 @@ def node_login(ctx, nodes: list[ndb.NodeId]) -> int:
     return rc
 
 
-def _login_all(ctx, nodes: list[ndb.NodeId]) -> dict:
-    """Send every login at once; on a terminal, keep one progress line on stderr."""
+def _login_all(ctx, requests: Iterable[tuple[str, dict]], todo: list) -> list:
+    """Send every login as it comes; on a terminal, keep one progress line on stderr
+    (`todo` grows as the requests are built: its length is the count so far)."""
     import sys
 
-    progress = len(nodes) > 1 and getattr(ctx.err, "isatty", lambda: False)() and ctx.err is sys.stderr
+    progress = getattr(ctx.err, "isatty", lambda: False)() and ctx.err is sys.stderr
     done = 0
 
     def tick(_i):
         nonlocal done
         done += 1
-        if progress:
-            ctx.err.write(f"\r{done}/{len(nodes)} logins done")
+        if progress and len(todo) > 1:
+            ctx.err.write(f"\r{done}/{len(todo)} logins done")
             ctx.err.flush()
 
-    name = ctx.db.initiator_name() if nodes else None
-    results = _errors(mgmt.call_many([("login", login_args(ctx.db, nid, name)) for nid in nodes], on_done=tick))
-    if progress:
+    results = _errors(mgmt.call_many(requests, on_done=tick))
+    if progress and done and len(todo) > 1:
         ctx.err.write("\r\033[K")
-    return dict(zip(nodes, results))
+    return results
 
 
 def _errors(results: list) -> list:

@@ -18,7 +18,7 @@ import json
 import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..proto.exitcodes import ExitCode
 
@@ -106,70 +106,79 @@ def call(op: str, args: dict | None = None, *, path: str | None = None, timeout:
     return _result(buf.split(b"\n", 1)[0])
 
 
-def call_many(requests: list[tuple[str, dict]], *, path: str | None = None, timeout: float = 300.0,
+def call_many(requests: Iterable[tuple[str, dict]], *, path: str | None = None, timeout: float = 300.0,
               on_done: Callable[[int], None] | None = None) -> list:
-    """Send every request at once, one connection each, and wait for all the replies.
+    """Send every request, one connection each, each as soon as the iterable yields it,
+    and wait for all the replies.
 
     The daemon serves connections concurrently, so N logins take about the time of
-    the slowest; one thread multiplexes the replies (starting N client threads costs
-    more than the requests under emulation). Returns, in request order, each result
-    or the MgmtError it failed with; `on_done(i)` is called as reply i arrives.
+    the slowest, and a lazy `requests` lets the first ones run while the caller still
+    builds the next. One thread multiplexes the replies (starting N client threads
+    costs more than the requests under emulation). Returns, in request order, each
+    result or the MgmtError it failed with; `on_done(i)` is called as reply i arrives.
     """
-    import selectors
+    import select
     import time
     path = path or socket_path()
-    out: list = [None] * len(requests)
-    pending: dict[socket.socket, tuple[int, bytearray]] = {}
-    sel = selectors.DefaultSelector()
+    ops: list[str] = []
+    out: list = []
+    pending: dict[int, tuple[socket.socket, int, bytearray]] = {}
+    poller = select.poll()
+
+    def done(i: int, result) -> None:
+        out[i] = result
+        if on_done:
+            on_done(i)
+
+    def take(fd: int) -> None:
+        s, i, buf = pending[fd]
+        try:
+            chunk = s.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (BrokenPipeError, ConnectionResetError):
+            chunk = b""
+        buf += chunk
+        if b"\n" in buf:
+            try:
+                result = _result(bytes(buf.split(b"\n", 1)[0]))
+            except MgmtError as e:
+                result = e
+        elif not chunk:
+            result = MgmtError(ExitCode.ISCSID_COMM_ERR, f"iSCSI daemon closed the connection during {ops[i]}")
+        elif len(buf) > MAX_LINE:
+            result = MgmtError(ExitCode.INTERNAL, "iSCSI daemon reply too large")
+        else:
+            return
+        poller.unregister(fd)
+        s.close()
+        del pending[fd]
+        done(i, result)
+
     try:
         for i, (op, args) in enumerate(requests):
+            ops.append(op)
+            out.append(None)
             try:
                 s = _connect(path, timeout)
             except MgmtError as e:
-                out[i] = e
-                if on_done:
-                    on_done(i)
+                done(i, e)
                 continue
             _send(s, op, args)
             s.setblocking(False)
-            pending[s] = (i, bytearray())
-            sel.register(s, selectors.EVENT_READ)
+            pending[s.fileno()] = (s, i, bytearray())
+            poller.register(s, select.POLLIN)
         deadline = time.monotonic() + timeout
         while pending:
-            ready = sel.select(max(0.0, deadline - time.monotonic()))
+            ready = poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
             if not ready:
-                for s, (i, _) in pending.items():
+                for _s, i, _buf in pending.values():
                     out[i] = MgmtError(ExitCode.ISCSID_COMM_ERR,
-                                       f"iSCSI daemon did not answer {requests[i][0]} within {timeout:.0f} s")
+                                       f"iSCSI daemon did not answer {ops[i]} within {timeout:.0f} s")
                 break
-            for key, _ in ready:
-                s = key.fileobj
-                i, buf = pending[s]
-                try:
-                    chunk = s.recv(65536)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except (BrokenPipeError, ConnectionResetError):
-                    chunk = b""
-                buf += chunk
-                if b"\n" in buf or not chunk or len(buf) > MAX_LINE:
-                    if b"\n" in buf:
-                        try:
-                            out[i] = _result(bytes(buf.split(b"\n", 1)[0]))
-                        except MgmtError as e:
-                            out[i] = e
-                    elif not chunk:
-                        out[i] = MgmtError(ExitCode.ISCSID_COMM_ERR,
-                                           f"iSCSI daemon closed the connection during {requests[i][0]}")
-                    else:
-                        out[i] = MgmtError(ExitCode.INTERNAL, "iSCSI daemon reply too large")
-                    sel.unregister(s)
-                    s.close()
-                    del pending[s]
-                    if on_done:
-                        on_done(i)
+            for fd, _event in ready:
+                take(fd)
     finally:
-        for s in pending:
+        for s, _i, _buf in pending.values():
             s.close()
-        sel.close()
     return out

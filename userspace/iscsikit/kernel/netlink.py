@@ -156,6 +156,15 @@ class Layout(NamedTuple):
     rows: tuple[tuple[str, str], ...]   # the declaration, pads included
     codec: struct.Struct
     names: tuple[str, ...]              # the values the codec packs, in order
+    # derived once, so a message costs one pack or unpack (a login sends ~30)
+    template: tuple[int, ...]           # every value zero, but the header's message type
+    union_index: dict[str, int]         # a union field's place among `names`
+
+
+_HEAD_COUNT = len(NLMSGHDR) + len(HEAD)
+_NAMES_OF_HEAD = tuple(n for n, _ in NLMSGHDR + HEAD)
+_LEN, _TYPE, _PID, _EV_TYPE, _IFERROR, _HANDLE = (
+    _NAMES_OF_HEAD.index(n) for n in ("nlmsg_len", "nlmsg_type", "nlmsg_pid", "type", "iferror", "transport_handle"))
 
 
 @lru_cache(maxsize=None)
@@ -164,7 +173,13 @@ def layout(u_kind: int | None, r_kind: int | None) -> Layout:
     u = REQUEST_FIELDS.get(u_kind, ()) if u_kind is not None else ()
     r = RESULT_FIELDS.get(r_kind, ()) if r_kind is not None else ()
     rows = NLMSGHDR + HEAD + _padded(u, U_SIZE, "u") + _padded(r, R_SIZE, "r")
-    return Layout(rows, _layout(rows), tuple(n for n, _ in rows if not n.startswith("__")))
+    names = tuple(n for n, _ in rows if not n.startswith("__"))
+    assert names[:_HEAD_COUNT] == _NAMES_OF_HEAD
+    template = [0] * len(names)
+    if u_kind is not None:
+        template[_TYPE] = template[_EV_TYPE] = int(u_kind)
+    return Layout(rows, _layout(rows), names, tuple(template),
+                  {n: i for i, n in enumerate(names) if i >= _HEAD_COUNT})
 
 
 @dataclass
@@ -191,13 +206,16 @@ class Uevent:
 
 def encode(kind: Ev, transport_handle: int = 0, payload: bytes = b"", **values) -> bytes:
     lay = layout(kind, None)
-    unknown = set(values) - set(lay.names[len(NLMSGHDR) + len(HEAD):])
-    if unknown:
-        raise TypeError(f"{kind.name} has no field(s) {sorted(unknown)}")
-    length = lay.codec.size + len(payload)
-    head = {"nlmsg_len": length, "nlmsg_type": int(kind), "nlmsg_flags": 0, "nlmsg_seq": 0,
-            "nlmsg_pid": os.getpid(), "type": int(kind), "iferror": 0, "transport_handle": transport_handle}
-    return lay.codec.pack(*(head[n] if n in head else int(values.get(n, 0)) for n in lay.names)) + payload
+    packed = list(lay.template)
+    try:
+        for name, value in values.items():
+            packed[lay.union_index[name]] = int(value)
+    except KeyError:
+        raise TypeError(f"{kind.name} has no field(s) {sorted(set(values) - set(lay.union_index))}") from None
+    packed[_LEN] = lay.codec.size + len(payload)
+    packed[_PID] = os.getpid()
+    packed[_HANDLE] = transport_handle
+    return lay.codec.pack(*packed) + payload
 
 
 def _aligned(message: bytes) -> bytes:
@@ -214,12 +232,11 @@ def decode(data: bytes, request: Ev | None = None) -> Uevent:
     u_kind = request if ev_type in (request, KEv.IF_ERROR) else (Ev.GET_STATS if ev_type == Ev.GET_STATS else None)
     r_kind = ev_type if ev_type in RESULT_FIELDS else None
     lay = layout(u_kind, r_kind)
-    values = dict(zip(lay.names, lay.codec.unpack_from(data)))
-    skip = len(NLMSGHDR) + len(HEAD)
-    fields = {n: values[n] for n in lay.names[skip:]}
-    end = max(values["nlmsg_len"], NLMSG_HDRLEN + UEVENT_SIZE)
-    return Uevent(type=ev_type, iferror=values["iferror"], transport_handle=values["transport_handle"],
-                  fields=fields, payload=bytes(data[NLMSG_HDRLEN + UEVENT_SIZE:end]))
+    values = lay.codec.unpack_from(data)
+    end = max(values[_LEN], NLMSG_HDRLEN + UEVENT_SIZE)
+    return Uevent(type=ev_type, iferror=values[_IFERROR], transport_handle=values[_HANDLE],
+                  fields=dict(zip(lay.names[_HEAD_COUNT:], values[_HEAD_COUNT:])),
+                  payload=bytes(data[NLMSG_HDRLEN + UEVENT_SIZE:end]))
 
 
 def split(datagram: bytes) -> list[bytes]:
