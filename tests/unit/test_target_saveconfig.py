@@ -142,6 +142,13 @@ def test_aliases_and_unknown_keys():
     (lambda d: d["targets"][0]["tpgs"][0]["luns"].append(dict(d["targets"][0]["tpgs"][0]["luns"][0])),
      "duplicate lun"),
     (lambda d: d.update(targets={}), "expected a JSON list"),
+    # wrong JSON types where rtslib expects strings or objects: a refusal, never a traceback
+    (lambda d: d["storage_objects"][0].update(name=["x"]), "'name' must be a JSON string"),
+    (lambda d: d["storage_objects"][0].update(plugin=None), "'plugin' must be a JSON string"),
+    (lambda d: d["targets"][0].update(parameters=None), "parameters: expected a JSON object"),
+    (lambda d: d["targets"][0].update(attributes=[]), "attributes: expected a JSON object"),
+    (lambda d: d["targets"][0]["tpgs"][0]["node_acls"][0].update(attributes="x"),
+     "attributes: expected a JSON object"),
 ])
 def test_bad_files_are_refused_whole(mutate, fragment):
     raw = json.loads((DATA / "targetcli-2.1.53.json").read_text())

@@ -440,10 +440,11 @@ def mode_node(ctx: Ctx) -> int:
     ids = matching()
     if not ids:
         return _no(ctx, "No records found")
-    from .adm_session import sessions_using
+    from .adm_session import session_portals
+    live = session_portals()
     rc = 0
     for nid in ids:
-        if sessions_using(nid):
+        if (nid.target, nid.address, nid.port) in live:
             # refused, as iscsiadm does (its man page promises a logout, its code refuses)
             ctx.error(f"This command will remove the record [iface: {nid.iface}, target: {nid.target}, "
                       f"portal: {nid.address},{nid.port}], but a session is using it. Logout session then "

@@ -92,8 +92,9 @@ def _report_failure(ctx, what: str, e: mgmt.MgmtError) -> int:
     return code
 
 
-def sessions_using(nid: ndb.NodeId) -> list:
-    return _sessions_of([nid])
+def session_portals() -> set[tuple]:
+    """(target, address, port) of every session: what a record is matched against."""
+    return {(s.target, s.address, s.port) for s in _sysfs().sessions(luns=False)}
 
 
 def _sessions_of(nodes: list[ndb.NodeId]):
@@ -105,7 +106,7 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId]) -> int:
     """Log `nodes` in through the daemon, as iscsiadm prints it; `nodes` may be lazy
     (-L all reads records as it goes): each request leaves as soon as it is built, so
     the daemon logs in the first nodes while the next records are still being read."""
-    existing = {(s.target, s.address, s.port) for s in _sysfs().sessions(luns=False)}
+    existing = session_portals()
     todo: list = []
     rc = 0
     seen = False
@@ -227,6 +228,10 @@ def node_rescan(ctx, nodes: list[ndb.NodeId]) -> int:
     if not sessions:
         ctx.error("No session found.")
         return ExitCode.NO_OBJS_FOUND
+    return _rescan(ctx, sessions)
+
+
+def _rescan(ctx, sessions) -> int:
     fs = _sysfs()
     for s in sessions:
         ctx.say(f"Rescanning session {_session_label(s)}")
@@ -234,8 +239,8 @@ def node_rescan(ctx, nodes: list[ndb.NodeId]) -> int:
     return 0
 
 
-def _select_sessions(ctx):
-    sessions = _sysfs().sessions()
+def _select_sessions(ctx, luns: bool):
+    sessions = _sysfs().sessions(luns=luns)
     if ctx.sid is not None:
         sid = ctx.sid.rstrip("/").rsplit("session", 1)[-1] if "session" in ctx.sid else ctx.sid
         sessions = [s for s in sessions if str(s.sid) == sid.strip()]
@@ -243,11 +248,7 @@ def _select_sessions(ctx):
 
 
 def _attr(kind: str, name: str, attr: str, default: str = "<empty>") -> str:
-    try:
-        v = open(f"{os.environ.get('ISCSIKIT_SYSFS_ROOT', '/sys')}/class/{kind}/{name}/{attr}").read().strip()
-    except OSError:
-        return default
-    return default if v in ("", "(null)") else v
+    return _sysfs().attr(kind, name, attr) or default
 
 
 def _yes_no(v: str) -> str:
@@ -329,7 +330,8 @@ def session_mode(ctx) -> int:
     from .adm import OPS
     if ctx.op & OPS["new"] and ctx.sid is None:
         raise ctx.fail("session mode: Operation 'new' only allowed with specific session IDs")
-    sessions = _select_sessions(ctx)
+    # the SCSI devices are walked only for the listings that print them
+    sessions = _select_sessions(ctx, luns=ctx.json or (ctx.print_level or 0) >= 3)
     if not sessions:
         ctx.error("No active sessions." if ctx.sid is None else f"Could not get session info for sid {ctx.sid}")
         return ExitCode.NO_OBJS_FOUND
@@ -338,11 +340,7 @@ def session_mode(ctx) -> int:
     if ctx.stats:
         return _print_stats(ctx, sessions)
     if ctx.rescan:
-        fs = _sysfs()
-        for s in sessions:
-            ctx.say(f"Rescanning session {_session_label(s)}")
-            fs.scan_host(s.host_no)
-        return 0
+        return _rescan(ctx, sessions)
     if ctx.json:
         import json
         ctx.say(json.dumps([{"sid": s.sid, "transport": "tcp", "target": s.target, "address": s.address,

@@ -40,12 +40,13 @@ IFF_UP = 0x1
 ARPHRD_LOOPBACK = 772
 
 
+def _sysfs():
+    from ..kernel.sysfs import Sysfs
+    return Sysfs(os.environ.get("ISCSIKIT_SYSFS_ROOT", "/sys"))
+
+
 def _net(netdev: str, attr: str) -> str | None:
-    try:
-        with open(os.path.join(os.environ.get("ISCSIKIT_SYSFS_ROOT", "/sys"), "class", "net", netdev, attr)) as f:
-            return f.read().strip()
-    except OSError:
-        return None
+    return _sysfs().attr("net", netdev, attr)
 
 
 def is_up(netdev: str) -> bool | None:
@@ -86,8 +87,7 @@ def select(db: ndb.NodeDB, netdev: str | None) -> list[ndb.NodeId]:
 
 
 def _sessions():
-    from ..kernel.sysfs import Sysfs
-    return {(s.target, s.address, s.port) for s in Sysfs(os.environ.get("ISCSIKIT_SYSFS_ROOT", "/sys")).sessions()}
+    return {(s.target, s.address, s.port) for s in _sysfs().sessions(luns=False)}
 
 
 def _has_session(nid: ndb.NodeId, sessions) -> bool:

@@ -72,11 +72,7 @@ def node_from_sysfs(sysfs: Sysfs, s) -> NodeConfig | None:
     if not s.target or not s.address:
         return None
     def attr(name):
-        with contextlib.suppress(OSError):
-            with open(sysfs.path("class", "iscsi_session", f"session{s.sid}", name)) as f:
-                v = f.read().strip()
-            return None if v in ("", "(null)") else v
-        return None
+        return sysfs.attr("iscsi_session", f"session{s.sid}", name)
 
     chap = None
     if username := attr("username"):

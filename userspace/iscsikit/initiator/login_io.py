@@ -21,11 +21,11 @@ from typing import Callable, Mapping
 from iscsikit.proto.chap import ChapCredentials
 from iscsikit.proto.errors import AuthenticationFailure, LocalProtocolError, RemoteProtocolError
 from iscsikit.proto.exitcodes import MESSAGES, ExitCode
-from iscsikit.proto.fullfeature import ScsiExchange, ScsiResult, Sequencer
+from iscsikit.proto.fullfeature import ScsiExchange, ScsiResult, Sequencer, ping_answer
 from iscsikit.proto.login import (DISCOVERY_ISID, LoginConfig, LoginFailure, LoginMachine,
                                   LoginRedirect, LoginSuccess)
 from iscsikit.proto.negotiation import Parameters
-from iscsikit.proto.pdu import LoginRequest, LogoutResponse, NopIn, NopOut, Pdu
+from iscsikit.proto.pdu import LoginRequest, LogoutResponse, NopIn, Pdu
 from iscsikit.proto.reader import PduReader
 from iscsikit.proto.sendtargets import (DiscoveredTarget, Portal, SendTargetsExchange,
                                         parse_target_address)
@@ -162,10 +162,8 @@ class Session:
                 return result
 
     def _unsolicited(self, pdu: Pdu) -> None:
-        if isinstance(pdu, NopIn) and pdu.ttt != 0xFFFFFFFF:
-            self.send(NopOut(immediate=True, itt=0xFFFFFFFF, ttt=pdu.ttt, lun=pdu.lun,
-                             cmdsn=self.sequencer.cmdsn, expstatsn=self.sequencer.exp_statsn,
-                             data=pdu.data))
+        if isinstance(pdu, NopIn) and (answer := ping_answer(pdu, self.sequencer.cmdsn, self.sequencer.exp_statsn)):
+            self.send(answer)
 
     def logout(self, timeout: float = DEFAULT_REPLY_TIMEOUT) -> None:
         request = self.sequencer.logout()

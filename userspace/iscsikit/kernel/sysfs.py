@@ -51,6 +51,11 @@ class Sysfs:
     def path(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
 
+    def attr(self, kind: str, name: str, attr: str) -> str | None:
+        """/sys/class/KIND/NAME/ATTR, or None when it is missing, empty or "(null)"."""
+        v = _read(self.path("class", kind, name, attr))
+        return None if v in ("", "(null)") else v
+
     # ---- transports ------------------------------------------------------
     def transports(self) -> list[Transport]:
         out = []

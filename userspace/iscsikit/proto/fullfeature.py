@@ -18,6 +18,15 @@ from .pdu import (RESERVED_TAG, AsyncMessage, DataIn, LogoutRequest, LogoutRespo
 _STATUS_PDUS = (ScsiResponse, LogoutResponse)
 
 
+def ping_answer(ping: NopIn, cmdsn: int, expstatsn: int) -> NopOut | None:
+    """The NOP-Out a target's NOP-In asks for (§11.19: a TTT other than the reserved
+    tag wants its ping data echoed back), or None for one that wants no answer."""
+    if ping.ttt == RESERVED_TAG:
+        return None
+    return NopOut(immediate=True, itt=RESERVED_TAG, ttt=ping.ttt, lun=ping.lun,
+                  cmdsn=cmdsn, expstatsn=expstatsn, data=ping.data)
+
+
 def single_level_lun(lun: int) -> int:
     """SAM peripheral-device addressing for LUN < 256, flat space above (as Linux does)."""
     if lun < 256:

@@ -13,8 +13,9 @@ import ipaddress
 import re
 
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from .fullfeature import ping_answer
 from .keys import decode_text, encode_text
-from .pdu import RESERVED_TAG, NopIn, NopOut, Pdu, Reject, TextRequest, TextResponse
+from .pdu import RESERVED_TAG, NopIn, Pdu, Reject, TextRequest, TextResponse
 
 DEFAULT_PORT = 3260
 MAX_TARGET_NAME = 223       # RFC 7143 §4.2.7.1: iSCSI names are at most 223 bytes
@@ -157,10 +158,7 @@ class SendTargetsExchange:
         if not self._started or self.done:
             raise LocalProtocolError("no SendTargets request outstanding")
         if isinstance(pdu, NopIn):
-            if pdu.ttt == RESERVED_TAG:
-                return None  # an unsolicited ping that wants no answer
-            return NopOut(immediate=True, itt=RESERVED_TAG, ttt=pdu.ttt, lun=pdu.lun,
-                          cmdsn=self.cmdsn, expstatsn=self.exp_statsn, data=pdu.data)
+            return ping_answer(pdu, self.cmdsn, self.exp_statsn)
         if isinstance(pdu, Reject):
             raise RemoteProtocolError(f"target rejected the Text Request (reason {pdu.reason:#04x})")
         if not isinstance(pdu, TextResponse):

@@ -43,6 +43,13 @@ def _expect(obj, kind, where):
     return obj
 
 
+def _text(d: dict, key: str, where: str) -> str:
+    value = d[key]
+    if not isinstance(value, str):
+        raise ValidationError(f"{where}: '{key}' must be a JSON string")
+    return value
+
+
 def _chap(d: dict, where: str, warnings: list) -> Chap:
     chap = Chap()
     for key, fld in _CHAP_KEYS.items():
@@ -70,11 +77,12 @@ def from_dict(data: dict, warnings: list | None = None) -> Config:
         _expect(d, dict, where)
         if "name" not in d or "plugin" not in d:
             raise ValidationError(f"{where}: needs 'name' and 'plugin'")
-        where = f"{where} ({d['plugin']}/{d['name']})"
+        plugin, name = _text(d, "plugin", where), _text(d, "name", where)
+        where = f"{where} ({plugin}/{name})"
         _unknown(d, _SO_KEYS | _SO_IGNORED, where, warnings)
-        plugin = PLUGIN_ALIASES.get(d["plugin"], d["plugin"])
+        plugin = PLUGIN_ALIASES.get(plugin, plugin)
         so = StorageObject(
-            plugin=plugin, name=d["name"], dev=d.get("dev"), size=d.get("size"), wwn=d.get("wwn") or None,
+            plugin=plugin, name=name, dev=d.get("dev"), size=d.get("size"), wwn=d.get("wwn") or None,
             write_back=validate.boolean(d.get("write_back", False), f"{where} write_back"),
             aio=validate.boolean(d.get("aio", False), f"{where} aio"),
             readonly=validate.boolean(d.get("readonly", False), f"{where} readonly"),
@@ -116,8 +124,9 @@ def from_dict(data: dict, warnings: list | None = None) -> Config:
         _unknown(t, {"wwn", "fabric", "tpgs", "attributes", "parameters"}, where, warnings)
         if wwn in cfg.targets:
             raise ValidationError(f"{where}: duplicate target")
-        target = Target(wwn=wwn, attributes=dict(t.get("attributes", {})),
-                        parameters={k: str(v) for k, v in t.get("parameters", {}).items()})
+        target = Target(wwn=wwn, attributes=dict(_expect(t.get("attributes", {}), dict, f"{where} attributes")),
+                        parameters={k: str(v) for k, v in
+                                    _expect(t.get("parameters", {}), dict, f"{where} parameters").items()})
         for j, tp in enumerate(_expect(t.get("tpgs", []), list, f"{where} tpgs")):
             _expect(tp, dict, f"{where} tpgs[{j}]")
             tpg = _tpg(tp, f"{where} tpgs[{j}]", warnings)
@@ -166,7 +175,8 @@ def _tpg(tp: dict, where: str, warnings: list) -> TPG:
         wa = f"{where} acl {node}"
         _unknown(d, {"node_wwn", "attributes", "mapped_luns", "tag", "tcq_depth"}
                  | set(_CHAP_KEYS) | set(_OLD_CHAP_KEYS), wa, warnings)
-        acl = NodeACL(node_wwn=node, attributes=dict(d.get("attributes", {})), tag=d.get("tag") or None,
+        acl = NodeACL(node_wwn=node, attributes=dict(_expect(d.get("attributes", {}), dict, f"{wa} attributes")),
+                      tag=d.get("tag") or None,
                       chap=_chap(d, wa, warnings), tcq_depth=d.get("tcq_depth"))
         for m in _expect(d.get("mapped_luns", []), list, f"{wa} mapped_luns"):
             _expect(m, dict, f"{wa} mapped_luns")
