@@ -185,10 +185,19 @@ def test_tgt_every_line_is_mapped_or_reported(tgt):
     ("<target iqn.2024-01.com.example:x>\n frob 1\n</target>\n", "unknown target key"),
     ("<target iqn.2024-01.com.example:x>\n initiator-name iqn.nope\n</target>\n", "not a valid IQN"),
     ("include /nonexistent/*.conf\n", "no file matches"),
+    ("<target iqn.2024-01.com.example:x>\n outgoinguser bob\n</target>\n", "needs a user and a password"),
 ])
 def test_tgt_bad_lines(text, fragment):
     r = tgtconf.parse(text, "t.conf", probe)
     assert any(fragment in f.message for f in r.findings), [str(f) for f in r.findings]
+
+
+def test_tgt_chap_users_are_checked_on_their_own_line():
+    """As in ietd.conf: a user LIO would refuse is skipped with its line number, and the rest imports."""
+    r = tgtconf.parse("<target iqn.2024-01.com.example:x>\n incominguser NULL secretsecret1\n"
+                      " backing-store /srv/a.img\n</target>\n", "t.conf", probe)
+    assert [(f.line, f.severity) for f in r.findings if "literal NULL" in f.message] == [(2, "error")]
+    assert not any("not valid for LIO" in f.message for f in r.findings)
 
 
 def test_tgt_include(tmp_path):

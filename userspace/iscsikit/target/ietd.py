@@ -89,26 +89,20 @@ def parse(text: str, filename: str = "ietd.conf", probe: Probe = default_probe) 
             b.find(n, ERROR, f"{words[0]}: belongs to a target that was skipped")
             continue
         if key in ("incominguser", "outgoinguser"):
-            if len(args) != 2:
-                b.find(n, ERROR, f"{words[0]} needs a user and a password; skipped")
-                continue
-            try:
-                u = validate.chap_value(args[0], "CHAP user")
-                p = validate.chap_value(args[1], "CHAP password")
-            except TargetError as e:
-                b.find(n, ERROR, f"{e}; skipped")
+            user = b.chap_user(args, n, words[0])
+            if user is None:
                 continue
             if tpg is None:
                 if key == "incominguser":
-                    disc_users.append((u, p, n))
+                    disc_users.append(user)
                 elif disc_out is None:
-                    disc_out = (u, p, n)
+                    disc_out = user
                 else:
                     b.find(n, ERROR, "a second OutgoingUser: IET allows one; skipped")
             elif key == "incominguser":
-                users.append((u, p, n))
+                users.append(user)
             elif outgoing is None:
-                outgoing = (u, p, n)
+                outgoing = user
             else:
                 b.find(n, ERROR, "a second OutgoingUser: IET allows one; skipped")
             continue

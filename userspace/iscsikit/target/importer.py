@@ -121,6 +121,18 @@ class Builder:
             return None
         return kind, size
 
+    def chap_user(self, args: list[str], line: int, what: str) -> tuple[str, str, int] | None:
+        """`what USER PASSWORD` of either format, checked as LIO will take it; None (and a
+        finding) for anything else."""
+        if len(args) != 2:
+            self.find(line, ERROR, f"{what} needs a user and a password; skipped")
+            return None
+        try:
+            return (validate.chap_value(args[0], "CHAP user"), validate.chap_value(args[1], "CHAP password"), line)
+        except TargetError as e:
+            self.find(line, ERROR, f"{e}; skipped")
+            return None
+
     def chap(self, tpg: TPG, users: list, outgoing: tuple | None) -> None:
         """IET/tgt allow several incoming users; LIO keeps one per TPG (or ACL)."""
         if users:

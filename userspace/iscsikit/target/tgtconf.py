@@ -138,17 +138,14 @@ def parse(text: str, filename: str = "targets.conf", probe: Probe = default_prob
             s = _Store("direct" if key == "direct-store" else "backing", value, n)
             stores.append(s)
         elif key == "incominguser":
-            if len(args) != 2:
-                b.find(n, ERROR, "incominguser needs a user and a password; skipped")
-            else:
-                users.append((args[0], args[1], n))
+            if (user := b.chap_user(args, n, key)) is not None:
+                users.append(user)
         elif key == "outgoinguser":
-            if len(args) != 2:
-                b.find(n, ERROR, "outgoinguser needs a user and a password; skipped")
-            elif outgoing is not None:
-                b.find(n, ERROR, "a second outgoinguser; skipped")
-            else:
-                outgoing = (args[0], args[1], n)
+            if (user := b.chap_user(args, n, key)) is not None:
+                if outgoing is not None:
+                    b.find(n, ERROR, "a second outgoinguser; skipped")
+                else:
+                    outgoing = user
         elif key == "initiator-name":
             try:
                 names.append((validate.wwn(value, "initiator name"), n))
