@@ -41,3 +41,35 @@ def test_transport_table():
         template("iser")
     with pytest.raises(TransportNotSupported, match="unknown transport"):
         template("carrier-pigeon")
+
+
+def test_a_stale_transport_handle_is_read_again_once():
+    """The handle is kept once read; a module reloaded elsewhere in memory makes the kernel
+    answer EINVAL, and the login asks sysfs for the new handle instead of failing."""
+    import errno
+    from iscsikit.kernel.constants import Ev
+    from iscsikit.kernel.netlink import KernelError
+    from iscsikit.kernel.sysfs import Transport
+
+    class Sysfs:
+        handle = 1111
+
+        def transport(self, name):
+            return Transport(name, self.handle, 0x39)
+
+    tried = []
+
+    class Netlink:
+        def create_session(self, handle, **_):
+            tried.append(handle)
+            # the old handle is refused; the new one gets far enough to prove the retry
+            raise KernelError(Ev.CREATE_SESSION, -errno.EINVAL if handle == 1111 else -errno.ENOMEM, "kernel returned")
+
+    sysfs = Sysfs()
+    ini = S.Initiator(sysfs, Netlink())
+    assert ini.transport_handle("tcp") == 1111
+    sysfs.handle = 2222                       # iscsi_tcp reloaded at another address
+    assert ini.transport_handle("tcp") == 1111   # kept: no sysfs read per login
+    with pytest.raises(KernelError) as e:
+        ini.login(S.NodeConfig(target="iqn.2026-11.org.example:t", address="127.0.0.1"))
+    assert e.value.errno == errno.ENOMEM and tried == [1111, 2222]

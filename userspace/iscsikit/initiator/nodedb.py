@@ -23,7 +23,8 @@ import errno
 import fcntl
 import os
 import time
-from typing import Iterator, NamedTuple
+from collections import namedtuple
+from collections.abc import Iterator
 
 from . import records as R
 
@@ -47,14 +48,12 @@ class LockTimeout(DBError):
     pass
 
 
-# NamedTuple and plain classes, not dataclasses: importing dataclasses (it pulls in
-# inspect, ast, tokenize) cost the CLI a sixth of its start-up in the lab guest.
-class NodeId(NamedTuple):
-    target: str
-    address: str
-    port: int
-    tpgt: int
-    iface: str
+# namedtuple and plain classes, not dataclasses or typing.NamedTuple: importing
+# dataclasses (it pulls in inspect, ast, tokenize) cost the CLI a sixth of its
+# start-up in the lab guest, and typing another few percent.
+class NodeId(namedtuple("NodeId", "target address port tpgt iface")):
+    """A record's identity: target (str), address (str), port (int), tpgt (int), iface (str)."""
+    __slots__ = ()
 
     @property
     def portal_dir(self) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from typing import NamedTuple
+from collections import namedtuple
 
 from ..proto import keys as _proto
 
@@ -41,14 +41,16 @@ class Update(enum.Enum):
     IFACE = "Use iface mode to update this value."
 
 
-class Field(NamedTuple):
-    key: str
-    type: Type
-    default: str = ""                    # as text, exactly as iscsiadm prints it ("" = <empty>)
-    values: tuple[str, ...] = ()
-    secret: bool = False
-    update: Update = Update.YES
-    seeded: bool = True                  # iscsid.conf may set it for new records
+# a namedtuple, not typing.NamedTuple: the CLI imports this module and typing costs its start-up
+Field = namedtuple("Field", (
+    "key",        # str
+    "type",       # Type
+    "default",    # str: as text, exactly as iscsiadm prints it ("" = <empty>)
+    "values",     # tuple[str, ...]
+    "secret",     # bool
+    "update",     # Update
+    "seeded",     # bool: iscsid.conf may set it for new records
+), defaults=("", (), False, Update.YES, True))
 
 
 class RecordError(ValueError):

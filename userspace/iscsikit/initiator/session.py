@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import time
@@ -166,6 +167,7 @@ class Initiator:
     def __init__(self, sysfs: Sysfs | None = None, netlink: IscsiNetlink | None = None):
         self.sysfs = sysfs or Sysfs()
         self._nl = netlink
+        self._handles: dict[str, int] = {}
 
     @property
     def nl(self) -> IscsiNetlink:
@@ -178,7 +180,14 @@ class Initiator:
             self._nl.close()
             self._nl = None
 
-    def transport_handle(self, name: str) -> int:
+    def transport_handle(self, name: str, fresh: bool = False) -> int:
+        """The kernel's handle for transport `name`, its module loaded on first use.
+
+        Kept once read: it is the module's address in the kernel, which changes only
+        when the module is reloaded, and the kernel refuses a stale one with EINVAL
+        (login then asks again with `fresh`)."""
+        if not fresh and (handle := self._handles.get(name)) is not None:
+            return handle
         tmpl = template(name)
         t = self.sysfs.transport(name)
         if t is None:
@@ -188,6 +197,7 @@ class Initiator:
             raise SessionError(ExitCode.TRANS_NOT_FOUND, f"transport {name} did not register after loading {tmpl.module}")
         if t.caps & tmpl.required_caps != tmpl.required_caps:
             raise SessionError(ExitCode.TRANS_CAPS, f"transport {name} caps {t.caps:#x} lack {tmpl.required_caps:#x}")
+        self._handles[name] = t.handle
         return t.handle
 
     # ---- login -----------------------------------------------------------
@@ -215,8 +225,16 @@ class Initiator:
         handle = self.transport_handle(node.transport)
         initiator_name = node.initiator_name or login_io.default_initiator_name()
         nl = self.nl
-        sid, host_no = nl.create_session(handle, initial_cmdsn=0, cmds_max=node.cmds_max,
-                                         queue_depth=node.queue_depth)
+        try:
+            sid, host_no = nl.create_session(handle, initial_cmdsn=0, cmds_max=node.cmds_max,
+                                             queue_depth=node.queue_depth)
+        except KernelError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            # the transport's module was reloaded since its handle was read
+            handle = self.transport_handle(node.transport, fresh=True)
+            sid, host_no = nl.create_session(handle, initial_cmdsn=0, cmds_max=node.cmds_max,
+                                             queue_depth=node.queue_depth)
         cid = None
         conn: login_io.Session | None = None
         try:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Iterable, NamedTuple
+from collections import namedtuple
+from collections.abc import Iterable
 
 from .errors import LocalProtocolError, RemoteProtocolError
 
@@ -71,22 +72,22 @@ MAX_VALUE = 255
 MAX_ANY_VALUE = 8192  # bound for values of keys we do not know
 
 
-class Key(NamedTuple):
-    name: str
-    kind: Kind
-    rule: Rule
-    default: str | None
-    senders: Sender
-    stages: frozenset[Stage]
-    leading_only: bool = False
-    session_wide: bool = True
-    values: tuple[str, ...] = ()          # allowed tokens (LIST/BOOLEAN/declarative enums)
-    low: int = 0                          # numeric range, inclusive
-    high: int = 0
-    discovery_irrelevant: bool = False
-    max_len: int = MAX_VALUE
-    # what open-iscsi 2.1.8 offers in a normal session when nothing is configured
-    open_iscsi: str | None = None
+# a namedtuple, not typing.NamedTuple: iscsikit-adm imports this table, and typing costs its start-up
+Key = namedtuple("Key", (
+    "name",                  # str
+    "kind",                  # Kind
+    "rule",                  # Rule
+    "default",               # str | None: the RFC default
+    "senders",               # Sender
+    "stages",                # frozenset[Stage]
+    "leading_only",          # bool
+    "session_wide",          # bool
+    "values",                # tuple[str, ...]: allowed tokens (LIST/BOOLEAN/declarative enums)
+    "low", "high",           # int: numeric range, inclusive
+    "discovery_irrelevant",  # bool
+    "max_len",               # int
+    "open_iscsi",            # str | None: what open-iscsi 2.1.8 offers in a normal session when nothing is configured
+), defaults=(False, True, (), 0, 0, False, MAX_VALUE, None))
 
 
 _YES_NO = ("Yes", "No")
