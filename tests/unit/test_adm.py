@@ -205,6 +205,38 @@ def test_daemon_rows_are_replaceable(root, monkeypatch):
     assert seen == [[T]]
 
 
+def test_loginall_reports_a_record_gone_since_listing_and_logs_the_others_in(root, monkeypatch, tmp_path):
+    """-L all sends each login as its record is read: one record failing to read must not
+    stop the others (whose requests may be out already), and is reported."""
+    monkeypatch.setenv("ISCSIKIT_SYSFS_ROOT", str(tmp_path / "sys"))
+    monkeypatch.setenv("ISCSIKIT_SOCKET", str(tmp_path / "no-daemon.sock"))
+    gone = "iqn.2003-01.org.example:gone"
+    for t in (T, gone):
+        run(root, "-m", "node", "-T", t, "-p", "192.0.2.10", "-o", "new")
+    real = ndb.NodeDB.read_node
+
+    def read_node(self, nid):
+        if nid.target == gone:
+            raise ndb.DBError(f"could not read node record {nid.target}: No such file or directory")
+        return real(self, nid)
+
+    monkeypatch.setattr(ndb.NodeDB, "read_node", read_node)
+    rc, out, err = run(root, "-m", "node", "-L", "all")
+    assert out == f"Logging in to [iface: default, target: {T}, portal: 192.0.2.10,3260]\n"
+    assert f"iscsiadm: could not read node record {gone}: No such file or directory" in lines(err)
+    assert "iscsiadm: can not connect to iSCSI daemon (111)!" in lines(err)   # T's login was still sent
+    assert rc == 6
+
+
+def test_login_path_imports_stay_light():
+    """What `-L all` imports: each module is a round of 9p reads in the lab guest."""
+    code = ("import sys, iscsikit.cli.adm, iscsikit.cli.adm_session, iscsikit.initiator.nodedb, "
+            "iscsikit.initiator.mgmt, iscsikit.kernel.sysfs; "
+            "print(sorted(m for m in ('typing', 'socket', 'selectors', 'dataclasses', 'inspect') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == "[]"
+
+
 def test_import_is_light():
     code = ("import sys, iscsikit.cli.adm; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rtslib', 'rtslib_fb', 'pyroute2', 'configshell')))")

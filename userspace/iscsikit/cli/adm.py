@@ -375,7 +375,7 @@ def mode_node(ctx: Ctx) -> int:
 
     if ctx.login or ctx.loginall is not None:
         # -L reads the records lazily: each login is sent while the next record is read
-        nodes = matching() if ctx.login else _loginall_nodes(ctx, ctx.loginall)
+        nodes = matching() if ctx.login else _loginall_nodes(ctx, ctx.loginall, unreadable=True)
         return DAEMON_OPS["node.login"](ctx, nodes)
     if ctx.logout or ctx.logoutall is not None:
         # -U manual/automatic/onboot logs out only the sessions of records with that startup
@@ -457,13 +457,24 @@ def mode_node(ctx: Ctx) -> int:
     return rc
 
 
-def _loginall_nodes(ctx: Ctx, which: str) -> Iterator[ndb.NodeId]:
-    """The records whose node.startup `which` selects, read as the caller iterates."""
+def _loginall_nodes(ctx: Ctx, which: str, unreadable: bool = False) -> Iterator[ndb.NodeId]:
+    """The records whose node.startup `which` selects, read as the caller iterates.
+
+    `unreadable`: also yield a record that cannot be read (gone since it was listed),
+    for a caller that reads it again and reports it; otherwise the read error stops all."""
     wanted = {"all": ("manual", "automatic"), "manual": ("manual",),
               "automatic": ("automatic",), "onboot": ("onboot",)}.get(which)
     if wanted is None:
         raise ctx.fail(f"Invalid loginall option {which}.")
-    return (n for n in ctx.db.node_ids() if ctx.record(n)["node.startup"] in wanted)
+
+    def selected(nid: ndb.NodeId) -> bool:
+        try:
+            return ctx.record(nid)["node.startup"] in wanted
+        except ndb.DBError:
+            if unreadable:
+                return True
+            raise
+    return (n for n in ctx.db.node_ids() if selected(n))
 
 
 def _node_new(ctx: Ctx, address, port, tpgt) -> int:

@@ -121,11 +121,19 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId]) -> int:
                 ctx.error(f"{nid.iface}: 1 session requested, but 1 already present.")
                 rc = rc or ExitCode.SESS_EXISTS
                 continue
+            try:
+                record = ctx.record(nid)
+            except ndb.DBError as e:
+                # gone or unreadable since it was listed: reported, and the others still log
+                # in (their requests may be out already; failing all here would orphan them)
+                ctx.error(str(e))
+                rc = rc or e.code
+                continue
             todo.append(nid)
             ctx.say(f"Logging in to {_node_label(nid)}")
             if name is None:
                 name = ctx.db.initiator_name()
-            yield "login", login_args(ctx.db, nid, name, ctx.record(nid))
+            yield "login", login_args(ctx.db, nid, name, record)
 
     # The daemon logs nodes in concurrently; results are printed in record order once all are in.
     results = _login_all(ctx, requests(), todo)
