@@ -22,7 +22,8 @@ SI, CI = "node.session.iscsi", "node.conn[0].iscsi"
 FLASH_CREATOR = -1
 
 
-def _sysfs():
+def host_sysfs():
+    """This host's sysfs (ISCSIKIT_SYSFS_ROOT: a fake tree, for tests)."""
     from ..kernel.sysfs import Sysfs
     return Sysfs(os.environ.get("ISCSIKIT_SYSFS_ROOT", "/sys"))
 
@@ -94,19 +95,20 @@ def _report_failure(ctx, what: str, e: mgmt.MgmtError) -> int:
 
 def session_portals() -> set[tuple]:
     """(target, address, port) of every session: what a record is matched against."""
-    return {(s.target, s.address, s.port) for s in _sysfs().sessions(luns=False)}
+    return {(s.target, s.address, s.port) for s in host_sysfs().sessions(luns=False)}
 
 
 def _sessions_of(nodes: list[ndb.NodeId]):
     wanted = {(n.target, n.address, n.port) for n in nodes}
-    return [s for s in _sysfs().sessions(luns=False) if (s.target, s.address, s.port) in wanted]
+    return [s for s in host_sysfs().sessions(luns=False) if (s.target, s.address, s.port) in wanted]
 
 
-def node_login(ctx, nodes: Iterable[ndb.NodeId]) -> int:
+def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = None) -> int:
     """Log `nodes` in through the daemon, as iscsiadm prints it; `nodes` may be lazy
     (-L all reads records as it goes): each request leaves as soon as it is built, so
-    the daemon logs in the first nodes while the next records are still being read."""
-    existing = session_portals()
+    the daemon logs in the first nodes while the next records are still being read.
+    `existing`: session_portals(), when the caller has read it already."""
+    existing = session_portals() if existing is None else existing
     todo: list = []
     rc = 0
     seen = False
@@ -223,24 +225,25 @@ def _print_stats(ctx, sessions) -> int:
     return rc
 
 
-def node_stats(ctx, nodes: list[ndb.NodeId]) -> int:
+def _on_node_sessions(ctx, nodes: list[ndb.NodeId], act) -> int:
+    """`act(ctx, sessions)` on the sessions of these records; iscsiadm's answer when there are none."""
     sessions = _sessions_of(nodes)
     if not sessions:
         ctx.error("No session found.")
         return ExitCode.NO_OBJS_FOUND
-    return _print_stats(ctx, sessions)
+    return act(ctx, sessions)
+
+
+def node_stats(ctx, nodes: list[ndb.NodeId]) -> int:
+    return _on_node_sessions(ctx, nodes, _print_stats)
 
 
 def node_rescan(ctx, nodes: list[ndb.NodeId]) -> int:
-    sessions = _sessions_of(nodes)
-    if not sessions:
-        ctx.error("No session found.")
-        return ExitCode.NO_OBJS_FOUND
-    return _rescan(ctx, sessions)
+    return _on_node_sessions(ctx, nodes, _rescan)
 
 
 def _rescan(ctx, sessions) -> int:
-    fs = _sysfs()
+    fs = host_sysfs()
     for s in sessions:
         ctx.say(f"Rescanning session {_session_label(s)}")
         fs.scan_host(s.host_no)
@@ -248,7 +251,7 @@ def _rescan(ctx, sessions) -> int:
 
 
 def _select_sessions(ctx, luns: bool):
-    sessions = _sysfs().sessions(luns=luns)
+    sessions = host_sysfs().sessions(luns=luns)
     if ctx.sid is not None:
         sid = ctx.sid.rstrip("/").rsplit("session", 1)[-1] if "session" in ctx.sid else ctx.sid
         sessions = [s for s in sessions if str(s.sid) == sid.strip()]
@@ -256,7 +259,7 @@ def _select_sessions(ctx, luns: bool):
 
 
 def _attr(kind: str, name: str, attr: str, default: str = "<empty>") -> str:
-    return _sysfs().attr(kind, name, attr) or default
+    return host_sysfs().attr(kind, name, attr) or default
 
 
 def _yes_no(v: str) -> str:

@@ -28,7 +28,6 @@ unit); otherwise the first failure's code, e.g. 20 daemon down, 8 timeout,
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -40,13 +39,9 @@ IFF_UP = 0x1
 ARPHRD_LOOPBACK = 772
 
 
-def _sysfs():
-    from ..kernel.sysfs import Sysfs
-    return Sysfs(os.environ.get("ISCSIKIT_SYSFS_ROOT", "/sys"))
-
-
 def _net(netdev: str, attr: str) -> str | None:
-    return _sysfs().attr("net", netdev, attr)
+    from .adm_session import host_sysfs
+    return host_sysfs().attr("net", netdev, attr)
 
 
 def is_up(netdev: str) -> bool | None:
@@ -86,10 +81,6 @@ def select(db: ndb.NodeDB, netdev: str | None) -> list[ndb.NodeId]:
     return picked
 
 
-def _sessions():
-    return {(s.target, s.address, s.port) for s in _sysfs().sessions(luns=False)}
-
-
 def _has_session(nid: ndb.NodeId, sessions) -> bool:
     return (nid.target, nid.address, nid.port) in sessions
 
@@ -98,7 +89,7 @@ def login(db: ndb.NodeDB, nodes: list[ndb.NodeId], out=None, err=None) -> int:
     """Log the nodes without a session in through iscsikitd, with iscsikit-adm's lines and codes."""
     from . import adm, adm_session
     out, err = out or sys.stdout, err or sys.stderr
-    present = _sessions()
+    present = adm_session.session_portals()
     todo = []
     for nid in nodes:
         if _has_session(nid, present):
@@ -109,10 +100,10 @@ def login(db: ndb.NodeDB, nodes: list[ndb.NodeId], out=None, err=None) -> int:
     if not todo:
         return 0
     ctx = adm.Ctx(argv0="iscsikit-autologin", out=out, err=err, db=db)
-    rc = adm_session.node_login(ctx, todo)
+    rc = adm_session.node_login(ctx, todo, existing=present)
     if rc == ExitCode.SESS_EXISTS:
         # another trigger won the race for one of these nodes: done, if every node is now up
-        present = _sessions()
+        present = adm_session.session_portals()
         if all(_has_session(n, present) for n in todo):
             return 0
     return rc
@@ -161,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     db = ndb.NodeDB()
     try:
         if args.firmware:
-            root = os.environ.get("ISCSIKIT_SYSFS_ROOT", "/sys")
             from ..kernel import ibft
+            from .adm_session import host_sysfs
+            root = host_sysfs().root
             if not ibft.present(root):
                 print("iscsikit-autologin: no iBFT table (no /sys/firmware/ibft; is iscsi_ibft loaded?)",
                       file=sys.stderr)

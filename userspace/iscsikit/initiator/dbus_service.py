@@ -232,7 +232,7 @@ class SessionObject(PropertyObject):
                          async_callbacks=("reply", "error"))
     def Logout(self, sender=None, reply=None, error=None):
         self.service.check_root(sender)
-        self.service.run_cli(["-m", "session", "-r", str(self.sid), "-u"], reply, error, lambda _out: None)
+        self.service.logout_session(self.sid, reply, error)
 
 
 class NodeObject(PropertyObject):
@@ -307,7 +307,7 @@ class Manager(PropertyObject):
         m = re.fullmatch(re.escape(ROOT) + r"/session/(\d+)", str(session))
         if not m:
             raise CommandError(ExitCode.INVAL, f"not a session object: {session}")
-        self.service.run_cli(["-m", "session", "-r", m.group(1), "-u"], reply, error, lambda _out: None)
+        self.service.logout_session(int(m.group(1)), reply, error)
 
     @dbus.service.method(MANAGER_IFACE, in_signature="", out_signature="ao", sender_keyword="sender")
     def ListSessions(self, sender=None):
@@ -381,6 +381,9 @@ class Service:
                     return dbus.ObjectPath(o.__dbus_object_path__)
             raise CommandError(ExitCode.SESS_NOT_FOUND, "logged in, but the session is gone already")
         self.run_cli(["-m", "node", "-T", target, "-p", portal, "-I", iface, "--login"], reply, error, session_path)
+
+    def logout_session(self, sid: int, reply, error) -> None:
+        self.run_cli(["-m", "session", "-r", str(sid), "-u"], reply, error, lambda _out: None)
 
     # -- nodes --------------------------------------------------------------------------------
     def refresh_nodes(self) -> None:
