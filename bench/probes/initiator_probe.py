@@ -25,13 +25,7 @@ sysfs = Sysfs()
 
 
 def wait(pred, timeout=60):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise SystemExit("timed out")
+    return lio.until(pred, timeout, interval=0.02) or sys.exit("timed out")
 
 
 def disk():

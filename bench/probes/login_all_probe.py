@@ -23,12 +23,7 @@ def rss_kib(pid: int) -> int:
 
 
 def wait(pred, timeout=300):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    raise SystemExit("timed out")
+    return lio.until(pred, timeout, interval=0.05) or sys.exit("timed out")
 
 
 def run_tool(adm, daemon):

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import lio  # noqa: E402
@@ -64,15 +63,6 @@ def run_all(cmd, steps):
     return out
 
 
-def wait_for(pred, timeout=60):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 os.makedirs("/etc/target", exist_ok=True)
 os.makedirs("/var/tmp/lio", exist_ok=True)
 lio.clear()
@@ -88,8 +78,8 @@ reset_db()
 # its own session: at shutdown iscsid signals its whole process group (kill(0, SIGTERM))
 iscsid = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)
-wait_for(lambda: os.path.exists("/run/iscsid.pid") or subprocess.run(
-    ["iscsiadm", "-m", "session"], capture_output=True).returncode in (0, 21))
+lio.until(lambda: os.path.exists("/run/iscsid.pid") or subprocess.run(
+    ["iscsiadm", "-m", "session"], capture_output=True).returncode in (0, 21), 60)
 try:
     report["open_iscsi"] = run_all(["iscsiadm"], STEPS)
 finally:
@@ -103,7 +93,7 @@ reset_db()
 os.environ["ISCSIKIT_SOCKET"] = "/run/iscsikit/diff.sock"
 ours = subprocess.Popen([f"{VENV}/iscsikitd", "--socket", "/run/iscsikit/diff.sock"],
                         stdout=subprocess.DEVNULL, stderr=open("/tmp/iscsikitd-diff.log", "wb"))
-wait_for(lambda: os.path.exists("/run/iscsikit/diff.sock"))
+lio.until(lambda: os.path.exists("/run/iscsikit/diff.sock"), 60)
 try:
     report["iscsikit"] = run_all([f"{VENV}/iscsikit-adm"], STEPS)
 finally:

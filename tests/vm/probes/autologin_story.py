@@ -81,12 +81,7 @@ def sessions():
 
 
 def wait(pred, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.3)
-    return pred()
+    return lio.until(pred, timeout, interval=0.3)
 
 
 def exits():

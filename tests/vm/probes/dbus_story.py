@@ -69,12 +69,7 @@ def call(path, method, *args, user=None):
 
 
 def wait(pred, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.2)
-    return pred()
+    return lio.until(pred, timeout, interval=0.2)
 
 
 def sessions():

@@ -44,15 +44,24 @@ def target(name, path, size=64 << 20, port=3260, chap=None, mutual=None, digests
     return tpg
 
 
-def wait_disk(sysfs, sid, timeout=30):
-    """The block device of the session's first LUN once its node exists, or None."""
+def until(pred, timeout, interval=0.1):
+    """pred()'s first truthy value, polled every `interval` for `timeout` seconds; else its last value."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
+        if v := pred():
+            return v
+        time.sleep(interval)
+    return pred()
+
+
+def wait_disk(sysfs, sid, timeout=30):
+    """The block device of the session's first LUN once its node exists, or None."""
+    def disk():
         s = sysfs.session(sid)
         if s and s.luns and s.luns[0].block and os.path.exists(f"/dev/{s.luns[0].block}"):
             return s.luns[0].block
-        time.sleep(0.1)
-    return None
+        return None
+    return until(disk, timeout)
 
 
 def verified_io(dev, backing, total=32 << 20, block=64 << 10, seed=1):

@@ -25,10 +25,7 @@ def wait_disk(sid, timeout=30):
 
 
 def wait_gone(path, timeout=20):
-    end = time.monotonic() + timeout
-    while os.path.exists(path) and time.monotonic() < end:
-        time.sleep(0.1)
-    return not os.path.exists(path)
+    return lio.until(lambda: not os.path.exists(path), timeout)
 
 
 def case(name, node, backing, io=True, by_path=False, iscsiadm=False):
