@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from iscsikit.lab.guest import Guest
@@ -23,7 +24,7 @@ from iscsikit.target import saveconfig
 from iscsikit.target.model import Config, LUN, MappedLUN, NodeACL, Portal, StorageObject, Target, TPG
 
 MODULES = ("configfs", "target_core_mod", "iscsi_target_mod", "target_core_file", "target_core_iblock")
-IKT = "/work/venv/bin/iscsikit-target"
+IKT = os.path.join(os.path.dirname(sys.executable), "iscsikit-target")   # the guest shares this venv
 DIR = "/tmp/bench"
 
 

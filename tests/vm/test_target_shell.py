@@ -8,12 +8,19 @@ Debian's open-iscsi or libiscsi, and clears LIO on the way out.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import sys
+from pathlib import Path
 
 import pytest
 
-IKT = "/work/venv/bin/iscsikit-target --save-file /tmp/ik/saveconfig.json"
+# The guest shares the host's root, so this interpreter's bin directory and this
+# checkout are at the same paths there.
+SHELL = os.path.join(os.path.dirname(sys.executable), "iscsikit-target")
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "target"
+IKT = f"{shlex.quote(SHELL)} --save-file /tmp/ik/saveconfig.json"
 INITIATOR = "iqn.2024-01.com.example:host1"
 PREFIX = "iqn.2024-01.com.example"
 
@@ -91,7 +98,7 @@ def test_oneshot_build_then_open_iscsi_no_auth_chap_mutual(lab):
                   f"{tpg} set attribute authentication=1",
                   f"{tpg}/acls/{INITIATOR} set auth " + " ".join(f"{k}={v}" for k, v in chap.items())]
     batch(g, lines)
-    listing = json.loads(g.run(f"/work/venv/bin/iscsikit-target --json ls /iscsi").out)
+    listing = json.loads(g.run(f"{shlex.quote(SHELL)} --json ls /iscsi").out)
     assert sorted(c["wwn"] for c in listing["children"]) == [f"{PREFIX}:{n}" for n in sorted(targets)]
     assert "secret" not in json.dumps(listing)
 
@@ -109,7 +116,7 @@ def test_oneshot_build_then_open_iscsi_no_auth_chap_mutual(lab):
     sh(g, f"iscsiadm -m node -T {PREFIX}:chap -p 127.0.0.1 -o update -n node.session.auth.password -v wrong-secret-x")
     assert not g.run(f"iscsiadm -m node -T {PREFIX}:chap -p 127.0.0.1 --login", timeout=120).ok
 
-    sessions = json.loads(g.run("/work/venv/bin/iscsikit-target --json sessions").out)
+    sessions = json.loads(g.run(f"{shlex.quote(SHELL)} --json sessions").out)
     logged = {s["target"] for s in sessions if s["initiator"] == INITIATOR and s["state"] == "LOGGED_IN"}
     assert logged == {f"{PREFIX}:noauth", f"{PREFIX}:mutual"}
     before = {(s["target"], s["sid"]) for s in sessions}
@@ -122,7 +129,7 @@ def test_oneshot_build_then_open_iscsi_no_auth_chap_mutual(lab):
     out = ikt(g, "restoreconfig /tmp/ik/saveconfig.json")
     assert "(0 changes)" in out.out + out.err
     after = {(s["target"], s["sid"]) for s in json.loads(
-        g.run("/work/venv/bin/iscsikit-target --json sessions").out)}
+        g.run(f"{shlex.quote(SHELL)} --json sessions").out)}
     assert after == before
     sh(g, "iscsiadm -m node -U all")
 
@@ -206,7 +213,7 @@ def test_targetcli_interop_both_ways(lab):
         json.load(open_guest(g, "/tmp/ik/theirs-again.json")))
     assert sh(g, "targetcli ls / 2>/dev/null | grep -v ^Warning:") == before
     ikt(g, "clearconfig confirm=true")
-    assert json.loads(g.run("/work/venv/bin/iscsikit-target --json ls /iscsi").out)["children"] == []
+    assert json.loads(g.run(f"{shlex.quote(SHELL)} --json ls /iscsi").out)["children"] == []
 
 
 def open_guest(g, path):
@@ -219,7 +226,7 @@ def test_importers_build_working_targets(lab):
     sh(g, "mkdir -p /tmp/ik/imp && for f in disk1 disk2 disk3 t1a t2a t2b; do "
           "truncate -s 8M /tmp/ik/imp/$f.img; done && modprobe brd rd_nr=4 rd_size=8192")
     try:
-        out = ikt(g, "importconfig /work/main/tests/data/target/ietd.conf")
+        out = ikt(g, f"importconfig {SAMPLES}/ietd.conf")
         text = out.out + out.err
         assert "ietd.conf:13: error: Lun 1: ScsiId" in text and "ietd.conf:47: error: Frobnicate" in text
         # discovery CHAP came from the global IncomingUser
@@ -233,7 +240,7 @@ def test_importers_build_working_targets(lab):
         assert t1["tpgs"][0]["chap_mutual_userid"] == "jack" and "secretsecret" not in json.dumps(t1)
         ikt(g, "clearconfig confirm=true")
 
-        out = ikt(g, "importconfig /work/main/tests/data/target/targets.conf")
+        out = ikt(g, f"importconfig {SAMPLES}/targets.conf")
         text = out.out + out.err
         assert "targets.conf:13: error: initiator-address" in text
         inq = sh(g, "iscsi-inq iscsi://127.0.0.1/iqn.2008-09.com.example:server.target2/5")
@@ -310,7 +317,7 @@ def test_restore_twice_under_write_load(lab):
                      f"echo $d && break; sleep 0.2; done").strip()
         assert disk, "no disk for the p5 session"
         isid_sid = sh(g, f"iscsiadm -m session | grep '{iqn} ' | cut -d' ' -f2")
-        target_sids = {s["sid"] for s in json.loads(g.run("/work/venv/bin/iscsikit-target --json sessions").out)
+        target_sids = {s["sid"] for s in json.loads(g.run(f"{shlex.quote(SHELL)} --json sessions").out)
                        if s["target"] == iqn}
         assert len(target_sids) == 1
         g.run("dmesg -c >/dev/null")
@@ -337,7 +344,7 @@ def test_restore_twice_under_write_load(lab):
 
         # The session is the one that was there before either restore.
         assert sh(g, f"iscsiadm -m session | grep '{iqn} ' | cut -d' ' -f2") == isid_sid
-        now = {s["sid"] for s in json.loads(g.run("/work/venv/bin/iscsikit-target --json sessions").out)
+        now = {s["sid"] for s in json.loads(g.run(f"{shlex.quote(SHELL)} --json sessions").out)
                if s["target"] == iqn}
         assert now == target_sids
         # the first restore made the target the file holds and LIO did not

@@ -19,7 +19,7 @@ import time
 
 WORK = "/tmp/ikpty"
 SAVE = f"{WORK}/saveconfig.json"
-SHELL = "/work/venv/bin/iscsikit-target"
+SHELL = os.path.join(os.path.dirname(sys.executable), "iscsikit-target")   # this venv's, shared with the guest
 LOCK = "/run/lock/iscsikit-target.lock"
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x08")
 

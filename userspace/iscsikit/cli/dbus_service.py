@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         print("iscsikit-dbus: must run as root (the bus policy lets only root own the name)", file=sys.stderr)
         return 1
     try:
-        from ..initiator import dbus_service
+        from . import dbus_api as dbus_service
     except ImportError as e:
         print(f"iscsikit-dbus: dbus-python is missing ({e}); install iscsikit[dbus]", file=sys.stderr)
         return 1

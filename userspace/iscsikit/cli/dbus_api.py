@@ -48,8 +48,8 @@ import dbus.mainloop.glib
 import dbus.service
 
 from ..proto.exitcodes import ExitCode
-from . import mgmt
-from . import nodedb as ndb
+from ..initiator import mgmt
+from ..initiator import nodedb as ndb
 
 log = logging.getLogger("iscsikit-dbus")
 
@@ -344,7 +344,7 @@ class Service:
     # -- the CLI's code in a worker ---------------------------------------------------------
     def run_cli(self, argv, reply, error, result) -> None:
         """Run iscsikit-adm's code for argv off the loop; reply with result(stdout) or the CLI's error."""
-        from ..cli import adm
+        from . import adm
 
         def work():
             out, err = io.StringIO(), io.StringIO()

@@ -1,0 +1,95 @@
+"""The package's layers: imports point down (README "Layers"), checked on the source.
+
+    cli                      front ends: parse, call, print
+    initiator | target       the domains (neither imports the other)
+    kernel                   netlink, sysfs, modules
+    proto                    sans-IO iSCSI
+    lab                      the QEMU harness, used by tests and by `iscsikit lab` (cli)
+
+Every import of an iscsikit module, at any depth (lazy imports inside
+functions included), is resolved to the layer it lands in.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "userspace" / "iscsikit"
+RANK = {"cli": 4, "initiator": 3, "target": 3, "lab": 3, "kernel": 2, "proto": 1}
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in RANK else None
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module) for every iscsikit import in the file."""
+    tree = ast.parse(path.read_text(), str(path))
+    here = module_name(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "iscsikit"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.split(".")[0] != "iscsikit":
+                continue
+            if node.module is None or mod.count(".") == 0:
+                # `from . import x` / `from iscsikit import cli`: the names are modules or packages
+                found += [(node.lineno, f"{mod}.{a.name}") for a in node.names]
+            else:
+                found.append((node.lineno, mod))
+    return found
+
+
+def violations() -> list[str]:
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        own = layer_of(module_name(path))
+        if own is None:
+            continue
+        for line, target in imports_of(path):
+            other = layer_of(target)
+            if other is None or other == own:
+                continue
+            if RANK[other] >= RANK[own]:
+                out.append(f"{path.relative_to(PACKAGE)}:{line}: {own} imports {target} ({other})")
+    return out
+
+
+def test_imports_point_down_the_layers():
+    assert violations() == []
+
+
+def test_the_check_sees_relative_and_lazy_imports(tmp_path, monkeypatch):
+    # the check itself: a relative import upwards inside a function is caught
+    pkg = tmp_path / "iscsikit"
+    for d in ("proto", "cli"):
+        (pkg / d).mkdir(parents=True)
+        (pkg / d / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "cli" / "adm.py").write_text("")
+    (pkg / "proto" / "bad.py").write_text("def f():\n    from ..cli import adm\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
+    assert violations() == ["proto/bad.py:2: proto imports iscsikit.cli (cli)"]
+
+
+@pytest.mark.parametrize("layer", sorted(RANK))
+def test_every_layer_exists(layer):
+    # a renamed package would make the rule above vacuous for it
+    assert (PACKAGE / layer / "__init__.py").exists()
