@@ -188,9 +188,14 @@ class Ctx:
     killiscsid: str | None = None
     no_wait: bool = False
 
-    def __init__(self, argv0: str, out, err, db: "ndb.NodeDB | None" = None, **options) -> None:
+    def __init__(self, argv0: str, out, err, db: "ndb.NodeDB | None" = None, env=None,
+                 err_tty: bool | None = None, **options) -> None:
         self.argv0, self.out, self.err = argv0, out, err
         self._db = db
+        # the command's environment: os.environ, or its client's when it runs in the daemon
+        self.env = os.environ if env is None else env
+        # stderr is a terminal (the -L progress line); the client says so when forwarded
+        self.err_tty = (err is sys.stderr and err.isatty()) if err_tty is None else err_tty
         self.ifaces: list[str] = []
         self.names: list[str] = []
         self.values: list[str] = []
@@ -208,7 +213,7 @@ class Ctx:
     @property
     def db(self) -> "ndb.NodeDB":
         if self._db is None:
-            self._db = ndb.NodeDB()
+            self._db = ndb.NodeDB(self.env.get(ndb.ENV_ROOT))
         return self._db
 
     def say(self, line: str = "") -> None:
@@ -441,7 +446,7 @@ def mode_node(ctx: Ctx) -> int:
     if not ids:
         return _no(ctx, "No records found")
     from .adm_session import session_portals
-    live = session_portals()
+    live = session_portals(ctx.env)
     rc = 0
     for nid in ids:
         if (nid.target, nid.address, nid.port) in live:
@@ -478,6 +483,14 @@ def _loginall_nodes(ctx: Ctx, which: str, unreadable: bool = False) -> Iterator[
 
 
 def _node_new(ctx: Ctx, address, port, tpgt) -> int:
+    # iscsiadm 2.1.8 asks iscsid about the transport's host while it sets up the new
+    # record's iface, when the transport is loaded, and says so when iscsid is down (the
+    # guest's differential transcript; on a host without iscsi_tcp it is silent); it adds
+    # the record all the same
+    from .adm_session import daemon_reachable
+    transports = os.path.join(ctx.env.get("ISCSIKIT_SYSFS_ROOT", "/sys"), "class", "iscsi_transport", "tcp")
+    if os.path.isdir(transports) and not daemon_reachable(ctx):
+        ctx.error("can not connect to iSCSI daemon (111)!")
     ifaces = ctx.ifaces or [R.DEFAULT_IFACE]
     if ctx.target and address is not None:
         wanted = [(ctx.target, address, port if port is not None else ndb.DEFAULT_PORT,
@@ -694,7 +707,7 @@ def mode_discoverydb(ctx: Ctx) -> int:
 
 
 def mode_host(ctx: Ctx) -> int:
-    base = os.path.join(os.environ.get("ISCSIKIT_SYSFS_ROOT", "/sys"), "class", "iscsi_host")
+    base = os.path.join(ctx.env.get("ISCSIKIT_SYSFS_ROOT", "/sys"), "class", "iscsi_host")
     if not (os.path.isdir(base) and os.listdir(base)):
         return _no(ctx, "No iSCSI hosts.")
     return daemon_down(ctx)
@@ -728,11 +741,12 @@ iscsiadm -k priority
 
 
 def run(argv: list[str], out=None, err=None, db: ndb.NodeDB | None = None,
-        argv0: str | None = None) -> int:
+        argv0: str | None = None, env=None, err_tty: bool | None = None) -> int:
     """Run one iscsiadm command line; returns the exit code (never raises for user errors)."""
     out = out or sys.stdout
     err = err or sys.stderr
-    ctx = Ctx(argv0=argv0 or (sys.argv[0] if sys.argv else PROG), out=out, err=err, db=db)
+    ctx = Ctx(argv0=argv0 or (sys.argv[0] if sys.argv else PROG), out=out, err=err, db=db,
+              env=env, err_tty=err_tty)
     try:
         return int(_run(ctx, argv))
     except Exit as e:
@@ -792,7 +806,10 @@ def _run(ctx: Ctx, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    rc = run(sys.argv[1:] if argv is None else argv)
+    # the forwarding iscsiadm (userspace/iscsiadm-forward) execs this with the daemon down,
+    # naming what it was called as: messages say that name, as iscsiadm's say argv[0]
+    argv0 = os.environ.pop("ISCSIKIT_ARGV0", None)
+    rc = run(sys.argv[1:] if argv is None else argv, argv0=argv0)
     try:
         sys.stdout.flush()
     except BrokenPipeError:

@@ -17,15 +17,22 @@ from .adm import _Lazy
 # imported on first use: listing sessions needs neither the database nor the daemon
 mgmt = _Lazy("iscsikit.initiator.mgmt")
 ndb = _Lazy("iscsikit.initiator.nodedb")
+_client = _Lazy("iscsikit.initiator.client")
+R = _Lazy("iscsikit.initiator.records")
 
-SI, CI = "node.session.iscsi", "node.conn[0].iscsi"
 FLASH_CREATOR = -1
 
 
-def host_sysfs():
-    """This host's sysfs (ISCSIKIT_SYSFS_ROOT: a fake tree, for tests)."""
+def host_sysfs(env=None):
+    """This host's sysfs (ISCSIKIT_SYSFS_ROOT: a fake tree, for tests). `env`: the
+    command's environment (a CLI run inside the daemon has its client's, not os.environ)."""
     from ..kernel.sysfs import Sysfs
-    return Sysfs(os.environ.get("ISCSIKIT_SYSFS_ROOT", "/sys"))
+    return Sysfs((os.environ if env is None else env).get("ISCSIKIT_SYSFS_ROOT", "/sys"))
+
+
+def client(ctx):
+    """The daemon's client for this command (its socket from the command's environment)."""
+    return _client.Client(ctx.env.get("ISCSIKIT_SOCKET"))
 
 
 def _bracket(address: str) -> str:
@@ -40,47 +47,18 @@ def _session_label(s) -> str:
     return f"[sid: {s.sid}, target: {s.target}, portal: {s.address},{s.port}]"
 
 
-def _int(v, default=0) -> int:
+def daemon_reachable(ctx) -> bool:
+    """iscsikitd accepts connections on this command's socket (nothing is sent)."""
+    import _socket
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
-        return int(v)
-    except (TypeError, ValueError):
-        return default
-
-
-def login_args(db: ndb.NodeDB, nid: ndb.NodeId, default_name: str | None = None,
-               record: ndb.Node | None = None) -> dict:
-    """The daemon's login request from a node record: the record is the one source of the values.
-
-    `default_name`: the host's initiator name, `record`: the node's record, when the
-    caller has read them already."""
-    v = (record or db.read_node(nid)).values
-    args = {
-        "target": nid.target, "address": nid.address, "port": nid.port,
-        "tpgt": None if nid.tpgt < 0 else nid.tpgt,
-        "initiator_name": v.get("iface.initiatorname") or default_name or db.initiator_name() or None,
-        "iface_name": nid.iface, "transport": v.get("iface.transport_name") or "tcp",
-        "header_digest": v.get(f"{CI}.HeaderDigest", "None"), "data_digest": v.get(f"{CI}.DataDigest", "None"),
-        "replacement_timeout": _int(v.get("node.session.timeo.replacement_timeout"), 120),
-        "noop_out_interval": _int(v.get("node.conn[0].timeo.noop_out_interval"), 5),
-        "noop_out_timeout": _int(v.get("node.conn[0].timeo.noop_out_timeout"), 5),
-        "abort_timeout": _int(v.get("node.session.err_timeo.abort_timeout"), 15),
-        "lu_reset_timeout": _int(v.get("node.session.err_timeo.lu_reset_timeout"), 30),
-        "tgt_reset_timeout": _int(v.get("node.session.err_timeo.tgt_reset_timeout"), 30),
-        "fast_abort": v.get(f"{SI}.FastAbort", "Yes") == "Yes",
-        "cmds_max": _int(v.get("node.session.cmds_max"), 128),
-        "queue_depth": _int(v.get("node.session.queue_depth"), 32),
-        "scan": v.get("node.session.scan", "auto"),
-        "login_timeout": float(_int(v.get("node.conn[0].timeo.login_timeout"), 30)),
-        "operational": {k: v[f"{p}.{k}"] for p, k in (
-            (CI, "MaxRecvDataSegmentLength"), (SI, "FirstBurstLength"), (SI, "MaxBurstLength"),
-            (SI, "ImmediateData"), (SI, "InitialR2T"), (SI, "MaxOutstandingR2T"))
-            if v.get(f"{p}.{k}")},
-    }
-    if v.get("node.session.auth.authmethod") == "CHAP" and v.get("node.session.auth.username"):
-        args.update(username=v["node.session.auth.username"], password=v.get("node.session.auth.password", ""),
-                    username_in=v.get("node.session.auth.username_in") or "",
-                    password_in=v.get("node.session.auth.password_in") or "")
-    return args
+        s.settimeout(2)
+        s.connect(ctx.env.get("ISCSIKIT_SOCKET") or mgmt.DEFAULT_SOCKET)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def _report_failure(ctx, what: str, e: mgmt.MgmtError) -> int:
@@ -93,14 +71,14 @@ def _report_failure(ctx, what: str, e: mgmt.MgmtError) -> int:
     return code
 
 
-def session_portals() -> set[tuple]:
+def session_portals(env=None) -> set[tuple]:
     """(target, address, port) of every session: what a record is matched against."""
-    return {(s.target, s.address, s.port) for s in host_sysfs().sessions(luns=False)}
+    return {(s.target, s.address, s.port) for s in host_sysfs(env).sessions(luns=False)}
 
 
-def _sessions_of(nodes: list[ndb.NodeId]):
+def _sessions_of(ctx, nodes: list[ndb.NodeId]):
     wanted = {(n.target, n.address, n.port) for n in nodes}
-    return [s for s in host_sysfs().sessions(luns=False) if (s.target, s.address, s.port) in wanted]
+    return [s for s in host_sysfs(ctx.env).sessions(luns=False) if (s.target, s.address, s.port) in wanted]
 
 
 def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = None) -> int:
@@ -108,7 +86,7 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = N
     (-L all reads records as it goes): each request leaves as soon as it is built, so
     the daemon logs in the first nodes while the next records are still being read.
     `existing`: session_portals(), when the caller has read it already."""
-    existing = session_portals() if existing is None else existing
+    existing = session_portals(ctx.env) if existing is None else existing
     todo: list = []
     rc = 0
     seen = False
@@ -135,7 +113,7 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = N
             ctx.say(f"Logging in to {_node_label(nid)}")
             if name is None:
                 name = ctx.db.initiator_name()
-            yield "login", login_args(ctx.db, nid, name, record)
+            yield "login", R.login_request(nid, record.values, name)
 
     # The daemon logs nodes in concurrently; results are printed in record order once all are in.
     results = _login_all(ctx, requests(), todo)
@@ -159,9 +137,7 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = N
 def _login_all(ctx, requests: Iterable[tuple[str, dict]], todo: list) -> list:
     """Send every login as it comes; on a terminal, keep one progress line on stderr
     (`todo` grows as the requests are built: its length is the count so far)."""
-    import sys
-
-    progress = getattr(ctx.err, "isatty", lambda: False)() and ctx.err is sys.stderr
+    progress = ctx.err_tty
     done = 0
 
     def tick(_i):
@@ -171,7 +147,7 @@ def _login_all(ctx, requests: Iterable[tuple[str, dict]], todo: list) -> list:
             ctx.err.write(f"\r{done}/{len(todo)} logins done")
             ctx.err.flush()
 
-    results = _errors(mgmt.call_many(requests, on_done=tick))
+    results = _errors(client(ctx).call_many(requests, on_done=tick))
     if progress and done and len(todo) > 1:
         ctx.err.write("\r\033[K")
     return results
@@ -188,7 +164,7 @@ def _logout(ctx, sessions) -> int:
         return ExitCode.NO_OBJS_FOUND
     for s in sessions:
         ctx.say(f"Logging out of session {_session_label(s)}")
-    results = dict(zip(sessions, _errors(mgmt.call_many([("logout", {"sid": s.sid}) for s in sessions]))))
+    results = dict(zip(sessions, _errors(client(ctx).call_many([("logout", {"sid": s.sid}) for s in sessions]))))
     rc = 0
     for s in sessions:
         e = results[s]
@@ -203,14 +179,14 @@ def _logout(ctx, sessions) -> int:
 
 
 def node_logout(ctx, nodes: list[ndb.NodeId]) -> int:
-    return _logout(ctx, _sessions_of(nodes))
+    return _logout(ctx, _sessions_of(ctx, nodes))
 
 
 def _print_stats(ctx, sessions) -> int:
     rc = 0
     for s in sessions:
         try:
-            r = mgmt.call("stats", {"sid": s.sid}, timeout=30)
+            r = client(ctx).stats(s.sid)
         except mgmt.MgmtError as e:
             code = _report_failure(ctx, f"Could not get session stats for sid {s.sid}.", e)
             rc = rc or code
@@ -227,7 +203,7 @@ def _print_stats(ctx, sessions) -> int:
 
 def _on_node_sessions(ctx, nodes: list[ndb.NodeId], act) -> int:
     """`act(ctx, sessions)` on the sessions of these records; iscsiadm's answer when there are none."""
-    sessions = _sessions_of(nodes)
+    sessions = _sessions_of(ctx, nodes)
     if not sessions:
         ctx.error("No session found.")
         return ExitCode.NO_OBJS_FOUND
@@ -243,7 +219,7 @@ def node_rescan(ctx, nodes: list[ndb.NodeId]) -> int:
 
 
 def _rescan(ctx, sessions) -> int:
-    fs = host_sysfs()
+    fs = host_sysfs(ctx.env)
     for s in sessions:
         ctx.say(f"Rescanning session {_session_label(s)}")
         fs.scan_host(s.host_no)
@@ -251,15 +227,19 @@ def _rescan(ctx, sessions) -> int:
 
 
 def _select_sessions(ctx, luns: bool):
-    sessions = host_sysfs().sessions(luns=luns)
+    sessions = host_sysfs(ctx.env).sessions(luns=luns)
     if ctx.sid is not None:
         sid = ctx.sid.rstrip("/").rsplit("session", 1)[-1] if "session" in ctx.sid else ctx.sid
         sessions = [s for s in sessions if str(s.sid) == sid.strip()]
     return sessions
 
 
-def _attr(kind: str, name: str, attr: str, default: str = "<empty>") -> str:
-    return host_sysfs().attr(kind, name, attr) or default
+def _attr_reader(ctx):
+    fs = host_sysfs(ctx.env)
+
+    def attr(kind: str, name: str, attr: str, default: str = "<empty>") -> str:
+        return fs.attr(kind, name, attr) or default
+    return attr
 
 
 def _yes_no(v: str) -> str:
@@ -270,9 +250,9 @@ def _digest(v: str) -> str:
     return {"1": "CRC32C", "0": "None"}.get(v, v)
 
 
-def _daemon_states() -> dict[int, str]:
+def _daemon_states(ctx) -> dict[int, str]:
     try:
-        return {s["sid"]: s["state"] for s in mgmt.call("sessions", timeout=5) if s.get("managed")}
+        return {s["sid"]: s["state"] for s in client(ctx).sessions(timeout=5) if s.get("managed")}
     except mgmt.MgmtError:
         return {}
 
@@ -281,7 +261,8 @@ def _print_tree(ctx, sessions, level: int) -> None:
     if level >= 3:   # iscsiadm heads only the -P 3 tree with the versions
         ctx.say("iSCSI Transport Class version 2.0-870")
         ctx.say("version 2.1.8")
-    states = _daemon_states()
+    states = _daemon_states(ctx)
+    _attr = _attr_reader(ctx)
     for s in sorted(sessions, key=lambda x: (x.target or "", x.sid)):
         sess, conn, host = f"session{s.sid}", f"connection{s.sid}:0", f"host{s.host_no}"
         flash = "(flash)" if s.creator == FLASH_CREATOR else "(non-flash)"

@@ -30,7 +30,7 @@ from iscsikit.proto.reader import PduReader
 from iscsikit.proto.sendtargets import (DiscoveredTarget, Portal, SendTargetsExchange,
                                         parse_target_address)
 
-DEFAULT_LOGIN_TIMEOUT = 15.0      # node.conn[0].timeo.login_timeout
+DEFAULT_LOGIN_TIMEOUT = 15.0      # discovery.sendtargets.timeo.login_timeout (records.py); sessions pass theirs
 DEFAULT_CONNECT_TIMEOUT = 15.0
 DEFAULT_REPLY_TIMEOUT = 30.0      # discovery.sendtargets.timeo.active_timeout
 MAX_REDIRECTS = 4
