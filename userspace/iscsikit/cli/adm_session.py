@@ -362,19 +362,8 @@ def discovery_run(ctx, dtype: str, address: str, port: int) -> int:
         ctx.error("connection login retries (reopen_max) 5 exceeded")
         ctx.error("Could not perform SendTargets discovery: " + MESSAGES[e.exit_code].rstrip("."))
         return e.exit_code
-    ifaces = ctx.ifaces or ["default"]
-    with ctx.db.locked():
-        if ctx.db.read_discovery("sendtargets", address, port) is None:
-            ctx.db.create_discovery("sendtargets", address, port)
-        for t in found:
-            for p in t.portals:
-                for iface in ifaces:
-                    nid = ndb.NodeId(t.name, p.host, p.port, p.tpgt, iface)
-                    values = ctx.db.new_node_values(nid, discovery_type="send_targets")
-                    values.update({"node.discovery_address": address, "node.discovery_port": str(port)})
-                    from ..initiator import records as R
-                    ctx.db.write_node(ndb.Node(R.NODE_FIELDS, values, nid))
-                    ctx.db.link_discovered("sendtargets", address, port, nid)
+    from ..initiator import discovery
+    discovery.record(ctx.db, address, port, found, ctx.ifaces or None)
     for t in found:
         for p in t.portals:
             ctx.say(f"{ndb.format_portal(p.host, p.port)},{p.tpgt} {t.name}")
