@@ -35,16 +35,18 @@ _OPT_STR, _OPT_INT = (str, type(None)), (int, type(None))
 
 # The login request: what the daemon needs of a node record to log it in and to
 # recover it. records.login_request() is the only code that builds one from a
-# record, and it takes every default from the record table (open-iscsi's).
+# record, and it sends every field; a field left out takes NodeConfig's default,
+# which is the record table's (open-iscsi's) too.
 LOGIN_ARGS: tuple[Arg, ...] = (
-    Arg("target", _STR), Arg("address", _STR), Arg("port", _INT),
+    Arg("target", _STR), Arg("address", _STR), Arg("port", _INT, False),
     Arg("tpgt", _OPT_INT, False), Arg("initiator_name", _OPT_STR, False),
-    Arg("iface_name", _STR), Arg("transport", _STR),
-    Arg("header_digest", _STR), Arg("data_digest", _STR),
-    Arg("replacement_timeout", _INT), Arg("noop_out_interval", _INT), Arg("noop_out_timeout", _INT),
-    Arg("abort_timeout", _INT), Arg("lu_reset_timeout", _INT), Arg("tgt_reset_timeout", _INT),
-    Arg("fast_abort", _BOOL), Arg("cmds_max", _INT), Arg("queue_depth", _INT),
-    Arg("scan", _STR), Arg("login_timeout", _NUM),
+    Arg("iface_name", _STR, False), Arg("transport", _STR, False),
+    Arg("header_digest", _STR, False), Arg("data_digest", _STR, False),
+    Arg("replacement_timeout", _INT, False), Arg("noop_out_interval", _INT, False),
+    Arg("noop_out_timeout", _INT, False), Arg("abort_timeout", _INT, False),
+    Arg("lu_reset_timeout", _INT, False), Arg("tgt_reset_timeout", _INT, False),
+    Arg("fast_abort", _BOOL, False), Arg("cmds_max", _INT, False), Arg("queue_depth", _INT, False),
+    Arg("scan", _STR, False), Arg("login_timeout", _NUM, False),
     Arg("operational", (dict,), False),
     # CHAP (node.session.auth.*): the secrets travel only on this root-only socket
     Arg("username", _STR, False), Arg("password", _STR, False),
