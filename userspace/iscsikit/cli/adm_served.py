@@ -18,18 +18,30 @@ from . import adm
 
 
 class _FrameStream:
-    """A text stream that sends each write as one frame."""
+    """A text stream sent back as frames: buffered until flush() (the -L progress line
+    flushes) or 64 KiB, so a listing is a few frames, not one loop wake-up per line;
+    unbuffered when the client's fd is a terminal."""
+
+    LIMIT = 1 << 16
 
     def __init__(self, write, kind: int, tty: bool):
         self._write, self._kind, self._tty = write, kind, tty
+        self._parts: list[str] = []
+        self._size = 0
 
     def write(self, text: str) -> int:
         if text:
-            self._write(self._kind, text.encode("utf-8", "surrogateescape"))
+            self._parts.append(text)
+            self._size += len(text)
+            # on a terminal, a line at a time (C stdio's line buffering, the order a user sees)
+            if self._tty or self._size >= self.LIMIT:
+                self.flush()
         return len(text)
 
     def flush(self) -> None:
-        pass
+        if self._parts:
+            self._write(self._kind, "".join(self._parts).encode("utf-8", "surrogateescape"))
+            self._parts, self._size = [], 0
 
     def isatty(self) -> bool:
         return self._tty
@@ -40,4 +52,9 @@ def run(argv: list[str], env: dict, tty: list[bool], write) -> int:
     out = _FrameStream(write, protocol.FRAME_OUT, bool(tty[1]))
     err = _FrameStream(write, protocol.FRAME_ERR, bool(tty[2]))
     argv0 = argv[0] if argv else adm.PROG
-    return adm.run(argv[1:], out=out, err=err, argv0=argv0, env=dict(env), err_tty=bool(tty[2]))
+    try:
+        return adm.run(argv[1:], out=out, err=err, argv0=argv0, env=dict(env), err_tty=bool(tty[2]))
+    finally:
+        # stderr first: iscsiadm writes its error lines unbuffered, before buffered stdout
+        err.flush()
+        out.flush()
