@@ -50,6 +50,7 @@ import dbus.service
 
 from ..proto.exitcodes import ExitCode
 from ..initiator import discovery, records
+from .adm import messages as msg
 from ..initiator import nodedb as ndb
 from ..initiator.client import Client, MgmtError
 
@@ -371,7 +372,7 @@ class Service:
             nids = [n for n in self.db.find_nodes(target, address, port) if n.iface == iface
                     and (tpgt is None or n.tpgt == tpgt)]
             if not nids:
-                raise CommandError(ExitCode.NO_OBJS_FOUND, "No records found")
+                raise CommandError(ExitCode.NO_OBJS_FOUND, msg.NO_RECORDS)
             nid = nids[0]
             req = records.login_request(nid, self.db.read_node(nid).values, self.db.initiator_name())
             sid = self.client.login(req)["sid"]
@@ -386,7 +387,7 @@ class Service:
             sids = [s["sid"] for s in self.client.sessions()
                     if (s["target"], s["address"], s["port"]) == (nid.target, nid.address, nid.port)]
             if not sids:
-                raise CommandError(ExitCode.NO_OBJS_FOUND, "No matching sessions found")
+                raise CommandError(ExitCode.NO_OBJS_FOUND, msg.NO_MATCHING_SESSIONS)
             for sid in sids:
                 self.client.logout(sid)
         self.in_worker(work, reply, error)
