@@ -13,6 +13,7 @@ functions included), is resolved to the layer it lands in.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,33 @@ def test_the_cycle_check_finds_one():
 def test_every_layer_exists(layer):
     # a renamed package would make the rule above vacuous for it
     assert (PACKAGE / layer / "__init__.py").exists()
+
+
+def test_proto_knows_no_exit_codes():
+    # proto/ reports outcomes; iscsiadm's exit codes are the initiator's (initiator/errors.py)
+    for path in (PACKAGE / "proto").rglob("*.py"):
+        text = path.read_text()
+        assert "exitcodes" not in text and "ExitCode" not in text, path.name
+
+
+def test_every_user_visible_error_has_one_base():
+    from iscsikit.initiator import discovery, login_io, mgmt, nodedb, records, session
+    from iscsikit.initiator.errors import IscsiError
+    for cls in (mgmt.MgmtError, session.SessionError, login_io.LoginError, nodedb.DBError,
+                records.RecordError, discovery.DiscoveryError):
+        assert issubclass(cls, IscsiError), cls
+    e = records.RecordError(["a", "b"], 7)
+    assert (e.exit_code, e.code, e.lines, str(e)) == (7, 7, ["a", "b"], "a; b")
+
+
+def test_one_door_to_the_daemon():
+    # every caller goes through initiator/client.py; mgmt.py is its framing, the daemon the other end
+    repo = PACKAGE.parents[1]
+    allowed = {PACKAGE / "initiator" / "client.py", PACKAGE / "initiator" / "mgmt.py",
+               PACKAGE / "initiator" / "daemon.py", repo / "tests" / "unit" / "test_mgmt.py"}
+    found = []
+    for top in (PACKAGE, repo / "tests", repo / "bench"):
+        for path in top.rglob("*.py"):
+            if path not in allowed and re.search(r"\bmgmt\.(call|call_many|_connect|_send)\(", path.read_text()):
+                found.append(str(path.relative_to(repo)))
+    assert found == []

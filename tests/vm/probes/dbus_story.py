@@ -17,8 +17,7 @@ import lio  # noqa: E402
 
 import threading  # noqa: E402
 
-from iscsikit.initiator import mgmt  # noqa: E402
-from iscsikit.initiator.client import Client  # noqa: E402
+from iscsikit.initiator.client import Client, MgmtError  # noqa: E402
 from iscsikit.kernel.sysfs import Sysfs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
@@ -185,8 +184,8 @@ finally:
             p.kill()
     for sid in sessions():
         try:
-            mgmt.call("logout", {"sid": sid}, timeout=60)
-        except mgmt.MgmtError:
+            Client(timeout=60).logout(sid)
+        except MgmtError:
             pass
     if "bus_pid" in dir():
         os.kill(bus_pid, 15)

@@ -33,7 +33,7 @@ import time
 
 from ..initiator import nodedb as ndb
 from ..initiator import records as R
-from ..proto.exitcodes import ExitCode
+from ..initiator.exitcodes import ExitCode
 
 IFF_UP = 0x1
 ARPHRD_LOOPBACK = 772

@@ -48,11 +48,12 @@ import dbus.bus
 import dbus.mainloop.glib
 import dbus.service
 
-from ..proto.exitcodes import ExitCode
+from ..initiator.exitcodes import ExitCode
 from ..initiator import discovery, records
 from .adm import messages as msg
 from ..initiator import nodedb as ndb
 from ..initiator.client import Client, MgmtError
+from ..initiator.errors import IscsiError
 
 log = logging.getLogger("iscsikit-dbus")
 
@@ -337,10 +338,8 @@ class Service:
         def run():
             try:
                 value = work()
-            except MgmtError as e:
+            except IscsiError as e:
                 exc = CommandError(e.exit_code, str(e))
-            except ndb.DBError as e:
-                exc = CommandError(e.code, str(e))
             except dbus.DBusException as e:
                 exc = e
             except Exception as e:   # a bug must not leave the caller waiting forever

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 
-from ..proto.exitcodes import ExitCode
+from .exitcodes import ExitCode
 from . import mgmt, protocol
 from .mgmt import MgmtError
 

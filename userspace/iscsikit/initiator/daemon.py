@@ -31,8 +31,9 @@ from ..kernel.constants import ConnErr, Ev, KEv
 from ..kernel.netlink import IscsiNetlink, decode_stats
 from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
-from ..proto.exitcodes import ExitCode
+from .exitcodes import ExitCode
 from . import mgmt, protocol
+from .errors import IscsiError
 from .session import Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
 
 log = logging.getLogger("iscsikitd")
@@ -393,7 +394,7 @@ class Daemon:
             return await self.streams[name](args)
         try:
             return mgmt.ok(await self.ops[name](args)), None
-        except (SessionError, mgmt.MgmtError) as e:
+        except IscsiError as e:
             return mgmt.fail(e.exit_code, str(e)), None
         except Exception as e:   # a bug must not take the daemon and every session's recovery down
             log.exception("request %s failed", name)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from . import login_io
 from . import nodedb as ndb
 from . import records as R
+from .errors import IscsiError
 
 
-class DiscoveryError(Exception):
+class DiscoveryError(IscsiError):
     def __init__(self, exit_code: int, message: str):
-        self.exit_code = int(exit_code)
-        super().__init__(message)
+        super().__init__(exit_code, message)
 
 
 def record(db: ndb.NodeDB, address: str, port: int, found, ifaces: list[str] | None = None) -> list[ndb.NodeId]:

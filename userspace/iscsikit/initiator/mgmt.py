@@ -15,7 +15,8 @@ import os
 import struct
 from collections.abc import Callable, Iterable
 
-from ..proto.exitcodes import ExitCode
+from .errors import IscsiError
+from .exitcodes import ExitCode
 from .protocol import VERSION
 DEFAULT_SOCKET = "/run/iscsikit/iscsikitd.sock"
 MAX_LINE = 1 << 20
@@ -25,10 +26,11 @@ def socket_path() -> str:
     return os.environ.get("ISCSIKIT_SOCKET", DEFAULT_SOCKET)
 
 
-class MgmtError(Exception):
+class MgmtError(IscsiError):
+    """A request the daemon refused, or that could not reach it."""
+
     def __init__(self, exit_code: int, message: str):
-        self.exit_code = int(exit_code)
-        super().__init__(message)
+        super().__init__(exit_code, message)
 
 
 def peer_uid(sock) -> int:

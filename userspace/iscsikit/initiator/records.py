@@ -19,6 +19,7 @@ import itertools
 from collections import namedtuple
 
 from ..proto import keys as _proto
+from .errors import IscsiError
 
 VERSION = "2.1.8"
 BEGIN = f"# BEGIN RECORD {VERSION}"
@@ -53,13 +54,11 @@ Field = namedtuple("Field", (
 ), defaults=("", (), False, Update.YES, True))
 
 
-class RecordError(ValueError):
+class RecordError(IscsiError, ValueError):
     """A key or value iscsiadm would refuse; `lines` are its stderr lines, `code` its exit code."""
 
     def __init__(self, lines: list[str], code: int = 7, summary: bool = True) -> None:
-        super().__init__("; ".join(lines))
-        self.lines = lines
-        self.code = code
+        super().__init__(code, *lines)
         # iscsiadm ends a multi-record update with "Could not execute operation on
         # all records" except when it refuses at once (iface keys in node mode)
         self.summary = summary

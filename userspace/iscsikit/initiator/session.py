@@ -35,11 +35,12 @@ from ..kernel.netlink import IscsiNetlink, KernelError
 from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
 from ..proto.errors import AuthenticationFailure, ProtocolError
-from ..proto.exitcodes import ExitCode
+from .exitcodes import ExitCode
 from ..proto.login import LoginConfig, LoginFailure, LoginMachine, LoginSuccess
 from ..proto.pdu import LoginRequest, LoginResponse, LogoutRequest, LogoutResponse
 from ..proto.reader import PduReader
 from . import login_io
+from .errors import IscsiError, login_exit_code
 from .records import login_default as _default
 from .transports import template
 
@@ -155,12 +156,11 @@ def _params_after_login(success: LoginSuccess) -> list[tuple[Param, str]]:
     return rows
 
 
-class SessionError(Exception):
+class SessionError(IscsiError):
     """A login or logout that failed, with the exit code iscsiadm gives for it."""
 
     def __init__(self, exit_code: int, message: str):
-        self.exit_code = int(exit_code)
-        super().__init__(message)
+        super().__init__(exit_code, message)
 
 
 class Initiator:
@@ -335,7 +335,7 @@ class Initiator:
         except ProtocolError as e:
             raise SessionError(ExitCode.LOGIN, f"{node.address},{node.port}: protocol error: {e}") from None
         if isinstance(event, LoginFailure):
-            raise SessionError(event.exit_code, f"{node.address},{node.port}: {event.message}")
+            raise SessionError(login_exit_code(event.outcome), f"{node.address},{node.port}: {event.message}")
         if not isinstance(event, LoginSuccess):
             raise SessionError(ExitCode.LOGIN, f"{node.address},{node.port}: redirected during recovery "
                                                "(following a redirect on reconnect is not supported yet)")

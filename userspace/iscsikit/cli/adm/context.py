@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 
-from ...proto.exitcodes import ExitCode
+from ...initiator.exitcodes import ExitCode
 from .options import Opt
 
 

@@ -3,7 +3,7 @@ the discovery records."""
 
 from __future__ import annotations
 
-from ...proto.exitcodes import MESSAGES, ExitCode
+from ...initiator.exitcodes import MESSAGES, ExitCode
 from . import messages as msg
 from .context import OPS, R, Ctx, ndb
 from .node import _node_tree, _sorted

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ...proto.exitcodes import ExitCode
+from ...initiator.exitcodes import ExitCode
 from .context import Ctx
 from .login import daemon_down
 from .node import _no

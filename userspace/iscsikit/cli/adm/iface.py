@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...proto.exitcodes import MESSAGES, ExitCode
+from ...initiator.exitcodes import MESSAGES, ExitCode
 from .context import OPS, R, Ctx, ndb
 from .node import _sorted
 

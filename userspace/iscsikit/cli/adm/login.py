@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from ...proto.exitcodes import MESSAGES, ExitCode
+from ...initiator.exitcodes import MESSAGES, ExitCode
 from . import messages as msg
 from .context import _Lazy
 

@@ -6,7 +6,8 @@ import importlib
 import os
 import sys
 
-from ...proto.exitcodes import ExitCode
+from ...initiator.errors import IscsiError
+from ...initiator.exitcodes import ExitCode
 from . import login
 from . import messages as msg
 from .context import PROG, R, Ctx, Exit, _store, ndb
@@ -42,13 +43,10 @@ def run(argv: list[str], out=None, err=None, db: ndb.NodeDB | None = None,
         return int(_run(ctx, argv))
     except Exit as e:
         return e.code
-    except R.RecordError as e:
+    except IscsiError as e:      # a record, database or daemon refusal: its lines, its code
         for line in e.lines:
             ctx.error(line)
-        return e.code
-    except ndb.DBError as e:
-        ctx.error(str(e))
-        return e.code
+        return e.exit_code
 
 
 def _run(ctx: Ctx, argv: list[str]) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from ...proto.exitcodes import MESSAGES, ExitCode
+from ...initiator.exitcodes import MESSAGES, ExitCode
 from . import login
 from . import messages as msg
 from .context import OPS, R, Ctx, ndb

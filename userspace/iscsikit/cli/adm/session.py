@@ -3,7 +3,7 @@ printed in iscsiadm 2.1.8's shapes (-P 0..3, and --json)."""
 
 from __future__ import annotations
 
-from ...proto.exitcodes import ExitCode
+from ...initiator.exitcodes import ExitCode
 from . import messages as msg
 from .context import OPS
 from .login import FLASH_CREATOR, _bracket, _logout, _print_stats, _rescan, client, host_sysfs, mgmt
