@@ -84,13 +84,14 @@ class Served:
         d = self.daemon = Daemon.__new__(Daemon)
         d.socket_path, d.cli_runner = path, cli_runner
         d.sessions, d.watchers, d.logout_waiters, d.stats_waiters, d.node_locks = {}, set(), {}, {}, {}
+        d.cli_runs = set()
         d.pool = ThreadPoolExecutor(4)
 
         class NoSysfs:
             def sessions(self, luns=True):
                 return []
         d.sysfs = NoSysfs()
-        d.ops = {"version": d.op_version, "sessions": d.op_sessions}
+        d.ops = {"version": d.op_version, "sessions": d.op_sessions, "stop": d.op_stop}
         d.streams = {"watch": d.stream_watch, "cli": d.stream_cli}
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -114,8 +115,9 @@ class Served:
         assert done.wait(5)
 
     def stop(self):
-        self.daemon.loop.call_soon_threadsafe(self.daemon.stopping.set)
-        self.thread.join(10)
+        if self.thread.is_alive():
+            self.daemon.loop.call_soon_threadsafe(self.daemon.stopping.set)
+            self.thread.join(10)
         self.daemon.pool.shutdown()
 
 
@@ -287,3 +289,24 @@ def test_forwarder_falls_back_when_the_daemon_refuses(served, forwarder):
     env = {"ISCSIKIT_SOCKET": s.daemon.socket_path, "PATH": "/usr/bin:/bin"}
     p = subprocess.run([str(forwarder), "-m", "iface"], env=env, capture_output=True, text=True, timeout=30)
     assert p.returncode == 3 and p.stdout == f"fallback argv0={forwarder} args=-m iface\n"
+
+
+def test_k_0_stops_the_daemon_and_its_own_run_still_gets_exit_0(served):
+    # iscsiadm -k 0 through the forwarder runs inside the daemon it stops
+    s = served(lambda argv, env, tty, write: adm_served.run(argv, env, tty, write))
+    out, err = bytearray(), bytearray()
+    rc = client_mod.Client(s.daemon.socket_path).run_cli(
+        ["iscsiadm", "-k", "0"], {"ISCSIKIT_SOCKET": s.daemon.socket_path}, [False] * 3, out.extend, err.extend)
+    assert (rc, bytes(out), bytes(err)) == (0, b"", b"")
+    s.thread.join(15)
+    assert not s.thread.is_alive()        # the daemon stopped
+
+
+def test_k_0_without_a_daemon_says_what_iscsiadm_says(tmp_path):
+    frames = []
+    rc = adm_served.run(["iscsiadm", "-k", "0"], {"ISCSIKIT_SOCKET": str(tmp_path / "none")}, [False] * 3,
+                        lambda k, d: frames.append(d))
+    assert rc == 0 and b"".join(frames).decode().splitlines() == [
+        "iscsiadm: can not connect to iSCSI daemon (111)!",
+        "iscsiadm: initiator reported error (20 - could not connect to iscsid)",
+        "iscsiadm: Could not stop iscsid. Trying sending iscsid SIGTERM or SIGKILL signals manually"]

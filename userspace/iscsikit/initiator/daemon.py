@@ -105,6 +105,7 @@ class Daemon:
         self.initiator = Initiator(self.sysfs, IscsiNetlink(groups=0))
         self.events = IscsiNetlink()
         self.cli_runner = cli_runner
+        self.cli_runs: set[asyncio.Task] = set()
         self.watchers: set[asyncio.StreamWriter] = set()
         self.workers = workers
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="iscsikitd")
@@ -154,6 +155,9 @@ class Daemon:
         self.loop.call_soon(self.start_workers)
         async with server:
             await self.stopping.wait()
+            # a CLI run that asked for the stop (iscsiadm -k 0) gets its exit code first
+            if self.cli_runs:
+                await asyncio.wait(list(self.cli_runs), timeout=10)
         self.release_logout_waiters()
         self.loop.remove_reader(self.events.fileno())
         for m in self.sessions.values():
@@ -419,6 +423,10 @@ class Daemon:
             return mgmt.fail(ExitCode.OP_NOT_SUPP, "this iscsikitd does not run CLI commands"), None
 
         async def stream(reader, writer):
+            task = asyncio.current_task()
+            self.cli_runs.add(task)
+            task.add_done_callback(self.cli_runs.discard)
+
             def write(kind: int, data: bytes) -> None:
                 # from the worker thread: the loop owns the writer
                 self.loop.call_soon_threadsafe(writer.write, protocol.frame(kind, data))

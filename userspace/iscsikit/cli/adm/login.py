@@ -230,6 +230,15 @@ def daemon_down(ctx) -> int:
 
 
 def kill_daemon(ctx) -> int:
+    """`-k 0`: iscsiadm asks iscsid to stop (its sessions stay in the kernel; the next
+    iscsikitd adopts them), and exits 0 even when no daemon was there to ask."""
+    try:
+        client(ctx).stop()
+        return 0
+    except mgmt.MgmtError as e:
+        if e.exit_code != ExitCode.ISCSID_NOTCONN:
+            ctx.error(f"initiator reported error ({e.exit_code} - {e})")
+            return 0
     code = daemon_down(ctx)
     ctx.error(f"initiator reported error ({int(code)} - {MESSAGES[ExitCode(code)]})")
     ctx.error("Could not stop iscsid. Trying sending iscsid SIGTERM or SIGKILL signals manually")
