@@ -98,11 +98,16 @@ class Daemon:
     CLI; without one the request is refused and the client runs the command itself."""
 
     def __init__(self, socket_path: str | None = None, sysfs: Sysfs | None = None, workers: int = 64,
-                 cli_runner: Callable | None = None):
+                 cli_runner: Callable | None = None, kernel=None,
+                 first_retry_delay: float = FIRST_RETRY_DELAY, max_retry_delay: float = MAX_RETRY_DELAY):
+        # `kernel`: where NETLINK_ISCSI and sysfs come from, the real ones when None; unit
+        # tests pass kernel/fake.py's FakeKernel (its .netlink(groups) and .sysfs)
+        netlink = kernel.netlink if kernel is not None else IscsiNetlink
         self.socket_path = socket_path or mgmt.socket_path()
-        self.sysfs = sysfs or Sysfs()
-        self.initiator = Initiator(self.sysfs, IscsiNetlink(groups=0))
-        self.events = IscsiNetlink()
+        self.sysfs = sysfs or (kernel.sysfs if kernel is not None else Sysfs())
+        self.initiator = Initiator(self.sysfs, netlink(groups=0))
+        self.events = netlink()
+        self.first_retry_delay, self.max_retry_delay = first_retry_delay, max_retry_delay
         self.cli_runner = cli_runner
         self.watchers: set[asyncio.StreamWriter] = set()
         self.workers = workers
@@ -274,7 +279,7 @@ class Daemon:
                 await self.blocking(self.initiator.stop_for_recovery, ks)
             except OSError as e:
                 log.warning("session %d: stop for recovery failed: %s", ks.sid, e)
-        delay = FIRST_RETRY_DELAY
+        delay = self.first_retry_delay
         attempt = 0
         while True:
             await asyncio.sleep(delay)
@@ -292,7 +297,7 @@ class Daemon:
                     self.set_state(m, "FAILED")
                     return
                 log.info("session %d: reconnect attempt %d failed: %s", ks.sid, attempt, e)
-                delay = min(MAX_RETRY_DELAY, 1.0 + attempt * 0.5)
+                delay = min(self.max_retry_delay, 1.0 + attempt * 0.5)
                 continue
             finally:
                 self.pdu_queues.pop(ks.sid, None)
