@@ -87,6 +87,10 @@ CONN_ATTRS = {
     Param.PERSISTENT_ADDRESS: "persistent_address", Param.PERSISTENT_PORT: "persistent_port",
     Param.PING_TMO: "ping_tmo", Param.RECV_TMO: "recv_tmo",
 }
+# libiscsi.c iscsi_session_get_param / iscsi_conn_get_param: strings print "(null)" while
+# unset, the rest are numbers (0)
+STRING_PARAMS = frozenset({Param.TARGET_NAME, Param.USERNAME, Param.USERNAME_IN, Param.PASSWORD,
+                           Param.PASSWORD_IN, Param.IFACE_NAME, Param.INITIATOR_NAME, Param.PERSISTENT_ADDRESS})
 HOST_ATTRS = {HostParam.NETDEV_NAME: "netdev", HostParam.HWADDRESS: "hwaddress",
               HostParam.INITIATOR_NAME: "initiatorname"}
 
@@ -373,7 +377,7 @@ class FakeKernel:
         self.sessions[sid] = s
         # iscsi_alloc_session / iscsi_add_session: what the class shows before any SET_PARAM
         self._write(sdir, state=s.state, target_state=s.target_state, creator=sock.portid, target_id=0,
-                    recovery_tmo=120, **{a: "(null)" for a in SESSION_ATTRS.values()})
+                    recovery_tmo=120, **{a: "(null)" if p in STRING_PARAMS else 0 for p, a in SESSION_ATTRS.items()})
         self._multicast(message(KEv.CREATE_SESSION, handle=handle, r_kind=KEv.CREATE_SESSION,
                                 r={"sid": sid, "host_no": host}))
         return {"sid": sid, "host_no": host}
@@ -387,8 +391,8 @@ class FakeKernel:
         cdir = self._mkdev(os.path.join(self._host_dir(s), f"session{s.sid}", name, "iscsi_connection", name),
                            "iscsi_connection", name)
         c = s.conns[cid] = _Conn(s.sid, cid, cdir)
-        self._write(cdir, state=c.state, exp_statsn=0,
-                    **{a: "(null)" for a in CONN_ATTRS.values() if a not in ("exp_statsn",)})
+        self._write(cdir, state=c.state,
+                    **{a: "(null)" if p in STRING_PARAMS else 0 for p, a in CONN_ATTRS.items()})
         return {"sid": s.sid, "cid": cid}
 
     def _bind_conn(self, _sock, _handle, u, _payload):
@@ -427,7 +431,9 @@ class FakeKernel:
         param = u["param"]
         if param == Param.SESS_RECOVERY_TMO:     # the class's own, in any conn state
             s.params[param] = value
-            self._write(s.dir, recovery_tmo=int(value))
+            # iscsi_priv_session_attr_show: -1 (wait forever) reads back as "off"
+            tmo = int(value)
+            self._write(s.dir, recovery_tmo="off" if tmo == -1 else tmo)
             return None
         if c.state not in ("bound", "up"):
             raise _Refused(errno.ENOTCONN)
