@@ -42,7 +42,8 @@ class Portal:
     After a Logout Response the connection stays open until the initiator closes it
     (RFC 7143 lets either side close), so a logout never looks like a dead connection."""
 
-    def __init__(self):
+    def __init__(self, **target):
+        self.target = target             # FakeTarget's script (status, CHAP, ...)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connections = 0
@@ -64,7 +65,7 @@ class Portal:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket):
-        target, reader, statsn = FakeTarget(), PduReader(accept=INITIATOR_OPCODES), 500
+        target, reader, statsn = FakeTarget(**self.target), PduReader(accept=INITIATOR_OPCODES), 500
         with conn:
             while True:
                 try:
@@ -238,6 +239,29 @@ def test_logout_sends_the_logout_pdu_and_leaves_no_kernel_object(lab):
     assert e.value.exit_code == 21
 
 
+def test_a_refused_login_leaves_nothing_in_the_kernel(lab):
+    lab.portal.target.update(status=(2, 1))      # the target refuses: authorization failure
+    d = lab.daemon()
+    with pytest.raises(MgmtError) as e:
+        d.client.login(lab.request())
+    assert e.value.exit_code == 24
+    # the session made for its sid (the ISID) is destroyed again; no connection was ever bound
+    assert lab.kernel.kinds() == [Ev.CREATE_SESSION, Ev.DESTROY_SESSION]
+    assert lab.kernel.sysfs.session_ids() == [] and os.listdir(lab.kernel.path("devices", "platform")) == []
+    assert d.client.sessions() == []
+
+
+def test_login_after_the_transport_module_was_reloaded(lab):
+    d = lab.daemon()
+    d.client.login(lab.request())                 # the handle is read once and kept
+    new = lab.kernel.reload_module()
+    other = records.login_request(NodeId(TARGET, "127.0.0.1", lab.portal.port, 1, "iface1"), {}, INITIATOR)
+    sid = d.client.login(other)["sid"]
+    # the stale handle is refused with -EINVAL; the daemon reads the new one and tries again
+    creates = [u for k, u in lab.kernel.requests if k == Ev.CREATE_SESSION]
+    assert len(creates) == 3 and lab.kernel.sessions[sid].handle == new
+
+
 # ---- recovery -------------------------------------------------------------------------
 def test_a_connection_error_is_recovered_through_the_kernel(lab):
     d = lab.daemon()
@@ -293,6 +317,9 @@ def test_a_restarted_daemon_adopts_the_kernels_session_without_relogin(lab):
     assert (s["sid"], s["managed"], s["adopted"], s["state"]) == (sid, True, True, "LOGGED_IN")
     # adopted as it is: not one netlink request, no new TCP connection (open-iscsi #126)
     assert lab.kernel.requests[before:] == [] and lab.portal.connections == 1
+    with pytest.raises(MgmtError) as e:          # the adopted session is the node's
+        second.client.login(lab.request())
+    assert e.value.exit_code == 15
     m = second.daemon.sessions[sid]
     assert (m.ks.node.target, m.ks.node.port, m.ks.node.replacement_timeout) == (TARGET, lab.portal.port, 40)
     # and it is managed: a connection error is recovered with what was read back from sysfs
@@ -300,6 +327,31 @@ def test_a_restarted_daemon_adopts_the_kernels_session_without_relogin(lab):
     _wait(lambda: second.client.sessions()[0]["recoveries"] == 1)
     assert lab.portal.connections == 2 and lab.portal.logins[-1].isid == lab.portal.logins[0].isid
     assert second.client.logout(sid) == {"sid": sid} and lab.kernel.sessions == {}
+
+
+def test_a_session_that_failed_while_no_daemon_ran_is_recovered_on_start(lab):
+    first = lab.daemon()
+    sid = first.client.login(lab.request())["sid"]
+    first.stop()
+    lab.kernel.conn_error(sid)                   # nobody listens: the event is lost, the state stays
+    assert lab.kernel.sysfs.session(sid).state == "FAILED"
+    before = len(lab.kernel.requests)
+    second = lab.daemon()
+    _wait(lambda: second.client.sessions()[0]["recoveries"] == 1)
+    assert lab.kernel.requests[before][0] == Ev.STOP_CONN and lab.portal.connections == 2
+    assert lab.kernel.sysfs.session(sid).state == "LOGGED_IN"
+
+
+def test_an_adopted_session_that_waits_forever_still_waits_forever(lab):
+    """replacement_timeout -1: the kernel shows recovery_tmo as "off", and the adopted
+    session must not fall back to the 120 s default (it would give up a session its
+    record says to keep retrying)."""
+    first = lab.daemon()
+    sid = first.client.login(lab.request(node__session__timeo__replacement_timeout="-1"))["sid"]
+    assert lab.kernel.sysfs.attr("iscsi_session", f"session{sid}", "recovery_tmo") == "off"
+    first.stop()
+    second = lab.daemon()
+    assert second.daemon.sessions[sid].ks.node.replacement_timeout == -1
 
 
 # ---- the event stream -------------------------------------------------------------------

@@ -87,6 +87,8 @@ def node_from_sysfs(sysfs: Sysfs, s) -> NodeConfig | None:
         chap = ChapCredentials(username, (attr("password") or "").encode(), attr("username_in"),
                                password_in.encode() if password_in else None)
     tmo = attr("recovery_tmo")
+    if tmo == "off":      # -1, never give up, as scsi_transport_iscsi.c shows it; not the default
+        tmo = "-1"
     return NodeConfig(target=s.target, address=s.address, port=s.port or 3260, tpgt=s.tpgt,
                       initiator_name=s.initiator_name, iface_name=s.iface_name or "default", chap=chap,
                       **({"replacement_timeout": int(tmo)} if tmo and tmo.lstrip("-").isdigit() else {}))
