@@ -11,6 +11,7 @@ Logout Request and a recovery's Login Requests reach the target through it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import threading
@@ -18,7 +19,7 @@ import time
 
 import pytest
 
-from iscsikit.initiator import mgmt, records
+from iscsikit.initiator import mgmt, protocol, records
 from iscsikit.initiator.client import Client
 from iscsikit.initiator.daemon import Daemon
 from iscsikit.initiator.mgmt import MgmtError
@@ -391,13 +392,19 @@ def test_stats_come_back_from_the_kernels_multicast(lab):
 # ---- requests the daemon must refuse ------------------------------------------------------
 def test_unknown_requests_and_arguments_are_refused_not_dropped(lab):
     d = lab.daemon()
-    # sent raw (Client refuses them before sending): the daemon's own check answers
-    with pytest.raises(MgmtError) as e:
-        mgmt.call("format", {}, path=d.daemon.socket_path)
-    assert (e.value.exit_code, str(e.value)) == (16, "unknown request 'format'")
-    with pytest.raises(MgmtError) as e:
-        mgmt.call("login", {**lab.request(), "colour": "blue"}, path=d.daemon.socket_path)
-    assert (e.value.exit_code, str(e.value)) == (16, "login: unknown argument(s) colour")
+
+    def raw(op: str, args: dict) -> dict:
+        # a client of another version: Client would refuse these before sending
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(d.daemon.socket_path)
+            s.sendall(json.dumps({"v": protocol.VERSION, "op": op, "args": args}).encode() + b"\n")
+            return json.loads(s.makefile("rb").readline())
+
+    assert raw("format", {}) == {"v": protocol.VERSION, "ok": False, "exit_code": 16,
+                                 "error": "unknown request 'format'"}
+    refused = raw("login", {**lab.request(), "colour": "blue"})
+    assert (refused["exit_code"], refused["error"]) == (16, "login: unknown argument(s) colour")
     with pytest.raises(MgmtError) as e:
         d.client.call("login", {**lab.request(), "colour": "blue"})
     assert e.value.exit_code == 16
