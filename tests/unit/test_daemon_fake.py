@@ -24,8 +24,9 @@ from iscsikit.initiator.client import Client
 from iscsikit.initiator.daemon import Daemon
 from iscsikit.initiator.mgmt import MgmtError
 from iscsikit.initiator.nodedb import NodeId
-from iscsikit.kernel.constants import ConnErr, Ev, StopFlag
+from iscsikit.kernel.constants import ConnErr, Ev, Param, StopFlag
 from iscsikit.kernel.fake import FakeKernel
+from iscsikit.kernel.netlink import KernelError
 from iscsikit.proto.errors import ProtocolError
 from iscsikit.proto.pdu import (INITIATOR_OPCODES, LoginRequest, LogoutRequest, LogoutResponse, NopIn,
                                 NopOut)
@@ -410,3 +411,48 @@ def test_unknown_requests_and_arguments_are_refused_not_dropped(lab):
     assert e.value.exit_code == 16
     # nothing reached the kernel or the target
     assert lab.kernel.requests == [] and lab.portal.connections == 0
+
+
+# ---- the fake itself: the kernel rules the tests above rely on --------------------------
+def test_the_fake_answers_as_linux_6_1_does(lab):
+    handle = lab.kernel.sysfs.transport("tcp").handle
+    nl, events = lab.kernel.netlink(groups=0), lab.kernel.netlink()
+
+    def refused(call, *args, **kw):
+        with pytest.raises(KernelError) as e:
+            call(*args, **kw)
+        return -e.value.errno
+
+    assert refused(nl.create_session, handle + 1) == -22             # a stale transport handle
+    assert refused(nl.create_session, handle, cmds_max=8) == -12     # fewer than the 16 mgmt tasks
+    sid, host = nl.create_session(handle, cmds_max=100)
+    assert open(lab.kernel.path("class", "scsi_host", f"host{host}", "can_queue")).read() == "49\n"
+    assert events.next_event(1).name == "CREATE_SESSION"
+    assert refused(nl.create_conn, handle, sid + 1) == -22
+    cid = nl.create_conn(handle, sid)
+    # before BIND_CONN only the class's own SESS_RECOVERY_TMO is taken
+    assert refused(nl.set_param, handle, sid, cid, Param.TARGET_NAME, TARGET) == -107
+    nl.set_param(handle, sid, cid, Param.SESS_RECOVERY_TMO, 5)
+    with open(os.devnull) as f:
+        assert refused(nl.bind_conn, handle, sid, cid, f.fileno()) == -17     # not a socket
+    with socket.create_connection(("127.0.0.1", lab.portal.port)) as tcp:
+        nl.bind_conn(handle, sid, cid, tcp.fileno())
+    assert lab.kernel.sysfs.session(sid).conn_state == "bound"       # the kernel holds its own reference
+    assert [p for p, _ in nl.set_params(handle, sid, cid, [(Param.TARGET_NAME, TARGET), (Param.ISID, "1")])] == \
+        [Param.ISID]                                                  # -ENOSYS: not libiscsi's to keep
+    nl.start_conn(handle, sid, cid)
+    # a connection error: the kernel's own cleanup, then BIND/START refused until STOP_CONN(RECOVER)
+    lab.kernel.conn_error(sid, ConnErr.XMIT_FAILED)
+    ev = events.next_event(1)
+    assert (ev.name, ev["sid"], ev["error"]) == ("CONN_ERROR", sid, ConnErr.XMIT_FAILED)
+    assert lab.kernel.sysfs.session(sid).state == "FAILED"
+    with socket.create_connection(("127.0.0.1", lab.portal.port)) as tcp:
+        assert refused(nl.bind_conn, handle, sid, cid, tcp.fileno()) == -107
+        nl.stop_conn(handle, sid, cid, StopFlag.RECOVER)
+        nl.bind_conn(handle, sid, cid, tcp.fileno())
+    assert refused(nl.destroy_session, handle, sid) == -16            # its connection is still there
+    nl.stop_conn(handle, sid, cid)
+    nl.destroy_conn(handle, sid, cid)
+    nl.destroy_session(handle, sid)
+    assert [events.next_event(1).name for _ in range(2)] == ["UNBIND_SESSION", "DESTROY_SESSION"]
+    assert lab.kernel.sysfs.session_ids() == [] and events.next_event(0) is None
