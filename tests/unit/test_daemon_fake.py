@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -197,7 +198,7 @@ def test_login_makes_a_kernel_session_that_sessions_lists(lab):
     assert s.host_no == host and s.initiator_name == INITIATOR and s.creator == os.getpid()
     # the record's replacement_timeout reached the kernel (SESS_RECOVERY_TMO), and the scan was asked for
     assert lab.kernel.sysfs.attr("iscsi_session", f"session{sid}", "recovery_tmo") == "120"
-    assert open(lab.kernel.path("class", "scsi_host", f"host{host}", "scan")).read() == "- - -"
+    assert Path(lab.kernel.path("class", "scsi_host", f"host{host}", "scan")).read_text() == "- - -"
     # iscsid's order (facts §2.1): the socket is bound after the userspace login, started last
     kinds = lab.kernel.kinds()
     assert kinds[:3] == [Ev.CREATE_SESSION, Ev.CREATE_CONN, Ev.BIND_CONN] and kinds[-1] == Ev.START_CONN
@@ -426,7 +427,7 @@ def test_the_fake_answers_as_linux_6_1_does(lab):
     assert refused(nl.create_session, handle + 1) == -22             # a stale transport handle
     assert refused(nl.create_session, handle, cmds_max=8) == -12     # fewer than the 16 mgmt tasks
     sid, host = nl.create_session(handle, cmds_max=100)
-    assert open(lab.kernel.path("class", "scsi_host", f"host{host}", "can_queue")).read() == "49\n"
+    assert Path(lab.kernel.path("class", "scsi_host", f"host{host}", "can_queue")).read_text() == "49\n"
     assert events.next_event(1).name == "CREATE_SESSION"
     assert refused(nl.create_conn, handle, sid + 1) == -22
     cid = nl.create_conn(handle, sid)

@@ -33,7 +33,8 @@ go transport-offline by themselves), offload transports (ep_connect).
 
 Test hooks: `conn_error(sid, error)` (the connection dies as the kernel sees
 it), `add_lun(sid, lun, block)` (what a scan would find), `reload_module()`
-(a new transport handle), `requests` (every request received, in order).
+(a new transport handle), `requests` and `kinds()` (every request received, in
+order).
 Sessions outlive the daemon that made them, so a second daemon on the same
 FakeKernel adopts them, as after a restart.
 """
