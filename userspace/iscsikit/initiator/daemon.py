@@ -88,6 +88,8 @@ def node_from_sysfs(sysfs: Sysfs, s) -> NodeConfig | None:
         chap = ChapCredentials(username, (attr("password") or "").encode(), attr("username_in"),
                                password_in.encode() if password_in else None)
     tmo = attr("recovery_tmo")
+    if tmo == "off":      # -1, never give up, as scsi_transport_iscsi.c shows it; not the default
+        tmo = "-1"
     return NodeConfig(target=s.target, address=s.address, port=s.port or 3260, tpgt=s.tpgt,
                       initiator_name=s.initiator_name, iface_name=s.iface_name or "default", chap=chap,
                       **({"replacement_timeout": int(tmo)} if tmo and tmo.lstrip("-").isdigit() else {}))
@@ -99,11 +101,16 @@ class Daemon:
     CLI; without one the request is refused and the client runs the command itself."""
 
     def __init__(self, socket_path: str | None = None, sysfs: Sysfs | None = None, workers: int = 64,
-                 cli_runner: Callable | None = None):
+                 cli_runner: Callable | None = None, kernel=None,
+                 first_retry_delay: float = FIRST_RETRY_DELAY, max_retry_delay: float = MAX_RETRY_DELAY):
+        # `kernel`: where NETLINK_ISCSI and sysfs come from, the real ones when None; unit
+        # tests pass kernel/fake.py's FakeKernel (its .netlink(groups) and .sysfs)
+        netlink = kernel.netlink if kernel is not None else IscsiNetlink
         self.socket_path = socket_path or mgmt.socket_path()
-        self.sysfs = sysfs or Sysfs()
-        self.initiator = Initiator(self.sysfs, IscsiNetlink(groups=0))
-        self.events = IscsiNetlink()
+        self.sysfs = sysfs or (kernel.sysfs if kernel is not None else Sysfs())
+        self.initiator = Initiator(self.sysfs, netlink(groups=0))
+        self.events = netlink()
+        self.first_retry_delay, self.max_retry_delay = first_retry_delay, max_retry_delay
         self.cli_runner = cli_runner
         self.cli_runs: set[asyncio.Task] = set()
         self.watchers: set[asyncio.StreamWriter] = set()
@@ -279,7 +286,7 @@ class Daemon:
                 await self.blocking(self.initiator.stop_for_recovery, ks)
             except OSError as e:
                 log.warning("session %d: stop for recovery failed: %s", ks.sid, e)
-        delay = FIRST_RETRY_DELAY
+        delay = self.first_retry_delay
         attempt = 0
         while True:
             await asyncio.sleep(delay)
@@ -297,7 +304,7 @@ class Daemon:
                     self.set_state(m, "FAILED")
                     return
                 log.info("session %d: reconnect attempt %d failed: %s", ks.sid, attempt, e)
-                delay = min(MAX_RETRY_DELAY, 1.0 + attempt * 0.5)
+                delay = min(self.max_retry_delay, 1.0 + attempt * 0.5)
                 continue
             finally:
                 self.pdu_queues.pop(ks.sid, None)
