@@ -109,6 +109,7 @@ class Served:
             self.ready.set()
             async with server:
                 await d.stopping.wait()
+                await d.finish_cli_runs()
         asyncio.run(main())
 
     def call_in_loop(self, fn, *args, **kw):

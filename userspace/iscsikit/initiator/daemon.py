@@ -162,9 +162,7 @@ class Daemon:
         self.loop.call_soon(self.start_workers)
         async with server:
             await self.stopping.wait()
-            # a CLI run that asked for the stop (iscsiadm -k 0) gets its exit code first
-            if self.cli_runs:
-                await asyncio.wait(list(self.cli_runs), timeout=10)
+            await self.finish_cli_runs()
         self.release_logout_waiters()
         self.loop.remove_reader(self.events.fileno())
         for m in self.sessions.values():
@@ -174,6 +172,12 @@ class Daemon:
         if listen_fd is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.socket_path)
+
+    async def finish_cli_runs(self, timeout: float = 10) -> None:
+        """On stop: a CLI run in flight (the iscsiadm -k 0 that asked for the stop, say)
+        still sends its output and exit code before the connections close."""
+        if self.cli_runs:
+            await asyncio.wait(list(self.cli_runs), timeout=timeout)
 
     def start_workers(self, count: int = WARM_WORKERS) -> None:
         """Start the first `count` worker threads now, not during the first `-L all`:
