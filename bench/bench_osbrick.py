@@ -1,6 +1,6 @@
 """OpenStack os-brick's ISCSIConnector attaching one LIO LUN: iscsikit vs open-iscsi, one guest boot.
 
-    .venv/bin/python bench/bench_osbrick.py [--rounds 3]
+    .venv/bin/python bench/bench_osbrick.py [--rounds 3]      (BENCH_DEBUG=1 in the guest: os-brick logs each step)
 
 os-brick 7.1.1 (PyPI) is installed once into its own venv under the cache
 (~/.cache/iscsikit/osbrick-7.1.1, $XDG_CACHE_HOME honoured), as a consumer would

@@ -28,6 +28,10 @@ from os_brick import privileged  # noqa: E402
 from os_brick.initiator import connector  # noqa: E402
 
 privileged.default.set_client_mode(False)
+if os.environ.get("BENCH_DEBUG"):
+    # os-brick's own log of what it runs and waits for, with times (to find where a connect goes)
+    import logging
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(relativeCreated)8.0f %(name)s %(message)s")
 PROPS = {"target_portal": "127.0.0.1:3260", "target_iqn": T, "target_lun": 0, "volume_id": "bench"}
 PAYLOAD = os.urandom(1 << 20)
 
@@ -74,7 +78,7 @@ udevd = subprocess.Popen(["/lib/systemd/systemd-udevd"], stdout=subprocess.DEVNU
 out = {"rounds": ROUNDS, "open_iscsi": [], "iscsikit": [], "errors": []}
 try:
     for _ in range(ROUNDS):
-        for tool in ("open_iscsi", "iscsikit"):
+        for tool in os.environ.get("BENCH_TOOLS", "open_iscsi,iscsikit").split(","):
             d = start(tool)
             try:
                 out[tool].append(one_round())
