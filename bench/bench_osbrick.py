@@ -1,6 +1,6 @@
 """OpenStack os-brick's ISCSIConnector attaching one LIO LUN: iscsikit vs open-iscsi, one guest boot.
 
-    .venv/bin/python bench/bench_osbrick.py [--rounds 3]      (BENCH_DEBUG=1 in the guest: os-brick logs each step)
+    .venv/bin/python bench/bench_osbrick.py [--rounds 3] [--debug]
 
 os-brick 7.1.1 (PyPI) is installed once into its own venv under the cache
 (~/.cache/iscsikit/osbrick-7.1.1, $XDG_CACHE_HOME honoured), as a consumer would
@@ -40,6 +40,7 @@ def osbrick_venv() -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--debug", action="store_true", help="print os-brick's own step log (timed) to stderr")
     args = ap.parse_args()
     python = osbrick_venv()
     make_lun = (f"import sys; sys.path.insert(0, {str(LIO)!r}); import lio, os; "
@@ -53,11 +54,14 @@ def main() -> int:
         try:
             r = g.run([str(python), str(PROBES / "osbrick_probe.py")], timeout=3600, check=True,
                       env={"BENCH_ROUNDS": str(args.rounds), "BENCH_TARGET": TARGET,
-                           "ISCSIKIT_BIN": os.path.dirname(sys.executable)})
+                           "ISCSIKIT_BIN": os.path.dirname(sys.executable),
+                           **({"BENCH_DEBUG": "1"} if args.debug else {})})
         except GuestCommandError as e:
             print(e.result.err[-4000:], file=sys.stderr)
             return 1
     import json
+    if args.debug:
+        print(r.err, file=sys.stderr)
     d = json.loads(r.out.strip().splitlines()[-1])
     for e in d["errors"]:
         print("error:", e, file=sys.stderr)
