@@ -54,6 +54,8 @@ def run(argv: list[str], env: dict, tty: list[bool], write) -> int:
     argv0 = argv[0] if argv else adm.PROG
     try:
         return adm.run(argv[1:], out=out, err=err, argv0=argv0, env=dict(env), err_tty=bool(tty[2]))
+    except SystemExit as e:      # never let a command end the daemon's worker (or the daemon)
+        return e.code if isinstance(e.code, int) else 1
     finally:
         # stderr first: iscsiadm writes its error lines unbuffered, before buffered stdout
         err.flush()
