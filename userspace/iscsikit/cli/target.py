@@ -103,16 +103,29 @@ def _run_root_verb(manager, args, verb: str, pos: list, kw: dict) -> int:
         elif verb == "clearconfig":
             if not validate.boolean(kw.get("confirm", "false"), "confirm"):
                 raise ValidationError("clearconfig removes everything: run it with confirm=true")
-            steps = manager.clear()
+            warnings = []
+            steps = manager.clear(warnings)
+            for w in warnings:
+                print(f"warning: {w}", file=sys.stderr)
             print(f"All configuration cleared ({len(steps)} steps)")
         elif verb == "restoreconfig":
-            unknown = set(kw) - {"clear_existing", "dry_run", "savefile"}
-            if len(pos) > 2 or unknown:
-                raise ValidationError("usage: restoreconfig [savefile] [clear_existing] [dry_run=true]")
+            names = ("savefile", "clear_existing", "target", "storage_object")
+            unknown = set(kw) - set(names) - {"dry_run"}
+            if len(pos) > len(names) or unknown:
+                raise ValidationError("usage: restoreconfig [savefile] [clear_existing=false] [target=WWN] "
+                                      "[storage_object=NAME] [dry_run=true]")
+            for name, value in zip(names, pos):
+                if name in kw:
+                    raise ValidationError(f"restoreconfig: {name} given twice")
+                kw[name] = value
             dry = validate.boolean(kw.get("dry_run", "false"), "dry_run")
-            path = kw.get("savefile") or (pos[0] if pos else None)
+            path = kw.get("savefile") or None
             warnings: list[str] = []
-            steps = manager.restore(path, warnings, dry_run=dry)
+            steps = manager.restore(path, warnings, dry_run=dry,
+                                    clear_existing=validate.boolean(kw.get("clear_existing", "false"),
+                                                                    "clear_existing"),
+                                    target=kw.get("target") or None,
+                                    storage_object=kw.get("storage_object") or None)
             for w in warnings:
                 print(f"warning: {w}", file=sys.stderr)
             for st in steps if dry else []:

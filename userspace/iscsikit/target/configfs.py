@@ -26,6 +26,7 @@ import stat
 import threading
 import uuid
 
+from . import fabrics
 from .errors import TargetError
 from .model import (
     HBA_PREFIX, PLUGIN_OF_PREFIX, Chap, Config, Discovery, LUN, MappedLUN, NodeACL, Portal, StorageObject,
@@ -33,8 +34,6 @@ from .model import (
 )
 
 ROOT = "/sys/kernel/config/target"
-# fabric-level entries that are not targets (rtslib's target_names_excludes)
-_FABRIC_FILES = {"lio_version", "version", "discovery_auth", "cpus_allowed_list"}
 # ALUA group files rtslib dumps (all integers), besides name and tg_pt_gp_id
 ALUA_RW = ("alua_access_state", "alua_access_status", "alua_write_metadata", "alua_access_type", "preferred",
            "nonop_delay_msecs", "trans_delay_msecs", "implicit_trans_secs", "alua_support_offline",
@@ -231,12 +230,18 @@ def _symlink(d: str) -> tuple[str, str] | None:
     return None
 
 
-def _read_tpg(d: str, tag: int, attributes: bool, wanted: TPG | None = None) -> TPG:
+def _read_tpg(d: str, tag: int, attributes: bool, wanted: TPG | None = None,
+              fab: fabrics.Fabric = fabrics.FABRICS["iscsi"]) -> TPG:
     tpg = TPG(tag=tag)
     try:
         tpg.enable = read(f"{d}/enable") == "1"
     except OSError:
-        tpg.enable = True
+        tpg.enable = True       # a fabric without the file is always enabled (as rtslib)
+    if fab.has("nexus"):
+        try:
+            tpg.nexus = read(f"{d}/nexus") or None
+        except OSError:
+            tpg.nexus = None
     if attributes:
         tpg.attributes = _ints(_files(f"{d}/attrib", None if wanted is None else wanted.attributes))
         tpg.parameters = _files(f"{d}/param", None if wanted is None else wanted.parameters)
@@ -246,7 +251,8 @@ def _read_tpg(d: str, tag: int, attributes: bool, wanted: TPG | None = None) -> 
                 tpg.attributes[name] = int(read(f"{d}/attrib/{name}"))
             except (OSError, ValueError):
                 pass
-    tpg.chap = _auth(f"{d}/auth")
+    if fab.has("auth"):
+        tpg.chap = _auth(f"{d}/auth")
     for name in os.listdir(f"{d}/lun"):
         if not name.startswith("lun_"):
             continue
@@ -264,7 +270,7 @@ def _read_tpg(d: str, tag: int, attributes: bool, wanted: TPG | None = None) -> 
         except (OSError, IndexError):
             lun.alua_tg_pt_gp_name = None
         tpg.luns[lun.index] = lun
-    for name in os.listdir(f"{d}/np"):
+    for name in os.listdir(f"{d}/np") if fab.has("nps") else ():
         ip, _, port = name.rpartition(":")
         p = Portal(ip_address=ip, port=int(port))
         for attr, fname in (("iser", "iser"), ("offload", "cxgbit")):
@@ -273,9 +279,10 @@ def _read_tpg(d: str, tag: int, attributes: bool, wanted: TPG | None = None) -> 
             except OSError:
                 pass
         tpg.portals[p.key] = p
-    for node in os.listdir(f"{d}/acls"):
-        ad = f"{d}/acls/{node}"
-        acl = NodeACL(node_wwn=node, chap=_auth(f"{ad}/auth"))
+    for node_dir in os.listdir(f"{d}/acls") if fab.has("acls") else ():
+        ad = f"{d}/acls/{node_dir}"
+        node = fab.from_dir(node_dir)
+        acl = NodeACL(node_wwn=node, chap=_auth(f"{ad}/auth") if fab.has("auth") else Chap())
         if attributes:
             wacl = wanted.node_acls.get(node) if wanted is not None else None
             full = wanted is None or wacl is None
@@ -334,14 +341,22 @@ def snapshot(root: str = ROOT, attributes: bool = True, so_attributes: bool | No
                 so = _read_so(hd, prefix, int(idx), name, so_attributes,
                               want=None if wso is None else wso.attributes, alua=wanted is None)
                 cfg.storage_objects[so.key] = so
-    fab = f"{root}/iscsi"
-    if os.path.isdir(fab):
-        for name in sorted(os.listdir(fab)):
-            td = f"{fab}/{name}"
-            if name in _FABRIC_FILES or not os.path.isdir(td):
+    for fab in fabrics.FABRICS.values():
+        fd = f"{root}/{fab.dir}"
+        if not os.path.isdir(fd):
+            continue
+        for name in sorted(os.listdir(fd)):
+            td = f"{fd}/{name}"
+            if name in fabrics.NOT_TARGETS or not os.path.isdir(td):
                 continue
-            t = Target(wwn=name)
-            wt = wanted.targets.get(name) if wanted else None
+            wwn = fab.from_dir(name)
+            t = Target(wwn=wwn, fabric=fab.name)
+            if wanted is None:
+                wt = None
+            elif fab.name == "iscsi":
+                wt = wanted.targets.get(wwn)
+            else:
+                wt = wanted.fabric_targets.get((fab.name, wwn))
             if attributes:
                 t.attributes = _ints(_files(f"{td}/attrib", None if wt is None else wt.attributes))
                 t.parameters = _files(f"{td}/param", None if wt is None else wt.parameters)
@@ -349,15 +364,19 @@ def snapshot(root: str = ROOT, attributes: bool = True, so_attributes: bool | No
                 if tname.startswith("tpgt_"):
                     tag = int(tname[5:])
                     t.tpgs[tag] = _read_tpg(f"{td}/{tname}", tag, attributes,
-                                            wt.tpgs.get(tag) if wt is not None else None)
-            cfg.targets[name] = t
-        da = f"{fab}/discovery_auth"
-        if os.path.isdir(da):
-            try:
-                enabled = read(f"{da}/enforce_discovery_auth") == "1"
-            except OSError:
-                enabled = False
-            cfg.discovery = Discovery(enable=enabled, chap=_auth(da))
+                                            wt.tpgs.get(tag) if wt is not None else None, fab)
+            if fab.name == "iscsi":
+                cfg.targets[wwn] = t
+            else:
+                cfg.fabric_targets[(fab.name, wwn)] = t
+        if fab.has("discovery_auth"):
+            da = f"{fd}/discovery_auth"
+            if os.path.isdir(da):
+                try:
+                    enabled = read(f"{da}/enforce_discovery_auth") == "1"
+                except OSError:
+                    enabled = False
+                cfg.discovery = Discovery(enable=enabled, chap=_auth(da))
     return cfg
 
 
@@ -531,11 +550,15 @@ class Writer:
 
     # ---- TPG LUNs and mapped LUNs ----
 
-    def tpg_dir(self, wwn: str, tag: int) -> str:
-        return f"{self.root}/iscsi/{wwn}/tpgt_{tag}"
+    def tpg_dir(self, wwn: str, tag: int, fabric: str = "iscsi") -> str:
+        fab = fabrics.FABRICS[fabric]
+        return f"{self.root}/{fab.dir}/{fab.to_dir(wwn)}/tpgt_{tag}"
 
-    def create_lun(self, wwn: str, tag: int, lun: LUN, so: StorageObject) -> None:
-        d = f"{self.tpg_dir(wwn, tag)}/lun/lun_{lun.index}"
+    def acl_dir(self, wwn: str, tag: int, node: str, fabric: str = "iscsi") -> str:
+        return f"{self.tpg_dir(wwn, tag, fabric)}/acls/{fabrics.FABRICS[fabric].to_dir(node)}"
+
+    def create_lun(self, wwn: str, tag: int, lun: LUN, so: StorageObject, fabric: str = "iscsi") -> None:
+        d = f"{self.tpg_dir(wwn, tag, fabric)}/lun/lun_{lun.index}"
         if so.hba_index is None:
             raise TargetError(f"{so.path} is not in configfs")
         try:
@@ -553,17 +576,17 @@ class Writer:
             _rmdir(d)
             raise TargetError(f"cannot export {so.path} as lun{lun.index}: {e.strerror}") from None
         except BaseException:
-            self.delete_lun(wwn, tag, lun)
+            self.delete_lun(wwn, tag, lun, fabric)
             raise
 
-    def delete_lun(self, wwn: str, tag: int, lun: LUN) -> None:
-        d = f"{self.tpg_dir(wwn, tag)}/lun/lun_{lun.index}"
+    def delete_lun(self, wwn: str, tag: int, lun: LUN, fabric: str = "iscsi") -> None:
+        d = f"{self.tpg_dir(wwn, tag, fabric)}/lun/lun_{lun.index}"
         _unlink_links(d)
         _rmdir(d)
 
-    def create_mapped_lun(self, wwn: str, tag: int, node: str, m: MappedLUN) -> None:
-        tpg = self.tpg_dir(wwn, tag)
-        d = f"{tpg}/acls/{node}/lun_{m.index}"
+    def create_mapped_lun(self, wwn: str, tag: int, node: str, m: MappedLUN, fabric: str = "iscsi") -> None:
+        tpg = self.tpg_dir(wwn, tag, fabric)
+        d = f"{self.acl_dir(wwn, tag, node, fabric)}/lun_{m.index}"
         if not os.path.isdir(f"{tpg}/lun/lun_{m.tpg_lun}"):
             raise TargetError(f"{wwn} tpg{tag}: TPG LUN {m.tpg_lun} does not exist")
         try:
@@ -576,20 +599,21 @@ class Writer:
             m.alias = alias
             write(f"{d}/write_protect", "1" if m.write_protect else "0")
         except OSError as e:
-            self.delete_mapped_lun(wwn, tag, node, m)
+            self.delete_mapped_lun(wwn, tag, node, m, fabric)
             raise TargetError(f"cannot map lun{m.tpg_lun} for {node}: {e.strerror}") from None
         except BaseException:
-            self.delete_mapped_lun(wwn, tag, node, m)
+            self.delete_mapped_lun(wwn, tag, node, m, fabric)
             raise
 
-    def set_write_protect(self, wwn: str, tag: int, node: str, index: int, value: bool) -> bool:
-        path = f"{self.tpg_dir(wwn, tag)}/acls/{node}/lun_{index}/write_protect"
+    def set_write_protect(self, wwn: str, tag: int, node: str, index: int, value: bool,
+                          fabric: str = "iscsi") -> bool:
+        path = f"{self.acl_dir(wwn, tag, node, fabric)}/lun_{index}/write_protect"
         old = read(path) == "1"
         write(path, "1" if value else "0")
         return old
 
-    def delete_mapped_lun(self, wwn: str, tag: int, node: str, m: MappedLUN) -> None:
-        d = f"{self.tpg_dir(wwn, tag)}/acls/{node}/lun_{m.index}"
+    def delete_mapped_lun(self, wwn: str, tag: int, node: str, m: MappedLUN, fabric: str = "iscsi") -> None:
+        d = f"{self.acl_dir(wwn, tag, node, fabric)}/lun_{m.index}"
         if os.path.isdir(d):
             _unlink_links(d)
             _rmdir(d)

@@ -196,23 +196,30 @@ class UIRoot(UINode):
             self.fail(e if isinstance(e, TargetError) else TargetError(f"cannot save: {e}"))
         self.shell.log.info(f"Configuration saved to {path}")
 
-    def ui_command_restoreconfig(self, savefile=None, clear_existing=None, dry_run="false"):
+    def ui_command_restoreconfig(self, savefile=None, clear_existing="false", target=None, storage_object=None,
+                                 dry_run="false"):
         '''
-        Makes the running configuration equal to savefile, changing only what
-        differs: restoring the file already in force changes nothing and drops
-        no session. If a step fails, the steps done so far are undone.
-        clear_existing is accepted for targetcli compatibility; the result is
-        the same either way (objects not in the file are removed).
+        Restores savefile (default: the save file). As targetcli, without
+        clear_existing=true it is a merge: what the file has and the running
+        tree lacks is made, objects that already run are kept as they are
+        (each one is named), nothing is removed. With clear_existing=true the
+        running tree becomes the file, changing only what differs: restoring
+        the file already in force drops no session. target=WWN and
+        storage_object=NAME restore only that target or storage object.
+        If a step fails, the steps done so far are undone.
         '''
         warnings: list[str] = []
+        dry = validate.boolean(dry_run, "dry_run")
         try:
-            steps = self.manager.restore(savefile, warnings, dry_run=validate.boolean(dry_run, "dry_run"))
+            steps = self.manager.restore(savefile, warnings, dry_run=dry,
+                                         clear_existing=validate.boolean(clear_existing, "clear_existing"),
+                                         target=target, storage_object=storage_object)
         except TargetError as e:
             self.fail(e)
         for w in warnings:
             self.shell.log.warning(w)
         self.refresh()
-        if validate.boolean(dry_run, "dry_run"):
+        if dry:
             for s in steps:
                 self.shell.con.display(s.describe())
         self.shell.log.info(f"Configuration restored from {savefile or self.manager.save_file} "
@@ -224,10 +231,13 @@ class UIRoot(UINode):
         '''
         if not validate.boolean(confirm or "false", "confirm"):
             self.fail(ValidationError("clearconfig removes everything: run it with confirm=true"))
+        warnings: list[str] = []
         try:
-            steps = self.manager.clear()
+            steps = self.manager.clear(warnings)
         except TargetError as e:
             self.fail(e)
+        for w in warnings:
+            self.shell.log.warning(w)
         self.refresh()
         self.shell.log.info(f"All configuration cleared ({len(steps)} steps)")
 
@@ -357,13 +367,7 @@ class UIBackstore(UINode):
             key = (self.plugin, name)
             if key not in cfg.storage_objects:
                 raise NotFoundError(f"no storage object {self.plugin}/{name}")
-            for wwn, tag, lun in list(cfg.luns_using(key)):
-                tpg = cfg.targets[wwn].tpgs[tag]
-                del tpg.luns[lun.index]
-                for acl in tpg.node_acls.values():
-                    for m in [m for m in acl.mapped_luns.values() if m.tpg_lun == lun.index]:
-                        del acl.mapped_luns[m.index]
-            del cfg.storage_objects[key]
+            cfg.drop_so(key)
         self.change(remove, f"Deleted storage object {name}.")
         if save and validate.boolean(save, "save"):
             self.get_root().ui_command_saveconfig()
