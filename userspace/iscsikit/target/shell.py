@@ -13,6 +13,7 @@ not used: TCMU handlers are found from their installed plugins.
 
 from __future__ import annotations
 
+import copy
 import glob
 import os
 import socket
@@ -22,7 +23,7 @@ import uuid
 
 from configshell import ConfigNode, ConfigShell, ExecutionError
 
-from . import saveconfig, sessions as sessions_mod, validate
+from . import fabrics, saveconfig, sessions as sessions_mod, validate
 from .errors import NotFoundError, TargetError, ValidationError
 from .manager import Manager
 from .model import Config, LUN, MappedLUN, NodeACL, Portal, StorageObject, Target, TPG
@@ -71,6 +72,12 @@ class TargetShell(ConfigShell):
         # emulation, and targetcli's own prefs (shared in ~/.targetcli) log debug to a file.
         # The same line, caller included, from the caller's frame alone:
         self.log.debug = self._debug
+        if not use_colour(sys.stdout):
+            # configshell colours its log lines whenever the color_mode preference
+            # is on, even into a file or a pipe; every colour goes through
+            # render_text, so plain text here keeps escape codes out of both.
+            # (Setting the preference instead would be saved to the prefs file.)
+            self.con.render_text = _plain
         self.manager = manager
         self.last_error: TargetError | None = None
         self.json_output = False
@@ -80,6 +87,20 @@ class TargetShell(ConfigShell):
     def _debug(self, msg) -> None:
         caller = sys._getframe(1)
         self.log._log("debug", f"{caller.f_code.co_filename}:{caller.f_lineno} {caller.f_code.co_name}() {msg}")
+
+
+def use_colour(stream) -> bool:
+    """Colours only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _plain(text, *args, **kwargs) -> str:
+    return text
 
 
 class UINode(ConfigNode):
@@ -132,6 +153,24 @@ class UINode(ConfigNode):
         return {"path": self.path, "name": self.name,
                 "children": [c.to_json() for c in sorted(self.children, key=lambda c: c.name)]}
 
+    def info(self) -> dict:
+        """What `info` prints: the node's own settings, secrets masked (to_json's are)."""
+        d = self.to_json()
+        d.pop("children", None)
+        return d
+
+    def ui_command_info(self):
+        '''
+        Shows this node's settings, one "name: value" per line (targetcli's
+        info); lists are summarised by their length, CHAP passwords masked.
+        '''
+        for k, v in sorted(self.info().items()):
+            if isinstance(v, dict):
+                continue
+            if isinstance(v, list):
+                v = f"{len(v)} item{'s' if len(v) != 1 else ''}"
+            self.shell.con.display(f"{k}: {v}")
+
 
 # ---- root ------------------------------------------------------------------------
 
@@ -167,6 +206,8 @@ class UIRoot(UINode):
             self.remove_child(child)
         UIBackstores(self)
         UIISCSI(self)
+        for name in sorted({f for f, _ in self.cfg.fabric_targets}):
+            UIFabric(name, self)
 
     def refresh(self) -> None:
         """Rebuild the tree from configfs and keep the shell where it was."""
@@ -937,6 +978,10 @@ class UIPortal(UINode):
         extra = [x for x, on in (("iser", self.p.iser), ("offload", self.p.offload)) if on]
         return (", ".join(extra) or "OK"), True
 
+    def to_json(self):
+        return {"path": self.path, "ip_address": self.p.ip_address, "port": self.p.port,
+                "iser": self.p.iser, "offload": self.p.offload}
+
     def _flag(self, name, value):
         v = validate.boolean(value, name)
         tpgnode = self.parent.tpgnode
@@ -1000,6 +1045,63 @@ class UIACLs(UINode):
         names = [c.name for c in self.children if c.name.startswith(text)]
         return [n + " " for n in names] if len(names) == 1 else names
 
+    def ui_command_tag(self, wwn_or_tag, new_tag):
+        '''
+        Gives the ACLs named by wwn_or_tag (an initiator name, or a tag some
+        ACLs already carry) the tag new_tag (no '.'; it is kept in the ACL's
+        configfs `tag` file and in saveconfig.json). If other ACLs already
+        carry new_tag, the newly tagged ones adopt their settings (mapped
+        LUNs, attributes, CHAP), as targetcli's tags do.
+        '''
+        if wwn_or_tag == new_tag:
+            return
+        if "." in new_tag or not new_tag.strip() or new_tag.strip() != new_tag:
+            self.fail(ValidationError(f"tag {new_tag!r}: a tag has no '.' (initiator names have) and no spaces"))
+
+        def edit(cfg, tpg):
+            src = _tagged(tpg, wwn_or_tag)
+            if not src:
+                raise NotFoundError(f"no ACL or tag {wwn_or_tag}")
+            peers = [a for a in tpg.node_acls.values() if a.tag == new_tag and a not in src]
+            for acl in src:
+                acl.tag = new_tag
+                if peers:
+                    model = peers[0]
+                    acl.attributes = dict(model.attributes)
+                    acl.chap = copy.deepcopy(model.chap)
+                    acl.tcq_depth = model.tcq_depth
+                    acl.mapped_luns = {i: MappedLUN(m.index, m.tpg_lun, m.write_protect)
+                                       for i, m in model.mapped_luns.items()}
+            return len(src)
+        n = self.tpgnode._edit_tpg(edit)
+        self.shell.log.info(f"Tagged {n} ACL{'s' if n != 1 else ''} {new_tag}.")
+
+    def ui_command_untag(self, wwn_or_tag):
+        '''Removes the tag from the ACLs named by wwn_or_tag; they keep their settings.'''
+        def edit(cfg, tpg):
+            src = _tagged(tpg, wwn_or_tag)
+            if not src:
+                raise NotFoundError(f"no ACL or tag {wwn_or_tag}")
+            for acl in src:
+                acl.tag = None
+            return len(src)
+        n = self.tpgnode._edit_tpg(edit)
+        self.shell.log.info(f"Untagged {n} ACL{'s' if n != 1 else ''}.")
+
+    def ui_complete_tag(self, parameters, text, current_param):
+        if current_param != "wwn_or_tag":
+            return []
+        names = sorted({c.name for c in self.children} | {c.acl.tag for c in self.children if c.acl.tag})
+        names = [n for n in names if n.startswith(text)]
+        return [n + " " for n in names] if len(names) == 1 else names
+
+    ui_complete_untag = ui_complete_tag
+
+
+def _tagged(tpg: TPG, wwn_or_tag: str) -> list:
+    """The ACLs a tag command names: the one with that initiator name, or all carrying that tag."""
+    return [a for a in tpg.node_acls.values() if a.node_wwn == wwn_or_tag.lower() or a.tag == wwn_or_tag]
+
 
 class UIACL(UINode):
     batch_groups = ("attribute", "auth")
@@ -1016,7 +1118,19 @@ class UIACL(UINode):
             UIMappedLUN(m, self)
 
     def summary(self):
-        return f"Mapped LUNs: {len(self.children)}", None
+        tag = f"{self.acl.tag}: " if self.acl.tag else ""
+        return f"{tag}Mapped LUNs: {len(self.children)}", None
+
+    def to_json(self):
+        d = {"path": self.path, "node_wwn": self.acl.node_wwn, "tag": self.acl.tag,
+             "cmdsn_depth": self.acl.tcq_depth,
+             "mapped_luns": [{"index": m.index, "tpg_lun": m.tpg_lun, "write_protect": m.write_protect}
+                             for m in sorted(self.acl.mapped_luns.values(), key=lambda m: m.index)]}
+        for f in validate.CHAP_FIELDS:
+            v = getattr(self.acl.chap, f)
+            if v:
+                d[f"chap_{f}"] = "********" if "password" in f else v
+        return d
 
     def _edit_acl(self, fn, message=None):
         return self.tpgnode._edit_tpg(lambda cfg, tpg: fn(tpg, tpg.node_acls[self.acl.node_wwn]), message)
@@ -1108,3 +1222,67 @@ class UIMappedLUN(UINode):
         return {"path": self.path, "index": self.m.index, "tpg_lun": self.m.tpg_lun,
                 "write_protect": self.m.write_protect}
 
+
+
+# ---- other fabrics (loopback, vhost, FC, SRP ...) ------------------------------------
+#
+# Shown so that what a save keeps is visible (targetcli shows every fabric that
+# has targets); iscsikit builds only iSCSI targets from the shell.
+
+class UIFabric(UINode):
+    def __init__(self, name: str, parent):
+        super().__init__(name, parent)
+        self.fabric = fabrics.FABRICS[name]
+        for (f, wwn), t in sorted(self.config.fabric_targets.items()):
+            if f == name:
+                UIFabricTarget(t, self)
+
+    def summary(self):
+        return f"Targets: {len(self.children)}", None
+
+    def info(self):
+        fab = self.fabric
+        return {"fabric": fab.name, "configfs_path": f"{self.manager.root}/{fab.dir}",
+                "wwn_types": ", ".join(fab.wwn_types), "features": ", ".join(sorted(fab.features)) or "-",
+                "kernel_module": " or ".join(fab.modules),
+                "restore_makes_and_deletes": fab.makes}
+
+
+class UIFabricTarget(UINode):
+    def __init__(self, t: Target, parent):
+        super().__init__(t.wwn, parent)
+        self.t = t
+        for tpg in sorted(t.tpgs.values(), key=lambda x: x.tag):
+            UIFabricTPG(tpg, self)
+
+    def summary(self):
+        return f"TPGs: {len(self.children)}", None
+
+    def to_json(self):
+        d = saveconfig.target_to_dict(self.t, secrets=False)
+        d["path"] = self.path
+        return d
+
+
+class UIFabricTPG(UINode):
+    def __init__(self, tpg: TPG, parent):
+        super().__init__(f"tpg{tpg.tag}", parent)
+        self.tpg = tpg
+        luns = UINode("luns", self)
+        luns.summary = lambda: (f"LUNs: {len(tpg.luns)}", None)
+        for lun in sorted(tpg.luns.values(), key=lambda l: l.index):
+            UILUN(lun, luns)
+        if tpg.node_acls:
+            acls = UINode("acls", self)
+            acls.summary = lambda: (f"ACLs: {len(tpg.node_acls)}", None)
+            for acl in sorted(tpg.node_acls.values(), key=lambda a: a.node_wwn):
+                node = UINode(acl.node_wwn, acls)
+                node.summary = (lambda a=acl: (f"Mapped LUNs: {len(a.mapped_luns)}", None))
+
+    def summary(self):
+        return (f"nexus {self.tpg.nexus}" if self.tpg.nexus else ("enabled" if self.tpg.enable else "disabled")), None
+
+    def to_json(self):
+        d = saveconfig.tpg_to_dict(self.tpg, secrets=False)
+        d.update(path=self.path, nexus=self.tpg.nexus)
+        return d
