@@ -16,7 +16,6 @@ import sys
 
 import pytest
 
-from iscsikit.cli import target as cli
 from iscsikit.target import configfs, fabrics, saveconfig
 from iscsikit.target.errors import NotFoundError, ValidationError
 from iscsikit.target.manager import Manager, select
@@ -222,17 +221,26 @@ def test_saves_keep_max_backup_files_gzipped_backups(tree, tmp_path, monkeypatch
 
 # ---- the shell: fabrics shown, info everywhere, no escape codes into a pipe ----------------
 
-def test_ls_into_a_pipe_has_no_escape_codes_and_shows_every_fabric(tree, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "stdout", io.StringIO())     # not a TTY
-    rc = cli.main(["--configfs", tree, "--save-file", str(tmp_path / "s.json"), "ls"])
-    out = sys.stdout.getvalue()
-    assert rc == 0 and "\x1b" not in out
+def _ikt(tree, tmp_path, *argv):
+    """The CLI as its own process, its output a real pipe."""
+    import subprocess
+    env = dict(os.environ, TERM="xterm-256color")
+    env.pop("NO_COLOR", None)
+    r = subprocess.run([sys.executable, "-m", "iscsikit.cli.target", "--configfs", tree,
+                        "--save-file", str(tmp_path / "s.json"), *argv],
+                       capture_output=True, text=True, env=env, timeout=120)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_ls_into_a_pipe_has_no_escape_codes_and_shows_every_fabric(tree, tmp_path):
+    rc, out = _ikt(tree, tmp_path, "ls")
+    assert rc == 0 and "\x1b" not in out, out
     for name in ("loopback", "vhost", "qla2xxx", LOOP, QLA, "lun0"):
         assert name in out, out
-    rc = cli.main(["--configfs", tree, "--save-file", str(tmp_path / "s.json"), f"/qla2xxx", "info"])
-    assert rc == 0 and "kernel_module: tcm_qla2xxx" in sys.stdout.getvalue()
-    rc = cli.main(["--configfs", tree, "--save-file", str(tmp_path / "s.json"), f"/loopback/{LOOP}/tpg1", "info"])
-    assert rc == 0 and "tag: 1" in sys.stdout.getvalue()
+    rc, out = _ikt(tree, tmp_path, "/qla2xxx", "info")
+    assert rc == 0 and "kernel_module: tcm_qla2xxx" in out and "\x1b" not in out, out
+    rc, out = _ikt(tree, tmp_path, f"/loopback/{LOOP}/tpg1", "info")
+    assert rc == 0 and "tag: 1" in out, out
 
 
 def test_no_color_is_honoured_on_a_tty():
