@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     if shell.prefs["auto_save_on_exit"] and os.geteuid() == 0:
         try:
+            manager.max_backup_files = int(shell.prefs["max_backup_files"])
             print(f"Saving the configuration to {manager.save()}")
         except Exception as e:
             print(f"iscsikit-target: could not save the configuration: {e}", file=sys.stderr)

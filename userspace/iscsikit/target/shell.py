@@ -60,6 +60,7 @@ class TargetShell(ConfigShell):
         "bookmarks": None, "path_history": ["/"], "path_history_index": 0,
         "auto_enable_tpgt": True, "auto_add_mapped_luns": True, "auto_add_default_portal": True,
         "default_portal_ip": "0.0.0.0", "auto_save_on_exit": True, "export_backstore_name_as_model": True,
+        "max_backup_files": saveconfig.MAX_BACKUP_FILES,
         # configshell's debug logging inspects the stack on every call: costly
         "loglevel_file": "info",
     })
@@ -103,8 +104,19 @@ def _plain(text, *args, **kwargs) -> str:
     return text
 
 
+# Our preferences settable with `set global name=value`, as targetcli's (targetcli/ui_node.py).
+GLOBALS = (("auto_save_on_exit", "bool"), ("auto_enable_tpgt", "bool"), ("auto_add_mapped_luns", "bool"),
+           ("auto_add_default_portal", "bool"), ("default_portal_ip", "string"),
+           ("export_backstore_name_as_model", "bool"), ("max_backup_files", "number"))
+
+
 class UINode(ConfigNode):
     """Base: access to the manager, one-line errors, batched `set` for object groups."""
+
+    def __init__(self, name, parent=None, shell=None):
+        super().__init__(name, parent, shell)
+        for pref, kind in GLOBALS:
+            self.define_config_group_param("global", pref, kind)
 
     # groups whose parameters are applied together (CHAP needs userid and password at once)
     batch_groups: tuple = ()
@@ -232,6 +244,7 @@ class UIRoot(UINode):
         replaced atomically and is readable by root only (it holds CHAP secrets).
         '''
         try:
+            self.manager.max_backup_files = int(self.shell.prefs["max_backup_files"])
             path = self.manager.save(savefile)
         except (TargetError, OSError) as e:
             self.fail(e if isinstance(e, TargetError) else TargetError(f"cannot save: {e}"))
