@@ -2,7 +2,7 @@
 backups, restoreconfig's merge and selection, no colour into a pipe.
 
 A directory tree stands in for configfs (the files the kernel shows, written by
-hand here); the vm test (tests/vm/test_target_fabrics.py) proves the same
+hand here); the vm test (tests/vm/test_target_keep_fabrics.py) proves the same
 against the real kernel with targetcli beside us.
 """
 

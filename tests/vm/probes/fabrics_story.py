@@ -1,7 +1,7 @@
 """Guest side of issue 17: what iscsikit-target does to configuration it does not make.
 
 One Python process drives everything (each tool start costs seconds under TCG)
-and prints one JSON report; tests/vm/test_target_fabrics.py asserts on it.
+and prints one JSON report; tests/vm/test_target_keep_fabrics.py asserts on it.
 
 1. Debian's targetcli builds an iSCSI, a loopback (tcm_loop) and a vhost-scsi
    target and saves; `iscsikit-target saveconfig` of the same running state is

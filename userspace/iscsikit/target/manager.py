@@ -94,14 +94,19 @@ class Manager:
         Executor(current, self.root).run(steps)
         return steps
 
-    def edit(self, change: Callable[[Config], object]) -> tuple[list[Step], object]:
+    def edit(self, change: Callable[[Config], object], targets: set | None = None,
+             sos: set | None = None) -> tuple[list[Step], object]:
         """Apply `change` to a copy of the running tree.
 
         The snapshot skips attribute files: an attribute the change sets is
         compared with the kernel by the executor, which writes only what differs.
+        targets / sos limit the snapshot to the iSCSI targets and storage objects
+        the change may touch (configfs.snapshot): the plan then compares only
+        those, so a change must not reach outside them (ops.py names each scope).
         """
         with self.locked():
-            current = self.state(attributes=False)
+            self.ensure_loaded()
+            current = configfs.snapshot(self.root, attributes=False, targets=targets, sos=sos)
             desired = current.copy()
             result = change(desired)
             return self.apply(desired, current, partial=True), result

@@ -18,12 +18,11 @@ import glob
 import os
 import socket
 import sys
-import stat
 import uuid
 
 from configshell import ConfigNode, ConfigShell, ExecutionError
 
-from . import fabrics, saveconfig, sessions as sessions_mod, validate
+from . import fabrics, ops, saveconfig, sessions as sessions_mod, validate
 from .errors import NotFoundError, TargetError, ValidationError
 from .manager import Manager
 from .model import Config, LUN, MappedLUN, NodeACL, Portal, StorageObject, Target, TPG
@@ -48,19 +47,12 @@ def human_size(n: int | None) -> str:
     return "?"
 
 
-def generate_iqn() -> str:
-    """rtslib's form: iqn.2003-01.org.linux-iscsi.<host>.<arch>:sn.<12 hex>."""
-    host = socket.gethostname().split(".")[0].replace("_", "").lower() or "localhost"
-    arch = os.uname().machine.replace("_", "").lower()
-    return f"iqn.2003-01.org.linux-iscsi.{host}.{arch}:sn.{uuid.uuid4().hex[:12]}"
+generate_iqn = ops.generate_iqn
 
 
 class TargetShell(ConfigShell):
-    default_prefs = dict(ConfigShell.default_prefs, **{
+    default_prefs = dict(ConfigShell.default_prefs, **ops.PREFS, **{
         "bookmarks": None, "path_history": ["/"], "path_history_index": 0,
-        "auto_enable_tpgt": True, "auto_add_mapped_luns": True, "auto_add_default_portal": True,
-        "default_portal_ip": "0.0.0.0", "auto_save_on_exit": True, "export_backstore_name_as_model": True,
-        "max_backup_files": saveconfig.MAX_BACKUP_FILES,
         # configshell's debug logging inspects the stack on every call: costly
         "loglevel_file": "info",
     })
@@ -145,6 +137,17 @@ class UINode(ConfigNode):
     def fail(self, e: TargetError):
         self.shell.last_error = e
         raise ExecutionError(str(e))
+
+    def op(self, fn, *args, **kwargs):
+        """Run one of ops.py's commands (the same code the one-shot fast path runs)."""
+        try:
+            message = fn(self.manager, self.shell.prefs, *args, **kwargs)
+        except TargetError as e:
+            self.shell.last_error = e
+            raise ExecutionError(str(e)) from None
+        self.get_root().refresh()
+        if message:
+            self.shell.log.info(message)
 
     def ui_command_set(self, group=None, **parameter):
         if group in self.batch_groups and parameter:
@@ -390,27 +393,7 @@ class UIBackstore(UINode):
         return f"Storage Objects: {len(self.children)}", None
 
     def _create(self, so: StorageObject, block_size=None, made_file: str | None = None):
-        if block_size is not None:
-            so.attributes["block_size"] = validate.block_size(block_size)
-        if self.shell.prefs["export_backstore_name_as_model"]:
-            so.attributes.setdefault("emulate_model_alias", 1)
-        try:
-            so.check()
-        except ValidationError as e:
-            self.fail(e)
-
-        def add(cfg: Config):
-            if so.key in cfg.storage_objects:
-                raise ValidationError(f"storage object {so.path} already exists")
-            cfg.storage_objects[so.key] = so
-        try:
-            self.change(add)
-        except ExecutionError:
-            if made_file:
-                os.unlink(made_file)
-            raise
-        self.shell.log.info(f"Created {so.plugin} {so.name}"
-                            + (f" with size {so.size}" if so.size else ""))
+        self.op(ops.create_so, so, block_size, made_file)
 
     def ui_command_delete(self, name, save=None):
         '''
@@ -433,39 +416,6 @@ class UIBackstore(UINode):
         return []
 
 
-def _file_backing(path: str, size, sparse: bool) -> tuple[int | None, str | None, bool]:
-    """(size, file we created or None, is a block device) for a fileio create."""
-    path = validate.path(path, "fileio path")
-    if os.path.exists(path):
-        mode = os.stat(path).st_mode
-        if stat.S_ISBLK(mode):
-            return None, None, True
-        if not stat.S_ISREG(mode):
-            raise ValidationError(f"{path} is neither a file nor a block device")
-        actual = os.path.getsize(path)
-        if size is not None and validate.size(size) != actual:
-            raise ValidationError(f"{path} exists with size {actual}; leave size out or resize the file first")
-        return validate.size(actual, f"size of {path}"), None, False
-    if size is None:
-        raise ValidationError(f"{path} does not exist: give a size to create it")
-    n = validate.size(size)
-    parent = os.path.dirname(path) or "/"
-    if not os.path.isdir(parent):
-        raise ValidationError(f"directory {parent} does not exist")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        if sparse:
-            os.ftruncate(fd, n)
-        else:
-            os.posix_fallocate(fd, 0, n)
-    except OSError as e:
-        os.close(fd)
-        os.unlink(path)
-        raise TargetError(f"cannot create {path}: {e.strerror}") from None
-    os.close(fd)
-    return n, path, False
-
-
 def _add_backstore_commands():
     def fileio_create(self, name, file_or_dev, size=None, write_back="true", sparse="true", wwn=None,
                       block_size=None):
@@ -475,42 +425,21 @@ def _add_backstore_commands():
         IET's IOMode=wb; write_back=false is write-through (IOMode=wt).
         block_size is 512 (default), 1024, 2048 or 4096.
         '''
-        try:
-            validate.so_name(name)
-            n, made, is_blk = _file_backing(file_or_dev, size, validate.boolean(sparse, "sparse"))
-            so = StorageObject("fileio", name, dev=file_or_dev, size=n, wwn=wwn,
-                               write_back=validate.boolean(write_back, "write_back"))
-            so.is_block_dev = is_blk
-        except TargetError as e:
-            self.fail(e)
-        self._create(so, block_size, made)
+        self.op(ops.fileio_create, name, file_or_dev, size, write_back, sparse, wwn, block_size)
 
     def block_create(self, name, dev, readonly="false", wwn=None, exclusive="true", block_size=None):
         '''
         Creates a block (iblock) storage object on the block device dev.
         readonly=true exports it read-only (IET's IOMode=ro).
         '''
-        try:
-            so = StorageObject("block", name, dev=validate.path(dev, "device"), wwn=wwn,
-                               readonly=validate.boolean(readonly, "readonly"),
-                               exclusive=validate.boolean(exclusive, "exclusive"))
-            if not os.path.exists(dev) or not stat.S_ISBLK(os.stat(dev).st_mode):
-                raise ValidationError(f"{dev} is not a block device")
-        except TargetError as e:
-            self.fail(e)
-        self._create(so, block_size)
+        self.op(ops.block_create, name, dev, readonly, wwn, exclusive, block_size)
 
     def ramdisk_create(self, name, size, nullio="false", wwn=None, block_size=None):
         '''
         Creates a ramdisk storage object of size bytes (K/M/G suffixes).
         nullio=true discards writes and reads zeros.
         '''
-        try:
-            so = StorageObject("ramdisk", name, size=validate.size(size), wwn=wwn,
-                               nullio=validate.boolean(nullio, "nullio"))
-        except TargetError as e:
-            self.fail(e)
-        self._create(so, block_size)
+        self.op(ops.ramdisk_create, name, size, nullio, wwn, block_size)
 
     def pscsi_create(self, name, dev):
         '''Creates a pscsi (passthrough) storage object for dev (a path or H:C:T:L).'''
@@ -673,30 +602,11 @@ class UIISCSI(UINode):
         portal when auto_add_default_portal is set, enabled when
         auto_enable_tpgt is set.
         '''
-        try:
-            name = validate.wwn(wwn, "target name") if wwn else generate_iqn()
-        except TargetError as e:
-            self.fail(e)
-        prefs = self.shell.prefs
-
-        def add(cfg: Config):
-            if name in cfg.targets:
-                raise ValidationError(f"target {name} already exists")
-            tpg = TPG(tag=1, enable=bool(prefs["auto_enable_tpgt"]), attributes={"authentication": 0})
-            if prefs["auto_add_default_portal"]:
-                p = Portal(validate.portal_ip(prefs["default_portal_ip"]), 3260)
-                tpg.portals[p.key] = p
-            cfg.targets[name] = Target(name, tpgs={1: tpg})
-        self.change(add, f"Created target {name}.")
+        self.op(ops.iscsi_create, wwn)
 
     def ui_command_delete(self, wwn):
         '''Deletes the target wwn with all its TPGs, LUNs, ACLs and portals.'''
-        def remove(cfg: Config):
-            key = wwn.lower()
-            if key not in cfg.targets:
-                raise NotFoundError(f"no target {wwn}")
-            del cfg.targets[key]
-        self.change(remove, f"Deleted target {wwn}.")
+        self.op(ops.iscsi_delete, wwn)
 
     def ui_complete_delete(self, parameters, text, current_param):
         names = [c.name for c in self.children if c.name.startswith(text)]
@@ -867,44 +777,8 @@ class UILUNs(UINode):
         (the lowest free index when omitted). With add_mapped_luns (default:
         the auto_add_mapped_luns preference) every ACL of the TPG gets it too.
         '''
-        auto = self.shell.prefs["auto_add_mapped_luns"] if add_mapped_luns is None \
-            else validate.boolean(add_mapped_luns, "add_mapped_luns")
-        new_so = None
-        try:
-            index = validate.lun_index(lun) if lun is not None else None
-            if not storage_object.startswith("/backstores/"):
-                path = validate.path(storage_object, "storage object path")
-                if not os.path.exists(path):
-                    raise NotFoundError(f"{path} does not exist")
-                name = validate.so_name(os.path.basename(path).replace(".", "_") or "disk")
-                if stat.S_ISBLK(os.stat(path).st_mode):
-                    new_so = StorageObject("block", name, dev=path)
-                else:
-                    new_so = StorageObject("fileio", name, dev=path, size=os.path.getsize(path))
-                new_so.check()
-                storage_object = new_so.path
-        except TargetError as e:
-            self.fail(e)
-
-        def edit(cfg, tpg):
-            if new_so is not None:
-                if new_so.key in cfg.storage_objects:
-                    raise ValidationError(f"storage object {new_so.path} already exists")
-                cfg.storage_objects[new_so.key] = new_so
-            so = cfg.so_by_path(storage_object)
-            if so is None:
-                raise NotFoundError(f"no storage object {storage_object}")
-            n = index if index is not None else min(set(range(len(tpg.luns) + 1)) - set(tpg.luns))
-            if n in tpg.luns:
-                raise ValidationError(f"lun{n} already exists")
-            tpg.luns[n] = LUN(n, so.path)
-            if auto:
-                for acl in tpg.node_acls.values():
-                    m = min(set(range(len(acl.mapped_luns) + 1)) - set(acl.mapped_luns))
-                    acl.mapped_luns[m] = MappedLUN(m, n)
-            return n
-        n = self.tpgnode._edit_tpg(edit)
-        self.shell.log.info(f"Created LUN {n}.")
+        t = self.tpgnode
+        self.op(ops.lun_create, t.t.wwn, t.tpg.tag, storage_object, lun, add_mapped_luns)
 
     def ui_complete_create(self, parameters, text, current_param):
         if current_param == "storage_object":
@@ -914,15 +788,7 @@ class UILUNs(UINode):
 
     def ui_command_delete(self, lun):
         '''Removes LUN lun and the mapped LUNs pointing at it.'''
-        def edit(cfg, tpg):
-            n = validate.lun_index(lun)
-            if n not in tpg.luns:
-                raise NotFoundError(f"no lun{n}")
-            del tpg.luns[n]
-            for acl in tpg.node_acls.values():
-                for m in [m for m in acl.mapped_luns.values() if m.tpg_lun == n]:
-                    del acl.mapped_luns[m.index]
-        self.tpgnode._edit_tpg(edit, f"Deleted LUN {lun}.")
+        self.op(ops.lun_delete, self.tpgnode.t.wwn, self.tpgnode.tpg.tag, lun)
 
 
 class UILUN(UINode):
@@ -956,30 +822,11 @@ class UIPortals(UINode):
         Adds a portal listening on ip_address (IPv4, IPv6, 0.0.0.0 or ::0 for
         all; default from the default_portal_ip preference) and ip_port (3260).
         '''
-        try:
-            p = Portal(validate.portal_ip(ip_address or self.shell.prefs["default_portal_ip"]),
-                       validate.portal_port(ip_port or 3260))
-        except TargetError as e:
-            self.fail(e)
-
-        def edit(cfg, tpg):
-            if p.key in tpg.portals:
-                raise ValidationError(f"portal {p.dirname} already exists")
-            tpg.portals[p.key] = p
-        self.tpgnode._edit_tpg(edit, f"Created network portal {p.dirname}.")
+        self.op(ops.portal_create, self.tpgnode.t.wwn, self.tpgnode.tpg.tag, ip_address, ip_port)
 
     def ui_command_delete(self, ip_address, ip_port):
         '''Removes the portal ip_address:ip_port.'''
-        try:
-            key = validate.portal_key(validate.portal_ip(ip_address), validate.portal_port(ip_port))
-        except TargetError as e:
-            self.fail(e)
-
-        def edit(cfg, tpg):
-            if key not in tpg.portals:
-                raise NotFoundError(f"no portal {ip_address}:{ip_port}")
-            del tpg.portals[key]
-        self.tpgnode._edit_tpg(edit, f"Deleted network portal {ip_address}:{ip_port}")
+        self.op(ops.portal_delete, self.tpgnode.t.wwn, self.tpgnode.tpg.tag, ip_address, ip_port)
 
 
 class UIPortal(UINode):
@@ -1028,31 +875,11 @@ class UIACLs(UINode):
         auto_add_mapped_luns preference) it sees every LUN of the TPG at the
         same LUN number.
         '''
-        auto = self.shell.prefs["auto_add_mapped_luns"] if add_mapped_luns is None \
-            else validate.boolean(add_mapped_luns, "add_mapped_luns")
-        try:
-            node = validate.wwn(wwn, "initiator name")
-        except TargetError as e:
-            self.fail(e)
-
-        def edit(cfg, tpg):
-            if node in tpg.node_acls:
-                raise ValidationError(f"ACL {node} already exists")
-            acl = NodeACL(node)
-            if auto:
-                for i in tpg.luns:
-                    acl.mapped_luns[i] = MappedLUN(i, i)
-            tpg.node_acls[node] = acl
-        self.tpgnode._edit_tpg(edit, f"Created Node ACL for {node}")
+        self.op(ops.acl_create, self.tpgnode.t.wwn, self.tpgnode.tpg.tag, wwn, add_mapped_luns)
 
     def ui_command_delete(self, wwn):
         '''Removes the ACL of initiator wwn.'''
-        def edit(cfg, tpg):
-            node = wwn.lower()
-            if node not in tpg.node_acls:
-                raise NotFoundError(f"no ACL {wwn}")
-            del tpg.node_acls[node]
-        self.tpgnode._edit_tpg(edit, f"Deleted Node ACL {wwn}.")
+        self.op(ops.acl_delete, self.tpgnode.t.wwn, self.tpgnode.tpg.tag, wwn)
 
     def ui_complete_delete(self, parameters, text, current_param):
         names = [c.name for c in self.children if c.name.startswith(text)]
