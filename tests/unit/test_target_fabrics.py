@@ -256,3 +256,26 @@ def test_no_color_is_honoured_on_a_tty():
     finally:
         del os.environ["NO_COLOR"]
     assert not use_colour(io.StringIO())
+
+
+def test_one_shot_ls_draws_exactly_what_the_shell_draws(tree, tmp_path):
+    """The fast `ls` (listing.py, no configshell) against configshell's own rendering of
+    the same tree, which `iscsikit-target < script` runs."""
+    import subprocess
+    iqn = "iqn.2024-01.com.example:t1"
+    d = _tpg(tree, "iscsi", iqn, 1, f"{tree}/core/fileio_0/lo", acl="iqn.2024-01.com.example:h1", enable="1")
+    _file(f"{d}/attrib/authentication", "0")
+    _file(f"{d}/attrib/generate_node_acls", "0")
+    os.makedirs(f"{d}/np/0.0.0.0:3260")
+    os.makedirs(f"{tree}/iscsi/iqn.2024-01.com.example:t2/tpgt_1/lun")
+    for sub in ("np", "acls", "attrib", "param", "auth"):
+        os.makedirs(f"{tree}/iscsi/iqn.2024-01.com.example:t2/tpgt_1/{sub}")
+    _file(f"{tree}/iscsi/iqn.2024-01.com.example:t2/tpgt_1/enable", "0")
+    argv = [sys.executable, "-m", "iscsikit.cli.target", "--configfs", tree, "--save-file", str(tmp_path / "s.json")]
+    env = dict(os.environ, ISCSIKIT_TARGET_HOME=str(tmp_path / "home"))
+    for path in ("/", "/iscsi", f"/iscsi/{iqn}/tpg1", "/backstores/fileio"):
+        fast = subprocess.run(argv + ["ls", path], capture_output=True, text=True, env=env, timeout=120)
+        shell = subprocess.run(argv, input=f"ls {path}\n", capture_output=True, text=True, env=env, timeout=120)
+        assert fast.returncode == shell.returncode == 0, (fast.stderr, shell.stderr)
+        assert fast.stdout == shell.stdout, f"{path}:\n{fast.stdout}\n---\n{shell.stdout}"
+        assert "mapped_lun0" in fast.stdout or path == "/backstores/fileio"

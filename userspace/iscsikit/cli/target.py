@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from ..target.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     fast = _root_verb(args.command)
     if fast is not None:
         return _run_root_verb(manager, args, *fast)
+    fast = None if args.json else _fast_command(args.command)
+    if fast is not None:
+        return _run_fast(manager, *fast)
 
     from configshell import ExecutionError
 
@@ -146,6 +150,83 @@ def _run_root_verb(manager, args, verb: str, pos: list, kw: dict) -> int:
                 if pos[:1] == ["detail"]:
                     for c in x.connections:
                         print(f"    cid {c.cid} {c.state} {c.address} {c.transport}")
+    except TargetError as e:
+        print(f"iscsikit-target: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:
+        print(f"iscsikit-target: {e.strerror}: {e.filename}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# The everyday one-shot commands (what OpenStack Cinder's LIO driver, os-brick's
+# tests and scripts run, one process per step) go straight to target/ops.py,
+# the functions the shell's nodes call: no configshell, no pyparsing, no tree
+# of the whole configuration (bench/bench_target_cinder.py).  Anything else,
+# and `ls` on a terminal (colours), goes through the shell.
+_TPG_PATH = re.compile(r"^/iscsi/([^/]+)/tpg(\d+)/(luns|acls|portals)/?$")
+_FAST = {
+    ("/backstores/fileio", "create"): "fileio_create",
+    ("/backstores/block", "create"): "block_create",
+    ("/backstores/ramdisk", "create"): "ramdisk_create",
+    ("/iscsi", "create"): "iscsi_create",
+    ("/iscsi", "delete"): "iscsi_delete",
+    ("luns", "create"): "lun_create", ("luns", "delete"): "lun_delete",
+    ("acls", "create"): "acl_create", ("acls", "delete"): "acl_delete",
+    ("portals", "create"): "portal_create", ("portals", "delete"): "portal_delete",
+}
+
+
+def _fast_command(words: list[str]):
+    """(ops function name, context args, positional, keywords) or None for the shell."""
+    if not words:
+        return None
+    if words[0] == "ls" or (len(words) == 2 and words[1] == "ls"):
+        path = words[0] if words[1:] == ["ls"] else (words[1] if len(words) == 2 else "/" if len(words) == 1 else None)
+        from ..target.listing import use_colour
+        if path is None or not path.startswith("/") or use_colour(sys.stdout):
+            return None
+        return "ls", (path,), [], {}
+    if len(words) < 2 or not words[0].startswith("/"):
+        return None
+    path, verb = words[0].rstrip("/") or "/", words[1]
+    context: tuple = ()
+    m = _TPG_PATH.match(path)
+    if m:
+        context, path = (m.group(1), int(m.group(2))), m.group(3)
+    name = _FAST.get((path, verb))
+    if name is None:
+        return None
+    pos, kw = [], {}
+    for w in words[2:]:
+        k, sep, v = w.partition("=")
+        if sep and k.isidentifier():
+            kw[k] = v
+        else:
+            pos.append(w)
+    return name, context, pos, kw
+
+
+def _run_fast(manager, name: str, context: tuple, pos: list, kw: dict) -> int:
+    import inspect
+
+    from ..target import ops
+    from ..target.errors import TargetError, ValidationError
+    try:
+        if name == "ls":
+            from ..target import listing
+            node = listing.find(listing.tree(manager.state(attributes=False)), context[0])
+            if node is None:
+                print(f"iscsikit-target: no such path {context[0]}", file=sys.stderr)
+                return 3
+            print(listing.render(node))
+            return EXIT_OK
+        fn = getattr(ops, name)
+        try:
+            inspect.signature(fn).bind(manager, ops.PREFS, *context, *pos, **kw)
+        except TypeError as e:
+            raise ValidationError(f"{name.replace('_', ' ')}: {e}") from None
+        print(fn(manager, ops.PREFS, *context, *pos, **kw))
     except TargetError as e:
         print(f"iscsikit-target: {e}", file=sys.stderr)
         return e.exit_code

@@ -178,7 +178,9 @@ def iscsi_delete(manager, prefs, wwn) -> str:
     return f"Deleted target {wwn}."
 
 
-def _tpg_edit(manager, wwn: str, tag: int, fn, sos=frozenset()):
+def _tpg_edit(manager, wwn: str, tag, fn, sos=frozenset()):
+    wwn, tag = wwn.lower(), int(tag)
+
     def edit(cfg: Config):
         t = cfg.targets.get(wwn)
         if t is None or tag not in t.tpgs:
@@ -187,7 +189,7 @@ def _tpg_edit(manager, wwn: str, tag: int, fn, sos=frozenset()):
     return manager.edit(edit, targets={wwn}, sos=set(sos))[1]
 
 
-def lun_create(manager, prefs, wwn, tag, storage_object, lun=None, add_mapped_luns=None) -> str:
+def lun_create(manager, prefs, target, tag, storage_object, lun=None, add_mapped_luns=None) -> str:
     auto = prefs["auto_add_mapped_luns"] if add_mapped_luns is None \
         else validate.boolean(add_mapped_luns, "add_mapped_luns")
     index = validate.lun_index(lun) if lun is not None else None
@@ -225,11 +227,11 @@ def lun_create(manager, prefs, wwn, tag, storage_object, lun=None, add_mapped_lu
                 m = min(set(range(len(acl.mapped_luns) + 1)) - set(acl.mapped_luns))
                 acl.mapped_luns[m] = MappedLUN(m, n)
         return n
-    n = _tpg_edit(manager, wwn, tag, edit, sos={so_key})
+    n = _tpg_edit(manager, target, tag, edit, sos={so_key})
     return f"Created LUN {n}."
 
 
-def lun_delete(manager, prefs, wwn, tag, lun) -> str:
+def lun_delete(manager, prefs, target, tag, lun) -> str:
     def edit(cfg, tpg):
         n = validate.lun_index(lun)
         if n not in tpg.luns:
@@ -238,14 +240,14 @@ def lun_delete(manager, prefs, wwn, tag, lun) -> str:
         for acl in tpg.node_acls.values():
             for m in [m for m in acl.mapped_luns.values() if m.tpg_lun == n]:
                 del acl.mapped_luns[m.index]
-    _tpg_edit(manager, wwn, tag, edit)
+    _tpg_edit(manager, target, tag, edit)
     return f"Deleted LUN {lun}."
 
 
-def acl_create(manager, prefs, wwn, tag, node_wwn, add_mapped_luns=None) -> str:
+def acl_create(manager, prefs, target, tag, wwn, add_mapped_luns=None) -> str:
     auto = prefs["auto_add_mapped_luns"] if add_mapped_luns is None \
         else validate.boolean(add_mapped_luns, "add_mapped_luns")
-    node = validate.wwn(node_wwn, "initiator name")
+    node = validate.wwn(wwn, "initiator name")
 
     def edit(cfg, tpg):
         if node in tpg.node_acls:
@@ -255,37 +257,37 @@ def acl_create(manager, prefs, wwn, tag, node_wwn, add_mapped_luns=None) -> str:
             for i in tpg.luns:
                 acl.mapped_luns[i] = MappedLUN(i, i)
         tpg.node_acls[node] = acl
-    _tpg_edit(manager, wwn, tag, edit)
+    _tpg_edit(manager, target, tag, edit)
     return f"Created Node ACL for {node}"
 
 
-def acl_delete(manager, prefs, wwn, tag, node_wwn) -> str:
+def acl_delete(manager, prefs, target, tag, wwn) -> str:
     def edit(cfg, tpg):
-        node = node_wwn.lower()
+        node = wwn.lower()
         if node not in tpg.node_acls:
-            raise NotFoundError(f"no ACL {node_wwn}")
+            raise NotFoundError(f"no ACL {wwn}")
         del tpg.node_acls[node]
-    _tpg_edit(manager, wwn, tag, edit)
-    return f"Deleted Node ACL {node_wwn}."
+    _tpg_edit(manager, target, tag, edit)
+    return f"Deleted Node ACL {wwn}."
 
 
-def portal_create(manager, prefs, wwn, tag, ip_address=None, ip_port=None) -> str:
+def portal_create(manager, prefs, target, tag, ip_address=None, ip_port=None) -> str:
     p = Portal(validate.portal_ip(ip_address or prefs["default_portal_ip"]), validate.portal_port(ip_port or 3260))
 
     def edit(cfg, tpg):
         if p.key in tpg.portals:
             raise ValidationError(f"portal {p.dirname} already exists")
         tpg.portals[p.key] = p
-    _tpg_edit(manager, wwn, tag, edit)
+    _tpg_edit(manager, target, tag, edit)
     return f"Created network portal {p.dirname}."
 
 
-def portal_delete(manager, prefs, wwn, tag, ip_address, ip_port) -> str:
+def portal_delete(manager, prefs, target, tag, ip_address, ip_port) -> str:
     key = validate.portal_key(validate.portal_ip(ip_address), validate.portal_port(ip_port))
 
     def edit(cfg, tpg):
         if key not in tpg.portals:
             raise NotFoundError(f"no portal {ip_address}:{ip_port}")
         del tpg.portals[key]
-    _tpg_edit(manager, wwn, tag, edit)
+    _tpg_edit(manager, target, tag, edit)
     return f"Deleted network portal {ip_address}:{ip_port}"

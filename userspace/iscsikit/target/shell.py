@@ -22,14 +22,10 @@ import uuid
 
 from configshell import ConfigNode, ConfigShell, ExecutionError
 
-from . import fabrics, ops, saveconfig, sessions as sessions_mod, validate
+from . import fabrics, listing, ops, saveconfig, sessions as sessions_mod, validate
 from .errors import NotFoundError, TargetError, ValidationError
 from .manager import Manager
 from .model import Config, LUN, MappedLUN, NodeACL, Portal, StorageObject, Target, TPG
-
-# tcmu-runner installs one plugin per handler; targetcli asks D-Bus instead.
-TCMU_HANDLER_GLOBS = ("/usr/lib/*/tcmu-runner/handler_*.so", "/usr/lib64/tcmu-runner/handler_*.so",
-                      "/usr/lib/tcmu-runner/handler_*.so")
 
 SO_ATTRIBUTES = sorted(validate.SO_FLAG_ATTRIBUTES | set(validate.SO_RANGED_ATTRIBUTES) | {
     "block_size", "optimal_sectors", "max_unmap_lba_count", "max_unmap_block_desc_count",
@@ -37,14 +33,7 @@ SO_ATTRIBUTES = sorted(validate.SO_FLAG_ATTRIBUTES | set(validate.SO_RANGED_ATTR
 })
 
 
-def human_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f}{unit}" if unit != "B" else f"{n}B"
-        n /= 1024
-    return "?"
+human_size = listing.human_size
 
 
 generate_iqn = ops.generate_iqn
@@ -82,14 +71,7 @@ class TargetShell(ConfigShell):
         self.log._log("debug", f"{caller.f_code.co_filename}:{caller.f_lineno} {caller.f_code.co_name}() {msg}")
 
 
-def use_colour(stream) -> bool:
-    """Colours only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
-    if os.environ.get("NO_COLOR"):
-        return False
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
+use_colour = listing.use_colour
 
 
 def _plain(text, *args, **kwargs) -> str:
@@ -496,14 +478,7 @@ class UIBackstores(UINode):
         super().__init__("backstores", parent)
         for plugin in ("block", "fileio", "pscsi", "ramdisk"):
             _BACKSTORE_CLASSES[plugin](plugin, self)
-        handlers = set()
-        for pattern in TCMU_HANDLER_GLOBS:
-            for path in glob.glob(pattern):
-                handlers.add(os.path.basename(path)[len("handler_"):-3])
-        for so in self.config.storage_objects.values():
-            if so.plugin == "user" and so.config:
-                handlers.add(so.config.split("/", 1)[0])
-        for h in sorted(handlers):
+        for h in listing.tcmu_handlers(self.config):
             UIUserBackstore(h, self)
 
 
@@ -515,19 +490,7 @@ class UIStorageObject(UINode):
             self.define_config_group_param("attribute", name, "string")
 
     def summary(self):
-        so = self.so
-        status = so.status or "?"
-        if so.plugin == "fileio":
-            mode = "write-back" if so.write_back else "write-thru"
-            return f"{so.dev} ({human_size(so.size)}) {mode} {status}", status == "activated" or None
-        if so.plugin == "block":
-            ro = "ro" if so.readonly else "rw"
-            return f"{so.dev} ({ro}) {status}", status == "activated" or None
-        if so.plugin == "ramdisk":
-            return f"({human_size(so.size)}{' nullio' if so.nullio else ''}) {status}", status == "activated" or None
-        if so.plugin == "user":
-            return f"{so.config} ({human_size(so.size)}) {status}", status == "activated" or None
-        return f"{so.dev} {status}", None
+        return listing.so_summary(self.so)
 
     def _rtslib(self):
         from rtslib.tcm import so_mapping
@@ -692,12 +655,7 @@ class UITPG(UINode):
         UIPortals(self)
 
     def summary(self):
-        a = self.tpg.attributes
-        gen = "gen-acls" if a.get("generate_node_acls") else "no-gen-acls"
-        auth = "auth" if a.get("authentication") else "no-auth"
-        if not self.tpg.enable:
-            return f"disabled, {gen}, {auth}", False
-        return f"{gen}, {auth}", None
+        return listing.tpg_summary(self.tpg)
 
     def _rts(self):
         from rtslib import FabricModule, Target as RTarget, TPG as RTPG
@@ -797,10 +755,7 @@ class UILUN(UINode):
         self.lun = lun
 
     def summary(self):
-        so = self.config.so_by_path(self.lun.storage_object)
-        where = f" ({so.dev})" if so is not None and so.dev else ""
-        gp = f" ({self.lun.alua_tg_pt_gp_name})" if self.lun.alua_tg_pt_gp_name else ""
-        return f"{self.lun.storage_object[len('/backstores/'):]}{where}{gp}", so is not None
+        return listing.lun_summary(self.config, self.lun)
 
     def to_json(self):
         return {"path": self.path, "index": self.lun.index, "storage_object": self.lun.storage_object,
@@ -835,8 +790,7 @@ class UIPortal(UINode):
         self.p = p
 
     def summary(self):
-        extra = [x for x, on in (("iser", self.p.iser), ("offload", self.p.offload)) if on]
-        return (", ".join(extra) or "OK"), True
+        return listing.portal_summary(self.p)
 
     def to_json(self):
         return {"path": self.path, "ip_address": self.p.ip_address, "port": self.p.port,
@@ -958,8 +912,7 @@ class UIACL(UINode):
             UIMappedLUN(m, self)
 
     def summary(self):
-        tag = f"{self.acl.tag}: " if self.acl.tag else ""
-        return f"{tag}Mapped LUNs: {len(self.children)}", None
+        return listing.acl_summary(self.acl)
 
     def to_json(self):
         d = {"path": self.path, "node_wwn": self.acl.node_wwn, "tag": self.acl.tag,
@@ -1047,9 +1000,7 @@ class UIMappedLUN(UINode):
         self.m = m
 
     def summary(self):
-        lun = self.parent.tpgnode.tpg.luns.get(self.m.tpg_lun)
-        so = lun.storage_object[len("/backstores/"):] if lun else "?"
-        return f"lun{self.m.tpg_lun} {so} ({'ro' if self.m.write_protect else 'rw'})", lun is not None
+        return listing.mapped_lun_summary(self.parent.tpgnode.tpg, self.m)
 
     def ui_command_write_protect(self, boolean):
         '''Makes this mapped LUN read-only (true) or writable (false) for its initiator.'''
@@ -1120,7 +1071,7 @@ class UIFabricTPG(UINode):
                 node.summary = (lambda a=acl: (f"Mapped LUNs: {len(a.mapped_luns)}", None))
 
     def summary(self):
-        return (f"nexus {self.tpg.nexus}" if self.tpg.nexus else ("enabled" if self.tpg.enable else "disabled")), None
+        return listing.fabric_tpg_summary(self.tpg)
 
     def to_json(self):
         d = saveconfig.tpg_to_dict(self.tpg, secrets=False)
