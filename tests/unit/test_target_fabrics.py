@@ -199,7 +199,8 @@ def test_saves_keep_max_backup_files_gzipped_backups(tree, tmp_path, monkeypatch
     assert saveconfig.list_backups(save) == []                      # unchanged: no backup
     texts = [save.read_text()]
     clock = iter(range(100))
-    monkeypatch.setattr(saveconfig.time, "strftime", lambda fmt: f"20261201-11:00:{next(clock):02d}")
+    import time
+    monkeypatch.setattr(time, "strftime", lambda fmt: f"20261201-11:00:{next(clock):02d}")
     for i in range(5):
         _file(f"{tree}/loopback/{LOOP}/tpgt_1/attrib/fabric_prot_type", str(i + 1))
         m.save()

@@ -12,8 +12,6 @@ is left), 2 bad input (nothing was touched), 3 no such object or file.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import sys
@@ -23,7 +21,8 @@ from ..target.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 PREFS_DIR = "~/.iscsikit-target"
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser():
+    import argparse
     p = argparse.ArgumentParser(prog="iscsikit-target", description="LIO iSCSI target manager (targetcli's tree)")
     p.add_argument("--save-file", default=os.environ.get("ISCSIKIT_TARGET_SAVEFILE"),
                    help="saveconfig.json to save to and restore from (default /etc/target/saveconfig.json)")
@@ -33,8 +32,39 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Args:
+    save_file = os.environ.get("ISCSIKIT_TARGET_SAVEFILE")
+    json = False
+    configfs = None
+    command: list = []
+
+
+def _quick_args(argv: list[str]):
+    """The common command lines without argparse (its import is a share of a one-shot
+    command's start-up under emulation); anything unusual goes to argparse."""
+    args, i = _Args(), 0
+    while i < len(argv) and argv[i].startswith("--"):
+        opt, sep, val = argv[i].partition("=")
+        if opt == "--json" and not sep:
+            args.json, i = True, i + 1
+            continue
+        if opt not in ("--save-file", "--configfs"):
+            return None
+        if not sep:
+            if i + 1 >= len(argv):
+                return None
+            val, i = argv[i + 1], i + 1
+        setattr(args, opt[2:].replace("-", "_"), val)
+        i += 1
+    args.command = list(argv[i:])
+    if any(a in ("-h", "--help") for a in args.command[:1]) or (args.command and args.command[0].startswith("-")):
+        return None
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _quick_args(argv) or _parser().parse_args(argv)
     from ..target import configfs, saveconfig
     from ..target.manager import Manager
 
@@ -140,6 +170,7 @@ def _run_root_verb(manager, args, verb: str, pos: list, kw: dict) -> int:
         else:
             found = sessions.list_sessions(manager.root)
             if args.json:
+                import json
                 print(json.dumps([x.to_dict() for x in found], indent=2))
             elif not found:
                 print("(no open sessions)")
@@ -207,25 +238,44 @@ def _fast_command(words: list[str]):
     return name, context, pos, kw
 
 
-def _run_fast(manager, name: str, context: tuple, pos: list, kw: dict) -> int:
-    import inspect
+def _check_call(fn, name: str, given: int, pos: list, kw: dict) -> None:
+    """The parameters a command line gives fit the function (configshell's own check), without
+    importing inspect: bad ones are usage errors before anything is touched."""
+    from ..target.errors import ValidationError
+    code = fn.__code__
+    params = code.co_varnames[:code.co_argcount]
+    required = code.co_argcount - len(fn.__defaults__ or ())
+    user = params[given:]
+    verb = name.replace("_", " ")
+    if len(pos) > len(user):
+        raise ValidationError(f"{verb}: too many parameters (it takes {', '.join(user)})")
+    for k in kw:
+        if k not in user:
+            raise ValidationError(f"{verb}: unknown parameter {k!r} (it takes {', '.join(user)})")
+        if user.index(k) < len(pos):
+            raise ValidationError(f"{verb}: {k} given twice")
+    missing = [p for i, p in enumerate(params[:required]) if i >= given + len(pos) and p not in kw]
+    if missing:
+        raise ValidationError(f"{verb}: missing parameter {missing[0]}")
 
+
+def _run_fast(manager, name: str, context: tuple, pos: list, kw: dict) -> int:
     from ..target import ops
     from ..target.errors import TargetError, ValidationError
     try:
         if name == "ls":
             from ..target import listing
-            node = listing.find(listing.tree(manager.state(attributes=False)), context[0])
+            manager.ensure_loaded()
+            from ..target import configfs
+            node = listing.find(listing.tree(configfs.snapshot(manager.root, attributes=False, light=True)),
+                                context[0])
             if node is None:
                 print(f"iscsikit-target: no such path {context[0]}", file=sys.stderr)
                 return 3
             print(listing.render(node))
             return EXIT_OK
         fn = getattr(ops, name)
-        try:
-            inspect.signature(fn).bind(manager, ops.PREFS, *context, *pos, **kw)
-        except TypeError as e:
-            raise ValidationError(f"{name.replace('_', ' ')}: {e}") from None
+        _check_call(fn, name, 2 + len(context), pos, kw)
         print(fn(manager, ops.PREFS, *context, *pos, **kw))
     except TargetError as e:
         print(f"iscsikit-target: {e}", file=sys.stderr)
@@ -266,6 +316,7 @@ def _run_once(shell, args, ExecutionError) -> int:
         except ValueError as e:
             print(f"iscsikit-target: {e}", file=sys.stderr)
             return 3
+        import json
         print(json.dumps(node.to_json(), indent=2, sort_keys=True))
         return EXIT_OK
     try:

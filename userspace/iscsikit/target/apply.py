@@ -16,13 +16,11 @@ its import alone is ~1.3 s of a clear's start-up in the lab guest.
 
 from __future__ import annotations
 
-import logging
 import os
 import errno
 import stat
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Callable
 
 from . import configfs, fabrics
@@ -33,7 +31,6 @@ from .plan import Step
 if TYPE_CHECKING:
     from rtslib import TPG, Target
 
-log = logging.getLogger(__name__)
 Undo = Callable[[], None]
 
 
@@ -153,6 +150,7 @@ class Executor:
                             break
                 else:
                     if pool is None:
+                        from concurrent.futures import ThreadPoolExecutor
                         pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lio")
                     # submitted round-robin over TPGs: the LUNs of one TPG share the kernel's
                     # per-TPG locks, so concurrent workers are spread over different TPGs
@@ -163,6 +161,7 @@ class Executor:
                     except BaseException:
                         # ^C while workers run: let them finish, keep what they made
                         # undoable, and take everything back.
+                        from concurrent.futures import wait
                         wait(futures)
                         undos += [(s, f.result()[0]) for s, f in zip(batch, futures)
                                   if not f.cancelled() and f.result()[0] is not None]
@@ -204,7 +203,8 @@ class Executor:
                 undo()
             except Exception as e:  # keep going: each undo left standing is one more thing restored
                 failed.append(f"undo of {step.describe()}: {e}")
-                log.warning("rollback: undo of %s failed: %s", step.describe(), e)
+                import logging
+                logging.getLogger(__name__).warning("rollback: undo of %s failed: %s", step.describe(), e)
         return failed
 
 

@@ -16,9 +16,7 @@ TargetError subclasses with one line and an exit code.
 from __future__ import annotations
 
 import os
-import socket
 import stat
-import uuid
 
 from . import validate
 from .errors import NotFoundError, TargetError, ValidationError
@@ -35,6 +33,8 @@ PREFS = {
 
 def generate_iqn() -> str:
     """rtslib's form: iqn.2003-01.org.linux-iscsi.<host>.<arch>:sn.<12 hex>."""
+    import socket
+    import uuid
     host = socket.gethostname().split(".")[0].replace("_", "").lower() or "localhost"
     arch = os.uname().machine.replace("_", "").lower()
     return f"iqn.2003-01.org.linux-iscsi.{host}.{arch}:sn.{uuid.uuid4().hex[:12]}"
@@ -95,7 +95,9 @@ def _dev_in_use(root: str, dev: str) -> str | None:
                     used = f.read().strip()
             except OSError:
                 continue
-            if used and (used == dev or os.path.realpath(used) == real):
+            # realpath only for a name that could be the same file: one lstat chain, not 1000
+            if used and (used == dev or (os.path.basename(used) == os.path.basename(real)
+                                         and os.path.realpath(used) == real)):
                 return f"{hba.rpartition('_')[0]}/{name}"
     return None
 

@@ -14,11 +14,8 @@ secrets.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import tempfile
-import time
 from pathlib import Path
 
 from . import fabrics, validate
@@ -313,6 +310,7 @@ def load(path: str | os.PathLike, warnings: list | None = None) -> Config:
 
 def write_atomic(path: str | os.PathLike, text: str | bytes, mode: int = 0o600, binary: bool = False) -> None:
     """Replace `path` with `text` so a reader sees the old file or the new one, never half."""
+    import tempfile
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
@@ -381,6 +379,7 @@ def max_backup_files(path: str | os.PathLike, preference: int = MAX_BACKUP_FILES
 
 
 def _backup_text(p: Path) -> bytes | None:
+    import gzip
     try:
         if p.suffix == ".gz":
             with gzip.open(p, "rb") as f:
@@ -392,6 +391,8 @@ def _backup_text(p: Path) -> bytes | None:
 
 def backup(path: str | os.PathLike, new_text: str, max_files: int = MAX_BACKUP_FILES) -> Path | None:
     """Keep the file's current content before `new_text` replaces it; the new backup or None."""
+    import gzip
+    import time
     p = Path(path)
     try:
         old = p.read_bytes()
