@@ -110,7 +110,9 @@ def create_so(manager: Manager, prefs: dict, so: StorageObject, block_size=None,
         if prefs["export_backstore_name_as_model"]:
             so.attributes.setdefault("emulate_model_alias", 1)
         so.check()
-        if so.plugin in ("fileio", "block") and so.dev:
+        # A file this command just made (O_EXCL) is used by nothing; any other path is looked
+        # up in every storage object (1000 reads at 1000 volumes, ~1 s in the lab guest).
+        if so.plugin in ("fileio", "block") and so.dev and not made_file:
             other = _dev_in_use(manager.root, so.dev)
             if other:
                 raise ValidationError(f"{so.path} and /backstores/{other} would both use {so.dev}")
