@@ -21,7 +21,8 @@ import errno
 import stat
 import sys
 import threading
-from typing import TYPE_CHECKING, Callable
+# typing is not imported: its import is a share of a one-shot command's start-up
+TYPE_CHECKING = False
 
 from . import configfs, fabrics
 from .errors import ApplyError, TargetError, ValidationError
@@ -29,9 +30,11 @@ from .model import Config, StorageObject
 from .plan import Step
 
 if TYPE_CHECKING:
+    from typing import Callable
+
     from rtslib import TPG, Target
 
-Undo = Callable[[], None]
+Undo = "Callable[[], None]"
 
 
 class _Rtslib:

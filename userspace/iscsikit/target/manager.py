@@ -14,7 +14,6 @@ import copy
 import fcntl
 import os
 from pathlib import Path
-from typing import Callable
 
 from . import configfs, saveconfig
 from .errors import NotFoundError, TargetError
@@ -94,7 +93,7 @@ class Manager:
         Executor(current, self.root).run(steps)
         return steps
 
-    def edit(self, change: Callable[[Config], object], targets: set | None = None,
+    def edit(self, change: "Callable[[Config], object]", targets: set | None = None,
              sos: set | None = None) -> tuple[list[Step], object]:
         """Apply `change` to a copy of the running tree.
 

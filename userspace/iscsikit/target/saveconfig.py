@@ -14,7 +14,6 @@ secrets.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -290,6 +289,7 @@ def to_dict(cfg: Config, secrets: bool = True) -> dict:
 
 
 def dumps(cfg: Config) -> str:
+    import json
     return json.dumps(to_dict(cfg), sort_keys=True, indent=2) + "\n"
 
 
@@ -302,6 +302,7 @@ def load(path: str | os.PathLike, warnings: list | None = None) -> Config:
     except OSError as e:
         raise ValidationError(f"{p}: cannot read ({e.strerror})") from None
     try:
+        import json
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValidationError(f"{p}: not JSON ({e.msg} at line {e.lineno})") from None
