@@ -92,7 +92,8 @@ def run_ab(g: Guest, n: int, rounds: int = 2) -> dict:
     for _ in range(rounds):
         for workers in (1, 8):
             env = f"ISCSIKIT_TARGET_WORKERS={workers}"
-            out.setdefault(f"restore_w{workers}", []).append(timed(g, f"{env} {IKT} restoreconfig {path} clear_existing=true"))
+            out.setdefault(f"restore_w{workers}", []).append(
+                timed(g, f"{env} {IKT} restoreconfig {path} clear_existing=true"))
             out.setdefault(f"clear_w{workers}", []).append(timed(g, f"{env} {IKT} clearconfig confirm=true"))
     g.run(f"rm -f {DIR}/*.img")
     return out

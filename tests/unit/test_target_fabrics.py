@@ -120,7 +120,8 @@ def test_loopback_steps_name_the_fabric_paths(tree):
     current = configfs.snapshot(tree)
     w = configfs.Writer(tree)
     assert w.tpg_dir(QLA, 1, "qla2xxx") == f"{tree}/qla2xxx/21:00:00:24:ff:00:00:01/tpgt_1"
-    assert w.acl_dir(VHOST, 1, "naa.5001405eeeeeeeee", "vhost").endswith("vhost/%s/tpgt_1/acls/naa.5001405eeeeeeeee" % VHOST)
+    assert w.acl_dir(VHOST, 1, "naa.5001405eeeeeeeee", "vhost").endswith(
+        f"vhost/{VHOST}/tpgt_1/acls/naa.5001405eeeeeeeee")
     desired = current.copy()
     del desired.fabric_targets[("loopback", LOOP)].tpgs[1].luns[0]
     steps = plan(current, desired)

@@ -349,7 +349,8 @@ def _tpg_create(ex: Executor, step: Step) -> Undo:
 
 def _tpg_delete(ex: Executor, step: Step) -> Undo:
     spec = step.obj
-    _remove(ex.writer.tpg_dir(step.target, step.tag, step.fabric), lambda: ex.tpg(step.target, step.tag, step.fabric).delete())
+    _remove(ex.writer.tpg_dir(step.target, step.tag, step.fabric),
+            lambda: ex.tpg(step.target, step.tag, step.fabric).delete())
     ex._tpgs.pop((step.fabric, step.target, step.tag), None)
 
     def undo():
@@ -453,7 +454,8 @@ def _portal_create(ex: Executor, step: Step) -> Undo:
 def _portal_delete(ex: Executor, step: Step) -> Undo:
     p = step.obj
     _remove(f"{ex.writer.tpg_dir(step.target, step.tag, step.fabric)}/np/{p.dirname}",
-            lambda: rts.NetworkPortal(ex.tpg(step.target, step.tag, step.fabric), p.ip_address, p.port, "lookup").delete())
+            lambda: rts.NetworkPortal(ex.tpg(step.target, step.tag, step.fabric), p.ip_address, p.port,
+                                      "lookup").delete())
 
     def undo():
         np = rts.NetworkPortal(ex.tpg(step.target, step.tag, step.fabric), p.ip_address, p.port, "create")

@@ -51,8 +51,9 @@ class Step:
     fabric: str = "iscsi"               # the target's fabric (fabrics.py)
 
     def describe(self) -> str:
-        where = " ".join(x for x in (None if self.fabric == "iscsi" else self.fabric, self.target, f"tpg{self.tag}" if self.tag is not None else None,
-                                     self.node) if x)
+        fabric = None if self.fabric == "iscsi" else self.fabric
+        tpg = f"tpg{self.tag}" if self.tag is not None else None
+        where = " ".join(x for x in (fabric, self.target, tpg, self.node) if x)
         what = ""
         obj = self.obj
         if isinstance(obj, StorageObject):
