@@ -83,3 +83,9 @@ def test_tpg_level_chap_against_an_initiator(story):
     assert story["chap_wrong_rc"] != 0 and story["chap_none_rc"] != 0
     assert story["chap_secret_in_info"] is False
     assert story["final_clear"] == 0
+
+
+def test_a_target_is_made_without_the_default_portal_the_kernel_refuses(story):
+    assert story["nodefault_rc"] == 0, story["nodefault_out"]
+    assert "Default portal not created" in story["nodefault_out"]
+    assert story["nodefault_portals"] == []

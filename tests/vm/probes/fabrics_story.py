@@ -301,12 +301,28 @@ def proof4():
     out["chap_secret_in_info"] = "tpg-secret-12" in r.stdout + r.stderr
 
 
+def proof5():
+    """Cinder's specific-address portals: the default wildcard portal of a new target cannot
+    be bound then; the target is made without it, as targetcli does."""
+    ikt("clearconfig", "confirm=true")
+    a, b = "iqn.2024-01.com.example:spec-a", "iqn.2024-01.com.example:spec-b"
+    ikt("/iscsi", "create", a)
+    ikt(f"/iscsi/{a}/tpg1/portals", "delete", "0.0.0.0", "3260")
+    ikt(f"/iscsi/{a}/tpg1/portals", "create", "127.0.0.1", "3260")
+    r = ikt("/iscsi", "create", b, check=False)
+    out["nodefault_rc"] = r.returncode
+    out["nodefault_out"] = (r.stdout + r.stderr)[-600:]
+    out["nodefault_portals"] = sorted(os.listdir(f"{CFS}/iscsi/{b}/tpgt_1/np")) if os.path.isdir(
+        f"{CFS}/iscsi/{b}/tpgt_1/np") else None
+
+
 def main():
     try:
         tc = proof1()
         proof2(tc)
         proof3(tc)
         proof4()
+        proof5()
     finally:
         out["final_clear"] = ikt("clearconfig", "confirm=true", check=False).returncode
         sh(f"rmdir {CFS}/loopback {CFS}/vhost; rmmod vhost_scsi tcm_loop", check=False)

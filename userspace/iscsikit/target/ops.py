@@ -19,7 +19,7 @@ import os
 import stat
 
 from . import validate
-from .errors import NotFoundError, TargetError, ValidationError
+from .errors import ApplyError, NotFoundError, TargetError, ValidationError
 from .manager import Manager
 from .model import LUN, PLUGIN_ALIASES, Config, MappedLUN, NodeACL, Portal, StorageObject, Target, TPG
 
@@ -159,15 +159,27 @@ def ramdisk_create(manager, prefs, name, size, nullio="false", wwn=None, block_s
 def iscsi_create(manager, prefs, wwn=None) -> str:
     name = validate.wwn(wwn, "target name") if wwn else generate_iqn()
 
-    def add(cfg: Config):
+    def add(cfg: Config, portal: bool = True):
         if name in cfg.targets:
             raise ValidationError(f"target {name} already exists")
         tpg = TPG(tag=1, enable=bool(prefs["auto_enable_tpgt"]), attributes={"authentication": 0})
-        if prefs["auto_add_default_portal"]:
+        if portal:
             p = Portal(validate.portal_ip(prefs["default_portal_ip"]), 3260)
             tpg.portals[p.key] = p
         cfg.targets[name] = Target(name, tpgs={1: tpg})
-    manager.edit(add, targets={name}, sos=set())
+    want_portal = bool(prefs["auto_add_default_portal"])
+    try:
+        manager.edit(lambda cfg: add(cfg, want_portal), targets={name}, sos=set())
+    except ApplyError as e:
+        # The kernel refuses the wildcard portal when another target listens on a
+        # specific address of that port (OpenStack Cinder's shape); targetcli then
+        # makes the target without it and says so (targetcli/ui_target.py), as here.
+        # The failed attempt was rolled back whole, so the second starts clean.
+        if not want_portal or not str(e).startswith("portal_create"):
+            raise
+        manager.edit(lambda cfg: add(cfg, False), targets={name}, sos=set())
+        return (f"Created target {name}. Default portal not created: the kernel refused "
+                f"{prefs['default_portal_ip']}:3260 ({e})")
     return f"Created target {name}."
 
 
