@@ -63,8 +63,8 @@ def run_size(g: Guest, n: int, ours_only: bool) -> dict:
     path = f"{DIR}/n{n}.json"
     g.run(f"mkdir -p {DIR} && cat > {path}", input=saveconfig.dumps(build(n)), check=True)
     out: dict = {"n": n}
-    out["ours_restore"] = timed(g, f"{IKT} restoreconfig {path}")
-    out["ours_restore_again"] = timed(g, f"{IKT} restoreconfig {path}")
+    out["ours_restore"] = timed(g, f"{IKT} restoreconfig {path} clear_existing=true")
+    out["ours_restore_again"] = timed(g, f"{IKT} restoreconfig {path} clear_existing=true")
     out["ours_ls"] = timed(g, f"{IKT} ls /")
     luns = g.run(f"ls -d /sys/kernel/config/target/iscsi/*/tpgt_1/lun/lun_* | wc -l").out.strip()
     assert int(luns) == n, f"{luns} LUNs after our restore, wanted {n}"
@@ -92,7 +92,8 @@ def run_ab(g: Guest, n: int, rounds: int = 2) -> dict:
     for _ in range(rounds):
         for workers in (1, 8):
             env = f"ISCSIKIT_TARGET_WORKERS={workers}"
-            out.setdefault(f"restore_w{workers}", []).append(timed(g, f"{env} {IKT} restoreconfig {path}"))
+            out.setdefault(f"restore_w{workers}", []).append(
+                timed(g, f"{env} {IKT} restoreconfig {path} clear_existing=true"))
             out.setdefault(f"clear_w{workers}", []).append(timed(g, f"{env} {IKT} clearconfig confirm=true"))
     g.run(f"rm -f {DIR}/*.img")
     return out

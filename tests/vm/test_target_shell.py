@@ -124,9 +124,9 @@ def test_oneshot_build_then_open_iscsi_no_auth_chap_mutual(lab):
     # Restoring the file already in force changes nothing and drops no session.
     ikt(g, "saveconfig")
     assert sh(g, "stat -c %a /tmp/ik/saveconfig.json").strip() == "600"
-    out = ikt(g, "restoreconfig /tmp/ik/saveconfig.json")
+    out = ikt(g, "restoreconfig /tmp/ik/saveconfig.json clear_existing=true")
     assert "(0 changes)" in out.out + out.err
-    out = ikt(g, "restoreconfig /tmp/ik/saveconfig.json")
+    out = ikt(g, "restoreconfig /tmp/ik/saveconfig.json clear_existing=true")
     assert "(0 changes)" in out.out + out.err
     after = {(s["target"], s["sid"]) for s in json.loads(
         g.run(f"{shlex.quote(SHELL)} --json sessions").out)}
@@ -326,9 +326,9 @@ def test_restore_twice_under_write_load(lab):
         before = _wait_rounds(g, 1)
         assert not [x for x in before if x.startswith("ERR")], before
 
-        first = ikt(g, "restoreconfig /tmp/ik/p5.json")
+        first = ikt(g, "restoreconfig /tmp/ik/p5.json clear_existing=true")
         n_first = int(re.search(r"\((\d+) changes?\)", first.out).group(1))
-        second = ikt(g, "restoreconfig /tmp/ik/p5.json")
+        second = ikt(g, "restoreconfig /tmp/ik/p5.json clear_existing=true")
         during = len([x for x in _rounds(g) if x.startswith("ok ")])
         after = _wait_rounds(g, during + 1)
 

@@ -12,9 +12,8 @@ is left), 2 bad input (nothing was touched), 3 no such object or file.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
+import re
 import sys
 
 from ..target.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -22,7 +21,8 @@ from ..target.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 PREFS_DIR = "~/.iscsikit-target"
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser():
+    import argparse
     p = argparse.ArgumentParser(prog="iscsikit-target", description="LIO iSCSI target manager (targetcli's tree)")
     p.add_argument("--save-file", default=os.environ.get("ISCSIKIT_TARGET_SAVEFILE"),
                    help="saveconfig.json to save to and restore from (default /etc/target/saveconfig.json)")
@@ -32,8 +32,39 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Args:
+    save_file = os.environ.get("ISCSIKIT_TARGET_SAVEFILE")
+    json = False
+    configfs = None
+    command: list = []
+
+
+def _quick_args(argv: list[str]):
+    """The common command lines without argparse (its import is a share of a one-shot
+    command's start-up under emulation); anything unusual goes to argparse."""
+    args, i = _Args(), 0
+    while i < len(argv) and argv[i].startswith("--"):
+        opt, sep, val = argv[i].partition("=")
+        if opt == "--json" and not sep:
+            args.json, i = True, i + 1
+            continue
+        if opt not in ("--save-file", "--configfs"):
+            return None
+        if not sep:
+            if i + 1 >= len(argv):
+                return None
+            val, i = argv[i + 1], i + 1
+        setattr(args, opt[2:].replace("-", "_"), val)
+        i += 1
+    args.command = list(argv[i:])
+    if any(a in ("-h", "--help") for a in args.command[:1]) or (args.command and args.command[0].startswith("-")):
+        return None
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _quick_args(argv) or _parser().parse_args(argv)
     from ..target import configfs, saveconfig
     from ..target.manager import Manager
 
@@ -42,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     fast = _root_verb(args.command)
     if fast is not None:
         return _run_root_verb(manager, args, *fast)
+    fast = None if args.json else _fast_command(args.command)
+    if fast is not None:
+        return _run_fast(manager, *fast)
 
     from configshell import ExecutionError
 
@@ -64,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     if shell.prefs["auto_save_on_exit"] and os.geteuid() == 0:
         try:
+            manager.max_backup_files = int(shell.prefs["max_backup_files"])
             print(f"Saving the configuration to {manager.save()}")
         except Exception as e:
             print(f"iscsikit-target: could not save the configuration: {e}", file=sys.stderr)
@@ -103,16 +138,29 @@ def _run_root_verb(manager, args, verb: str, pos: list, kw: dict) -> int:
         elif verb == "clearconfig":
             if not validate.boolean(kw.get("confirm", "false"), "confirm"):
                 raise ValidationError("clearconfig removes everything: run it with confirm=true")
-            steps = manager.clear()
+            warnings = []
+            steps = manager.clear(warnings)
+            for w in warnings:
+                print(f"warning: {w}", file=sys.stderr)
             print(f"All configuration cleared ({len(steps)} steps)")
         elif verb == "restoreconfig":
-            unknown = set(kw) - {"clear_existing", "dry_run", "savefile"}
-            if len(pos) > 2 or unknown:
-                raise ValidationError("usage: restoreconfig [savefile] [clear_existing] [dry_run=true]")
+            names = ("savefile", "clear_existing", "target", "storage_object")
+            unknown = set(kw) - set(names) - {"dry_run"}
+            if len(pos) > len(names) or unknown:
+                raise ValidationError("usage: restoreconfig [savefile] [clear_existing=false] [target=WWN] "
+                                      "[storage_object=NAME] [dry_run=true]")
+            for name, value in zip(names, pos):
+                if name in kw:
+                    raise ValidationError(f"restoreconfig: {name} given twice")
+                kw[name] = value
             dry = validate.boolean(kw.get("dry_run", "false"), "dry_run")
-            path = kw.get("savefile") or (pos[0] if pos else None)
+            path = kw.get("savefile") or None
             warnings: list[str] = []
-            steps = manager.restore(path, warnings, dry_run=dry)
+            steps = manager.restore(path, warnings, dry_run=dry,
+                                    clear_existing=validate.boolean(kw.get("clear_existing", "false"),
+                                                                    "clear_existing"),
+                                    target=kw.get("target") or None,
+                                    storage_object=kw.get("storage_object") or None)
             for w in warnings:
                 print(f"warning: {w}", file=sys.stderr)
             for st in steps if dry else []:
@@ -122,6 +170,7 @@ def _run_root_verb(manager, args, verb: str, pos: list, kw: dict) -> int:
         else:
             found = sessions.list_sessions(manager.root)
             if args.json:
+                import json
                 print(json.dumps([x.to_dict() for x in found], indent=2))
             elif not found:
                 print("(no open sessions)")
@@ -132,6 +181,102 @@ def _run_root_verb(manager, args, verb: str, pos: list, kw: dict) -> int:
                 if pos[:1] == ["detail"]:
                     for c in x.connections:
                         print(f"    cid {c.cid} {c.state} {c.address} {c.transport}")
+    except TargetError as e:
+        print(f"iscsikit-target: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:
+        print(f"iscsikit-target: {e.strerror}: {e.filename}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# The everyday one-shot commands (what OpenStack Cinder's LIO driver, os-brick's
+# tests and scripts run, one process per step) go straight to target/ops.py,
+# the functions the shell's nodes call: no configshell, no pyparsing, no tree
+# of the whole configuration (bench/bench_target_cinder.py).  Anything else,
+# and `ls` on a terminal (colours), goes through the shell.
+_TPG_PATH = re.compile(r"^/iscsi/([^/]+)/tpg(\d+)/(luns|acls|portals)/?$")
+_FAST = {
+    ("/backstores/fileio", "create"): "fileio_create",
+    ("/backstores/block", "create"): "block_create",
+    ("/backstores/ramdisk", "create"): "ramdisk_create",
+    ("/iscsi", "create"): "iscsi_create",
+    ("/iscsi", "delete"): "iscsi_delete",
+    ("luns", "create"): "lun_create", ("luns", "delete"): "lun_delete",
+    ("acls", "create"): "acl_create", ("acls", "delete"): "acl_delete",
+    ("portals", "create"): "portal_create", ("portals", "delete"): "portal_delete",
+}
+
+
+def _fast_command(words: list[str]):
+    """(ops function name, context args, positional, keywords) or None for the shell."""
+    if not words:
+        return None
+    if words[0] == "ls" or (len(words) == 2 and words[1] == "ls"):
+        path = words[0] if words[1:] == ["ls"] else (words[1] if len(words) == 2 else "/" if len(words) == 1 else None)
+        from ..target.listing import use_colour
+        if path is None or not path.startswith("/") or use_colour(sys.stdout):
+            return None
+        return "ls", (path,), [], {}
+    if len(words) < 2 or not words[0].startswith("/"):
+        return None
+    path, verb = words[0].rstrip("/") or "/", words[1]
+    context: tuple = ()
+    m = _TPG_PATH.match(path)
+    if m:
+        context, path = (m.group(1), int(m.group(2))), m.group(3)
+    name = _FAST.get((path, verb))
+    if name is None:
+        return None
+    pos, kw = [], {}
+    for w in words[2:]:
+        k, sep, v = w.partition("=")
+        if sep and k.isidentifier():
+            kw[k] = v
+        else:
+            pos.append(w)
+    return name, context, pos, kw
+
+
+def _check_call(fn, name: str, given: int, pos: list, kw: dict) -> None:
+    """The parameters a command line gives fit the function (configshell's own check), without
+    importing inspect: bad ones are usage errors before anything is touched."""
+    from ..target.errors import ValidationError
+    code = fn.__code__
+    params = code.co_varnames[:code.co_argcount]
+    required = code.co_argcount - len(fn.__defaults__ or ())
+    user = params[given:]
+    verb = name.replace("_", " ")
+    if len(pos) > len(user):
+        raise ValidationError(f"{verb}: too many parameters (it takes {', '.join(user)})")
+    for k in kw:
+        if k not in user:
+            raise ValidationError(f"{verb}: unknown parameter {k!r} (it takes {', '.join(user)})")
+        if user.index(k) < len(pos):
+            raise ValidationError(f"{verb}: {k} given twice")
+    missing = [p for i, p in enumerate(params[:required]) if i >= given + len(pos) and p not in kw]
+    if missing:
+        raise ValidationError(f"{verb}: missing parameter {missing[0]}")
+
+
+def _run_fast(manager, name: str, context: tuple, pos: list, kw: dict) -> int:
+    from ..target import ops
+    from ..target.errors import TargetError, ValidationError
+    try:
+        if name == "ls":
+            from ..target import listing
+            manager.ensure_loaded()
+            from ..target import configfs
+            node = listing.find(listing.tree(configfs.snapshot(manager.root, attributes=False, light=True)),
+                                context[0])
+            if node is None:
+                print(f"iscsikit-target: no such path {context[0]}", file=sys.stderr)
+                return 3
+            print(listing.render(node))
+            return EXIT_OK
+        fn = getattr(ops, name)
+        _check_call(fn, name, 2 + len(context), pos, kw)
+        print(fn(manager, ops.PREFS, *context, *pos, **kw))
     except TargetError as e:
         print(f"iscsikit-target: {e}", file=sys.stderr)
         return e.exit_code
@@ -171,6 +316,7 @@ def _run_once(shell, args, ExecutionError) -> int:
         except ValueError as e:
             print(f"iscsikit-target: {e}", file=sys.stderr)
             return 3
+        import json
         print(json.dumps(node.to_json(), indent=2, sort_keys=True))
         return EXIT_OK
     try:

@@ -51,7 +51,7 @@ def parse_target_address(text: str, error: type[ProtocolError] = RemoteProtocolE
     address, sep, tpgt_text = text.rpartition(",") if "," in text else (text, "", "")
     tpgt = NO_TPGT
     if sep:
-        if not tpgt_text.isdigit() or int(tpgt_text) > 65535:
+        if not (tpgt_text.isascii() and tpgt_text.isdigit()) or int(tpgt_text) > 65535:
             raise error(f"bad portal group tag in TargetAddress {text[:80]!r}")
         tpgt = int(tpgt_text)
     port = DEFAULT_PORT
@@ -77,7 +77,7 @@ def parse_target_address(text: str, error: type[ProtocolError] = RemoteProtocolE
 
 
 def _port(text: str, whole: str, error: type[ProtocolError]) -> int:
-    if not text.isdigit() or not 0 < int(text) <= 65535 or len(text) > 5:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= 65535 or len(text) > 5:
         raise error(f"bad port in {whole[:80]!r}")
     return int(text)
 

@@ -16,25 +16,25 @@ its import alone is ~1.3 s of a clear's start-up in the lab guest.
 
 from __future__ import annotations
 
-import logging
 import os
 import errno
 import stat
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Callable
+# typing is not imported: its import is a share of a one-shot command's start-up
+TYPE_CHECKING = False
 
-from . import configfs
+from . import configfs, fabrics
 from .errors import ApplyError, TargetError, ValidationError
 from .model import Config, StorageObject
 from .plan import Step
 
 if TYPE_CHECKING:
+    from typing import Callable
+
     from rtslib import TPG, Target
 
-log = logging.getLogger(__name__)
-Undo = Callable[[], None]
+Undo = "Callable[[], None]"
 
 
 class _Rtslib:
@@ -82,32 +82,42 @@ class Executor:
         self.current = current
         self.root = root
         self.writer = configfs.Writer(root)
-        self._fabric = None
-        self._targets: dict[str, Target] = {}
+        self._fabrics: dict = {}
+        self._targets: dict[tuple, Target] = {}
         self._tpgs: dict[tuple, TPG] = {}
 
     # ---- rtslib objects, looked up once each ----
     @property
     def fabric(self):
-        if self._fabric is None:
-            self._fabric = rts.FabricModule("iscsi")
-        return self._fabric
+        return self.fabric_module("iscsi")
 
-    def target(self, wwn: str) -> Target:
-        t = self._targets.get(wwn)
+    def fabric_module(self, name: str):
+        """rtslib's FabricModule, its kernel module loaded first (or a one-line error naming it)."""
+        fm = self._fabrics.get(name)
+        if fm is None:
+            load_fabric(self.root, name)
+            fm = self._fabrics[name] = rts.FabricModule(name)
+        return fm
+
+    def target_dir(self, wwn: str, fabric: str = "iscsi") -> str:
+        fab = fabrics.FABRICS[fabric]
+        return f"{self.root}/{fab.dir}/{fab.to_dir(wwn)}"
+
+    def target(self, wwn: str, fabric: str = "iscsi") -> Target:
+        t = self._targets.get((fabric, wwn))
         if t is None or not t.exists:
-            t = self._targets[wwn] = rts.Target(self.fabric, wwn, "lookup")
+            t = self._targets[(fabric, wwn)] = rts.Target(self.fabric_module(fabric), wwn, "lookup")
         return t
 
-    def tpg(self, wwn: str, tag: int) -> TPG:
-        key = (wwn, tag)
+    def tpg(self, wwn: str, tag: int, fabric: str = "iscsi") -> TPG:
+        key = (fabric, wwn, tag)
         t = self._tpgs.get(key)
         if t is None or not t.exists:
-            t = self._tpgs[key] = rts.TPG(self.target(wwn), tag, "lookup")
+            t = self._tpgs[key] = rts.TPG(self.target(wwn, fabric), tag, "lookup")
         return t
 
-    def acl(self, wwn: str, tag: int, node: str):
-        return rts.NodeACL(self.tpg(wwn, tag), node, "lookup")
+    def acl(self, wwn: str, tag: int, node: str, fabric: str = "iscsi"):
+        return rts.NodeACL(self.tpg(wwn, tag, fabric), node, "lookup")
 
     def so(self, key) -> StorageObject:
         so = self.current.storage_objects.get(key)
@@ -143,6 +153,7 @@ class Executor:
                             break
                 else:
                     if pool is None:
+                        from concurrent.futures import ThreadPoolExecutor
                         pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lio")
                     # submitted round-robin over TPGs: the LUNs of one TPG share the kernel's
                     # per-TPG locks, so concurrent workers are spread over different TPGs
@@ -153,6 +164,7 @@ class Executor:
                     except BaseException:
                         # ^C while workers run: let them finish, keep what they made
                         # undoable, and take everything back.
+                        from concurrent.futures import wait
                         wait(futures)
                         undos += [(s, f.result()[0]) for s, f in zip(batch, futures)
                                   if not f.cancelled() and f.result()[0] is not None]
@@ -194,8 +206,48 @@ class Executor:
                 undo()
             except Exception as e:  # keep going: each undo left standing is one more thing restored
                 failed.append(f"undo of {step.describe()}: {e}")
-                log.warning("rollback: undo of %s failed: %s", step.describe(), e)
+                import logging
+                logging.getLogger(__name__).warning("rollback: undo of %s failed: %s", step.describe(), e)
         return failed
+
+
+def load_fabric(root: str, name: str) -> None:
+    """Make sure the fabric's configfs directory exists, loading its kernel module if needed.
+
+    mkdir of target/<fabric> registers it; the kernel itself request_module()s
+    only iscsi and loopback there (target_core_configfs.c), so for the others
+    the module is loaded first.  A fabric that cannot be loaded is an error
+    naming its modules, never a silent skip.
+    """
+    fab = fabrics.FABRICS[name]
+    d = f"{root}/{fab.dir}"
+    if os.path.isdir(d):
+        return
+    try:
+        os.mkdir(d)
+        return
+    except FileExistsError:
+        return
+    except OSError:
+        pass
+    from ..kernel import kmod
+    errors = []
+    for m in fab.modules:
+        try:
+            kmod.load(m)
+        except kmod.ModuleError as e:
+            errors.append(str(e))
+            continue
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            errors.append(f"{d}: {e.strerror}")
+            continue
+        return
+    raise TargetError(f"fabric {name}: its kernel module ({' or '.join(fab.modules)}) cannot be loaded: "
+                      f"{errors[-1] if errors else 'unknown error'}")
 
 
 # ---- storage objects -------------------------------------------------------------
@@ -243,9 +295,20 @@ def _so_attrs(ex: Executor, step: Step) -> Undo:
 
 # ---- targets and TPGs ------------------------------------------------------------
 
+# iSCSI targets, TPGs, portals and ACLs are one mkdir each (what rtslib's
+# constructors do for them: rtslib/target.py); made here with configfs.Writer
+# they cost no rtslib import (~1.3 s of a one-shot command in the lab guest)
+# and no rtslib object.  Other fabrics go through rtslib: a loopback or vhost
+# TPG needs its nexus, which rtslib's TPG() makes.
+
 def _target_create(ex: Executor, step: Step) -> Undo:
-    t = rts.Target(ex.fabric, step.target, "create")
-    ex._targets[step.target] = t
+    if step.fabric == "iscsi":
+        load_fabric(ex.root, "iscsi")
+        d = ex.target_dir(step.target)
+        configfs.mkdir(d, f"target {step.target}")
+        return lambda: configfs.rmdir(d)
+    t = rts.Target(ex.fabric_module(step.fabric), step.target, "create")
+    ex._targets[(step.fabric, step.target)] = t
     return t.delete
 
 
@@ -261,13 +324,13 @@ def _remove(path: str, recursive: Callable[[], None]) -> None:
 
 
 def _target_delete(ex: Executor, step: Step) -> Undo:
-    _remove(f"{ex.root}/iscsi/{step.target}", lambda: ex.target(step.target).delete())
-    ex._targets.pop(step.target, None)
-    return lambda: rts.Target(ex.fabric, step.target, "create")
+    _remove(ex.target_dir(step.target, step.fabric), lambda: ex.target(step.target, step.fabric).delete())
+    ex._targets.pop((step.fabric, step.target), None)
+    return lambda: rts.Target(ex.fabric_module(step.fabric), step.target, "create")
 
 
 def _target_params(ex: Executor, step: Step) -> Undo:
-    t = ex.target(step.target)
+    t = ex.target(step.target, step.fabric)
     old = {k: t.get_parameter(k) for k in step.values}
     for k, v in step.values.items():
         t.set_parameter(k, v)
@@ -275,21 +338,27 @@ def _target_params(ex: Executor, step: Step) -> Undo:
 
 
 def _tpg_create(ex: Executor, step: Step) -> Undo:
-    tpg = rts.TPG(ex.target(step.target), step.tag, "create")
-    ex._tpgs[(step.target, step.tag)] = tpg
+    if step.fabric == "iscsi":
+        d = ex.writer.tpg_dir(step.target, step.tag)
+        configfs.mkdir(d, f"{step.target} tpg{step.tag}")
+        return lambda: configfs.rmdir(d)
+    tpg = rts.TPG(ex.target(step.target, step.fabric), step.tag, "create")
+    ex._tpgs[(step.fabric, step.target, step.tag)] = tpg
     return tpg.delete
 
 
 def _tpg_delete(ex: Executor, step: Step) -> Undo:
     spec = step.obj
-    _remove(ex.writer.tpg_dir(step.target, step.tag), lambda: ex.tpg(step.target, step.tag).delete())
-    ex._tpgs.pop((step.target, step.tag), None)
+    _remove(ex.writer.tpg_dir(step.target, step.tag, step.fabric),
+            lambda: ex.tpg(step.target, step.tag, step.fabric).delete())
+    ex._tpgs.pop((step.fabric, step.target, step.tag), None)
 
     def undo():
-        tpg = rts.TPG(ex.target(step.target), step.tag, "create")
+        tpg = rts.TPG(ex.target(step.target, step.fabric), step.tag, "create")
         _write_changed(tpg.get_attribute, tpg.set_attribute, spec.attributes)
         _write_changed(tpg.get_parameter, tpg.set_parameter, spec.parameters)
-        _set_chap(tpg, spec.chap.__dict__)
+        if spec.chap.is_set():
+            _set_chap(tpg, spec.chap.__dict__)
     return undo
 
 
@@ -304,16 +373,29 @@ def _write_changed(get, put, values: dict) -> dict:
     return old
 
 
+def _files_of(d: str, what: str):
+    """get/put for the attrib/ or param/ files of a configfs directory (rtslib's get_attribute...)."""
+    def get(k):
+        try:
+            return configfs.read(f"{d}/{k}")
+        except FileNotFoundError:
+            raise TargetError(f"{d}: this kernel has no {what} {k}") from None
+
+    def put(k, v):
+        configfs.write(f"{d}/{k}", str(int(v)) if isinstance(v, bool) else str(v))
+    return get, put
+
+
 def _tpg_attrs(ex: Executor, step: Step) -> Undo:
-    tpg = ex.tpg(step.target, step.tag)
-    old = _write_changed(tpg.get_attribute, tpg.set_attribute, step.values)
-    return lambda: _write_changed(tpg.get_attribute, tpg.set_attribute, old)
+    get, put = _files_of(f"{ex.writer.tpg_dir(step.target, step.tag, step.fabric)}/attrib", "attribute")
+    old = _write_changed(get, put, step.values)
+    return lambda: _write_changed(get, put, old)
 
 
 def _tpg_params(ex: Executor, step: Step) -> Undo:
-    tpg = ex.tpg(step.target, step.tag)
-    old = _write_changed(tpg.get_parameter, tpg.set_parameter, step.values)
-    return lambda: _write_changed(tpg.get_parameter, tpg.set_parameter, old)
+    get, put = _files_of(f"{ex.writer.tpg_dir(step.target, step.tag, step.fabric)}/param", "parameter")
+    old = _write_changed(get, put, step.values)
+    return lambda: _write_changed(get, put, old)
 
 
 _CHAP_PROPS = ("userid", "password", "mutual_userid", "mutual_password")
@@ -331,13 +413,15 @@ def _set_chap(obj, values: dict, prefix: str = "chap_") -> dict:
 
 
 def _tpg_auth(ex: Executor, step: Step) -> Undo:
-    tpg = ex.tpg(step.target, step.tag)
+    tpg = ex.tpg(step.target, step.tag, step.fabric)
     old = _set_chap(tpg, step.values)
     return lambda: _set_chap(tpg, old)
 
 
-def _tpg_enable(ex: Executor, step: Step) -> Undo:
-    path = f"{ex.writer.tpg_dir(step.target, step.tag)}/enable"
+def _tpg_enable(ex: Executor, step: Step) -> Undo | None:
+    path = f"{ex.writer.tpg_dir(step.target, step.tag, step.fabric)}/enable"
+    if not os.path.exists(path):
+        return None         # loopback, vhost ...: a TPG without the file is always enabled
     old = configfs.read(path)
     configfs.write(path, str(int(step.values["enable"])))
     return lambda: configfs.write(path, old)
@@ -347,29 +431,34 @@ def _tpg_enable(ex: Executor, step: Step) -> Undo:
 
 def _lun_create(ex: Executor, step: Step) -> Undo:
     lun = step.obj
-    ex.writer.create_lun(step.target, step.tag, lun, ex.so(lun.so_key))
-    return lambda: ex.writer.delete_lun(step.target, step.tag, lun)
+    ex.writer.create_lun(step.target, step.tag, lun, ex.so(lun.so_key), step.fabric)
+    return lambda: ex.writer.delete_lun(step.target, step.tag, lun, step.fabric)
 
 
 def _lun_delete(ex: Executor, step: Step) -> Undo:
     lun = step.obj
-    ex.writer.delete_lun(step.target, step.tag, lun)
-    return lambda: ex.writer.create_lun(step.target, step.tag, lun, ex.so(lun.so_key))
+    ex.writer.delete_lun(step.target, step.tag, lun, step.fabric)
+    return lambda: ex.writer.create_lun(step.target, step.tag, lun, ex.so(lun.so_key), step.fabric)
 
 
 def _portal_create(ex: Executor, step: Step) -> Undo:
     p = step.obj
-    np = rts.NetworkPortal(ex.tpg(step.target, step.tag), p.ip_address, p.port, "create")
+    if step.fabric == "iscsi":
+        d = f"{ex.writer.tpg_dir(step.target, step.tag)}/np/{p.dirname}"
+        configfs.mkdir(d, f"portal {p.dirname}")
+        return lambda: configfs.rmdir(d)
+    np = rts.NetworkPortal(ex.tpg(step.target, step.tag, step.fabric), p.ip_address, p.port, "create")
     return np.delete
 
 
 def _portal_delete(ex: Executor, step: Step) -> Undo:
     p = step.obj
-    _remove(f"{ex.writer.tpg_dir(step.target, step.tag)}/np/{p.dirname}",
-            lambda: rts.NetworkPortal(ex.tpg(step.target, step.tag), p.ip_address, p.port, "lookup").delete())
+    _remove(f"{ex.writer.tpg_dir(step.target, step.tag, step.fabric)}/np/{p.dirname}",
+            lambda: rts.NetworkPortal(ex.tpg(step.target, step.tag, step.fabric), p.ip_address, p.port,
+                                      "lookup").delete())
 
     def undo():
-        np = rts.NetworkPortal(ex.tpg(step.target, step.tag), p.ip_address, p.port, "create")
+        np = rts.NetworkPortal(ex.tpg(step.target, step.tag, step.fabric), p.ip_address, p.port, "create")
         if p.iser:
             np.iser = True
         if p.offload:
@@ -379,7 +468,7 @@ def _portal_delete(ex: Executor, step: Step) -> Undo:
 
 def _portal_flags(ex: Executor, step: Step) -> Undo:
     p = step.obj
-    np = rts.NetworkPortal(ex.tpg(step.target, step.tag), p.ip_address, p.port, "lookup")
+    np = rts.NetworkPortal(ex.tpg(step.target, step.tag, step.fabric), p.ip_address, p.port, "lookup")
     old = {"iser": np.iser, "offload": np.offload}
     for k, v in step.values.items():
         if getattr(np, k) != v:
@@ -392,64 +481,70 @@ def _portal_flags(ex: Executor, step: Step) -> Undo:
 # ---- ACLs and mapped LUNs ---------------------------------------------------------
 
 def _acl_create(ex: Executor, step: Step) -> Undo:
-    acl = rts.NodeACL(ex.tpg(step.target, step.tag), step.node, "create")
+    if step.fabric == "iscsi":
+        d = ex.writer.acl_dir(step.target, step.tag, step.node)
+        configfs.mkdir(d, f"ACL {step.node}")
+        return lambda: configfs.rmdir(d)
+    acl = rts.NodeACL(ex.tpg(step.target, step.tag, step.fabric), step.node, "create")
     return acl.delete
 
 
 def _acl_delete(ex: Executor, step: Step) -> Undo:
     spec = step.obj
-    _remove(f"{ex.writer.tpg_dir(step.target, step.tag)}/acls/{step.node}",
-            lambda: ex.acl(step.target, step.tag, step.node).delete())
+    _remove(ex.writer.acl_dir(step.target, step.tag, step.node, step.fabric),
+            lambda: ex.acl(step.target, step.tag, step.node, step.fabric).delete())
 
     def undo():
-        acl = rts.NodeACL(ex.tpg(step.target, step.tag), step.node, "create")
+        acl = rts.NodeACL(ex.tpg(step.target, step.tag, step.fabric), step.node, "create")
         _write_changed(acl.get_attribute, acl.set_attribute, spec.attributes)
-        _set_chap(acl, spec.chap.__dict__)
+        if spec.chap.is_set():
+            _set_chap(acl, spec.chap.__dict__)
         if spec.tag:
             acl.tag = spec.tag
     return undo
 
 
 def _acl_attrs(ex: Executor, step: Step) -> Undo:
-    acl = ex.acl(step.target, step.tag, step.node)
+    acl = ex.acl(step.target, step.tag, step.node, step.fabric)
     old = _write_changed(acl.get_attribute, acl.set_attribute, step.values)
     return lambda: _write_changed(acl.get_attribute, acl.set_attribute, old)
 
 
 def _acl_auth(ex: Executor, step: Step) -> Undo:
-    acl = ex.acl(step.target, step.tag, step.node)
+    acl = ex.acl(step.target, step.tag, step.node, step.fabric)
     old = _set_chap(acl, step.values)
     return lambda: _set_chap(acl, old)
 
 
 def _acl_tag(ex: Executor, step: Step) -> Undo:
-    acl = ex.acl(step.target, step.tag, step.node)
+    acl = ex.acl(step.target, step.tag, step.node, step.fabric)
     old = acl.tag
     acl.tag = step.values["tag"]
     return lambda: setattr(acl, "tag", old)
 
 
 def _acl_depth(ex: Executor, step: Step) -> Undo:
-    acl = ex.acl(step.target, step.tag, step.node)
+    acl = ex.acl(step.target, step.tag, step.node, step.fabric)
     old = acl.tcq_depth
     acl.tcq_depth = step.values["tcq_depth"]
     return lambda: setattr(acl, "tcq_depth", old)
 
 
 def _mlun_create(ex: Executor, step: Step) -> Undo:
-    ex.writer.create_mapped_lun(step.target, step.tag, step.node, step.obj)
-    return lambda: ex.writer.delete_mapped_lun(step.target, step.tag, step.node, step.obj)
+    ex.writer.create_mapped_lun(step.target, step.tag, step.node, step.obj, step.fabric)
+    return lambda: ex.writer.delete_mapped_lun(step.target, step.tag, step.node, step.obj, step.fabric)
 
 
 def _mlun_delete(ex: Executor, step: Step) -> Undo:
-    ex.writer.delete_mapped_lun(step.target, step.tag, step.node, step.obj)
-    return lambda: ex.writer.create_mapped_lun(step.target, step.tag, step.node, step.obj)
+    ex.writer.delete_mapped_lun(step.target, step.tag, step.node, step.obj, step.fabric)
+    return lambda: ex.writer.create_mapped_lun(step.target, step.tag, step.node, step.obj, step.fabric)
 
 
 def _mlun_wp(ex: Executor, step: Step) -> Undo:
     m = step.obj
-    old = ex.writer.set_write_protect(step.target, step.tag, step.node, m.index, step.values["write_protect"])
-    return lambda: ex.writer.set_write_protect(step.target, step.tag, step.node, m.index, old)
+    old = ex.writer.set_write_protect(step.target, step.tag, step.node, m.index, step.values["write_protect"],
+                                    step.fabric)
+    return lambda: ex.writer.set_write_protect(step.target, step.tag, step.node, m.index, old, step.fabric)
 
 
 def _discovery_auth(ex: Executor, step: Step) -> Undo:

@@ -10,23 +10,24 @@ an idle shell blocks nobody (targetcli-fb #199).
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import os
 from pathlib import Path
-from typing import Callable
 
 from . import configfs, saveconfig
-from .errors import TargetError
+from .errors import NotFoundError, TargetError
 from .model import Config
-from .plan import Step, plan
+from .plan import Step, keep_unmade, plan
 
 LOCK_FILE = "/run/lock/iscsikit-target.lock"
 
 
 class Manager:
     def __init__(self, root: str = configfs.ROOT, save_file: str = saveconfig.DEFAULT_SAVE_FILE,
-                 lock_file: str = LOCK_FILE):
+                 lock_file: str = LOCK_FILE, max_backup_files: int = saveconfig.MAX_BACKUP_FILES):
         self.root = root
+        self.max_backup_files = max_backup_files
         self.save_file = save_file
         self.lock_file = lock_file
 
@@ -59,20 +60,29 @@ class Manager:
         self.ensure_loaded()
         return configfs.snapshot(self.root, attributes=attributes)
 
-    def apply(self, desired: Config, current: Config | None = None, dry_run: bool = False) -> list[Step]:
-        """Make the running tree equal `desired`; return the steps taken (none when equal)."""
-        desired.check()
-        partial = current is None
+    def apply(self, desired: Config, current: Config | None = None, dry_run: bool = False,
+              warnings: list | None = None, partial: bool | None = None) -> list[Step]:
+        """Make the running tree equal `desired`; return the steps taken (none when equal).
+
+        `partial`: `current` was read without attribute files (a fresh snapshot
+        here reads only what `desired` names); a storage object the plan remakes
+        then has its attributes read whole first, for its undo.
+        """
+        if partial is None:
+            partial = current is None
         if current is None:
             # Read only what the plan compares (configfs.snapshot's `wanted`).
             self.ensure_loaded()
             current = configfs.snapshot(self.root, wanted=desired)
+        # Never delete what cannot be made again (plan.keep_unmade): the FC/SRP ... targets.
+        for note in keep_unmade(current, desired):
+            if warnings is not None:
+                warnings.append(note)
+        desired.check()
         steps = plan(current, desired)
         if dry_run or not steps:
             return steps
         if partial:
-            # A storage object that is remade (its file or size changed) was
-            # read with only the attributes the file names; its undo needs all.
             for st in steps:
                 if st.op == "so_delete":
                     st.obj.attributes = configfs.so_all_attributes(self.root, st.obj)
@@ -83,25 +93,51 @@ class Manager:
         Executor(current, self.root).run(steps)
         return steps
 
-    def edit(self, change: Callable[[Config], object]) -> tuple[list[Step], object]:
+    def edit(self, change: "Callable[[Config], object]", targets: set | None = None,
+             sos: set | None = None) -> tuple[list[Step], object]:
         """Apply `change` to a copy of the running tree.
 
         The snapshot skips attribute files: an attribute the change sets is
         compared with the kernel by the executor, which writes only what differs.
+        targets / sos limit the snapshot to the iSCSI targets and storage objects
+        the change may touch (configfs.snapshot): the plan then compares only
+        those, so a change must not reach outside them (ops.py names each scope).
         """
         with self.locked():
-            current = self.state(attributes=False)
+            self.ensure_loaded()
+            current = configfs.snapshot(self.root, attributes=False, targets=targets, sos=sos)
             desired = current.copy()
             result = change(desired)
-            return self.apply(desired, current), result
+            return self.apply(desired, current, partial=True), result
 
-    def restore(self, path: str | None = None, warnings: list | None = None,
-                dry_run: bool = False) -> list[Step]:
+    def restore(self, path: str | None = None, warnings: list | None = None, dry_run: bool = False,
+                clear_existing: bool = False, target: str | None = None,
+                storage_object: str | None = None) -> list[Step]:
+        """restoreconfig, with targetcli's options (rtslib RTSRoot.restore):
+
+        - clear_existing=true, nothing selected: the running tree becomes the
+          file (only what differs changes, so sessions on unchanged targets stay);
+        - clear_existing=false (targetcli's default): a merge.  What the file has
+          and the tree lacks is made; an object that already runs is left as it
+          runs (rtslib refuses the whole restore there; we say which and go on);
+          nothing is removed;
+        - target=WWN / storage_object=NAME: only that target (of any fabric) and
+          that storage object, as rtslib: a selected target's LUNs need their
+          storage objects running (or selected too); with clear_existing=true the
+          selected ones are replaced by the file's, and a storage object that is
+          made again keeps the LUNs that export it.
+        """
+        warnings = warnings if warnings is not None else []
         desired = saveconfig.load(path or self.save_file, warnings)
         with self.locked():
-            return self.apply(desired, dry_run=dry_run)
+            if clear_existing and not (target or storage_object):
+                return self.apply(desired, dry_run=dry_run, warnings=warnings)
+            self.ensure_loaded()
+            current = configfs.snapshot(self.root, attributes=False)
+            merged = select(current, desired, clear_existing, target, storage_object, warnings)
+            return self.apply(merged, current, dry_run=dry_run, warnings=warnings, partial=True)
 
-    def clear(self) -> list[Step]:
+    def clear(self, warnings: list | None = None) -> list[Step]:
         # Storage objects' attribute files are most of the snapshot's cost and
         # only serve a rollback: if a clear fails midway, the storage objects
         # it deleted come back with their file, size and serial but default
@@ -109,9 +145,63 @@ class Manager:
         with self.locked():
             self.ensure_loaded()
             current = configfs.snapshot(self.root, attributes=True, so_attributes=False)
-            return self.apply(Config(), current)
+            return self.apply(Config(), current, warnings=warnings, partial=False)
 
     def save(self, path: str | None = None) -> str:
+        """Write the running configuration; the manager's own save file keeps targetcli's backups."""
         path = path or self.save_file
-        saveconfig.save(self.state(), path)
+        text = saveconfig.dumps(self.state())
+        try:
+            if Path(path).read_text() == text:
+                return path         # unchanged: no write, no backup
+        except (OSError, UnicodeDecodeError):
+            pass
+        if os.path.abspath(path) == os.path.abspath(self.save_file):
+            saveconfig.backup(path, text, saveconfig.max_backup_files(path, self.max_backup_files))
+        saveconfig.write_atomic(path, text)
         return path
+
+
+def select(current: Config, file: Config, clear_existing: bool, target: str | None,
+           storage_object: str | None, warnings: list) -> Config:
+    """The desired tree of a merge or selective restore (Manager.restore): the running
+    tree with the file's objects put in."""
+    desired = current.copy()
+    everything = not (target or storage_object)
+    if target:
+        want = target.strip().lower()
+        found = {k: t for k, t in file.all_targets().items() if k[1] == want}
+        if not found:
+            raise NotFoundError(f"target {target} is not in the file")
+    else:
+        found = file.all_targets() if everything else {}
+    if storage_object:
+        sos = {k: so for k, so in file.storage_objects.items() if k[1] == storage_object}
+        if not sos:
+            raise NotFoundError(f"storage object {storage_object} is not in the file")
+    else:
+        sos = file.storage_objects if everything else {}
+    running = desired.all_targets()
+    for key, so in sos.items():
+        if key in desired.storage_objects and not clear_existing:
+            warnings.append(f"storage object {so.path} exists; kept as it runs "
+                            f"(clear_existing=true replaces it)")
+            continue
+        desired.storage_objects[key] = copy.deepcopy(so)
+    for (F, wwn), t in found.items():
+        if (F, wwn) in running and not clear_existing:
+            warnings.append(f"{'' if F == 'iscsi' else F + ' '}target {wwn} exists; kept as it runs "
+                            f"(clear_existing=true replaces it)")
+            continue
+        if F == "iscsi":
+            desired.targets[wwn] = copy.deepcopy(t)
+        else:
+            desired.fabric_targets[(F, wwn)] = copy.deepcopy(t)
+        for tpg in t.tpgs.values():
+            for lun in tpg.luns.values():
+                if lun.so_key not in desired.storage_objects:
+                    raise NotFoundError(f"target {wwn} lun{lun.index} needs {lun.storage_object}, which is not "
+                                        f"running: restore it too (storage_object={lun.so_key[1]})")
+    if everything and file.discovery.enable and (clear_existing or not current.discovery.enable):
+        desired.discovery = copy.deepcopy(file.discovery)
+    return desired

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from . import validate
+from . import fabrics, validate
 from .errors import ValidationError
 
 PLUGINS = ("fileio", "block", "ramdisk", "user", "pscsi")
@@ -184,6 +184,9 @@ class TPG:
     portals: dict = field(default_factory=dict)         # portal_key -> Portal
     node_acls: dict = field(default_factory=dict)       # node_wwn -> NodeACL
     chap: Chap = field(default_factory=Chap)
+    # loopback/vhost/usb_gadget/xen: the I_T nexus initiator WWN; rtslib neither saves nor
+    # compares it and makes a new one with each TPG, so neither do we
+    nexus: str | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -204,8 +207,17 @@ class Discovery:
 @dataclass
 class Config:
     storage_objects: dict = field(default_factory=dict)  # (plugin, name) -> StorageObject
-    targets: dict = field(default_factory=dict)          # wwn -> Target
+    targets: dict = field(default_factory=dict)          # wwn -> Target (iSCSI)
     discovery: Discovery = field(default_factory=Discovery)
+    # every other fabric's targets (loopback, vhost, FC, SRP ...): (fabric, wwn) -> Target.
+    # Kept apart so the iSCSI code keys by wwn alone; plan.py and saveconfig.py walk both.
+    fabric_targets: dict = field(default_factory=dict)
+
+    def all_targets(self) -> dict:
+        """(fabric, wwn) -> Target over every fabric, iSCSI first."""
+        out = {("iscsi", w): t for w, t in self.targets.items()}
+        out.update(self.fabric_targets)
+        return out
 
     def copy(self) -> "Config":
         return copy.deepcopy(self)
@@ -217,12 +229,22 @@ class Config:
         return self.storage_objects.get((PLUGIN_ALIASES.get(parts[1], parts[1]), parts[2]))
 
     def luns_using(self, key: tuple[str, str]):
-        """(target wwn, tag, LUN) for each TPG LUN exporting the storage object."""
-        for t in self.targets.values():
+        """(Target, TPG, LUN) for each TPG LUN of any fabric exporting the storage object."""
+        for t in self.all_targets().values():
             for tpg in t.tpgs.values():
                 for lun in tpg.luns.values():
                     if lun.so_key == key:
-                        yield t.wwn, tpg.tag, lun
+                        yield t, tpg, lun
+
+    def drop_so(self, key: tuple[str, str]) -> None:
+        """Remove a storage object with every LUN that exports it and the mapped LUNs on those
+        (what rtslib's StorageObject.delete() does, in any fabric)."""
+        for _, tpg, lun in list(self.luns_using(key)):
+            del tpg.luns[lun.index]
+            for acl in tpg.node_acls.values():
+                for m in [m for m in acl.mapped_luns.values() if m.tpg_lun == lun.index]:
+                    del acl.mapped_luns[m.index]
+        self.storage_objects.pop(key, None)
 
     def check(self) -> None:
         """Rules across objects; raises ValidationError naming the first broken one."""
@@ -236,6 +258,7 @@ class Config:
         self.discovery.chap.check("discovery auth")
         if self.discovery.enable and not self.discovery.chap.userid:
             raise ValidationError("discovery auth is enabled but has no CHAP userid/password")
+        self._check_fabric_targets()
         for t in self.targets.values():
             where_t = f"target {t.wwn}"
             if t.fabric != "iscsi":
@@ -269,6 +292,40 @@ class Config:
                             raise ValidationError(f"{where_a} mapped_lun{m.index}: TPG LUN {m.tpg_lun} does not exist")
                         if m.alias is not None:
                             validate.alias(m.alias)
+
+    def _check_fabric_targets(self) -> None:
+        """The rules for loopback, vhost, FC ... targets: what the fabric has (fabrics.py)."""
+        for (fname, wwn), t in self.fabric_targets.items():
+            fab = fabrics.get(fname)
+            where_t = f"{fname} target {wwn}"
+            if fname == "iscsi" or t.fabric != fname or t.wwn != wwn:
+                raise ValidationError(f"{where_t}: filed under the wrong fabric")
+            fabrics.check_wwn(fab, wwn, where_t)
+            if len(t.tpgs) > 1 and not fab.has("tpgts"):
+                raise ValidationError(f"{where_t}: fabric {fname} has one TPG per target")
+            for tpg in t.tpgs.values():
+                where = f"{where_t} tpg{tpg.tag}"
+                validate.tpg_tag(tpg.tag)
+                if tpg.portals and not fab.has("nps"):
+                    raise ValidationError(f"{where}: fabric {fname} has no network portals")
+                if tpg.node_acls and not fab.has("acls"):
+                    raise ValidationError(f"{where}: fabric {fname} has no ACLs")
+                if tpg.chap.is_set() and not fab.has("auth"):
+                    raise ValidationError(f"{where}: fabric {fname} has no CHAP")
+                for lun in tpg.luns.values():
+                    validate.lun_index(lun.index, f"{where} LUN index")
+                    if lun.so_key not in self.storage_objects:
+                        raise ValidationError(f"{where} lun{lun.index}: storage object "
+                                              f"{lun.storage_object} does not exist")
+                    if lun.alias is not None:
+                        validate.alias(lun.alias)
+                for acl in tpg.node_acls.values():
+                    where_a = f"{where} acl {acl.node_wwn}"
+                    fabrics.check_wwn(fab, acl.node_wwn, where_a)
+                    for m in acl.mapped_luns.values():
+                        validate.lun_index(m.index, f"{where_a} mapped LUN index")
+                        if m.tpg_lun not in tpg.luns:
+                            raise ValidationError(f"{where_a} mapped_lun{m.index}: TPG LUN {m.tpg_lun} does not exist")
 
     @staticmethod
     def _check_portals(tpg: TPG, where: str, bound: dict) -> None:

@@ -17,8 +17,10 @@ later one fails.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
+from . import fabrics
 from .model import Config, StorageObject
 
 # Steps sort by phase first; inside a phase they keep the order they were made in.
@@ -46,10 +48,12 @@ class Step:
     node: str | None = None             # initiator wwn
     obj: object = None                  # the model object the step makes or removes
     values: dict = field(default_factory=dict)
+    fabric: str = "iscsi"               # the target's fabric (fabrics.py)
 
     def describe(self) -> str:
-        where = " ".join(x for x in (self.target, f"tpg{self.tag}" if self.tag is not None else None,
-                                     self.node) if x)
+        fabric = None if self.fabric == "iscsi" else self.fabric
+        tpg = f"tpg{self.tag}" if self.tag is not None else None
+        where = " ".join(x for x in (fabric, self.target, tpg, self.node) if x)
         what = ""
         obj = self.obj
         if isinstance(obj, StorageObject):
@@ -96,8 +100,14 @@ def plan(current: Config, desired: Config) -> list[Step]:
                if k in current.storage_objects and _so_same(current.storage_objects[k], so)}
 
     # ---- what goes away (bottom-up) ------------------------------------------------
-    for wwn, ct in current.targets.items():
-        dt = desired.targets.get(wwn)
+    cur_targets, des_targets = current.all_targets(), desired.all_targets()
+    for key, ct in cur_targets.items():
+        F, wwn = key
+
+        def add(step: Step, F=F) -> None:
+            step.fabric = F
+            steps.append(step)
+        dt = des_targets.get(key)
         for tag, ctpg in ct.tpgs.items():
             dtpg = dt.tpgs.get(tag) if dt else None
             if dtpg is None:
@@ -131,6 +141,7 @@ def plan(current: Config, desired: Config) -> list[Step]:
                     add(Step("portal_delete", wwn, tag, obj=p))
         if dt is None:
             add(Step("target_delete", wwn, obj=ct))
+    add = steps.append
     for key, so in current.storage_objects.items():
         if key not in kept_so:
             add(Step("so_delete", obj=so))
@@ -146,8 +157,13 @@ def plan(current: Config, desired: Config) -> list[Step]:
             add(Step("so_create", obj=so))
 
     # ---- what comes (top-down) -----------------------------------------------------
-    for wwn, dt in desired.targets.items():
-        ct = current.targets.get(wwn)
+    for key, dt in des_targets.items():
+        F, wwn = key
+
+        def add(step: Step, F=F) -> None:
+            step.fabric = F
+            steps.append(step)
+        ct = cur_targets.get(key)
         if ct is None:
             add(Step("target_create", wwn, obj=dt))
         vals = _changed(ct.parameters if ct else {}, dt.parameters)
@@ -207,9 +223,42 @@ def plan(current: Config, desired: Config) -> list[Step]:
             elif not dtpg.enable and not new_tpg and ctpg.enable:
                 add(Step("tpg_disable", wwn, tag, values={"enable": False}))
 
+    add = steps.append
     cd, dd = current.discovery, desired.discovery
     if (cd.enable, _chap_values(cd.chap)) != (dd.enable, _chap_values(dd.chap)):
         add(Step("discovery_auth", values={"enable": dd.enable, **_chap_values(dd.chap)}))
 
     steps.sort(key=lambda s: _ORDER[s.op])
     return steps
+
+
+def keep_unmade(current: Config, desired: Config) -> list[str]:
+    """Put back into `desired` what a plan must not delete: the objects of fabrics a
+    restore cannot create again (fabrics.py `makes`: FC, SRP ... name hardware ports).
+
+    Everything of such a target that runs and `desired` lacks (the target, a TPG,
+    a LUN, an ACL, a mapped LUN) is copied in, with the storage objects its LUNs
+    export.  Returns one line per target kept, for the user.
+    """
+    kept = []
+    for (F, wwn), ct in current.fabric_targets.items():
+        if fabrics.FABRICS[F].makes:
+            continue
+        dt = desired.fabric_targets.get((F, wwn))
+        if dt is None:
+            desired.fabric_targets[(F, wwn)] = dt = copy.deepcopy(ct)
+            kept.append(f"{F} target {wwn} kept: iscsikit cannot make a {F} target again once deleted "
+                        f"(remove it with targetcli)")
+        for tag, ctpg in ct.tpgs.items():
+            dtpg = dt.tpgs.setdefault(tag, copy.deepcopy(ctpg))
+            for i, lun in ctpg.luns.items():
+                dtpg.luns.setdefault(i, copy.deepcopy(lun))
+            for node, acl in ctpg.node_acls.items():
+                dacl = dtpg.node_acls.setdefault(node, copy.deepcopy(acl))
+                for i, m in acl.mapped_luns.items():
+                    dacl.mapped_luns.setdefault(i, copy.deepcopy(m))
+            for lun in dtpg.luns.values():
+                key = lun.so_key
+                if key not in desired.storage_objects and key in current.storage_objects:
+                    desired.storage_objects[key] = copy.deepcopy(current.storage_objects[key])
+    return kept

@@ -14,18 +14,19 @@ secrets.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 
-from . import validate
+from . import fabrics, validate
 from .errors import NotFoundError, ValidationError
 from .model import (
     PLUGIN_ALIASES, Chap, Config, Discovery, LUN, MappedLUN, NodeACL, Portal, StorageObject, Target, TPG,
 )
 
 DEFAULT_SAVE_FILE = "/etc/target/saveconfig.json"
+# targetcli's default for its max_backup_files preference (targetcli/ui_node.py)
+MAX_BACKUP_FILES = 10
+BACKUP_GLOB = "saveconfig-*json*"
 
 _SO_KEYS = {"name", "plugin", "dev", "size", "wwn", "write_back", "aio", "readonly", "exclusive",
             "nullio", "config", "hw_max_sectors", "control", "attributes", "alua_tpgs"}
@@ -116,29 +117,37 @@ def from_dict(data: dict, warnings: list | None = None) -> Config:
         if "wwn" not in t:
             raise ValidationError(f"{where}: needs 'wwn'")
         fabric = t.get("fabric", "iscsi")
-        if fabric != "iscsi":
-            warnings.append(f"{where} ({t['wwn']}): fabric {fabric!r} is not managed here; skipped")
-            continue
-        wwn = validate.wwn(t["wwn"], f"{where} wwn")
-        where = f"target {wwn}"
+        if not isinstance(fabric, str):
+            raise ValidationError(f"{where}: 'fabric' must be a JSON string")
+        fab = fabrics.get(fabric)       # an unknown fabric is an error: a save would lose it
+        if fabric == "iscsi":
+            wwn = validate.wwn(t["wwn"], f"{where} wwn")
+            where = f"target {wwn}"
+        else:
+            wwn = fabrics.check_wwn(fab, t["wwn"], f"{where} wwn")
+            where = f"{fabric} target {wwn}"
         _unknown(t, {"wwn", "fabric", "tpgs", "attributes", "parameters"}, where, warnings)
-        if wwn in cfg.targets:
+        if (wwn in cfg.targets) if fabric == "iscsi" else ((fabric, wwn) in cfg.fabric_targets):
             raise ValidationError(f"{where}: duplicate target")
-        target = Target(wwn=wwn, attributes=dict(_expect(t.get("attributes", {}), dict, f"{where} attributes")),
+        target = Target(wwn=wwn, fabric=fabric,
+                        attributes=dict(_expect(t.get("attributes", {}), dict, f"{where} attributes")),
                         parameters={k: str(v) for k, v in
                                     _expect(t.get("parameters", {}), dict, f"{where} parameters").items()})
         for j, tp in enumerate(_expect(t.get("tpgs", []), list, f"{where} tpgs")):
             _expect(tp, dict, f"{where} tpgs[{j}]")
-            tpg = _tpg(tp, f"{where} tpgs[{j}]", warnings)
+            tpg = _tpg(tp, f"{where} tpgs[{j}]", warnings, fab)
             if tpg.tag in target.tpgs:
                 raise ValidationError(f"{where}: duplicate tpg{tpg.tag}")
             target.tpgs[tpg.tag] = tpg
+        if fabric != "iscsi":
+            cfg.fabric_targets[(fabric, wwn)] = target
+            continue
         cfg.targets[wwn] = target
     cfg.check()
     return cfg
 
 
-def _tpg(tp: dict, where: str, warnings: list) -> TPG:
+def _tpg(tp: dict, where: str, warnings: list, fab: fabrics.Fabric = fabrics.FABRICS["iscsi"]) -> TPG:
     tag = validate.tpg_tag(tp.get("tag", 1))
     where = where.rsplit(" tpgs[", 1)[0] + f" tpg{tag}"
     _unknown(tp, {"tag", "enable", "attributes", "parameters", "luns", "portals", "node_acls"}
@@ -171,7 +180,8 @@ def _tpg(tp: dict, where: str, warnings: list) -> TPG:
         _expect(d, dict, f"{where} node_acls")
         if "node_wwn" not in d:
             raise ValidationError(f"{where}: a node ACL needs 'node_wwn'")
-        node = validate.wwn(d["node_wwn"], f"{where} initiator name")
+        node = (validate.wwn(d["node_wwn"], f"{where} initiator name") if fab.name == "iscsi"
+                else fabrics.check_wwn(fab, d["node_wwn"], f"{where} initiator name"))
         wa = f"{where} acl {node}"
         _unknown(d, {"node_wwn", "attributes", "mapped_luns", "tag", "tcq_depth"}
                  | set(_CHAP_KEYS) | set(_OLD_CHAP_KEYS), wa, warnings)
@@ -274,11 +284,12 @@ def to_dict(cfg: Config, secrets: bool = True) -> dict:
     return {
         "fabric_modules": fms,
         "storage_objects": [so_to_dict(so) for so in sorted(cfg.storage_objects.values(), key=lambda s: s.key)],
-        "targets": [target_to_dict(t, secrets) for t in sorted(cfg.targets.values(), key=lambda t: t.wwn)],
+        "targets": [target_to_dict(t, secrets) for _, t in sorted(cfg.all_targets().items())],
     }
 
 
 def dumps(cfg: Config) -> str:
+    import json
     return json.dumps(to_dict(cfg), sort_keys=True, indent=2) + "\n"
 
 
@@ -291,21 +302,23 @@ def load(path: str | os.PathLike, warnings: list | None = None) -> Config:
     except OSError as e:
         raise ValidationError(f"{p}: cannot read ({e.strerror})") from None
     try:
+        import json
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValidationError(f"{p}: not JSON ({e.msg} at line {e.lineno})") from None
     return from_dict(data, warnings)
 
 
-def write_atomic(path: str | os.PathLike, text: str, mode: int = 0o600) -> None:
+def write_atomic(path: str | os.PathLike, text: str | bytes, mode: int = 0o600, binary: bool = False) -> None:
     """Replace `path` with `text` so a reader sees the old file or the new one, never half."""
+    import tempfile
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         # mkstemp already creates 0600; fchmod makes the mode explicit whatever the umask.
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -324,4 +337,86 @@ def write_atomic(path: str | os.PathLike, text: str, mode: int = 0o600) -> None:
 
 
 def save(cfg: Config, path: str | os.PathLike = DEFAULT_SAVE_FILE) -> None:
-    write_atomic(path, dumps(cfg))
+    text = dumps(cfg)
+    try:
+        if Path(path).read_text() == text:
+            return              # nothing changed: no write, no backup
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_atomic(path, text)
+
+
+# ---- backups, as targetcli's UIRoot._save_backups (targetcli/ui_root.py) ----------------
+#
+# Before the save file is replaced, its previous content goes, gzipped, to
+# <save dir>/backup/saveconfig-YYYYmmdd-HH:MM:SS-json.gz, unless the newest
+# backup already holds it; then the oldest are removed so that at most
+# max_backup_files remain.  targetcli reads max_backup_files from its shell
+# preference and from `max_backup_files = N` in the universal preferences file
+# (/etc/target/targetcli.conf, i.e. targetcli.conf beside the save file), the
+# larger winning; so do we.  Unlike targetcli, a save whose content equals the
+# file already there writes nothing and backs up nothing.
+
+def backup_dir(path: str | os.PathLike) -> Path:
+    return Path(path).parent / "backup"
+
+
+def list_backups(path: str | os.PathLike) -> list[Path]:
+    """Oldest first (the names sort by time)."""
+    return sorted(backup_dir(path).glob(BACKUP_GLOB))
+
+
+def max_backup_files(path: str | os.PathLike, preference: int = MAX_BACKUP_FILES) -> int:
+    conf = Path(path).parent / "targetcli.conf"
+    n = int(preference)
+    try:
+        for line in conf.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "max_backup_files":
+                n = max(n, int(value.strip()))
+    except (OSError, ValueError):
+        pass
+    return n
+
+
+def _backup_text(p: Path) -> bytes | None:
+    import gzip
+    try:
+        if p.suffix == ".gz":
+            with gzip.open(p, "rb") as f:
+                return f.read()
+        return p.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return None
+
+
+def backup(path: str | os.PathLike, new_text: str, max_files: int = MAX_BACKUP_FILES) -> Path | None:
+    """Keep the file's current content before `new_text` replaces it; the new backup or None."""
+    import gzip
+    import time
+    p = Path(path)
+    try:
+        old = p.read_bytes()
+    except FileNotFoundError:
+        return None
+    if old == new_text.encode():
+        return None
+    d = backup_dir(p)
+    d.mkdir(mode=0o700, exist_ok=True)
+    existing = list_backups(p)
+    made = None
+    if not existing or _backup_text(existing[-1]) != old:
+        while True:
+            made = d / f"saveconfig-{time.strftime('%Y%m%d-%H:%M:%S')}-json.gz"
+            if not made.exists():
+                break
+            time.sleep(0.1)      # one per second, as the names allow
+        data = gzip.compress(old, mtime=0)
+        write_atomic(made, data, binary=True)
+        existing.append(made)
+    for old_backup in existing[:max(0, len(existing) - max(1, int(max_files)))]:
+        try:
+            old_backup.unlink()
+        except OSError:
+            pass
+    return made

@@ -13,23 +13,19 @@ not used: TCMU handlers are found from their installed plugins.
 
 from __future__ import annotations
 
+import copy
 import glob
 import os
 import socket
 import sys
-import stat
 import uuid
 
 from configshell import ConfigNode, ConfigShell, ExecutionError
 
-from . import saveconfig, sessions as sessions_mod, validate
+from . import fabrics, listing, ops, saveconfig, sessions as sessions_mod, validate
 from .errors import NotFoundError, TargetError, ValidationError
 from .manager import Manager
 from .model import Config, LUN, MappedLUN, NodeACL, Portal, StorageObject, Target, TPG
-
-# tcmu-runner installs one plugin per handler; targetcli asks D-Bus instead.
-TCMU_HANDLER_GLOBS = ("/usr/lib/*/tcmu-runner/handler_*.so", "/usr/lib64/tcmu-runner/handler_*.so",
-                      "/usr/lib/tcmu-runner/handler_*.so")
 
 SO_ATTRIBUTES = sorted(validate.SO_FLAG_ATTRIBUTES | set(validate.SO_RANGED_ATTRIBUTES) | {
     "block_size", "optimal_sectors", "max_unmap_lba_count", "max_unmap_block_desc_count",
@@ -37,28 +33,15 @@ SO_ATTRIBUTES = sorted(validate.SO_FLAG_ATTRIBUTES | set(validate.SO_RANGED_ATTR
 })
 
 
-def human_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f}{unit}" if unit != "B" else f"{n}B"
-        n /= 1024
-    return "?"
+human_size = listing.human_size
 
 
-def generate_iqn() -> str:
-    """rtslib's form: iqn.2003-01.org.linux-iscsi.<host>.<arch>:sn.<12 hex>."""
-    host = socket.gethostname().split(".")[0].replace("_", "").lower() or "localhost"
-    arch = os.uname().machine.replace("_", "").lower()
-    return f"iqn.2003-01.org.linux-iscsi.{host}.{arch}:sn.{uuid.uuid4().hex[:12]}"
+generate_iqn = ops.generate_iqn
 
 
 class TargetShell(ConfigShell):
-    default_prefs = dict(ConfigShell.default_prefs, **{
+    default_prefs = dict(ConfigShell.default_prefs, **ops.PREFS, **{
         "bookmarks": None, "path_history": ["/"], "path_history_index": 0,
-        "auto_enable_tpgt": True, "auto_add_mapped_luns": True, "auto_add_default_portal": True,
-        "default_portal_ip": "0.0.0.0", "auto_save_on_exit": True, "export_backstore_name_as_model": True,
         # configshell's debug logging inspects the stack on every call: costly
         "loglevel_file": "info",
     })
@@ -71,6 +54,12 @@ class TargetShell(ConfigShell):
         # emulation, and targetcli's own prefs (shared in ~/.targetcli) log debug to a file.
         # The same line, caller included, from the caller's frame alone:
         self.log.debug = self._debug
+        if not use_colour(sys.stdout):
+            # configshell colours its log lines whenever the color_mode preference
+            # is on, even into a file or a pipe; every colour goes through
+            # render_text, so plain text here keeps escape codes out of both.
+            # (Setting the preference instead would be saved to the prefs file.)
+            self.con.render_text = _plain
         self.manager = manager
         self.last_error: TargetError | None = None
         self.json_output = False
@@ -82,8 +71,26 @@ class TargetShell(ConfigShell):
         self.log._log("debug", f"{caller.f_code.co_filename}:{caller.f_lineno} {caller.f_code.co_name}() {msg}")
 
 
+use_colour = listing.use_colour
+
+
+def _plain(text, *args, **kwargs) -> str:
+    return text
+
+
+# Our preferences settable with `set global name=value`, as targetcli's (targetcli/ui_node.py).
+GLOBALS = (("auto_save_on_exit", "bool"), ("auto_enable_tpgt", "bool"), ("auto_add_mapped_luns", "bool"),
+           ("auto_add_default_portal", "bool"), ("default_portal_ip", "string"),
+           ("export_backstore_name_as_model", "bool"), ("max_backup_files", "number"))
+
+
 class UINode(ConfigNode):
     """Base: access to the manager, one-line errors, batched `set` for object groups."""
+
+    def __init__(self, name, parent=None, shell=None):
+        super().__init__(name, parent, shell)
+        for pref, kind in GLOBALS:
+            self.define_config_group_param("global", pref, kind)
 
     # groups whose parameters are applied together (CHAP needs userid and password at once)
     batch_groups: tuple = ()
@@ -113,6 +120,17 @@ class UINode(ConfigNode):
         self.shell.last_error = e
         raise ExecutionError(str(e))
 
+    def op(self, fn, *args, **kwargs):
+        """Run one of ops.py's commands (the same code the one-shot fast path runs)."""
+        try:
+            message = fn(self.manager, self.shell.prefs, *args, **kwargs)
+        except TargetError as e:
+            self.shell.last_error = e
+            raise ExecutionError(str(e)) from None
+        self.get_root().refresh()
+        if message:
+            self.shell.log.info(message)
+
     def ui_command_set(self, group=None, **parameter):
         if group in self.batch_groups and parameter:
             for p in parameter:
@@ -131,6 +149,24 @@ class UINode(ConfigNode):
     def to_json(self) -> dict:
         return {"path": self.path, "name": self.name,
                 "children": [c.to_json() for c in sorted(self.children, key=lambda c: c.name)]}
+
+    def info(self) -> dict:
+        """What `info` prints: the node's own settings, secrets masked (to_json's are)."""
+        d = self.to_json()
+        d.pop("children", None)
+        return d
+
+    def ui_command_info(self):
+        '''
+        Shows this node's settings, one "name: value" per line (targetcli's
+        info); lists are summarised by their length, CHAP passwords masked.
+        '''
+        for k, v in sorted(self.info().items()):
+            if isinstance(v, dict):
+                continue
+            if isinstance(v, list):
+                v = f"{len(v)} item{'s' if len(v) != 1 else ''}"
+            self.shell.con.display(f"{k}: {v}")
 
 
 # ---- root ------------------------------------------------------------------------
@@ -167,6 +203,8 @@ class UIRoot(UINode):
             self.remove_child(child)
         UIBackstores(self)
         UIISCSI(self)
+        for name in sorted({f for f, _ in self.cfg.fabric_targets}):
+            UIFabric(name, self)
 
     def refresh(self) -> None:
         """Rebuild the tree from configfs and keep the shell where it was."""
@@ -191,28 +229,36 @@ class UIRoot(UINode):
         replaced atomically and is readable by root only (it holds CHAP secrets).
         '''
         try:
+            self.manager.max_backup_files = int(self.shell.prefs["max_backup_files"])
             path = self.manager.save(savefile)
         except (TargetError, OSError) as e:
             self.fail(e if isinstance(e, TargetError) else TargetError(f"cannot save: {e}"))
         self.shell.log.info(f"Configuration saved to {path}")
 
-    def ui_command_restoreconfig(self, savefile=None, clear_existing=None, dry_run="false"):
+    def ui_command_restoreconfig(self, savefile=None, clear_existing="false", target=None, storage_object=None,
+                                 dry_run="false"):
         '''
-        Makes the running configuration equal to savefile, changing only what
-        differs: restoring the file already in force changes nothing and drops
-        no session. If a step fails, the steps done so far are undone.
-        clear_existing is accepted for targetcli compatibility; the result is
-        the same either way (objects not in the file are removed).
+        Restores savefile (default: the save file). As targetcli, without
+        clear_existing=true it is a merge: what the file has and the running
+        tree lacks is made, objects that already run are kept as they are
+        (each one is named), nothing is removed. With clear_existing=true the
+        running tree becomes the file, changing only what differs: restoring
+        the file already in force drops no session. target=WWN and
+        storage_object=NAME restore only that target or storage object.
+        If a step fails, the steps done so far are undone.
         '''
         warnings: list[str] = []
+        dry = validate.boolean(dry_run, "dry_run")
         try:
-            steps = self.manager.restore(savefile, warnings, dry_run=validate.boolean(dry_run, "dry_run"))
+            steps = self.manager.restore(savefile, warnings, dry_run=dry,
+                                         clear_existing=validate.boolean(clear_existing, "clear_existing"),
+                                         target=target, storage_object=storage_object)
         except TargetError as e:
             self.fail(e)
         for w in warnings:
             self.shell.log.warning(w)
         self.refresh()
-        if validate.boolean(dry_run, "dry_run"):
+        if dry:
             for s in steps:
                 self.shell.con.display(s.describe())
         self.shell.log.info(f"Configuration restored from {savefile or self.manager.save_file} "
@@ -224,10 +270,13 @@ class UIRoot(UINode):
         '''
         if not validate.boolean(confirm or "false", "confirm"):
             self.fail(ValidationError("clearconfig removes everything: run it with confirm=true"))
+        warnings: list[str] = []
         try:
-            steps = self.manager.clear()
+            steps = self.manager.clear(warnings)
         except TargetError as e:
             self.fail(e)
+        for w in warnings:
+            self.shell.log.warning(w)
         self.refresh()
         self.shell.log.info(f"All configuration cleared ({len(steps)} steps)")
 
@@ -326,27 +375,7 @@ class UIBackstore(UINode):
         return f"Storage Objects: {len(self.children)}", None
 
     def _create(self, so: StorageObject, block_size=None, made_file: str | None = None):
-        if block_size is not None:
-            so.attributes["block_size"] = validate.block_size(block_size)
-        if self.shell.prefs["export_backstore_name_as_model"]:
-            so.attributes.setdefault("emulate_model_alias", 1)
-        try:
-            so.check()
-        except ValidationError as e:
-            self.fail(e)
-
-        def add(cfg: Config):
-            if so.key in cfg.storage_objects:
-                raise ValidationError(f"storage object {so.path} already exists")
-            cfg.storage_objects[so.key] = so
-        try:
-            self.change(add)
-        except ExecutionError:
-            if made_file:
-                os.unlink(made_file)
-            raise
-        self.shell.log.info(f"Created {so.plugin} {so.name}"
-                            + (f" with size {so.size}" if so.size else ""))
+        self.op(ops.create_so, so, block_size, made_file)
 
     def ui_command_delete(self, name, save=None):
         '''
@@ -357,13 +386,7 @@ class UIBackstore(UINode):
             key = (self.plugin, name)
             if key not in cfg.storage_objects:
                 raise NotFoundError(f"no storage object {self.plugin}/{name}")
-            for wwn, tag, lun in list(cfg.luns_using(key)):
-                tpg = cfg.targets[wwn].tpgs[tag]
-                del tpg.luns[lun.index]
-                for acl in tpg.node_acls.values():
-                    for m in [m for m in acl.mapped_luns.values() if m.tpg_lun == lun.index]:
-                        del acl.mapped_luns[m.index]
-            del cfg.storage_objects[key]
+            cfg.drop_so(key)
         self.change(remove, f"Deleted storage object {name}.")
         if save and validate.boolean(save, "save"):
             self.get_root().ui_command_saveconfig()
@@ -375,39 +398,6 @@ class UIBackstore(UINode):
         return []
 
 
-def _file_backing(path: str, size, sparse: bool) -> tuple[int | None, str | None, bool]:
-    """(size, file we created or None, is a block device) for a fileio create."""
-    path = validate.path(path, "fileio path")
-    if os.path.exists(path):
-        mode = os.stat(path).st_mode
-        if stat.S_ISBLK(mode):
-            return None, None, True
-        if not stat.S_ISREG(mode):
-            raise ValidationError(f"{path} is neither a file nor a block device")
-        actual = os.path.getsize(path)
-        if size is not None and validate.size(size) != actual:
-            raise ValidationError(f"{path} exists with size {actual}; leave size out or resize the file first")
-        return validate.size(actual, f"size of {path}"), None, False
-    if size is None:
-        raise ValidationError(f"{path} does not exist: give a size to create it")
-    n = validate.size(size)
-    parent = os.path.dirname(path) or "/"
-    if not os.path.isdir(parent):
-        raise ValidationError(f"directory {parent} does not exist")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        if sparse:
-            os.ftruncate(fd, n)
-        else:
-            os.posix_fallocate(fd, 0, n)
-    except OSError as e:
-        os.close(fd)
-        os.unlink(path)
-        raise TargetError(f"cannot create {path}: {e.strerror}") from None
-    os.close(fd)
-    return n, path, False
-
-
 def _add_backstore_commands():
     def fileio_create(self, name, file_or_dev, size=None, write_back="true", sparse="true", wwn=None,
                       block_size=None):
@@ -417,42 +407,21 @@ def _add_backstore_commands():
         IET's IOMode=wb; write_back=false is write-through (IOMode=wt).
         block_size is 512 (default), 1024, 2048 or 4096.
         '''
-        try:
-            validate.so_name(name)
-            n, made, is_blk = _file_backing(file_or_dev, size, validate.boolean(sparse, "sparse"))
-            so = StorageObject("fileio", name, dev=file_or_dev, size=n, wwn=wwn,
-                               write_back=validate.boolean(write_back, "write_back"))
-            so.is_block_dev = is_blk
-        except TargetError as e:
-            self.fail(e)
-        self._create(so, block_size, made)
+        self.op(ops.fileio_create, name, file_or_dev, size, write_back, sparse, wwn, block_size)
 
     def block_create(self, name, dev, readonly="false", wwn=None, exclusive="true", block_size=None):
         '''
         Creates a block (iblock) storage object on the block device dev.
         readonly=true exports it read-only (IET's IOMode=ro).
         '''
-        try:
-            so = StorageObject("block", name, dev=validate.path(dev, "device"), wwn=wwn,
-                               readonly=validate.boolean(readonly, "readonly"),
-                               exclusive=validate.boolean(exclusive, "exclusive"))
-            if not os.path.exists(dev) or not stat.S_ISBLK(os.stat(dev).st_mode):
-                raise ValidationError(f"{dev} is not a block device")
-        except TargetError as e:
-            self.fail(e)
-        self._create(so, block_size)
+        self.op(ops.block_create, name, dev, readonly, wwn, exclusive, block_size)
 
     def ramdisk_create(self, name, size, nullio="false", wwn=None, block_size=None):
         '''
         Creates a ramdisk storage object of size bytes (K/M/G suffixes).
         nullio=true discards writes and reads zeros.
         '''
-        try:
-            so = StorageObject("ramdisk", name, size=validate.size(size), wwn=wwn,
-                               nullio=validate.boolean(nullio, "nullio"))
-        except TargetError as e:
-            self.fail(e)
-        self._create(so, block_size)
+        self.op(ops.ramdisk_create, name, size, nullio, wwn, block_size)
 
     def pscsi_create(self, name, dev):
         '''Creates a pscsi (passthrough) storage object for dev (a path or H:C:T:L).'''
@@ -509,14 +478,7 @@ class UIBackstores(UINode):
         super().__init__("backstores", parent)
         for plugin in ("block", "fileio", "pscsi", "ramdisk"):
             _BACKSTORE_CLASSES[plugin](plugin, self)
-        handlers = set()
-        for pattern in TCMU_HANDLER_GLOBS:
-            for path in glob.glob(pattern):
-                handlers.add(os.path.basename(path)[len("handler_"):-3])
-        for so in self.config.storage_objects.values():
-            if so.plugin == "user" and so.config:
-                handlers.add(so.config.split("/", 1)[0])
-        for h in sorted(handlers):
+        for h in listing.tcmu_handlers(self.config):
             UIUserBackstore(h, self)
 
 
@@ -528,19 +490,7 @@ class UIStorageObject(UINode):
             self.define_config_group_param("attribute", name, "string")
 
     def summary(self):
-        so = self.so
-        status = so.status or "?"
-        if so.plugin == "fileio":
-            mode = "write-back" if so.write_back else "write-thru"
-            return f"{so.dev} ({human_size(so.size)}) {mode} {status}", status == "activated" or None
-        if so.plugin == "block":
-            ro = "ro" if so.readonly else "rw"
-            return f"{so.dev} ({ro}) {status}", status == "activated" or None
-        if so.plugin == "ramdisk":
-            return f"({human_size(so.size)}{' nullio' if so.nullio else ''}) {status}", status == "activated" or None
-        if so.plugin == "user":
-            return f"{so.config} ({human_size(so.size)}) {status}", status == "activated" or None
-        return f"{so.dev} {status}", None
+        return listing.so_summary(self.so)
 
     def _rtslib(self):
         from rtslib.tcm import so_mapping
@@ -615,30 +565,11 @@ class UIISCSI(UINode):
         portal when auto_add_default_portal is set, enabled when
         auto_enable_tpgt is set.
         '''
-        try:
-            name = validate.wwn(wwn, "target name") if wwn else generate_iqn()
-        except TargetError as e:
-            self.fail(e)
-        prefs = self.shell.prefs
-
-        def add(cfg: Config):
-            if name in cfg.targets:
-                raise ValidationError(f"target {name} already exists")
-            tpg = TPG(tag=1, enable=bool(prefs["auto_enable_tpgt"]), attributes={"authentication": 0})
-            if prefs["auto_add_default_portal"]:
-                p = Portal(validate.portal_ip(prefs["default_portal_ip"]), 3260)
-                tpg.portals[p.key] = p
-            cfg.targets[name] = Target(name, tpgs={1: tpg})
-        self.change(add, f"Created target {name}.")
+        self.op(ops.iscsi_create, wwn)
 
     def ui_command_delete(self, wwn):
         '''Deletes the target wwn with all its TPGs, LUNs, ACLs and portals.'''
-        def remove(cfg: Config):
-            key = wwn.lower()
-            if key not in cfg.targets:
-                raise NotFoundError(f"no target {wwn}")
-            del cfg.targets[key]
-        self.change(remove, f"Deleted target {wwn}.")
+        self.op(ops.iscsi_delete, wwn)
 
     def ui_complete_delete(self, parameters, text, current_param):
         names = [c.name for c in self.children if c.name.startswith(text)]
@@ -724,12 +655,7 @@ class UITPG(UINode):
         UIPortals(self)
 
     def summary(self):
-        a = self.tpg.attributes
-        gen = "gen-acls" if a.get("generate_node_acls") else "no-gen-acls"
-        auth = "auth" if a.get("authentication") else "no-auth"
-        if not self.tpg.enable:
-            return f"disabled, {gen}, {auth}", False
-        return f"{gen}, {auth}", None
+        return listing.tpg_summary(self.tpg)
 
     def _rts(self):
         from rtslib import FabricModule, Target as RTarget, TPG as RTPG
@@ -809,44 +735,8 @@ class UILUNs(UINode):
         (the lowest free index when omitted). With add_mapped_luns (default:
         the auto_add_mapped_luns preference) every ACL of the TPG gets it too.
         '''
-        auto = self.shell.prefs["auto_add_mapped_luns"] if add_mapped_luns is None \
-            else validate.boolean(add_mapped_luns, "add_mapped_luns")
-        new_so = None
-        try:
-            index = validate.lun_index(lun) if lun is not None else None
-            if not storage_object.startswith("/backstores/"):
-                path = validate.path(storage_object, "storage object path")
-                if not os.path.exists(path):
-                    raise NotFoundError(f"{path} does not exist")
-                name = validate.so_name(os.path.basename(path).replace(".", "_") or "disk")
-                if stat.S_ISBLK(os.stat(path).st_mode):
-                    new_so = StorageObject("block", name, dev=path)
-                else:
-                    new_so = StorageObject("fileio", name, dev=path, size=os.path.getsize(path))
-                new_so.check()
-                storage_object = new_so.path
-        except TargetError as e:
-            self.fail(e)
-
-        def edit(cfg, tpg):
-            if new_so is not None:
-                if new_so.key in cfg.storage_objects:
-                    raise ValidationError(f"storage object {new_so.path} already exists")
-                cfg.storage_objects[new_so.key] = new_so
-            so = cfg.so_by_path(storage_object)
-            if so is None:
-                raise NotFoundError(f"no storage object {storage_object}")
-            n = index if index is not None else min(set(range(len(tpg.luns) + 1)) - set(tpg.luns))
-            if n in tpg.luns:
-                raise ValidationError(f"lun{n} already exists")
-            tpg.luns[n] = LUN(n, so.path)
-            if auto:
-                for acl in tpg.node_acls.values():
-                    m = min(set(range(len(acl.mapped_luns) + 1)) - set(acl.mapped_luns))
-                    acl.mapped_luns[m] = MappedLUN(m, n)
-            return n
-        n = self.tpgnode._edit_tpg(edit)
-        self.shell.log.info(f"Created LUN {n}.")
+        t = self.tpgnode
+        self.op(ops.lun_create, t.t.wwn, t.tpg.tag, storage_object, lun, add_mapped_luns)
 
     def ui_complete_create(self, parameters, text, current_param):
         if current_param == "storage_object":
@@ -856,15 +746,7 @@ class UILUNs(UINode):
 
     def ui_command_delete(self, lun):
         '''Removes LUN lun and the mapped LUNs pointing at it.'''
-        def edit(cfg, tpg):
-            n = validate.lun_index(lun)
-            if n not in tpg.luns:
-                raise NotFoundError(f"no lun{n}")
-            del tpg.luns[n]
-            for acl in tpg.node_acls.values():
-                for m in [m for m in acl.mapped_luns.values() if m.tpg_lun == n]:
-                    del acl.mapped_luns[m.index]
-        self.tpgnode._edit_tpg(edit, f"Deleted LUN {lun}.")
+        self.op(ops.lun_delete, self.tpgnode.t.wwn, self.tpgnode.tpg.tag, lun)
 
 
 class UILUN(UINode):
@@ -873,10 +755,7 @@ class UILUN(UINode):
         self.lun = lun
 
     def summary(self):
-        so = self.config.so_by_path(self.lun.storage_object)
-        where = f" ({so.dev})" if so is not None and so.dev else ""
-        gp = f" ({self.lun.alua_tg_pt_gp_name})" if self.lun.alua_tg_pt_gp_name else ""
-        return f"{self.lun.storage_object[len('/backstores/'):]}{where}{gp}", so is not None
+        return listing.lun_summary(self.config, self.lun)
 
     def to_json(self):
         return {"path": self.path, "index": self.lun.index, "storage_object": self.lun.storage_object,
@@ -898,30 +777,11 @@ class UIPortals(UINode):
         Adds a portal listening on ip_address (IPv4, IPv6, 0.0.0.0 or ::0 for
         all; default from the default_portal_ip preference) and ip_port (3260).
         '''
-        try:
-            p = Portal(validate.portal_ip(ip_address or self.shell.prefs["default_portal_ip"]),
-                       validate.portal_port(ip_port or 3260))
-        except TargetError as e:
-            self.fail(e)
-
-        def edit(cfg, tpg):
-            if p.key in tpg.portals:
-                raise ValidationError(f"portal {p.dirname} already exists")
-            tpg.portals[p.key] = p
-        self.tpgnode._edit_tpg(edit, f"Created network portal {p.dirname}.")
+        self.op(ops.portal_create, self.tpgnode.t.wwn, self.tpgnode.tpg.tag, ip_address, ip_port)
 
     def ui_command_delete(self, ip_address, ip_port):
         '''Removes the portal ip_address:ip_port.'''
-        try:
-            key = validate.portal_key(validate.portal_ip(ip_address), validate.portal_port(ip_port))
-        except TargetError as e:
-            self.fail(e)
-
-        def edit(cfg, tpg):
-            if key not in tpg.portals:
-                raise NotFoundError(f"no portal {ip_address}:{ip_port}")
-            del tpg.portals[key]
-        self.tpgnode._edit_tpg(edit, f"Deleted network portal {ip_address}:{ip_port}")
+        self.op(ops.portal_delete, self.tpgnode.t.wwn, self.tpgnode.tpg.tag, ip_address, ip_port)
 
 
 class UIPortal(UINode):
@@ -930,8 +790,11 @@ class UIPortal(UINode):
         self.p = p
 
     def summary(self):
-        extra = [x for x, on in (("iser", self.p.iser), ("offload", self.p.offload)) if on]
-        return (", ".join(extra) or "OK"), True
+        return listing.portal_summary(self.p)
+
+    def to_json(self):
+        return {"path": self.path, "ip_address": self.p.ip_address, "port": self.p.port,
+                "iser": self.p.iser, "offload": self.p.offload}
 
     def _flag(self, name, value):
         v = validate.boolean(value, name)
@@ -966,35 +829,72 @@ class UIACLs(UINode):
         auto_add_mapped_luns preference) it sees every LUN of the TPG at the
         same LUN number.
         '''
-        auto = self.shell.prefs["auto_add_mapped_luns"] if add_mapped_luns is None \
-            else validate.boolean(add_mapped_luns, "add_mapped_luns")
-        try:
-            node = validate.wwn(wwn, "initiator name")
-        except TargetError as e:
-            self.fail(e)
-
-        def edit(cfg, tpg):
-            if node in tpg.node_acls:
-                raise ValidationError(f"ACL {node} already exists")
-            acl = NodeACL(node)
-            if auto:
-                for i in tpg.luns:
-                    acl.mapped_luns[i] = MappedLUN(i, i)
-            tpg.node_acls[node] = acl
-        self.tpgnode._edit_tpg(edit, f"Created Node ACL for {node}")
+        self.op(ops.acl_create, self.tpgnode.t.wwn, self.tpgnode.tpg.tag, wwn, add_mapped_luns)
 
     def ui_command_delete(self, wwn):
         '''Removes the ACL of initiator wwn.'''
-        def edit(cfg, tpg):
-            node = wwn.lower()
-            if node not in tpg.node_acls:
-                raise NotFoundError(f"no ACL {wwn}")
-            del tpg.node_acls[node]
-        self.tpgnode._edit_tpg(edit, f"Deleted Node ACL {wwn}.")
+        self.op(ops.acl_delete, self.tpgnode.t.wwn, self.tpgnode.tpg.tag, wwn)
 
     def ui_complete_delete(self, parameters, text, current_param):
         names = [c.name for c in self.children if c.name.startswith(text)]
         return [n + " " for n in names] if len(names) == 1 else names
+
+    def ui_command_tag(self, wwn_or_tag, new_tag):
+        '''
+        Gives the ACLs named by wwn_or_tag (an initiator name, or a tag some
+        ACLs already carry) the tag new_tag (no '.'; it is kept in the ACL's
+        configfs `tag` file and in saveconfig.json). If other ACLs already
+        carry new_tag, the newly tagged ones adopt their settings (mapped
+        LUNs, attributes, CHAP), as targetcli's tags do.
+        '''
+        if wwn_or_tag == new_tag:
+            return
+        if "." in new_tag or not new_tag.strip() or new_tag.strip() != new_tag:
+            self.fail(ValidationError(f"tag {new_tag!r}: a tag has no '.' (initiator names have) and no spaces"))
+
+        def edit(cfg, tpg):
+            src = _tagged(tpg, wwn_or_tag)
+            if not src:
+                raise NotFoundError(f"no ACL or tag {wwn_or_tag}")
+            peers = [a for a in tpg.node_acls.values() if a.tag == new_tag and a not in src]
+            for acl in src:
+                acl.tag = new_tag
+                if peers:
+                    model = peers[0]
+                    acl.attributes = dict(model.attributes)
+                    acl.chap = copy.deepcopy(model.chap)
+                    acl.tcq_depth = model.tcq_depth
+                    acl.mapped_luns = {i: MappedLUN(m.index, m.tpg_lun, m.write_protect)
+                                       for i, m in model.mapped_luns.items()}
+            return len(src)
+        n = self.tpgnode._edit_tpg(edit)
+        self.shell.log.info(f"Tagged {n} ACL{'s' if n != 1 else ''} {new_tag}.")
+
+    def ui_command_untag(self, wwn_or_tag):
+        '''Removes the tag from the ACLs named by wwn_or_tag; they keep their settings.'''
+        def edit(cfg, tpg):
+            src = _tagged(tpg, wwn_or_tag)
+            if not src:
+                raise NotFoundError(f"no ACL or tag {wwn_or_tag}")
+            for acl in src:
+                acl.tag = None
+            return len(src)
+        n = self.tpgnode._edit_tpg(edit)
+        self.shell.log.info(f"Untagged {n} ACL{'s' if n != 1 else ''}.")
+
+    def ui_complete_tag(self, parameters, text, current_param):
+        if current_param != "wwn_or_tag":
+            return []
+        names = sorted({c.name for c in self.children} | {c.acl.tag for c in self.children if c.acl.tag})
+        names = [n for n in names if n.startswith(text)]
+        return [n + " " for n in names] if len(names) == 1 else names
+
+    ui_complete_untag = ui_complete_tag
+
+
+def _tagged(tpg: TPG, wwn_or_tag: str) -> list:
+    """The ACLs a tag command names: the one with that initiator name, or all carrying that tag."""
+    return [a for a in tpg.node_acls.values() if a.node_wwn == wwn_or_tag.lower() or a.tag == wwn_or_tag]
 
 
 class UIACL(UINode):
@@ -1012,7 +912,18 @@ class UIACL(UINode):
             UIMappedLUN(m, self)
 
     def summary(self):
-        return f"Mapped LUNs: {len(self.children)}", None
+        return listing.acl_summary(self.acl)
+
+    def to_json(self):
+        d = {"path": self.path, "node_wwn": self.acl.node_wwn, "tag": self.acl.tag,
+             "cmdsn_depth": self.acl.tcq_depth,
+             "mapped_luns": [{"index": m.index, "tpg_lun": m.tpg_lun, "write_protect": m.write_protect}
+                             for m in sorted(self.acl.mapped_luns.values(), key=lambda m: m.index)]}
+        for f in validate.CHAP_FIELDS:
+            v = getattr(self.acl.chap, f)
+            if v:
+                d[f"chap_{f}"] = "********" if "password" in f else v
+        return d
 
     def _edit_acl(self, fn, message=None):
         return self.tpgnode._edit_tpg(lambda cfg, tpg: fn(tpg, tpg.node_acls[self.acl.node_wwn]), message)
@@ -1089,9 +1000,7 @@ class UIMappedLUN(UINode):
         self.m = m
 
     def summary(self):
-        lun = self.parent.tpgnode.tpg.luns.get(self.m.tpg_lun)
-        so = lun.storage_object[len("/backstores/"):] if lun else "?"
-        return f"lun{self.m.tpg_lun} {so} ({'ro' if self.m.write_protect else 'rw'})", lun is not None
+        return listing.mapped_lun_summary(self.parent.tpgnode.tpg, self.m)
 
     def ui_command_write_protect(self, boolean):
         '''Makes this mapped LUN read-only (true) or writable (false) for its initiator.'''
@@ -1104,3 +1013,67 @@ class UIMappedLUN(UINode):
         return {"path": self.path, "index": self.m.index, "tpg_lun": self.m.tpg_lun,
                 "write_protect": self.m.write_protect}
 
+
+
+# ---- other fabrics (loopback, vhost, FC, SRP ...) ------------------------------------
+#
+# Shown so that what a save keeps is visible (targetcli shows every fabric that
+# has targets); iscsikit builds only iSCSI targets from the shell.
+
+class UIFabric(UINode):
+    def __init__(self, name: str, parent):
+        super().__init__(name, parent)
+        self.fabric = fabrics.FABRICS[name]
+        for (f, wwn), t in sorted(self.config.fabric_targets.items()):
+            if f == name:
+                UIFabricTarget(t, self)
+
+    def summary(self):
+        return f"Targets: {len(self.children)}", None
+
+    def info(self):
+        fab = self.fabric
+        return {"fabric": fab.name, "configfs_path": f"{self.manager.root}/{fab.dir}",
+                "wwn_types": ", ".join(fab.wwn_types), "features": ", ".join(sorted(fab.features)) or "-",
+                "kernel_module": " or ".join(fab.modules),
+                "restore_makes_and_deletes": fab.makes}
+
+
+class UIFabricTarget(UINode):
+    def __init__(self, t: Target, parent):
+        super().__init__(t.wwn, parent)
+        self.t = t
+        for tpg in sorted(t.tpgs.values(), key=lambda x: x.tag):
+            UIFabricTPG(tpg, self)
+
+    def summary(self):
+        return f"TPGs: {len(self.children)}", None
+
+    def to_json(self):
+        d = saveconfig.target_to_dict(self.t, secrets=False)
+        d["path"] = self.path
+        return d
+
+
+class UIFabricTPG(UINode):
+    def __init__(self, tpg: TPG, parent):
+        super().__init__(f"tpg{tpg.tag}", parent)
+        self.tpg = tpg
+        luns = UINode("luns", self)
+        luns.summary = lambda: (f"LUNs: {len(tpg.luns)}", None)
+        for lun in sorted(tpg.luns.values(), key=lambda l: l.index):
+            UILUN(lun, luns)
+        if tpg.node_acls:
+            acls = UINode("acls", self)
+            acls.summary = lambda: (f"ACLs: {len(tpg.node_acls)}", None)
+            for acl in sorted(tpg.node_acls.values(), key=lambda a: a.node_wwn):
+                node = UINode(acl.node_wwn, acls)
+                node.summary = (lambda a=acl: (f"Mapped LUNs: {len(a.mapped_luns)}", None))
+
+    def summary(self):
+        return listing.fabric_tpg_summary(self.tpg)
+
+    def to_json(self):
+        d = saveconfig.tpg_to_dict(self.tpg, secrets=False)
+        d.update(path=self.path, nexus=self.tpg.nexus)
+        return d

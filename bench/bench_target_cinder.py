@@ -1,0 +1,69 @@
+"""OpenStack Cinder's shape: one target + one LUN + one ACL (+ the default portal) per volume.
+
+Cinder's LIO driver exports each volume as its own target, one step per
+process.  For N = 100, 300, 1000 already-exported volumes (restored from a
+generated saveconfig.json, and that restore timed), one more volume is made by
+one-shot commands, each a separate process, then `ls /iscsi`: with
+iscsikit-target, and with Debian's targetcli for N up to --ref-max, in the same
+guest boot.  Then the clear of the largest N against the kernel's own floor
+(bench/probes/lio_clear_floor.py).  Guest seconds; read the ratios.
+
+    python bench/bench_target_cinder.py                       # 100 300 1000, targetcli up to 300
+    python bench/bench_target_cinder.py 100 --ref-max 100 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from iscsikit.lab.guest import Guest
+
+MODULES = ("configfs", "target_core_mod", "iscsi_target_mod", "target_core_file")
+PROBE = Path(__file__).resolve().parent / "probes" / "cinder_probe.py"
+IKT = os.path.join(os.path.dirname(sys.executable), "iscsikit-target")   # the guest shares this venv
+STEPS = ("backstore", "target+portal", "lun", "acl")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sizes", nargs="*", type=int, default=[100, 300, 1000])
+    ap.add_argument("--ref-max", type=int, default=300, help="run targetcli only up to this N")
+    ap.add_argument("--clear-at", type=int, default=None, help="clear vs floor at this N (default: the largest)")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+    clear_at = args.clear_at or max(args.sizes)
+    with Guest(memory_mb=3072) as g:
+        g.modprobe(*MODULES)
+        g.run(f"{IKT} ls / >/dev/null; targetcli ls / >/dev/null 2>&1", timeout=600)   # warm the .pyc caches
+        r = g.run([sys.executable, str(PROBE), *map(str, args.sizes), "--ref-max", str(args.ref_max),
+                   "--clear-at", str(clear_at)], timeout=7200, check=True)
+    results = [json.loads(line) for line in r.out.splitlines() if line.startswith("{")]
+    for res in results:
+        print(json.dumps(res), flush=True)
+    print(f"\n{'N':>6} {'step':<14} {'ours':>7} {'targetcli':>10} {'ours/ref':>9}")
+    for res in results:
+        if "n" not in res:
+            continue
+        names = [*STEPS, "ls /iscsi"]
+        ours = res["ours_steps"] + [res["ours_ls"]]
+        ref = res.get("ref_steps", [None] * 4) + [res.get("ref_ls")]
+        for name, a, b in zip(names, ours, ref):
+            ratio = f"{a / b:.3f}" if b else "-"
+            print(f"{res['n']:>6} {name:<14} {a:>7.2f} {b if b is not None else '-':>10} {ratio:>9}")
+        print(f"{res['n']:>6} {'restore':<14} {res['ours_restore']:>7.2f}")
+    for res in results:
+        if "clear_n" in res:
+            print(f"\nclear at {res['clear_n']}: ours {res['ours_clear']} s, kernel floor {res['floor_serial']} s "
+                  f"(x{res['ratio_ours_over_floor']})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

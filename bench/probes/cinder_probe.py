@@ -1,0 +1,141 @@
+"""Guest side of bench_target_cinder.py: the one-target-per-volume shape, ours and targetcli's.
+
+OpenStack Cinder's LIO driver gives every volume its own target with one LUN,
+one ACL and one portal, made one at a time, each step by a new process.  For
+each N: N such volumes are restored (ours, clear_existing=true: that restore is
+timed too), then one more volume is made by one-shot commands with ours and
+another with targetcli, each command a separate process, then `ls /iscsi`.
+All times are guest seconds (time.monotonic in the guest) of whole processes.
+
+    python cinder_probe.py 100 300 1000 --ref-max 300 [--clear-at 1000]
+prints one JSON line per N, then (with --clear-at) the clear of that N against
+bench/probes/lio_clear_floor.py in the same boot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+BIN = os.path.dirname(sys.executable)
+IKT = os.path.join(BIN, "iscsikit-target")
+HERE = os.path.dirname(os.path.abspath(__file__))
+DIR = "/tmp/cinder"
+HOST = "iqn.1994-05.com.redhat:compute1"
+PREFIX = "iqn.2010-10.org.openstack:volume-"
+
+
+def volume_commands(name: str) -> list[list[str]]:
+    """The one-shot commands that export one volume.  The portal is the default 0.0.0.0:3260
+    that `/iscsi create` adds (auto_add_default_portal, both tools): the kernel refuses a
+    wildcard portal on a port where another target listens on a specific address."""
+    iqn = PREFIX + name
+    tpg = f"/iscsi/{iqn}/tpg1"
+    return [
+        ["/backstores/fileio", "create", name, f"{DIR}/{name}.img", "1M", "write_back=false"],
+        ["/iscsi", "create", iqn],
+        [f"{tpg}/luns", "create", f"/backstores/fileio/{name}"],
+        [f"{tpg}/acls", "create", HOST],
+    ]
+
+
+def saveconfig_for(n: int) -> dict:
+    sos, targets = [], []
+    for i in range(n):
+        name = f"v{i:04d}"
+        sos.append({"plugin": "fileio", "name": name, "dev": f"{DIR}/{name}.img", "size": 1 << 20,
+                    "write_back": False, "aio": False, "attributes": {}, "alua_tpgs": []})
+        targets.append({"fabric": "iscsi", "wwn": PREFIX + name, "tpgs": [{
+            "tag": 1, "enable": True, "attributes": {"authentication": 0},
+            "luns": [{"index": 0, "storage_object": f"/backstores/fileio/{name}"}],
+            "portals": [{"ip_address": "0.0.0.0", "port": 3260}],
+            "node_acls": [{"node_wwn": HOST, "mapped_luns": [{"index": 0, "tpg_lun": 0}]}]}]})
+    return {"fabric_modules": [], "storage_objects": sos, "targets": targets}
+
+
+def timed(argv, out=subprocess.DEVNULL) -> float:
+    t = time.monotonic()
+    r = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, text=True, timeout=3600)
+    dt = round(time.monotonic() - t, 3)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)}: exit {r.returncode}: {r.stderr[-800:]}")
+    return dt
+
+
+def n_targets() -> int:
+    return len([x for x in os.listdir("/sys/kernel/config/target/iscsi") if x.startswith("iqn.")])
+
+
+def one_size(n: int, ref: bool) -> dict:
+    os.makedirs(DIR, exist_ok=True)
+    for i in range(n):
+        with open(f"{DIR}/v{i:04d}.img", "ab") as f:
+            f.truncate(1 << 20)
+    path = f"{DIR}/n{n}.json"
+    with open(path, "w") as f:
+        json.dump(saveconfig_for(n), f)
+    res: dict = {"n": n}
+    # the process floor of the moment: the host is shared, so each N gets its own
+    res["python_floor"] = min(timed([sys.executable, "-c", "pass"]) for _ in range(3))
+    res["ours_restore"] = timed([IKT, "restoreconfig", path, "clear_existing=true"])
+    assert n_targets() == n, n_targets()
+    cmds = volume_commands(f"x{n}")
+    res["ours_steps"] = [timed([IKT, *c]) for c in cmds]
+    with open(f"{DIR}/ls-ours.txt", "w") as f:
+        res["ours_ls"] = timed([IKT, "ls", "/iscsi"], out=f)
+    res["ours_ls_lines"] = sum(1 for _ in open(f"{DIR}/ls-ours.txt"))
+    if ref:
+        cmds = volume_commands(f"y{n}")
+        res["ref_steps"] = [timed(["targetcli", *c]) for c in cmds]
+        with open(f"{DIR}/ls-ref.txt", "w") as f:
+            res["ref_ls"] = timed(["targetcli", "ls", "/iscsi"], out=f)
+        res["ref_ls_lines"] = sum(1 for _ in open(f"{DIR}/ls-ref.txt"))
+    assert n_targets() == n + 1 + int(ref), n_targets()
+    res["ours_max_step"] = max(res["ours_steps"] + [res["ours_ls"]])
+    if ref:
+        ours = sum(res["ours_steps"]) + res["ours_ls"]
+        theirs = sum(res["ref_steps"]) + res["ref_ls"]
+        res["ours_total"], res["ref_total"] = round(ours, 2), round(theirs, 2)
+        res["ratio_ours_over_ref"] = round(ours / theirs, 3)
+    return res
+
+
+def clear_vs_floor(n: int) -> dict:
+    path = f"{DIR}/n{n}.json"
+    res: dict = {"clear_n": n}
+    timed([IKT, "restoreconfig", path, "clear_existing=true"])
+    res["ours_clear"] = timed([IKT, "clearconfig", "confirm=true"])
+    timed([IKT, "restoreconfig", path, "clear_existing=true"])
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, f"{HERE}/lio_clear_floor.py"], capture_output=True, text=True, timeout=3600)
+    res["floor_process"] = round(time.monotonic() - t, 3)
+    res["floor_report"] = r.stdout
+    res["floor_serial"] = float(r.stdout.split("serial clear:")[1].split()[0])
+    res["ratio_ours_over_floor"] = round(res["ours_clear"] / res["floor_serial"], 3)
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("sizes", nargs="*", type=int, default=[100, 300, 1000])
+    ap.add_argument("--ref-max", type=int, default=300)
+    ap.add_argument("--clear-at", type=int, default=None)
+    args = ap.parse_args()
+    subprocess.run("mkdir -p /run/dbus; pgrep -x dbus-daemon >/dev/null || dbus-daemon --system --fork",
+                   shell=True)
+    timed([IKT, "clearconfig", "confirm=true"])
+    for n in args.sizes:
+        print(json.dumps(one_size(n, n <= args.ref_max)), flush=True)
+        timed([IKT, "clearconfig", "confirm=true"])
+    if args.clear_at:
+        print(json.dumps(clear_vs_floor(args.clear_at)), flush=True)
+    subprocess.run(f"rm -rf {DIR}", shell=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
