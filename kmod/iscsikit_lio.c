@@ -316,8 +316,9 @@ static int ik_logged_in(struct kprobe *p, struct pt_regs *regs)
 	ik_begin(&m, zero_tsih ? ISCSIKIT_LIO_EV_LOGIN : ISCSIKIT_LIO_EV_CONN_ADD);
 	ik_put_session(&m, sess);
 	ik_put_conn(&m, conn);
-	/* iscsi_target_nego.c writes "CHAP" or NONE ("None") once authentication is done */
-	ik_put_str(&m, ISCSIKIT_LIO_A_AUTH, sess->auth_type);
+	/* iscsi_handle_authentication() (iscsi_target_nego.c) writes "CHAP" or NONE ("None");
+	 * a login that skipped the security stage leaves it empty: no authentication */
+	ik_put_str(&m, ISCSIKIT_LIO_A_AUTH, sess->auth_type[0] ? sess->auth_type : "None");
 	ik_put_u8(&m, ISCSIKIT_LIO_A_HEADER_DIGEST, conn->conn_ops->HeaderDigest);
 	ik_put_u8(&m, ISCSIKIT_LIO_A_DATA_DIGEST, conn->conn_ops->DataDigest);
 	ik_put_u32(&m, ISCSIKIT_LIO_A_NCONN, atomic_read(&sess->nconn));
