@@ -41,10 +41,11 @@
  *
  * Handlers run with preemption off (and from the Time2Retain timer in
  * softirq context): they only read the structures the probed function
- * holds, allocate with GFP_ATOMIC and never sleep. Events are numbered and
- * sent under one spinlock, so their order is their number and a reader sees
- * any loss as a gap (a full socket buffer, or an allocation failure here,
- * counted in A_LOST).
+ * holds, copy the facts into an skb allocated with GFP_ATOMIC and queue it.
+ * One work item numbers the queued events and multicasts them in process
+ * context, so no netlink code runs inside a probe, their order is their
+ * number, and a reader sees any loss as a gap (a full socket buffer, or an
+ * event this module could not build, counted in A_LOST).
  *
  * Module lifetime: the probes are registered while iscsi_target_mod is
  * loaded. A module notifier arms them when it arrives (MODULE_STATE_COMING,
@@ -82,7 +83,7 @@
 #include "iscsikit_lio.h"
 
 #define TARGET_MODULE "iscsi_target_mod"
-/* An exported function every iscsi_target_mod has: its presence means the module is there. */
+/* An exported function every iscsi_target_mod has: when it cannot be probed the module is not there. */
 #define PRESENCE_SYMBOL TARGET_MODULE ":iscsit_register_transport"
 #define EVENT_SIZE 1280		/* two IQNs (ISCSI_IQN_LEN 224) and two addresses fit */
 
@@ -119,9 +120,58 @@ static struct genl_family ik_family __ro_after_init = {
 	.n_mcgrps = ARRAY_SIZE(ik_mcgrps),
 };
 
-static DEFINE_SPINLOCK(ik_emit_lock);	/* numbers and sends, in that order */
-static u64 ik_seq;			/* under ik_emit_lock */
-static u64 ik_lost;			/* under ik_emit_lock */
+/*
+ * Handlers only copy the facts into an skb and queue it; one work item numbers
+ * and multicasts the queue in order, in process context. So no netlink code
+ * runs inside a probe (with whatever locks the probed function holds, or in
+ * the Time2Retain timer's softirq), and the numbers follow the hooks' order.
+ */
+struct ik_cb {
+	u32 seq_off;		/* where A_SEQ's payload is in skb->data */
+	u32 lost_before;	/* events that could not be built just before this one */
+};
+#define IK_CB(skb) ((struct ik_cb *)(skb)->cb)
+#define IK_QUEUE_MAX 4096	/* a starved worker loses (and counts) events past this */
+
+static struct sk_buff_head ik_queue;	/* its lock also guards ik_queue_lost */
+static u32 ik_queue_lost;
+static DEFINE_MUTEX(ik_send_lock);	/* numbers and sends, in that order */
+static u64 ik_seq;			/* last number given, under ik_send_lock */
+static u64 ik_lost;			/* numbers given to events never sent, under ik_send_lock */
+
+static void ik_send_queued(struct work_struct *work)
+{
+	struct sk_buff *skb;
+	unsigned long flags;
+	u32 lost;
+	u64 seq;
+
+	mutex_lock(&ik_send_lock);
+	for (;;) {
+		spin_lock_irqsave(&ik_queue.lock, flags);
+		skb = __skb_dequeue(&ik_queue);
+		if (skb) {
+			lost = IK_CB(skb)->lost_before;
+		} else {
+			lost = ik_queue_lost;
+			ik_queue_lost = 0;
+		}
+		spin_unlock_irqrestore(&ik_queue.lock, flags);
+		/* a lost event keeps its number: readers see the gap */
+		ik_seq += lost;
+		ik_lost += lost;
+		if (!skb)
+			break;
+		seq = ++ik_seq;
+		memcpy(skb->data + IK_CB(skb)->seq_off, &seq, sizeof(seq));
+		/* -ESRCH (nobody listens) is not a loss; a reader whose socket is full
+		 * gets ENOBUFS from netlink and sees the gap in A_SEQ */
+		genlmsg_multicast(&ik_family, skb, 0, 0, GFP_KERNEL);
+	}
+	mutex_unlock(&ik_send_lock);
+}
+
+static DECLARE_WORK(ik_work, ik_send_queued);
 
 struct ik_msg {
 	struct sk_buff *skb;
@@ -139,7 +189,7 @@ static void ik_begin(struct ik_msg *m, u8 event)
 	m->hdr = genlmsg_put(m->skb, 0, 0, &ik_family, 0, ISCSIKIT_LIO_CMD_EVENT);
 	if (!m->hdr)
 		goto fail;
-	/* filled in by ik_send() under the lock */
+	/* numbered by ik_send_queued() */
 	m->seq = nla_reserve_64bit(m->skb, ISCSIKIT_LIO_A_SEQ, sizeof(u64), ISCSIKIT_LIO_A_PAD);
 	if (!m->seq || nla_put_u8(m->skb, ISCSIKIT_LIO_A_EVENT, event) ||
 	    nla_put_u64_64bit(m->skb, ISCSIKIT_LIO_A_TIME_NS, ktime_get_ns(), ISCSIKIT_LIO_A_PAD))
@@ -182,24 +232,24 @@ static void ik_put_bin(struct ik_msg *m, int type, const void *p, int len)
 static void ik_send(struct ik_msg *m)
 {
 	unsigned long flags;
-	u64 seq;
 
-	if (!m->broken)
+	if (!m->broken) {
 		genlmsg_end(m->skb, m->hdr);
-	spin_lock_irqsave(&ik_emit_lock, flags);
-	seq = ++ik_seq;
-	if (m->broken) {
-		ik_lost++;
+		IK_CB(m->skb)->seq_off = (u8 *)nla_data(m->seq) - m->skb->data;
+	}
+	spin_lock_irqsave(&ik_queue.lock, flags);
+	if (m->broken || skb_queue_len(&ik_queue) >= IK_QUEUE_MAX) {
+		ik_queue_lost++;
 	} else {
-		memcpy(nla_data(m->seq), &seq, sizeof(seq));
-		/* -ESRCH (nobody listens) is not a loss; a full reader socket
-		 * gets ENOBUFS from netlink and sees the gap in A_SEQ */
-		genlmsg_multicast(&ik_family, m->skb, 0, 0, GFP_ATOMIC);
+		IK_CB(m->skb)->lost_before = ik_queue_lost;
+		ik_queue_lost = 0;
+		__skb_queue_tail(&ik_queue, m->skb);
 		m->skb = NULL;
 	}
-	spin_unlock_irqrestore(&ik_emit_lock, flags);
+	spin_unlock_irqrestore(&ik_queue.lock, flags);
 	if (m->skb)
 		nlmsg_free(m->skb);
+	schedule_work(&ik_work);
 }
 
 static void ik_put_sockaddr(struct ik_msg *m, int addr_type, int port_type,
@@ -482,14 +532,20 @@ static unsigned int ik_armed;			/* probes registered, under ik_arm_lock */
 static bool ik_broken;				/* a symbol is missing in this load of the target */
 static char ik_missing[sizeof(ik_also)];	/* under ik_arm_lock */
 
-static bool ik_target_present(void)
-{
-	struct kprobe kp = { .symbol_name = PRESENCE_SYMBOL, .pre_handler = ik_nothing };
+static struct kprobe ik_trial;		/* one probe at a time, on the failure path only */
 
-	if (register_kprobe(&kp))
-		return false;
-	unregister_kprobe(&kp);
-	return true;
+/* 0 when `symbol` can be probed (the probe is removed again) */
+static int ik_try_probe(const char *symbol)
+{
+	int ret;
+
+	memset(&ik_trial, 0, sizeof(ik_trial));
+	ik_trial.symbol_name = symbol;
+	ik_trial.pre_handler = ik_nothing;
+	ret = register_kprobe(&ik_trial);
+	if (!ret)
+		unregister_kprobe(&ik_trial);
+	return ret;
 }
 
 static void ik_disarm_locked(void)
@@ -509,34 +565,38 @@ static void ik_disarm_locked(void)
 /* 0 armed (or already), -ENODEV iscsi_target_mod absent, else a symbol is missing */
 static int ik_arm_locked(const char *consequence)
 {
+	struct kprobe *kps[IK_NHOOKS + 1];
 	unsigned int i, n = IK_NHOOKS + (ik_also[0] ? 1 : 0);
 	int ret;
 
 	if (ik_armed || ik_broken)
 		return ik_broken ? -ENOENT : 0;
-	if (!ik_target_present())
-		return -ENODEV;
 	for (i = 0; i < n; i++) {
 		memset(&ik_kps[i], 0, sizeof(ik_kps[i]));
-		if (i < IK_NHOOKS) {
-			ik_kps[i].symbol_name = ik_hooks[i].symbol;
-			ik_kps[i].pre_handler = ik_hooks[i].handler;
-		} else {
-			ik_kps[i].symbol_name = ik_also;
-			ik_kps[i].pre_handler = ik_nothing;
-		}
-		ret = register_kprobe(&ik_kps[i]);
-		if (ret) {
-			strscpy(ik_missing, ik_kps[i].symbol_name, sizeof(ik_missing));
-			ik_disarm_locked();
-			ik_broken = true;
-			pr_err("cannot probe %s (error %d): this kernel's iSCSI target is not the one this module was written for; %s\n",
-			       ik_missing, ret, consequence);
-			return ret;
-		}
-		ik_armed = i + 1;
+		ik_kps[i].symbol_name = i < IK_NHOOKS ? ik_hooks[i].symbol : ik_also;
+		ik_kps[i].pre_handler = i < IK_NHOOKS ? ik_hooks[i].handler : ik_nothing;
+		kps[i] = &ik_kps[i];
 	}
-	return 0;
+	ret = register_kprobes(kps, n);		/* all or none */
+	if (!ret) {
+		ik_armed = n;
+		return 0;
+	}
+	/* which symbol failed, and is the target module there at all? */
+	if (ik_try_probe(PRESENCE_SYMBOL))
+		return -ENODEV;
+	for (i = 0; i < n; i++) {
+		ret = ik_try_probe(kps[i]->symbol_name);
+		if (ret)
+			break;
+	}
+	if (i == n)		/* it went away or came back meanwhile: the notifier retries */
+		return -ENODEV;
+	strscpy(ik_missing, kps[i]->symbol_name, sizeof(ik_missing));
+	ik_broken = true;
+	pr_err("cannot probe %s (error %d): this kernel's iSCSI target is not the one this module was written for; %s\n",
+	       ik_missing, ret, consequence);
+	return ret;
 }
 
 static int ik_module_event(struct notifier_block *nb, unsigned long action, void *data)
@@ -571,7 +631,6 @@ static struct notifier_block ik_module_nb = {
 static int ik_get_status(struct sk_buff *skb, struct genl_info *info)
 {
 	struct sk_buff *msg;
-	unsigned long flags;
 	u64 seq, lost;
 	void *hdr;
 	u8 armed;
@@ -582,10 +641,11 @@ static int ik_get_status(struct sk_buff *skb, struct genl_info *info)
 	hdr = genlmsg_put_reply(msg, info, &ik_family, 0, ISCSIKIT_LIO_CMD_GET_STATUS);
 	if (!hdr)
 		goto nospace;
-	spin_lock_irqsave(&ik_emit_lock, flags);
+	/* every event numbered up to seq has been multicast (or counted lost) */
+	mutex_lock(&ik_send_lock);
 	seq = ik_seq;
 	lost = ik_lost;
-	spin_unlock_irqrestore(&ik_emit_lock, flags);
+	mutex_unlock(&ik_send_lock);
 	mutex_lock(&ik_arm_lock);
 	armed = ik_armed > 0;
 	if (nla_put_u32(msg, ISCSIKIT_LIO_A_VERSION, ISCSIKIT_LIO_GENL_VERSION) ||
@@ -610,6 +670,7 @@ static int __init ik_init(void)
 {
 	int ret;
 
+	skb_queue_head_init(&ik_queue);
 	if (also_probe && also_probe[0])
 		snprintf(ik_also, sizeof(ik_also), "%s:%s", TARGET_MODULE, also_probe);
 	ret = genl_register_family(&ik_family);
@@ -638,6 +699,8 @@ static int __init ik_init(void)
 
 out_notifier:
 	unregister_module_notifier(&ik_module_nb);
+	flush_work(&ik_work);
+	skb_queue_purge(&ik_queue);
 out_family:
 	genl_unregister_family(&ik_family);
 	return ret;
@@ -650,6 +713,9 @@ static void __exit ik_exit(void)
 	mutex_lock(&ik_arm_lock);
 	ik_disarm_locked();
 	mutex_unlock(&ik_arm_lock);
+	/* nothing queues any more: send what is queued, then close the family */
+	flush_work(&ik_work);
+	skb_queue_purge(&ik_queue);
 	genl_unregister_family(&ik_family);
 }
 
