@@ -86,7 +86,7 @@ def test_iscsikit_login_event_has_every_field_right_and_in_time(report):
 
 
 def test_open_iscsi_isid_is_its_default_iface_isid(report):
-    # open-iscsi's default ISID: type 0 with its OUI 00:02:3d (open-iscsi usr/initiator.c)
+    # open-iscsi's default ISID: type 0 with the OUI 00:02:3d (its DRIVER_ISID_0..2 constants)
     assert report["stories"]["open_iscsi"]["event"]["isid"].startswith("00023d")
 
 
