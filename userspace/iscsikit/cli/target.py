@@ -123,11 +123,11 @@ def _run_root_verb(manager, args, verb: str, pos: list, kw: dict) -> int:
         else:
             flags = {w for w in pos if w.startswith("--")}
             pos = [w for w in pos if not w.startswith("--")]
-            if flags - {"--follow", "--json"}:
-                raise ValidationError("usage: sessions [list|detail] [--follow] [--json]")
+            if flags - {"--follow", "--json", "--poll"}:
+                raise ValidationError("usage: sessions [list|detail] [--follow [--poll]] [--json]")
             as_json = args.json or "--json" in flags
             if "--follow" in flags:
-                return _follow(manager, as_json)
+                return _follow(manager, as_json, poll="--poll" in flags)
             found = sessions.list_sessions(manager.root)
             if as_json:
                 print(json.dumps([x.to_dict() for x in found], indent=2))
@@ -153,27 +153,32 @@ def _run_root_verb(manager, args, verb: str, pos: list, kw: dict) -> int:
 POLL_INTERVAL = 1.0
 
 
-def _follow(manager, as_json: bool) -> int:
-    """`sessions --follow`: one line (or JSON object) per target event until interrupted."""
+def _follow(manager, as_json: bool, poll: bool = False) -> int:
+    """`sessions --follow`: one line (or JSON object) per target event until interrupted;
+    `--poll` reads configfs every second even when the events module is there."""
     from ..target import events
-    try:
-        reader = events.Reader()
-    except events.NotLoaded as e:
-        print(f"iscsikit-target: {e}: polling configfs every {POLL_INTERVAL:g} s instead "
-              "(logins and closes only, seen up to a second late; no failed logins, no reasons)",
-              file=sys.stderr, flush=True)
+    stream = None
+    if poll:
         stream = events.poll(manager.root, POLL_INTERVAL)
-    except PermissionError:
-        print("iscsikit-target: the target events carry initiator names and addresses: "
-              "following them needs CAP_NET_ADMIN (run as root)", file=sys.stderr)
-        return EXIT_FAILED
     else:
-        if not reader.status.armed:
-            why = (f"symbol {reader.status.missing} is missing" if reader.status.missing
-                   else "iscsi_target_mod is not loaded")
-            print(f"iscsikit-target: {events.MODULE} is loaded but not armed ({why}); "
-                  "events start when iscsi_target_mod is loaded", file=sys.stderr, flush=True)
-        stream = reader.events()
+        try:
+            reader = events.Reader()
+        except events.NotLoaded as e:
+            print(f"iscsikit-target: {e}: polling configfs every {POLL_INTERVAL:g} s instead "
+                  "(logins and closes only, seen up to a second late; no failed logins, no reasons)",
+                  file=sys.stderr, flush=True)
+            stream = events.poll(manager.root, POLL_INTERVAL)
+        except PermissionError:
+            print("iscsikit-target: the target events carry initiator names and addresses: "
+                  "following them needs CAP_NET_ADMIN (run as root)", file=sys.stderr)
+            return EXIT_FAILED
+        else:
+            if not reader.status.armed:
+                why = (f"symbol {reader.status.missing} is missing" if reader.status.missing
+                       else "iscsi_target_mod is not loaded")
+                print(f"iscsikit-target: {events.MODULE} is loaded but not armed ({why}); "
+                      "events start when iscsi_target_mod is loaded", file=sys.stderr, flush=True)
+            stream = reader.events()
     try:
         for ev in stream:
             print(json.dumps(ev.to_dict()) if as_json else ev.line(), flush=True)
