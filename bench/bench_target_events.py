@@ -42,6 +42,7 @@ def main() -> int:
     for key in ("median_ms", "p90_ms", "max_ms", "min_ms"):
         print(f"{key:<40}{k[key]:>12.1f}{p[key]:>12.1f}{k[key] / p[key]:>8.3f}")
     print(f"seen: kmod {k['n']}/{d['logins']}, poller {p['n']}/{d['logins']}")
+    print("interpreter start + import, median of 3 (s): " + ", ".join(f"{m} {t:.2f}" for m, t in d["imports_s"].items()))
     return 0
 
 

@@ -82,6 +82,20 @@ poller.stop()
 lio.clear()
 
 
+def cost(code, n=3):
+    """Median wall seconds of a fresh interpreter running `code` (the CLI pays it at every start)."""
+    runs = []
+    for _ in range(n):
+        t = time.monotonic()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        runs.append(time.monotonic() - t)
+    return round(statistics.median(runs), 3)
+
+
+imports = {"pass": cost("pass"), "iscsikit.target.events": cost("import iscsikit.target.events"),
+           "pyroute2.netlink.generic": cost("import pyroute2.netlink.generic")}
+
+
 def summary(key):
     v = sorted(r[key] for r in rows if r[key] is not None)
     if not v:
@@ -90,5 +104,5 @@ def summary(key):
             "max_ms": round(v[-1], 1), "min_ms": round(v[0], 1)}
 
 
-out = {"logins": N, "kmod": summary("kmod_ms"), "poll": summary("poll_ms"), "rows": rows}
+out = {"logins": N, "kmod": summary("kmod_ms"), "poll": summary("poll_ms"), "imports_s": imports, "rows": rows}
 print(json.dumps(out))
