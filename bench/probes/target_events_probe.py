@@ -2,7 +2,7 @@
 
 Both followers are `iscsikit-target sessions --follow --json` processes started together; one
 reads iscsikit_lio's events, the other (`--poll`) re-reads configfs every second as targetcli
-does. BENCH_LOGINS logins with iscsikit's login_io at random spacing (so each lands at a random
+does. BENCH_LOGINS logins (demo mode, one initiator name each) with iscsikit's login_io at random spacing (so each lands at a random
 phase of the poller's second); each session stays until the end (the poller must see it).
 Latency = the moment a follower's line is read here - the kernel's own timestamp of the login
 (A_TIME_NS, CLOCK_MONOTONIC, the clock time.monotonic() reads). Prints one JSON line.
@@ -29,6 +29,10 @@ KO = str(CHECKOUT / "kmod" / "iscsikit_lio.ko")
 SHELL = os.path.join(os.path.dirname(sys.executable), "iscsikit-target")
 IQN = "iqn.2026-11.org.iscsikit.bench:events"
 ISID = 0x400001380000
+# one initiator name per login: configfs shows one session per ACL (acls/<iqn>/info reads
+# se_nacl->nacl_sess) and demo mode lists names only (tpgt_1/dynamic_sessions), so a poller
+# tells logins apart by name alone
+NAME = "iqn.2026-11.org.iscsikit.bench:ini"
 N = int(os.environ.get("BENCH_LOGINS", "20"))
 
 
@@ -43,8 +47,8 @@ class Follower:
         for line in self.proc.stdout:
             t = time.monotonic_ns()
             e = json.loads(line)
-            if e.get("event") == "login" and e.get("isid"):
-                self.seen.setdefault(e["isid"], (t, e))
+            if e.get("event") == "login" and e.get("initiator"):
+                self.seen.setdefault(e["initiator"], (t, e))
 
     def stop(self):
         self.proc.send_signal(signal.SIGINT)
@@ -58,25 +62,28 @@ lio.clear()
 lio.target(IQN, "/var/tmp/bench/events.img", size=16 << 20)
 kmod, poller = Follower(), Follower("--poll")
 # both followers up: kmod's answers a login; the poller's first snapshot comes after its start
-warm = login_io.login(("127.0.0.1", 3260), IQN, initiator_name=lio.INITIATOR, isid=ISID + 0xFFF)
-lio.until(lambda: f"{ISID + 0xFFF:012x}" in kmod.seen, 60)
+warm = login_io.login(("127.0.0.1", 3260), IQN, initiator_name=f"{NAME}-warm", isid=ISID + 0xFFF)
+lio.until(lambda: f"{NAME}-warm" in kmod.seen, 60)
 time.sleep(3.0)
 rng = random.Random(15)
 held = []
 for i in range(N):
-    held.append(login_io.login(("127.0.0.1", 3260), IQN, initiator_name=lio.INITIATOR, isid=ISID + i))
+    held.append(login_io.login(("127.0.0.1", 3260), IQN, initiator_name=f"{NAME}{i}", isid=ISID + i))
     time.sleep(rng.uniform(0.3, 1.3))
-isids = [f"{ISID + i:012x}" for i in range(N)]
-lio.until(lambda: all(x in poller.seen for x in isids), 10)
+names = [f"{NAME}{i}" for i in range(N)]
+lio.until(lambda: all(x in poller.seen for x in names), 10)
 rows = []
-for x in isids:
+for x in names:
     k, p = kmod.seen.get(x), poller.seen.get(x)
     if not k:
         continue
     t_kernel = k[1]["time_ns"]
-    rows.append({"isid": x, "kmod_ms": (k[0] - t_kernel) / 1e6, "poll_ms": (p[0] - t_kernel) / 1e6 if p else None})
+    rows.append({"initiator": x, "kmod_ms": (k[0] - t_kernel) / 1e6, "poll_ms": (p[0] - t_kernel) / 1e6 if p else None})
 for h in held + [warm]:
-    h.logout()
+    try:
+        h.logout()
+    except login_io.LoginError:     # idle this long, LIO's NOP-In timer may have dropped it
+        h.close()
 kmod.stop()
 poller.stop()
 lio.clear()

@@ -42,3 +42,12 @@ def test_list_from_a_tree(tmp_path):
     found = sessions.list_sessions(str(tmp_path))
     assert [(s.initiator, s.dynamic) for s in found] == [
         ("iqn.2024-01.com.example:host1", False), ("iqn.2024-01.com.example:demo1", True)]
+
+
+def test_dynamic_sessions_as_the_kernel_separates_them(tmp_path):
+    # target_show_dynamic_sessions() writes "name\n" and counts a NUL after each one
+    tpg = tmp_path / "iscsi" / "iqn.2024-01.com.example:t" / "tpgt_1"
+    (tpg / "acls").mkdir(parents=True)
+    (tpg / "dynamic_sessions").write_bytes(b"iqn.2024-01.com.example:d1\n\0iqn.2024-01.com.example:d2\n\0")
+    assert [s.initiator for s in sessions.list_sessions(str(tmp_path))] == [
+        "iqn.2024-01.com.example:d1", "iqn.2024-01.com.example:d2"]

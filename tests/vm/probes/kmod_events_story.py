@@ -219,15 +219,23 @@ sid_oi = int(lio.until(lambda: [s for s in os.listdir("/sys/class/iscsi_session"
 stories["open_iscsi"] = {"event": hit[0][1] if hit else None, "after_return": hit[0][0] - t_ret if hit else None,
                          "ports": new_ports(before), "sysfs": sysfs_of(sid_oi),
                          "configfs": configfs_session(T_OPEN, INIT_OI)}
+# the initiator's daemon killed -9 (nobody to reconnect and win a race with the target's
+# RX thread by reinstating the session), then its connection reset with ss -K
 mark = len(fo.lines)
+for pid in sh("pgrep -x iscsid", check=False).stdout.split():
+    os.kill(int(pid), signal.SIGKILL)
+if iscsid:
+    iscsid.wait()
 sh("ss -K -tn state established '( dport = :3260 )'", check=False)
 drop = fo.wait(lambda e: e.get("event") == "session_close" and e.get("initiator") == INIT_OI, 15, mark)
 stories["drop"] = {"events": [e for _, e in fo.lines[mark:] if e.get("initiator") == INIT_OI]}
+iscsid = subprocess.Popen(["iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
+time.sleep(0.5)
 sh("iscsiadm -m node -U all; iscsiadm -m node -o delete; "
    "iscsiadm -m discoverydb -t st -p 127.0.0.1 -o delete", timeout=120, check=False)
-if iscsid:
-    iscsid.terminate()
-    iscsid.wait()
+iscsid.terminate()
+iscsid.wait()
 
 # iscsikit: a kernel session with header digests, then logout
 sysfs = Sysfs()

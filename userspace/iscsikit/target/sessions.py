@@ -94,7 +94,8 @@ def list_sessions(root: str = configfs.ROOT) -> list[Session]:
                 if s:
                     out.append(s)
             try:
-                dyn = configfs.read(f"{d}/dynamic_sessions").split()
+                # target_show_dynamic_sessions() (target_core_tpg.c) ends each name with "\n\0"
+                dyn = configfs.read(f"{d}/dynamic_sessions").replace("\0", "\n").split()
             except OSError:
                 dyn = []
             for node in dyn:
