@@ -55,3 +55,20 @@ def test_non_root_is_denied_methods_but_may_read(story):
 
 def test_logout_over_dbus(story):
     assert story["logout"]["rc"] == 0 and story["sessions_after_logout"] == []
+
+
+def test_target_session_signals_reach_root_only(story):
+    """The LIO side of the same login, from kmod/'s events: signals next to the initiator's."""
+    assert story["kmod"], "kmod/iscsikit_lio.ko is not built or did not load: run .ci/setup"
+    assert story["target_source"]["out"] == "(<'kmod'>,)", story["target_source"]
+    monitor = story["monitor"]
+    login = monitor.find(f"{NAME}.Target.SessionLoggedIn")
+    closed = monitor.find(f"{NAME}.Target.SessionClosed")
+    assert 0 <= login < closed, monitor[-3000:]
+    assert "'target': <'iqn.2026-11.org.iscsikit.test:dbus'>" in monitor[login:closed]
+    assert "'initiator': <'iqn.2026-11.org.iscsikit.test:initiator'>" in monitor[login:closed]
+    assert "'reason': <'logout'>" in monitor[closed:]
+    # the initiator's signals are public; the target's name initiators: nobody gets none of them
+    assert f"{NAME}.Manager.SessionAdded" in story["monitor_nobody"]
+    assert f"{NAME}.Target." not in story["monitor_nobody"]
+

@@ -12,6 +12,11 @@
                                                   Target, Address, Port, Tpgt, Iface, Startup
     /org/iscsikit/Initiator1/session/<sid>       org.iscsikit.Initiator1.Session: Logout();
                                                   Sid, Target, Address, Port, Tpgt, State, KernelState, Disks, Recoveries
+    /org/iscsikit/Initiator1/target              org.iscsikit.Initiator1.Target: this host's LIO target, as
+                                                  `iscsikit-target sessions --follow` sees it; signals
+                                                  SessionLoggedIn, ConnectionAdded, ConnectionClosed,
+                                                  SessionClosed, LoginFailed (a{sv}: the event's fields),
+                                                  EventsDropped(u); property Source (kmod | configfs)
     every object: org.freedesktop.DBus.Properties (Get, GetAll, PropertiesChanged) and Introspectable
 
 Same semantics as the CLI because it is the CLI: Discover, Login and Logout
@@ -58,6 +63,7 @@ ROOT = "/org/iscsikit/Initiator1"
 MANAGER_IFACE = BUS_NAME + ".Manager"
 NODE_IFACE = BUS_NAME + ".Node"
 SESSION_IFACE = BUS_NAME + ".Session"
+TARGET_IFACE = BUS_NAME + ".Target"
 ERROR_PREFIX = BUS_NAME + ".Error."
 POLL_SECONDS = 2
 
@@ -260,6 +266,61 @@ class NodeObject(PropertyObject):
                               "--logout"], reply, error, lambda _out: None)
 
 
+class TargetObject(PropertyObject):
+    """The target's events (target/events.py) as signals. They name initiators and their addresses:
+    the bus policy lets only root receive them, as the kernel lets only CAP_NET_ADMIN listen."""
+    IFACE = TARGET_IFACE
+    SIGNATURES = {"Source": "s"}
+    SIGNALS = {"login": "SessionLoggedIn", "conn_add": "ConnectionAdded", "conn_close": "ConnectionClosed",
+               "session_close": "SessionClosed", "login_failed": "LoginFailed"}
+
+    def __init__(self, service):
+        super().__init__(service, ROOT + "/target")
+
+    @staticmethod
+    def fields(event) -> dbus.Dictionary:
+        out = {}
+        for k, v in event.to_dict().items():
+            if k == "event":
+                continue
+            out[k] = dbus.UInt64(v) if k in ("seq", "time_ns") else dbus.Int64(v) if isinstance(v, int) \
+                else dbus.String(str(v))
+        return dbus.Dictionary(out, signature="sv")
+
+    def emit(self, event) -> None:
+        """Loop thread: one signal per event."""
+        if event.to_dict()["event"] == "dropped":
+            self.EventsDropped(dbus.UInt32(event.count))
+            return
+        name = self.SIGNALS.get(event.kind)
+        if name:
+            getattr(self, name)(self.fields(event))
+
+    @dbus.service.signal(TARGET_IFACE, signature="a{sv}")
+    def SessionLoggedIn(self, event):
+        pass
+
+    @dbus.service.signal(TARGET_IFACE, signature="a{sv}")
+    def ConnectionAdded(self, event):
+        pass
+
+    @dbus.service.signal(TARGET_IFACE, signature="a{sv}")
+    def ConnectionClosed(self, event):
+        pass
+
+    @dbus.service.signal(TARGET_IFACE, signature="a{sv}")
+    def SessionClosed(self, event):
+        pass
+
+    @dbus.service.signal(TARGET_IFACE, signature="a{sv}")
+    def LoginFailed(self, event):
+        pass
+
+    @dbus.service.signal(TARGET_IFACE, signature="u")
+    def EventsDropped(self, count):
+        pass
+
+
 def node_path(nid: ndb.NodeId) -> str:
     return f"{ROOT}/node/{escape(f'{nid.target},{nid.address},{nid.port},{nid.tpgt},{nid.iface}')}"
 
@@ -331,6 +392,7 @@ class Service:
         self.nodes: dict[str, NodeObject] = {}
         self.polling = threading.Lock()
         self.manager = Manager(self)
+        self.target = TargetObject(self)
         from .. import __version__
         self.manager.values.update({"Version": __version__, "InitiatorName": self.db.initiator_name() or ""})
         self.refresh_nodes()
@@ -435,6 +497,25 @@ class Service:
             else:
                 obj.update(values)
 
+    def follow_target(self) -> None:
+        """A thread reading the target's events (kmod's, or configfs polled each second without it)."""
+        from ..target import configfs, events
+
+        def run():
+            try:
+                reader = events.Reader()
+                stream, source = reader.events(), "kmod"
+            except (events.NotLoaded, OSError) as e:
+                log.info("target events: %s; polling configfs every second", e)
+                stream, source = events.poll(configfs.ROOT, 1.0), "configfs"
+            self.loop.call_soon(lambda: self.target.update({"Source": source}))
+            try:
+                for ev in stream:
+                    self.loop.call_soon(lambda ev=ev: self.target.emit(ev))
+            except Exception:
+                log.exception("target events stopped")
+        threading.Thread(target=run, name="iscsikit-dbus-target", daemon=True).start()
+
     def poll(self) -> None:
         """Timer: fetch the daemon's sessions in a worker (never block the loop); one poll at a time."""
         if not self.polling.acquire(blocking=False):
@@ -457,6 +538,7 @@ def serve(address: str | None = None, poll_seconds: int = POLL_SECONDS) -> None:
     bus = dbus.bus.BusConnection(address) if address else dbus.SystemBus()
     service = Service(bus, loop)
     service.poll()
+    service.follow_target()
     loop.every(poll_seconds, service.poll)
     # the name last: a client that sees it owned finds every object in place
     got = bus.request_name(BUS_NAME, dbus.bus.NAME_FLAG_DO_NOT_QUEUE)
