@@ -99,7 +99,11 @@ def test_logout_gives_connection_and_session_close_with_reason_logout(report):
 
 def test_killed_connection_gives_drop_then_session_lost(report):
     kinds = [(e["event"], e.get("reason")) for e in report["stories"]["drop"]["events"]]
-    assert kinds[:2] == [("conn_close", "dropped"), ("session_close", "conn_lost")], kinds
+    assert kinds == [("login", None), ("conn_close", "dropped"), ("session_close", "conn_lost")], kinds
+
+
+def test_the_guest_is_left_without_initiator_sessions(report):
+    assert report["sessions_left"] == []
 
 
 def test_wrong_chap_secret_is_a_login_failed_event_with_the_authentication_status(report):
