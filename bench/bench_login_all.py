@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_login_all.py [--targets 32]
 
 One guest boot, the same LIO targets; open-iscsi 2.1.8 (`iscsiadm -m node -L all` through iscsid),
-then iscsikit (`iscsikit-adm -m node -L all` through iscsikitd, logins in parallel). Goal: at most
+then iscsikit (the forwarding `iscsiadm -m node -L all`, run in iscsikitd, logins in parallel). Goal: at most
 half open-iscsi's time. Guest times under TCG: only ratios mean anything.
 """
 

@@ -67,7 +67,7 @@ ours = subprocess.Popen([f"{VENV}/iscsikitd", "--log-level", "warning"], stdout=
                         stderr=subprocess.DEVNULL)
 wait(lambda: os.path.exists("/run/iscsikit/iscsikitd.sock"), 120)
 try:
-    out["iscsikit"] = run_tool(f"{VENV}/iscsikit-adm", ours)
+    out["iscsikit"] = run_tool(f"{VENV}/iscsiadm", ours)   # the forwarding client
 finally:
     ours.terminate()
     ours.wait(timeout=60)

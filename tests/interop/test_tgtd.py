@@ -13,7 +13,7 @@ import pytest
 
 from iscsikit.initiator.login_io import LoginError, discover, login
 from iscsikit.proto.chap import ChapCredentials
-from iscsikit.proto.exitcodes import ExitCode
+from iscsikit.initiator.exitcodes import ExitCode
 from iscsikit.proto.sendtargets import Portal
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]

@@ -198,8 +198,8 @@ def test_discovery_against_a_closed_loopback_port_fails_cleanly(root):
 
 def test_daemon_rows_are_replaceable(root, monkeypatch):
     seen = []
-    monkeypatch.setitem(adm.DAEMON_OPS, "node.login",
-                        lambda ctx, nodes: seen.append([n.target for n in nodes]) or 0)
+    from iscsikit.cli.adm import login
+    monkeypatch.setattr(login, "node_login", lambda ctx, nodes: seen.append([n.target for n in nodes]) or 0)
     run(root, "-m", "node", "-T", T, "-p", "192.0.2.10", "-o", "new")
     assert run(root, "-m", "node", "-L", "all") == (0, "", "")
     assert seen == [[T]]
@@ -230,8 +230,8 @@ def test_loginall_reports_a_record_gone_since_listing_and_logs_the_others_in(roo
 
 def test_login_path_imports_stay_light():
     """What `-L all` imports: each module is a round of 9p reads in the lab guest."""
-    code = ("import sys, iscsikit.cli.adm, iscsikit.cli.adm_session, iscsikit.initiator.nodedb, "
-            "iscsikit.initiator.mgmt, iscsikit.kernel.sysfs; "
+    code = ("import sys, iscsikit.cli.adm, iscsikit.cli.adm.node, iscsikit.cli.adm.login, "
+            "iscsikit.initiator.nodedb, iscsikit.initiator.client, iscsikit.kernel.sysfs; "
             "print(sorted(m for m in ('typing', 'socket', 'selectors', 'dataclasses', 'inspect') if m in sys.modules))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert p.stdout.strip() == "[]"

@@ -8,6 +8,7 @@ import threading
 
 from iscsikit.cli import autologin
 from iscsikit.initiator import nodedb as ndb
+from iscsikit.initiator import protocol
 from iscsikit.kernel import ibft
 
 INITIATOR = "iqn.2026-11.org.example.boot:host7"
@@ -62,7 +63,7 @@ def _fake_daemon(path, seen):
                 req = json.loads(conn.makefile().readline())
                 seen.append(req)
                 sid = len(seen)
-                conn.sendall((json.dumps({"v": 1, "ok": True, "result": {"sid": sid, "host_no": sid}})
+                conn.sendall((json.dumps({"v": protocol.VERSION, "ok": True, "result": {"sid": sid, "host_no": sid}})
                               + "\n").encode())
 
     threading.Thread(target=serve, daemon=True).start()

@@ -10,7 +10,7 @@ import pytest
 
 from iscsikit.initiator.login_io import LoginError, as_portal, discover, login
 from iscsikit.proto import pdu as P
-from iscsikit.proto.exitcodes import ExitCode
+from iscsikit.initiator.exitcodes import ExitCode
 from iscsikit.proto.keys import encode_text
 from iscsikit.proto.reader import PduReader
 from iscsikit.proto.sendtargets import Portal

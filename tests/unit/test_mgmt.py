@@ -9,36 +9,45 @@ import time
 
 import pytest
 
-from iscsikit.initiator import mgmt
+from iscsikit.initiator import mgmt, protocol
 from iscsikit.initiator.daemon import Daemon, node_from_args
 from iscsikit.kernel.constants import KEv
 
 
-def _dispatcher(ops):
+def _dispatcher(ops, requests=None, monkeypatch=None):
     d = Daemon.__new__(Daemon)   # the request path only: no netlink sockets on this host
-    d.ops = ops
+    d.ops, d.streams, d.watchers, d.cli_runner = ops, {}, set(), None
+    if requests is not None:
+        monkeypatch.setattr(protocol, "REQUESTS", {**protocol.REQUESTS, **requests})
     return d
 
 
 async def _answer(d, line: bytes) -> dict:
-    return await d.dispatch(line)
+    reply, _stream = await d.dispatch(line)
+    return reply
 
 
-def test_dispatch_answers_every_bad_request_with_a_code():
+def test_dispatch_answers_every_bad_request_with_a_code(monkeypatch):
     async def boom(args):
         raise RuntimeError("bug")
 
     async def echo(args):
         return args
 
-    d = _dispatcher({"echo": echo, "boom": boom})
+    d = _dispatcher({"echo": echo, "boom": boom},
+                    {"echo": (protocol.Arg("x", (int,)),), "boom": ()}, monkeypatch)
     run = lambda line: asyncio.run(_answer(d, line))
-    assert run(b'{"v": 1, "op": "echo", "args": {"x": 1}}') == mgmt.ok({"x": 1})
+    assert run(b'{"v": 2, "op": "echo", "args": {"x": 1}}') == mgmt.ok({"x": 1})
     assert run(b"{not json")["exit_code"] == 16
     assert run(b"[1, 2]")["exit_code"] == 16
-    assert run(b'{"v": 99, "op": "echo"}') == mgmt.fail(16, "protocol version 99 not served (this is 1)")
-    assert run(b'{"v": 1, "op": "format"}')["error"] == "unknown request 'format'"
-    bug = run(b'{"v": 1, "op": "boom"}')
+    assert run(b'{"v": 99, "op": "echo"}') == mgmt.fail(16, "protocol version 99 not served (this is 2)")
+    assert run(b'{"v": 2, "op": "format"}')["error"] == "unknown request 'format'"
+    # an argument the request does not declare is refused, never dropped
+    assert run(b'{"v": 2, "op": "echo", "args": {"x": 1, "y": 2}}') == \
+        mgmt.fail(16, "echo: unknown argument(s) y")
+    assert run(b'{"v": 2, "op": "echo", "args": {"x": "1"}}')["error"] == "echo: argument x must be int, not str"
+    assert run(b'{"v": 2, "op": "echo", "args": {}}')["error"] == "echo: missing argument x"
+    bug = run(b'{"v": 2, "op": "boom"}')
     assert bug["exit_code"] == 9 and "bug" in bug["error"]
 
 
@@ -61,8 +70,8 @@ def _serve_once(path, reply: bytes):
 
 def test_client_refuses_another_protocol_version(tmp_path):
     path = str(tmp_path / "s")
-    _serve_once(path, b'{"v": 2, "ok": true, "result": null}\n')
-    with pytest.raises(mgmt.MgmtError, match="protocol 2"):
+    _serve_once(path, b'{"v": 3, "ok": true, "result": null}\n')
+    with pytest.raises(mgmt.MgmtError, match="protocol 3"):
         mgmt.call("version", path=path, timeout=5)
 
 
@@ -88,7 +97,7 @@ def test_peer_uid_reads_so_peercred():
 
 def test_login_request_builds_chap_without_leaking_it():
     node = node_from_args({"target": "iqn.2026-11.org.example:t", "address": "127.0.0.1", "port": 3260,
-                           "username": "u", "password": "pa55-word-xyz", "unknown_key": 1})
+                           "username": "u", "password": "pa55-word-xyz"})
     assert node.chap.username == "u" and node.chap.secret.reveal() == b"pa55-word-xyz"
     assert "pa55-word-xyz" not in repr(node) and "pa55-word-xyz" not in str(node)
 
@@ -229,7 +238,7 @@ def test_a_stopping_daemon_releases_logouts_waiting_for_kernel_events():
         d = Daemon.__new__(Daemon)
         d.loop = asyncio.get_running_loop()
         d.pool = ThreadPoolExecutor(2)
-        d.sessions, d.logout_waiters = {}, {}
+        d.sessions, d.logout_waiters, d.watchers = {}, {}, set()
         d.sysfs, d.initiator = Sysfs(), Initiator()
         d.stopping = asyncio.Event()
         task = asyncio.ensure_future(d.op_logout({"sid": 7}))

@@ -8,7 +8,8 @@ from iscsikit.proto import login as L
 from iscsikit.proto import pdu as P
 from iscsikit.proto.chap import ChapCredentials
 from iscsikit.proto.errors import AuthenticationFailure, LocalProtocolError, RemoteProtocolError
-from iscsikit.proto.exitcodes import ExitCode
+from iscsikit.initiator.errors import login_exit_code
+from iscsikit.initiator.exitcodes import ExitCode
 from iscsikit.proto.keys import decode_text, encode_text
 from iscsikit.proto.reader import decode_one
 from iscsikit.proto.status import Outcome
@@ -101,13 +102,14 @@ def test_wrong_password_is_exit_24():
     machine = L.LoginMachine(cfg(chap=ChapCredentials("alice", b"wrong-password")))
     event = run_login(machine, FakeTarget(user="alice", secret=SECRET))
     assert isinstance(event, L.LoginFailure)
-    assert event.exit_code == ExitCode.LOGIN_AUTH_FAILED == 24 and event.outcome is Outcome.AUTH_FAILED
+    # proto reports the outcome; the initiator maps it to iscsiadm's exit code
+    assert event.outcome is Outcome.AUTH_FAILED and login_exit_code(event.outcome) == ExitCode.LOGIN_AUTH_FAILED == 24
     assert "authentication failure" in event.message and machine.state is L.LoginState.FAILED
 
 
 def test_no_credentials_against_chap_target():
     event = run_login(L.LoginMachine(cfg()), FakeTarget(user="alice", secret=SECRET))
-    assert isinstance(event, L.LoginFailure) and event.exit_code == 24
+    assert isinstance(event, L.LoginFailure) and login_exit_code(event.outcome) == 24
 
 
 def test_mutual_wrong_target_secret():
@@ -138,7 +140,8 @@ def test_mutual_reflection():
 def test_status_classes(status, outcome, code, retry):
     event = run_login(L.LoginMachine(cfg()), FakeTarget(status=status))
     assert isinstance(event, L.LoginFailure)
-    assert (event.outcome, int(event.exit_code), event.retryable) == (outcome, code, retry)
+    assert (event.outcome, int(login_exit_code(event.outcome)), event.retryable) == (outcome, code, retry)
+    assert not hasattr(event, "exit_code")      # proto knows no iscsiadm exit codes
 
 
 @pytest.mark.parametrize("detail,permanent", [(1, False), (2, True)])

@@ -1,6 +1,7 @@
-"""Issue 5, proof 1: the same iscsiadm command lines through Debian's open-iscsi 2.1.8 and through
-iscsikit (iscsikitd + iscsikit-adm), in one guest against the same LIO targets: exit code, stdout
-and stderr must be equal, modulo session ids and the reference's own systemd chatter."""
+"""The same iscsiadm command lines through Debian's open-iscsi 2.1.8 and through iscsikit
+(iscsikitd + the forwarding iscsiadm; then with the daemon down, where it runs iscsikit-adm
+in-process), in one guest against the same LIO targets: exit code, stdout and stderr must be
+equal, modulo session ids and the reference's own systemd chatter."""
 
 import re
 
@@ -45,3 +46,9 @@ def test_the_transcript_covers_the_exit_codes_that_matter(transcripts):
     assert {0, 7, 15, 20, 21, 24} <= codes
     listing = next(s for s in transcripts["iscsikit"] if s["argv"] == ["-m", "session", "-P", "3"])
     assert "Attached scsi disk sd" in listing["stdout"]
+
+
+def test_the_commands_ran_in_the_daemon_through_the_forwarder(transcripts):
+    # every command line of the daemon-up part, and the -U all after it, was served by iscsikitd
+    assert transcripts["forwarder_is_elf"]
+    assert transcripts["served"] == transcripts["steps_up"] + 1

@@ -72,3 +72,18 @@ def test_target_session_signals_reach_root_only(story):
     assert f"{NAME}.Manager.SessionAdded" in story["monitor_nobody"]
     assert f"{NAME}.Target." not in story["monitor_nobody"]
 
+
+def test_a_cli_login_is_signalled_from_the_daemons_event(story):
+    assert story["cli_login"]["rc"] == 0 and story["cli_logout"]["rc"] == 0, (story["cli_login"], story["cli_logout"])
+    assert story["cli_events"][:2] == ["session_added", "state_changed"] or "session_added" in story["cli_events"]
+    assert "session_removed" in story["cli_events"]
+    lag = story["signal_lag"]
+    # the signal is sent when the event arrives: no poll interval between them
+    assert lag["added"] is not None and lag["added"] < 0.1, lag
+    assert lag["removed"] is not None and lag["removed"] < 0.1, lag
+
+
+def test_nothing_polls_while_idle(story):
+    # read syscalls of iscsikitd and iscsikit-dbus over 5 idle seconds (/proc/PID/io syscr);
+    # the 2 s poll this replaced walked sysfs: hundreds of reads per poll
+    assert story["idle_reads"] == [0, 0], story["idle_reads"]

@@ -1,6 +1,7 @@
 """Run in the guest: the same iscsiadm command lines through Debian's open-iscsi 2.1.8 and through
-iscsikit (iscsikitd + iscsikit-adm), one after the other against the same LIO targets; print both
-transcripts as JSON. Never both daemons at once."""
+iscsikit (iscsikitd + the forwarding iscsiadm, which runs each command in the daemon, and with
+the daemon stopped runs iscsikit-adm in-process), one after the other against the same LIO
+targets; print both transcripts as JSON. Never both daemons at once."""
 
 import json
 import os
@@ -41,7 +42,15 @@ STEPS = [
     ["-m", "node", "-T", T1, "-p", P, "-o", "delete"],
     ["-m", "node", "-T", T1, "-p", P],
 ]
-DAEMON_DOWN = [["-m", "node", "-T", T2, "-p", P, "--login"]]
+DAEMON_DOWN = [
+    ["-m", "node", "-T", T2, "-p", P, "--login"],
+    # record edits work with the daemon down
+    ["-m", "node", "-o", "new", "-T", T1, "-p", P],
+    ["-m", "node", "-T", T1, "-p", P, "-o", "update", "-n", "node.startup", "-v", "automatic"],
+    ["-m", "node"],
+    ["-m", "node", "-T", T1, "-p", P, "-o", "delete"],
+    ["-m", "node", "-T", T1, "-p", P],
+]
 
 
 def reset_db():
@@ -91,16 +100,20 @@ report["open_iscsi"] += run_all(["iscsiadm"], DAEMON_DOWN)
 # --- iscsikit: iscsikitd + iscsikit-adm ---
 reset_db()
 os.environ["ISCSIKIT_SOCKET"] = "/run/iscsikit/diff.sock"
-ours = subprocess.Popen([f"{VENV}/iscsikitd", "--socket", "/run/iscsikit/diff.sock"],
+ours = subprocess.Popen([f"{VENV}/iscsikitd", "--socket", "/run/iscsikit/diff.sock", "--log-level", "debug"],
                         stdout=subprocess.DEVNULL, stderr=open("/tmp/iscsikitd-diff.log", "wb"))
 lio.until(lambda: os.path.exists("/run/iscsikit/diff.sock"), 60)
 try:
-    report["iscsikit"] = run_all([f"{VENV}/iscsikit-adm"], STEPS)
+    report["iscsikit"] = run_all([f"{VENV}/iscsiadm"], STEPS)
 finally:
-    subprocess.run([f"{VENV}/iscsikit-adm", "-m", "node", "-U", "all"], capture_output=True)
+    subprocess.run([f"{VENV}/iscsiadm", "-m", "node", "-U", "all"], capture_output=True)
     ours.terminate()
     ours.wait(timeout=30)
-report["iscsikit"] += run_all([f"{VENV}/iscsikit-adm"], DAEMON_DOWN)
+# how many command lines the daemon ran (its debug line per forwarded run)
+report["served"] = open("/tmp/iscsikitd-diff.log").read().count("cli run: mode ")
+report["steps_up"] = len(STEPS)
+report["forwarder_is_elf"] = open(f"{VENV}/iscsiadm", "rb").read(4) == b"\x7fELF"
+report["iscsikit"] += run_all([f"{VENV}/iscsiadm"], DAEMON_DOWN)
 reset_db()
 lio.clear()
 print(json.dumps(report))

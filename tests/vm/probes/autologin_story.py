@@ -41,7 +41,7 @@ ENV = {"ISCSIKIT_SOCKET": SOCK, "ISCSIKIT_DB_ROOT": str(DB_ROOT)}
 os.environ.update(ENV)
 
 from iscsikit.cli import adm  # noqa: E402
-from iscsikit.initiator import mgmt  # noqa: E402
+from iscsikit.initiator.client import Client, MgmtError  # noqa: E402
 from iscsikit.initiator import nodedb as ndb  # noqa: E402
 from iscsikit.kernel.sysfs import Sysfs  # noqa: E402
 
@@ -177,7 +177,7 @@ try:
 
     # 4. logged out, then two replays at once: the two runs race, one session per node
     for sid in out["after_up"].values():
-        mgmt.call("logout", {"sid": sid}, timeout=60)
+        Client(timeout=60).logout(sid)
     out["after_logout"] = sessions()
     for _ in range(2):
         subprocess.run(["udevadm", "trigger", "--action=add", "--subsystem-match=net", "--sysname-match=dummy0"],
@@ -208,8 +208,8 @@ finally:
     t0 = time.monotonic()
     for sid in sessions().values():
         try:
-            mgmt.call("logout", {"sid": sid}, timeout=60)
-        except mgmt.MgmtError as e:
+            Client(timeout=60).logout(sid)
+        except MgmtError as e:
             out.setdefault("cleanup_errors", []).append(str(e))
     out["logout_after_target_gone_seconds"] = round(time.monotonic() - t0, 1)
     out["left_sessions"] = sessions()

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, os.path.dirname(__file__))
 import lio  # noqa: E402
 
-from iscsikit.initiator import mgmt  # noqa: E402
+from iscsikit.initiator.client import Client, MgmtError  # noqa: E402
 from iscsikit.kernel.sysfs import Sysfs  # noqa: E402
 
 IQN = "iqn.2026-11.org.iscsikit.test:daemon"
@@ -38,17 +38,17 @@ def start_daemon(tag):
     end = time.monotonic() + 60
     while time.monotonic() < end:
         try:
-            mgmt.call("version", timeout=5)
+            Client(timeout=5).version()
             return p
-        except mgmt.MgmtError:
+        except MgmtError:
             time.sleep(0.1)
     raise SystemExit(f"daemon did not come up: {open(f'/tmp/iscsikitd-{tag}.log').read()}")
 
 
 def call(op, **args):
     try:
-        return {"ok": mgmt.call(op, args, timeout=120)}
-    except mgmt.MgmtError as e:
+        return {"ok": Client(timeout=120).call(op, args)}
+    except MgmtError as e:
         return {"exit_code": e.exit_code, "error": str(e)}
 
 
@@ -81,10 +81,10 @@ try:
     # non-root callers are refused
     # imports first: the interpreter lives under /root, which uid 65534 cannot read
     p = subprocess.run([sys.executable, "-c",
-                        "import os, json\nfrom iscsikit.initiator import mgmt\n"
+                        "import os, json\nfrom iscsikit.initiator.client import Client, MgmtError\n"
                         "os.setgid(65534); os.setuid(65534)\n"
-                        "try:\n print('answered', mgmt.call('sessions'))\n"
-                        "except mgmt.MgmtError as e:\n print(e.exit_code, e)"],
+                        "try:\n print('answered', Client().sessions())\n"
+                        "except MgmtError as e:\n print(e.exit_code, e)"],
                        capture_output=True, text=True, env={**os.environ, "ISCSIKIT_SOCKET": SOCK})
     out["nonroot"] = p.stdout.strip() or p.stderr.strip()
     out["socket_mode"] = oct(os.stat(SOCK).st_mode & 0o777)

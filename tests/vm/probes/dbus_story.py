@@ -15,7 +15,9 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(__file__))
 import lio  # noqa: E402
 
-from iscsikit.initiator import mgmt  # noqa: E402
+import threading  # noqa: E402
+
+from iscsikit.initiator.client import Client, MgmtError  # noqa: E402
 from iscsikit.kernel.sysfs import Sysfs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
@@ -145,6 +147,41 @@ try:
     if session_path:
         out["logout"] = call(ROOT, f"{NAME}.Manager.Logout", session_path)
     out["sessions_after_logout"] = sessions()
+
+    # A login made with the CLI, not through D-Bus: the signal follows the daemon's event.
+    # Both are timestamped on arrival in this one process: a watcher of the daemon's
+    # events (Client.watch) and a line-buffered gdbus monitor.
+    lines, events = [], []
+    mon2 = subprocess.Popen(["stdbuf", "-oL", "gdbus", "monitor", "--system", "--dest", NAME],
+                            stdout=subprocess.PIPE, text=True)
+    threading.Thread(target=lambda: [lines.append((time.monotonic(), ln)) for ln in mon2.stdout],
+                     daemon=True).start()
+    watch = Client(SOCK).watch()
+    threading.Thread(target=lambda: [events.append((time.monotonic(), ev)) for ev in watch], daemon=True).start()
+    time.sleep(1)
+    # idle: neither the daemon nor the D-Bus service reads anything (no poll, no sysfs walk)
+    def syscr(pid):
+        return int(next(l for l in open(f"/proc/{pid}/io") if l.startswith("syscr:")).split()[1])
+    before = [syscr(p.pid) for p in procs]
+    time.sleep(5)
+    out["idle_reads"] = [syscr(p.pid) - b for p, b in zip(procs, before)]
+    cli = subprocess.run([f"{BIN}/iscsiadm", "-m", "node", "-T", IQN, "-p", "127.0.0.1", "--login"],
+                         capture_output=True, text=True, timeout=120)
+    out["cli_login"] = {"rc": cli.returncode, "out": cli.stdout, "err": cli.stderr}
+    wait(lambda: any("SessionAdded" in ln for _, ln in lines), 30)
+    cli = subprocess.run([f"{BIN}/iscsiadm", "-m", "node", "-T", IQN, "-p", "127.0.0.1", "--logout"],
+                         capture_output=True, text=True, timeout=120)
+    out["cli_logout"] = {"rc": cli.returncode, "out": cli.stdout, "err": cli.stderr}
+    wait(lambda: any("SessionRemoved" in ln for _, ln in lines), 30)
+    mon2.terminate()
+    watch.close()
+    added_ev = next((t for t, ev in events if ev["event"] == "session_added"), None)
+    added_sig = next((t for t, ln in lines if "SessionAdded" in ln), None)
+    removed_ev = next((t for t, ev in events if ev["event"] == "session_removed"), None)
+    removed_sig = next((t for t, ln in lines if "SessionRemoved" in ln), None)
+    out["signal_lag"] = {"added": None if None in (added_ev, added_sig) else added_sig - added_ev,
+                         "removed": None if None in (removed_ev, removed_sig) else removed_sig - removed_ev}
+    out["cli_events"] = [ev["event"] for _, ev in events]
     time.sleep(1)
 finally:
     for m in (monitor, nobody_monitor):
@@ -159,8 +196,8 @@ finally:
             p.kill()
     for sid in sessions():
         try:
-            mgmt.call("logout", {"sid": sid}, timeout=60)
-        except mgmt.MgmtError:
+            Client(timeout=60).logout(sid)
+        except MgmtError:
             pass
     if "bus_pid" in dir():
         os.kill(bus_pid, 15)

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from iscsikit.initiator import mgmt
+from iscsikit.initiator.client import Client, MgmtError
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = os.path.dirname(sys.executable)
@@ -66,11 +66,11 @@ try:
     out["notify"] = msg
     # READY=1 promises a served socket: the very next call must be answered
     try:
-        out["version_right_after_ready"] = mgmt.call("version", path=mgmt_path, timeout=30)
-    except mgmt.MgmtError as e:
+        out["version_right_after_ready"] = Client(mgmt_path, timeout=30).version()
+    except MgmtError as e:
         out["version_right_after_ready"] = {"exit_code": e.exit_code, "error": str(e)}
     out["notify_sender_is_main_pid"] = bool(creds) and creds[0][0] == d.pid
-    mgmt.call("stop", path=mgmt_path, timeout=30)
+    Client(mgmt_path, timeout=30).stop()
 finally:
     out["notify_daemon_exit"] = wait_exit(d)
     ns.close()
@@ -92,14 +92,14 @@ try:
     out["before_call_cmdline"] = open(f"/proc/{act.pid}/cmdline").read().split("\0")[0]
     t0 = time.monotonic()
     try:
-        out["activated_version"] = mgmt.call("version", path=listen, timeout=120)
-    except mgmt.MgmtError as e:
+        out["activated_version"] = Client(listen, timeout=120).version()
+    except MgmtError as e:
         out["activated_version"] = {"exit_code": e.exit_code, "error": str(e)}
     out["activation_seconds"] = round(time.monotonic() - t0, 1)
     # the activator exec'd the daemon: same pid, now iscsikitd
     out["after_call_cmdline"] = open(f"/proc/{act.pid}/cmdline").read().split("\0")[:2]
-    out["second_call"] = mgmt.call("sessions", path=listen, timeout=30)
-    mgmt.call("stop", path=listen, timeout=30)
+    out["second_call"] = Client(listen, timeout=30).sessions()
+    Client(listen, timeout=30).stop()
 finally:
     out["activated_daemon_exit"] = wait_exit(act)
     out["activate_log"] = (SCRATCH / "activate.log").read_text()[-1500:]

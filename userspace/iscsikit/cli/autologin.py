@@ -33,14 +33,14 @@ import time
 
 from ..initiator import nodedb as ndb
 from ..initiator import records as R
-from ..proto.exitcodes import ExitCode
+from ..initiator.exitcodes import ExitCode
 
 IFF_UP = 0x1
 ARPHRD_LOOPBACK = 772
 
 
 def _net(netdev: str, attr: str) -> str | None:
-    from .adm_session import host_sysfs
+    from .adm.login import host_sysfs
     return host_sysfs().attr("net", netdev, attr)
 
 
@@ -87,7 +87,8 @@ def _has_session(nid: ndb.NodeId, sessions) -> bool:
 
 def login(db: ndb.NodeDB, nodes: list[ndb.NodeId], out=None, err=None) -> int:
     """Log the nodes without a session in through iscsikitd, with iscsikit-adm's lines and codes."""
-    from . import adm, adm_session
+    from . import adm
+    from .adm import login as adm_session
     out, err = out or sys.stdout, err or sys.stderr
     present = adm_session.session_portals()
     todo = []
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.firmware:
             from ..kernel import ibft
-            from .adm_session import host_sysfs
+            from .adm.login import host_sysfs
             root = host_sysfs().root
             if not ibft.present(root):
                 print("iscsikit-autologin: no iBFT table (no /sys/firmware/ibft; is iscsi_ibft loaded?)",

@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         print("iscsikitd: must run as root (NETLINK_ISCSI needs CAP_SYS_ADMIN)", file=sys.stderr)
         return 1
     from ..initiator.daemon import Daemon, listen_fd_from_systemd
+    from . import adm_served
     try:
-        daemon = Daemon(socket_path=args.socket)
+        # the fast iscsiadm's commands run here, in the warm process (the wiring lives in
+        # this top-layer entry point, so initiator/ never imports the CLI)
+        daemon = Daemon(socket_path=args.socket, cli_runner=adm_served.run)
     except OSError as e:
         print(f"iscsikitd: cannot start: {e.strerror or e}", file=sys.stderr)
         return 1

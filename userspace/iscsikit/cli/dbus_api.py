@@ -16,16 +16,18 @@
                                                   `iscsikit-target sessions --follow` sees it; signals
                                                   SessionLoggedIn, ConnectionAdded, ConnectionClosed,
                                                   SessionClosed, LoginFailed (a{sv}: the event's fields),
-                                                  EventsDropped(u); property Source (kmod | configfs)
+                                                  EventsDropped(u); property Source (kmod | none)
     every object: org.freedesktop.DBus.Properties (Get, GetAll, PropertiesChanged) and Introspectable
 
-Same semantics as the CLI because it is the CLI: Discover, Login and Logout
-run iscsikit-adm's own code (`adm.run`) in a worker thread, and a non-zero
-exit code becomes the D-Bus error org.iscsikit.Initiator1.Error.<Name> (the
-ExitCode name in CamelCase, e.g. SessExists for 15) whose message starts
-with the number and carries the CLI's error lines. Session state comes from
-iscsikitd (mgmt "sessions"), polled, so sessions made by the CLI or udev
-show up here too, with their signals.
+A front end beside the CLI, on the same library: requests go to iscsikitd
+through initiator/client.py (login, logout, sessions), discovery runs
+initiator/discovery.py, and a refusal becomes the D-Bus error
+org.iscsikit.Initiator1.Error.<Name> (the ExitCode name in CamelCase, e.g.
+SessExists for 15) whose message starts with the number. Session objects and
+their signals follow the daemon's event stream (Client.watch()), so sessions
+made by the CLI or udev show up here too; nothing polls. While the daemon is
+down the watch is re-opened with a backoff, and its first reply (the
+daemon's sessions then) puts the objects right.
 
 Only root may call methods: the bus policy says so and the service checks
 the caller's uid again (a bus configured without the policy stays closed).
@@ -39,7 +41,6 @@ touch dbus objects: they hand callables to the loop thread through g_idle_add.
 from __future__ import annotations
 
 import ctypes
-import io
 import logging
 import queue
 import re
@@ -52,9 +53,12 @@ import dbus.bus
 import dbus.mainloop.glib
 import dbus.service
 
-from ..proto.exitcodes import ExitCode
-from ..initiator import mgmt
+from ..initiator.exitcodes import ExitCode
+from ..initiator import discovery, records
+from .adm import messages as msg
 from ..initiator import nodedb as ndb
+from ..initiator.client import Client, MgmtError
+from ..initiator.errors import IscsiError
 
 log = logging.getLogger("iscsikit-dbus")
 
@@ -65,7 +69,8 @@ NODE_IFACE = BUS_NAME + ".Node"
 SESSION_IFACE = BUS_NAME + ".Session"
 TARGET_IFACE = BUS_NAME + ".Target"
 ERROR_PREFIX = BUS_NAME + ".Error."
-POLL_SECONDS = 2
+# re-opening the watch while the daemon is down (not a poll of any state: it waits to be told)
+RECONNECT_DELAYS = (0.2, 0.5, 1, 2, 5)
 
 
 def error_name(code: int) -> str:
@@ -104,14 +109,12 @@ class Loop:
         self.glib.g_main_loop_run.argtypes = [ctypes.c_void_p]
         self.glib.g_main_loop_quit.argtypes = [ctypes.c_void_p]
         self.glib.g_idle_add.argtypes = [_GSourceFunc, ctypes.c_void_p]
-        self.glib.g_timeout_add_seconds.argtypes = [ctypes.c_uint, _GSourceFunc, ctypes.c_void_p]
         self.glib.g_unix_signal_add.argtypes = [ctypes.c_int, _GSourceFunc, ctypes.c_void_p]
         self.loop = self.glib.g_main_loop_new(None, 0)
         self.pending: queue.SimpleQueue = queue.SimpleQueue()
         # ctypes callbacks must outlive every call GLib may make to them
         self._drain_cb = _GSourceFunc(self._drain)
         self._quit_cb = _GSourceFunc(lambda _d: (self.quit(), 0)[1])
-        self._timers: list = []
 
     def _drain(self, _data) -> int:
         while True:
@@ -128,11 +131,6 @@ class Loop:
         """Run fn in the loop thread; safe from any thread."""
         self.pending.put(fn)
         self.glib.g_idle_add(self._drain_cb, None)
-
-    def every(self, seconds: int, fn) -> None:
-        cb = _GSourceFunc(lambda _d: (fn(), 1)[1])
-        self._timers.append(cb)
-        self.glib.g_timeout_add_seconds(seconds, cb, None)
 
     def quit_on_signals(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -262,20 +260,20 @@ class NodeObject(PropertyObject):
                          async_callbacks=("reply", "error"))
     def Logout(self, sender=None, reply=None, error=None):
         self.service.check_root(sender)
-        self.service.run_cli(["-m", "node", "-T", self.nid.target, "-p", self.portal(), "-I", self.nid.iface,
-                              "--logout"], reply, error, lambda _out: None)
+        self.service.logout_node(self.nid, reply, error)
 
 
 class TargetObject(PropertyObject):
     """The target's events (target/events.py) as signals. They name initiators and their addresses:
     the bus policy lets only root receive them, as the kernel lets only CAP_NET_ADMIN listen."""
     IFACE = TARGET_IFACE
-    SIGNATURES = {"Source": "s"}
+    SIGNATURES = {"Source": "s"}        # kmod, or none when the module is not loaded
     SIGNALS = {"login": "SessionLoggedIn", "conn_add": "ConnectionAdded", "conn_close": "ConnectionClosed",
                "session_close": "SessionClosed", "login_failed": "LoginFailed"}
 
     def __init__(self, service):
         super().__init__(service, ROOT + "/target")
+        self.values["Source"] = "none"
 
     @staticmethod
     def fields(event) -> dbus.Dictionary:
@@ -344,16 +342,7 @@ class Manager(PropertyObject):
                          async_callbacks=("reply", "error"))
     def Discover(self, address, port, sender=None, reply=None, error=None):
         self.service.check_root(sender)
-        portal = ndb.format_portal(str(address), int(port or 3260))
-        svc = self.service
-
-        def found(text):
-            # the CLI prints one "portal,tpgt target" line per record it wrote
-            svc.refresh_nodes()
-            listed = {(t, p) for p, _, t in (ln.partition(" ") for ln in text.splitlines()) if t}
-            return dbus.Array(sorted(path for path, o in svc.nodes.items()
-                                     if (o.nid.target, f"{o.portal()},{o.nid.tpgt}") in listed), signature="o")
-        svc.run_cli(["-m", "discovery", "-t", "st", "-p", portal], reply, error, found)
+        self.service.discover(str(address), int(port or ndb.DEFAULT_PORT), reply, error)
 
     @dbus.service.method(MANAGER_IFACE, in_signature="sss", out_signature="o", sender_keyword="sender",
                          async_callbacks=("reply", "error"))
@@ -383,14 +372,17 @@ class Manager(PropertyObject):
 
 
 class Service:
-    def __init__(self, bus: dbus.Bus, loop: Loop, db: ndb.NodeDB | None = None, workers: int = 8):
+    def __init__(self, bus: dbus.Bus, loop: Loop, db: ndb.NodeDB | None = None, workers: int = 8,
+                 client: Client | None = None):
         self.bus = bus
         self.loop = loop
         self.db = db or ndb.NodeDB()
+        self.client = client or Client()
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="iscsikit-dbus")
         self.sessions: dict[int, SessionObject] = {}
         self.nodes: dict[str, NodeObject] = {}
-        self.polling = threading.Lock()
+        self.stopping = threading.Event()
+        self.watch = None
         self.manager = Manager(self)
         self.target = TargetObject(self)
         from .. import __version__
@@ -403,49 +395,64 @@ class Service:
         if sender is not None and self.bus.get_unix_user(sender) != 0:
             raise AccessDenied("org.iscsikit.Initiator1 serves root only")
 
-    # -- the CLI's code in a worker ---------------------------------------------------------
-    def run_cli(self, argv, reply, error, result) -> None:
-        """Run iscsikit-adm's code for argv off the loop; reply with result(stdout) or the CLI's error."""
-        from . import adm
-
-        def work():
-            out, err = io.StringIO(), io.StringIO()
+    # -- work off the loop -----------------------------------------------------------------
+    def in_worker(self, work, reply, error) -> None:
+        """Run work() in a worker; reply with its value (None: no value) or the error it raised."""
+        def run():
             try:
-                rc = adm.run(argv, out=out, err=err, db=self.db, argv0="iscsikit-adm")
+                value = work()
+            except IscsiError as e:
+                exc = CommandError(e.exit_code, str(e))
+            except dbus.DBusException as e:
+                exc = e
             except Exception as e:   # a bug must not leave the caller waiting forever
-                log.exception("%s failed", argv)
-                rc, err = ExitCode.INTERNAL, io.StringIO(f"internal error: {e}\n")
-            sessions = self.fetch_sessions()
+                log.exception("request failed")
+                exc = CommandError(ExitCode.INTERNAL, f"internal error: {e}")
+            else:
+                self.loop.call_soon(lambda: reply() if value is None else reply(value))
+                return
+            self.loop.call_soon(lambda: error(exc))
+        self.pool.submit(run)
 
-            def finish():
-                if sessions is not None:
-                    self.apply_sessions(sessions)   # signals go out before the reply
-                if rc:
-                    lines = [ln.removeprefix("iscsiadm: ") for ln in err.getvalue().splitlines() if ln.strip()]
-                    error(CommandError(rc, "; ".join(lines) or "failed"))
-                else:
-                    try:
-                        value = result(out.getvalue())
-                    except dbus.DBusException as e:
-                        error(e)
-                        return
-                    reply() if value is None else reply(value)
-            self.loop.call_soon(finish)
-        self.pool.submit(work)
+    def discover(self, address: str, port: int, reply, error) -> None:
+        def work():
+            try:
+                nids = discovery.sendtargets(self.db, address, port)
+            except discovery.DiscoveryError as e:
+                raise CommandError(e.exit_code, str(e)) from None
+            done = threading.Event()
+            self.loop.call_soon(lambda: (self.refresh_nodes(), done.set()))
+            done.wait(30)
+            return dbus.Array(sorted({node_path(n) for n in nids}), signature="o")
+        self.in_worker(work, reply, error)
 
     def login(self, target, portal, iface, reply, error) -> None:
-        address, port, _ = ndb.parse_portal(portal)
+        address, port, tpgt = ndb.parse_portal(portal)
         port = port or ndb.DEFAULT_PORT
 
-        def session_path(_out):
-            for o in self.sessions.values():
-                if (o.values.get("Target"), o.values.get("Address"), o.values.get("Port")) == (target, address, port):
-                    return dbus.ObjectPath(o.__dbus_object_path__)
-            raise CommandError(ExitCode.SESS_NOT_FOUND, "logged in, but the session is gone already")
-        self.run_cli(["-m", "node", "-T", target, "-p", portal, "-I", iface, "--login"], reply, error, session_path)
+        def work():
+            nids = [n for n in self.db.find_nodes(target, address, port) if n.iface == iface
+                    and (tpgt is None or n.tpgt == tpgt)]
+            if not nids:
+                raise CommandError(ExitCode.NO_OBJS_FOUND, msg.NO_RECORDS)
+            nid = nids[0]
+            req = records.login_request(nid, self.db.read_node(nid).values, self.db.initiator_name())
+            sid = self.client.login(req)["sid"]
+            return dbus.ObjectPath(f"{ROOT}/session/{sid}")
+        self.in_worker(work, reply, error)
 
     def logout_session(self, sid: int, reply, error) -> None:
-        self.run_cli(["-m", "session", "-r", str(sid), "-u"], reply, error, lambda _out: None)
+        self.in_worker(lambda: (self.client.logout(sid), None)[1], reply, error)
+
+    def logout_node(self, nid: ndb.NodeId, reply, error) -> None:
+        def work():
+            sids = [s["sid"] for s in self.client.sessions()
+                    if (s["target"], s["address"], s["port"]) == (nid.target, nid.address, nid.port)]
+            if not sids:
+                raise CommandError(ExitCode.NO_OBJS_FOUND, msg.NO_MATCHING_SESSIONS)
+            for sid in sids:
+                self.client.logout(sid)
+        self.in_worker(work, reply, error)
 
     # -- nodes --------------------------------------------------------------------------------
     def refresh_nodes(self) -> None:
@@ -470,45 +477,60 @@ class Service:
                 obj.remove_from_connection()
         self.nodes = seen
 
-    # -- sessions -----------------------------------------------------------------------------
-    def fetch_sessions(self) -> list | None:
-        try:
-            return mgmt.call("sessions", timeout=30)
-        except mgmt.MgmtError as e:
-            log.debug("sessions unavailable: %s", e)
-            return None
+    # -- sessions, from the daemon's events -------------------------------------------------------
+    def follow(self) -> None:
+        """Watcher thread: the daemon's event stream, handed to the loop thread event by event."""
+        delays = iter(RECONNECT_DELAYS)
+        while not self.stopping.is_set():
+            try:
+                self.watch = self.client.watch()
+            except MgmtError as e:
+                delay = next(delays, RECONNECT_DELAYS[-1])
+                log.debug("daemon unavailable (%s); watching again in %.1f s", e, delay)
+                self.stopping.wait(delay)
+                continue
+            delays = iter(RECONNECT_DELAYS)
+            snapshot = self.watch.sessions
+            self.loop.call_soon(lambda: self.apply_sessions(snapshot))
+            try:
+                for ev in self.watch:
+                    self.loop.call_soon(lambda ev=ev: self.on_event(ev))
+            except (MgmtError, OSError, ValueError) as e:
+                log.warning("event stream broke: %s", e)
+            finally:
+                self.watch.close()
+            log.info("iscsikitd went away; watching for its return")
 
-    def apply_sessions(self, sessions: list) -> None:
-        """Loop thread: make the session objects match the daemon's list, with their signals."""
-        now = {s["sid"]: s for s in sessions}
-        for sid in [sid for sid in self.sessions if sid not in now]:
-            obj = self.sessions.pop(sid)
+    def session_added(self, sid: int, values: dict) -> None:
+        obj = self.sessions.get(sid)
+        if obj is None:
+            obj = self.sessions[sid] = SessionObject(self, sid)
+            obj.values.update(values)
+            self.manager.SessionAdded(dbus.ObjectPath(obj.__dbus_object_path__), dbus.UInt32(sid),
+                                      dbus.String(values.get("Target") or ""))
+        else:
+            obj.update(values)
+
+    def session_removed(self, sid: int) -> None:
+        obj = self.sessions.pop(sid, None)
+        if obj is not None:
             path = obj.__dbus_object_path__
             obj.remove_from_connection()
             self.manager.SessionRemoved(dbus.ObjectPath(path), dbus.UInt32(sid))
-        for sid, s in now.items():
-            values = SessionObject.values_from(s)
-            obj = self.sessions.get(sid)
-            if obj is None:
-                obj = self.sessions[sid] = SessionObject(self, sid)
-                obj.values.update(values)
-                self.manager.SessionAdded(dbus.ObjectPath(obj.__dbus_object_path__), dbus.UInt32(sid),
-                                          dbus.String(s.get("target") or ""))
-            else:
-                obj.update(values)
 
     def follow_target(self) -> None:
-        """A thread reading the target's events (kmod's, or configfs polled each second without it)."""
-        from ..target import configfs, events
+        """A thread reading the target's events from kmod/'s module. Without it there are no target
+        signals (Source stays "none"): this service polls nothing; `sessions --follow` does that."""
+        from ..target import events
 
         def run():
             try:
                 reader = events.Reader()
-                stream, source = reader.events(), "kmod"
             except (events.NotLoaded, OSError) as e:
-                log.info("target events: %s; polling configfs every second", e)
-                stream, source = events.poll(configfs.ROOT, 1.0), "configfs"
-            self.loop.call_soon(lambda: self.target.update({"Source": source}))
+                log.info("no target signals: %s", e)
+                return
+            stream = reader.events()
+            self.loop.call_soon(lambda: self.target.update({"Source": "kmod"}))
             try:
                 for ev in stream:
                     self.loop.call_soon(lambda ev=ev: self.target.emit(ev))
@@ -516,30 +538,57 @@ class Service:
                 log.exception("target events stopped")
         threading.Thread(target=run, name="iscsikit-dbus-target", daemon=True).start()
 
-    def poll(self) -> None:
-        """Timer: fetch the daemon's sessions in a worker (never block the loop); one poll at a time."""
-        if not self.polling.acquire(blocking=False):
+    def on_event(self, ev: dict) -> None:
+        """Loop thread: one daemon event (protocol.EVENTS) onto the objects and their signals."""
+        kind, sid = ev["event"], ev["sid"]
+        if kind == "session_added":
+            self.session_added(sid, {"Sid": sid, "Target": ev["target"], "Address": ev["address"],
+                                     "Port": ev["port"], "State": "LOGGED_IN", "KernelState": "LOGGED_IN",
+                                     "Recoveries": 0, **({"Tpgt": ev["tpgt"]} if ev["tpgt"] is not None else {})})
+            # the disks appear with the scan: one request, made because of this event
+            self.pool.submit(self.refresh_session, sid)
+        elif kind == "session_removed":
+            self.session_removed(sid)
+        elif kind == "state_changed" and sid in self.sessions:
+            self.sessions[sid].update({"State": ev["state"]})
+        elif kind == "recovery_succeeded" and sid in self.sessions:
+            obj = self.sessions[sid]
+            obj.update({"Recoveries": int(obj.values.get("Recoveries", 0)) + 1})
+            self.pool.submit(self.refresh_session, sid)
+
+    def refresh_session(self, sid: int) -> None:
+        """Worker: the daemon's full view of one session (kernel state, disks) onto its object."""
+        try:
+            found = [s for s in self.client.sessions() if s["sid"] == sid]
+        except MgmtError as e:
+            log.debug("sessions unavailable: %s", e)
             return
+        if found:
+            values = SessionObject.values_from(found[0])
+            self.loop.call_soon(lambda: sid in self.sessions and self.sessions[sid].update(values))
 
-        def work():
-            try:
-                sessions = self.fetch_sessions()
-                if sessions is not None:
-                    self.loop.call_soon(lambda: self.apply_sessions(sessions))
-            finally:
-                self.polling.release()
-        self.pool.submit(work)
+    def apply_sessions(self, sessions: list) -> None:
+        """Loop thread: make the session objects match a list of the daemon's, with their signals."""
+        now = {s["sid"]: s for s in sessions}
+        for sid in [sid for sid in self.sessions if sid not in now]:
+            self.session_removed(sid)
+        for sid, s in now.items():
+            self.session_added(sid, SessionObject.values_from(s))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.watch is not None:
+            self.watch.close()
 
 
-def serve(address: str | None = None, poll_seconds: int = POLL_SECONDS) -> None:
+def serve(address: str | None = None) -> None:
     """Own the bus name and serve until SIGTERM/SIGINT (Type=dbus in a unit)."""
     dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
     loop = Loop()
     bus = dbus.bus.BusConnection(address) if address else dbus.SystemBus()
     service = Service(bus, loop)
-    service.poll()
+    threading.Thread(target=service.follow, name="iscsikit-dbus-watch", daemon=True).start()
     service.follow_target()
-    loop.every(poll_seconds, service.poll)
     # the name last: a client that sees it owned finds every object in place
     got = bus.request_name(BUS_NAME, dbus.bus.NAME_FLAG_DO_NOT_QUEUE)
     if got not in (dbus.bus.REQUEST_NAME_REPLY_PRIMARY_OWNER, dbus.bus.REQUEST_NAME_REPLY_ALREADY_OWNER):
@@ -551,4 +600,5 @@ def serve(address: str | None = None, poll_seconds: int = POLL_SECONDS) -> None:
         bus.release_name(BUS_NAME)
     except dbus.DBusException:
         pass   # the bus went away first: the name went with it
+    service.stop()
     service.pool.shutdown(wait=False, cancel_futures=True)

@@ -31,8 +31,9 @@ from ..kernel.constants import ConnErr, Ev, KEv
 from ..kernel.netlink import IscsiNetlink, decode_stats
 from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
-from ..proto.exitcodes import ExitCode
-from . import mgmt
+from .exitcodes import ExitCode
+from . import mgmt, protocol
+from .errors import IscsiError
 from .session import Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
 
 log = logging.getLogger("iscsikitd")
@@ -41,6 +42,9 @@ FIRST_RETRY_DELAY = 2.0       # DefaultTime2Wait before the first reconnect (fac
 MAX_RETRY_DELAY = 5.0
 # worker threads started with the daemon: one per login of a typical `-L all` burst
 WARM_WORKERS = 32
+# a watcher that lets this much of the event stream pile up unread is cut off (and told
+# so by the closed socket) rather than growing the daemon's memory without bound
+WATCH_BACKLOG = 1 << 20
 
 
 @dataclasses.dataclass
@@ -62,9 +66,13 @@ def node_from_args(args: dict) -> NodeConfig:
         chap = ChapCredentials(args["username"], args.get("password", "").encode(),
                                args.get("username_in") or None,
                                args["password_in"].encode() if args.get("password_in") else None)
-    known = {f.name for f in dataclasses.fields(NodeConfig)} - {"chap"}
-    kw = {k: v for k, v in args.items() if k in known}
+    # protocol.check_request has refused any key that is not a LOGIN_ARGS row; the
+    # rows and NodeConfig's fields are the same names (test_daemon_protocol checks it)
+    kw = {k: v for k, v in args.items() if k not in CHAP_ARGS}
     return NodeConfig(chap=chap, **kw)
+
+
+CHAP_ARGS = ("username", "password", "username_in", "password_in")
 
 
 def node_from_sysfs(sysfs: Sysfs, s) -> NodeConfig | None:
@@ -80,17 +88,32 @@ def node_from_sysfs(sysfs: Sysfs, s) -> NodeConfig | None:
         chap = ChapCredentials(username, (attr("password") or "").encode(), attr("username_in"),
                                password_in.encode() if password_in else None)
     tmo = attr("recovery_tmo")
+    if tmo == "off":      # -1, never give up, as scsi_transport_iscsi.c shows it; not the default
+        tmo = "-1"
     return NodeConfig(target=s.target, address=s.address, port=s.port or 3260, tpgt=s.tpgt,
                       initiator_name=s.initiator_name, iface_name=s.iface_name or "default", chap=chap,
-                      replacement_timeout=int(tmo) if tmo and tmo.lstrip("-").isdigit() else 120)
+                      **({"replacement_timeout": int(tmo)} if tmo and tmo.lstrip("-").isdigit() else {}))
 
 
 class Daemon:
-    def __init__(self, socket_path: str | None = None, sysfs: Sysfs | None = None, workers: int = 64):
+    """`cli_runner(argv, env, tty, write) -> exit code`: what serves the "cli" request
+    (the fast iscsiadm), given by the entry point (cli/daemon.py), which sits above the
+    CLI; without one the request is refused and the client runs the command itself."""
+
+    def __init__(self, socket_path: str | None = None, sysfs: Sysfs | None = None, workers: int = 64,
+                 cli_runner: Callable | None = None, kernel=None,
+                 first_retry_delay: float = FIRST_RETRY_DELAY, max_retry_delay: float = MAX_RETRY_DELAY):
+        # `kernel`: where NETLINK_ISCSI and sysfs come from, the real ones when None; unit
+        # tests pass kernel/fake.py's FakeKernel (its .netlink(groups) and .sysfs)
+        netlink = kernel.netlink if kernel is not None else IscsiNetlink
         self.socket_path = socket_path or mgmt.socket_path()
-        self.sysfs = sysfs or Sysfs()
-        self.initiator = Initiator(self.sysfs, IscsiNetlink(groups=0))
-        self.events = IscsiNetlink()
+        self.sysfs = sysfs or (kernel.sysfs if kernel is not None else Sysfs())
+        self.initiator = Initiator(self.sysfs, netlink(groups=0))
+        self.events = netlink()
+        self.first_retry_delay, self.max_retry_delay = first_retry_delay, max_retry_delay
+        self.cli_runner = cli_runner
+        self.cli_runs: set[asyncio.Task] = set()
+        self.watchers: set[asyncio.StreamWriter] = set()
         self.workers = workers
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="iscsikitd")
         self.sessions: dict[int, Managed] = {}
@@ -103,14 +126,18 @@ class Daemon:
         self.stats_waiters: dict[int, asyncio.Future] = {}
         self.stopping: asyncio.Event | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        # one row per protocol.REQUESTS row (test_daemon_protocol checks they are the same set)
         self.ops: dict[str, Callable[[dict], Awaitable]] = {
             "version": self.op_version,
             "login": self.op_login,
             "logout": self.op_logout,
             "sessions": self.op_sessions,
             "stats": self.op_stats,
+            "rescan": self.op_rescan,
             "stop": self.op_stop,
         }
+        # requests that keep the connection and stream after their reply
+        self.streams: dict[str, Callable] = {"watch": self.stream_watch, "cli": self.stream_cli}
 
     # ---- start and stop --------------------------------------------------
     async def run(self, listen_fd: int | None = None) -> None:
@@ -135,6 +162,7 @@ class Daemon:
         self.loop.call_soon(self.start_workers)
         async with server:
             await self.stopping.wait()
+            await self.finish_cli_runs()
         self.release_logout_waiters()
         self.loop.remove_reader(self.events.fileno())
         for m in self.sessions.values():
@@ -144,6 +172,12 @@ class Daemon:
         if listen_fd is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.socket_path)
+
+    async def finish_cli_runs(self, timeout: float = 10) -> None:
+        """On stop: a CLI run in flight (the iscsiadm -k 0 that asked for the stop, say)
+        still sends its output and exit code before the connections close."""
+        if self.cli_runs:
+            await asyncio.wait(list(self.cli_runs), timeout=timeout)
 
     def start_workers(self, count: int = WARM_WORKERS) -> None:
         """Start the first `count` worker threads now, not during the first `-L all`:
@@ -178,6 +212,7 @@ class Daemon:
                 continue
             ks = KernelSession(sid, s.host_no, 0, handle, node, {}, node.initiator_name or "")
             self.sessions[sid] = Managed(ks, state="LOGGED_IN" if s.state == "LOGGED_IN" else "FAILED", adopted=True)
+            self.publish_added(self.sessions[sid])
             log.info("adopted session %d (%s at %s:%s, %s)", sid, node.target, node.address, node.port, s.state)
             if s.state == "FAILED":
                 self.start_recovery(self.sessions[sid], stopped=False)
@@ -203,8 +238,9 @@ class Daemon:
             m = self.sessions.get(sid)
             if ev.type == KEv.CONN_ERROR and m is not None:
                 err = ev["error"]
-                log.warning("session %d: connection error %d (%s)", sid, err,
-                            ConnErr(err).name if err in ConnErr._value2member_map_ else "?")
+                name = ConnErr(err).name if err in ConnErr._value2member_map_ else "?"
+                log.warning("session %d: connection error %d (%s)", sid, err, name)
+                self.publish("connection_error", sid, error=err, name=name)
                 if m.state == "LOGGED_IN":
                     self.start_recovery(m)
             elif ev.type == KEv.RECV_PDU and sid in self.pdu_queues:
@@ -229,11 +265,13 @@ class Daemon:
                 self.stats_waiters.clear()
             elif ev.type == KEv.DESTROY_SESSION and m is not None and m.state != "LOGGING_OUT":
                 self.sessions.pop(sid, None)
+                self.publish("session_removed", sid, target=m.ks.node.target, reason="destroyed")
 
     def start_recovery(self, m: Managed, stopped: bool = False) -> None:
         if m.recovery and not m.recovery.done():
             return
-        m.state = "RECOVERING"
+        self.set_state(m, "RECOVERING")
+        self.publish("recovery_started", m.ks.sid)
         m.recovery = asyncio.ensure_future(self.recover(m, stopped))
 
     async def recover(self, m: Managed, stopped: bool) -> None:
@@ -252,7 +290,7 @@ class Daemon:
                 await self.blocking(self.initiator.stop_for_recovery, ks)
             except OSError as e:
                 log.warning("session %d: stop for recovery failed: %s", ks.sid, e)
-        delay = FIRST_RETRY_DELAY
+        delay = self.first_retry_delay
         attempt = 0
         while True:
             await asyncio.sleep(delay)
@@ -265,16 +303,20 @@ class Daemon:
                 if 0 <= limit <= elapsed:
                     log.error("session %d: gave up after %d attempts in %.0f s (replacement_timeout %d): %s",
                               ks.sid, attempt, elapsed, limit, e)
-                    m.state = "FAILED"
+                    self.publish("recovery_failed", ks.sid, attempts=attempt, seconds=round(elapsed, 3),
+                                 reason=str(e))
+                    self.set_state(m, "FAILED")
                     return
                 log.info("session %d: reconnect attempt %d failed: %s", ks.sid, attempt, e)
-                delay = min(MAX_RETRY_DELAY, 1.0 + attempt * 0.5)
+                delay = min(self.max_retry_delay, 1.0 + attempt * 0.5)
                 continue
             finally:
                 self.pdu_queues.pop(ks.sid, None)
-            m.state = "LOGGED_IN"
             m.recoveries += 1
-            log.info("session %d: recovered after %d attempt(s), %.1f s", ks.sid, attempt, time.monotonic() - start)
+            elapsed = time.monotonic() - start
+            log.info("session %d: recovered after %d attempt(s), %.1f s", ks.sid, attempt, elapsed)
+            self.publish("recovery_succeeded", ks.sid, attempts=attempt, seconds=round(elapsed, 3))
+            self.set_state(m, "LOGGED_IN")
             return
 
     def recv_pdu(self, sid: int, timeout: float) -> bytes | None:
@@ -286,6 +328,32 @@ class Daemon:
             return q.get(timeout=max(0.0, timeout))
         except queue.Empty:
             return None
+
+    # ---- events ------------------------------------------------------------
+    def publish(self, kind: str, sid: int, **fields) -> None:
+        """Send one event to every watcher (protocol.EVENTS); in the loop thread only."""
+        if not self.watchers:
+            return
+        line = mgmt.encode(protocol.event(kind, sid, time.monotonic(), **fields))
+        for w in list(self.watchers):
+            if w.is_closing():
+                self.watchers.discard(w)
+            elif w.transport.get_write_buffer_size() > WATCH_BACKLOG:
+                log.warning("event watcher cut off: %d bytes of events unread", w.transport.get_write_buffer_size())
+                self.watchers.discard(w)
+                w.close()
+            else:
+                w.write(line)
+
+    def publish_added(self, m: Managed) -> None:
+        n = m.ks.node
+        self.publish("session_added", m.ks.sid, target=n.target, address=n.address, port=int(n.port),
+                     tpgt=n.tpgt, iface=n.iface_name, host_no=m.ks.host_no, adopted=m.adopted)
+
+    def set_state(self, m: Managed, state: str) -> None:
+        previous, m.state = m.state, state
+        if previous != state:
+            self.publish("state_changed", m.ks.sid, state=state, previous=previous)
 
     # ---- management requests ---------------------------------------------
     async def blocking(self, fn, *args):
@@ -309,34 +377,84 @@ class Daemon:
                     break
                 if not line:
                     break
-                writer.write(mgmt.encode(await self.dispatch(line)))
+                reply, stream = await self.dispatch(line)
+                writer.write(mgmt.encode(reply))
                 await writer.drain()
+                if stream is not None:
+                    # the connection belongs to the stream from here on
+                    await stream(reader, writer)
+                    break
         except (ConnectionError, OSError):
             pass
         finally:
             writer.close()
 
-    async def dispatch(self, line: bytes) -> dict:
+    async def dispatch(self, line: bytes) -> tuple[dict, Callable | None]:
+        """The reply to one request line, and the stream that follows it (watch, cli) or None."""
         try:
             req = json.loads(line)
             if not isinstance(req, dict):
                 raise ValueError("not an object")
         except ValueError as e:
-            return mgmt.fail(ExitCode.INVALID_MGMT_REQ, f"bad request: {e}")
+            return mgmt.fail(ExitCode.INVALID_MGMT_REQ, f"bad request: {e}"), None
         if req.get("v") != mgmt.VERSION:
-            return mgmt.fail(ExitCode.INVALID_MGMT_REQ, f"protocol version {req.get('v')} not served (this is {mgmt.VERSION})")
-        op = self.ops.get(req.get("op"))
-        if op is None:
-            return mgmt.fail(ExitCode.INVALID_MGMT_REQ, f"unknown request {req.get('op')!r}")
+            return mgmt.fail(ExitCode.INVALID_MGMT_REQ,
+                             f"protocol version {req.get('v')} not served (this is {mgmt.VERSION})"), None
+        name = req.get("op")
         try:
-            return mgmt.ok(await op(req.get("args") or {}))
-        except (SessionError, mgmt.MgmtError) as e:
-            return mgmt.fail(e.exit_code, str(e))
-        except (TypeError, ValueError, KeyError) as e:
-            return mgmt.fail(ExitCode.INVALID_MGMT_REQ, f"bad arguments: {e}")
+            args = protocol.check_request(name, req.get("args", {}))
+        except protocol.RequestError as e:
+            return mgmt.fail(ExitCode.INVALID_MGMT_REQ, str(e)), None
+        if name in self.streams:
+            return await self.streams[name](args)
+        try:
+            return mgmt.ok(await self.ops[name](args)), None
+        except IscsiError as e:
+            return mgmt.fail(e.exit_code, str(e)), None
         except Exception as e:   # a bug must not take the daemon and every session's recovery down
-            log.exception("request %s failed", req.get("op"))
-            return mgmt.fail(ExitCode.INTERNAL, f"internal error: {e}")
+            log.exception("request %s failed", name)
+            return mgmt.fail(ExitCode.INTERNAL, f"internal error: {e}"), None
+
+    async def stream_watch(self, _args: dict):
+        """Subscribe: the reply holds the sessions now; every later event follows it."""
+        sessions = await self.op_sessions({})
+
+        async def stream(reader, writer):
+            self.watchers.add(writer)
+            try:
+                while await reader.read(4096):   # the client sends nothing more; EOF ends it
+                    pass
+            finally:
+                self.watchers.discard(writer)
+        return mgmt.ok({"sessions": sessions}), stream
+
+    async def stream_cli(self, args: dict):
+        """A CLI run in this warm process: its output streamed back as frames, then its exit code."""
+        if self.cli_runner is None:
+            return mgmt.fail(ExitCode.OP_NOT_SUPP, "this iscsikitd does not run CLI commands"), None
+
+        async def stream(reader, writer):
+            task = asyncio.current_task()
+            self.cli_runs.add(task)
+            task.add_done_callback(self.cli_runs.discard)
+
+            def write(kind: int, data: bytes) -> None:
+                # from the worker thread: the loop owns the writer
+                self.loop.call_soon_threadsafe(writer.write, protocol.frame(kind, data))
+            argv = args["argv"]
+            # the mode only: other arguments may be CHAP secrets (-v)
+            mode = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else "?"
+            start = time.monotonic()
+            try:
+                code = await self.blocking(self.cli_runner, argv, args["env"], args["tty"], write)
+            except Exception as e:
+                log.exception("cli run (mode %s) failed", mode)
+                write(protocol.FRAME_ERR, f"iscsiadm: internal error: {e}\n".encode())
+                code = ExitCode.INTERNAL
+            log.debug("cli run: mode %s, exit %d, %.3f s", mode, code, time.monotonic() - start)
+            writer.write(protocol.exit_frame(code))
+            await writer.drain()
+        return mgmt.ok({"frames": "binary"}), stream
 
     async def op_version(self, _args: dict) -> dict:
         from .. import __version__
@@ -361,6 +479,7 @@ class Daemon:
                 raise SessionError(ExitCode.SESS_EXISTS, f"session {sid} to {node.target} at {node.address},{node.port} already present")
             ks = await self.blocking(self.initiator.login, node)
             self.sessions[ks.sid] = Managed(ks)
+            self.publish_added(self.sessions[ks.sid])
         return {"sid": ks.sid, "host_no": ks.host_no}
 
     async def op_logout(self, args: dict) -> dict:
@@ -374,7 +493,7 @@ class Daemon:
         if m is not None:
             if m.recovery and not m.recovery.done():
                 m.recovery.cancel()
-            m.state = "LOGGING_OUT"
+            self.set_state(m, "LOGGING_OUT")
         # Both futures exist before the requests go out: an event that beats the worker
         # thread to its wait still finds its waiter.
         steps = {kind: self.loop.create_future() for kind in (KEv.UNBIND_SESSION, KEv.RECV_PDU)}
@@ -404,7 +523,16 @@ class Daemon:
             for kind in steps:
                 self.logout_waiters.pop((kind, sid), None)
             self.sessions.pop(sid, None)
+        # after the kernel's session is gone (a failed logout raised above, leaving it)
+        self.publish("session_removed", sid, target=m.ks.node.target if m else "", reason="logout")
         return {"sid": sid}
+
+    async def op_rescan(self, args: dict) -> dict:
+        s = self.sysfs.session(args["sid"], luns=False)
+        if s is None:
+            raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {args['sid']}")
+        await self.blocking(self.sysfs.scan_host, s.host_no)
+        return {"sid": s.sid, "host_no": s.host_no}
 
     async def op_stats(self, args: dict) -> dict:
         sid = int(args["sid"])

@@ -20,7 +20,8 @@ from typing import Callable, Mapping
 
 from iscsikit.proto.chap import ChapCredentials
 from iscsikit.proto.errors import AuthenticationFailure, LocalProtocolError, RemoteProtocolError
-from iscsikit.proto.exitcodes import MESSAGES, ExitCode
+from .errors import IscsiError, login_exit_code
+from .exitcodes import MESSAGES, ExitCode
 from iscsikit.proto.fullfeature import ScsiExchange, ScsiResult, Sequencer, ping_answer
 from iscsikit.proto.login import (DISCOVERY_ISID, LoginConfig, LoginFailure, LoginMachine,
                                   LoginRedirect, LoginSuccess)
@@ -30,7 +31,7 @@ from iscsikit.proto.reader import PduReader
 from iscsikit.proto.sendtargets import (DiscoveredTarget, Portal, SendTargetsExchange,
                                         parse_target_address)
 
-DEFAULT_LOGIN_TIMEOUT = 15.0      # node.conn[0].timeo.login_timeout
+DEFAULT_LOGIN_TIMEOUT = 15.0      # discovery.sendtargets.timeo.login_timeout (records.py); sessions pass theirs
 DEFAULT_CONNECT_TIMEOUT = 15.0
 DEFAULT_REPLY_TIMEOUT = 30.0      # discovery.sendtargets.timeo.active_timeout
 MAX_REDIRECTS = 4
@@ -41,13 +42,14 @@ def default_initiator_name() -> str:
     return f"iqn.2024-01.org.iscsikit:{socket.gethostname().lower() or 'localhost'}"
 
 
-class LoginError(Exception):
+class LoginError(IscsiError):
     """A failed discovery or login, with the exit code iscsiadm would return."""
 
     def __init__(self, exit_code: ExitCode, message: str) -> None:
-        self.exit_code = ExitCode(exit_code)
+        code = ExitCode(exit_code)
         self.message = message
-        super().__init__(f"{message} ({MESSAGES[self.exit_code]}, exit code {int(self.exit_code)})")
+        super().__init__(code, f"{message} ({MESSAGES[code]}, exit code {int(code)})")
+        self.exit_code = code
 
 
 def as_portal(portal: "Portal | str | tuple[str, int]") -> Portal:
@@ -234,7 +236,7 @@ def login(portal: "Portal | str | tuple[str, int]", target: str | None = None, *
             return outcome
         sock.close()
         if isinstance(outcome, LoginFailure):
-            raise LoginError(outcome.exit_code, f"{portal}: {outcome.message}")
+            raise LoginError(login_exit_code(outcome.outcome), f"{portal}: {outcome.message}")
         portal = Portal(outcome.portal.host, outcome.portal.port, outcome.portal.tpgt)
     raise LoginError(ExitCode.LOGIN, f"more than {max_redirects} redirects")
 

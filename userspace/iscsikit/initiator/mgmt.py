@@ -1,12 +1,5 @@
-"""The management protocol between iscsikit-adm (or any client) and iscsikitd.
-
-Versioned JSON lines over an AF_UNIX stream socket, so a client and a daemon
-of different versions fail with a clear message instead of misreading raw C
-structs (open-iscsi's mgmt IPC hangs in that case):
-
-    request  {"v": 1, "op": "login", "args": {...}}
-    reply    {"v": 1, "ok": true, "result": ...}
-             {"v": 1, "ok": false, "exit_code": 15, "error": "..."}
+"""The management socket's framing: versioned JSON lines over AF_UNIX (the requests
+and their arguments are declared in protocol.py; callers use client.py).
 
 One request per line, answered in order. Only uid 0 is served (SO_PEERCRED);
 the socket file is 0600 as well. Requests and replies are bounded in size.
@@ -22,9 +15,9 @@ import os
 import struct
 from collections.abc import Callable, Iterable
 
-from ..proto.exitcodes import ExitCode
-
-VERSION = 1
+from .errors import IscsiError
+from .exitcodes import ExitCode
+from .protocol import VERSION
 DEFAULT_SOCKET = "/run/iscsikit/iscsikitd.sock"
 MAX_LINE = 1 << 20
 
@@ -33,10 +26,11 @@ def socket_path() -> str:
     return os.environ.get("ISCSIKIT_SOCKET", DEFAULT_SOCKET)
 
 
-class MgmtError(Exception):
+class MgmtError(IscsiError):
+    """A request the daemon refused, or that could not reach it."""
+
     def __init__(self, exit_code: int, message: str):
-        self.exit_code = int(exit_code)
-        super().__init__(message)
+        super().__init__(exit_code, message)
 
 
 def peer_uid(sock) -> int:

@@ -27,6 +27,7 @@ from collections import namedtuple
 from collections.abc import Iterator
 
 from . import records as R
+from .errors import IscsiError
 
 DEFAULT_ROOT = "/etc/iscsi"
 ENV_ROOT = "ISCSIKIT_DB_ROOT"
@@ -36,12 +37,11 @@ DEFAULT_PORT = 3260
 UNKNOWN_TPGT = -1
 
 
-class DBError(Exception):
-    """A database operation that failed; `code` is iscsiadm's exit code for it."""
+class DBError(IscsiError):
+    """A database operation that failed, with iscsiadm's exit code for it (IDBM, 6, by default)."""
 
     def __init__(self, message: str, code: int = 6) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(code, message)
 
 
 class LockTimeout(DBError):

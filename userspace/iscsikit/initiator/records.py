@@ -19,6 +19,7 @@ import itertools
 from collections import namedtuple
 
 from ..proto import keys as _proto
+from .errors import IscsiError
 
 VERSION = "2.1.8"
 BEGIN = f"# BEGIN RECORD {VERSION}"
@@ -53,13 +54,11 @@ Field = namedtuple("Field", (
 ), defaults=("", (), False, Update.YES, True))
 
 
-class RecordError(ValueError):
+class RecordError(IscsiError, ValueError):
     """A key or value iscsiadm would refuse; `lines` are its stderr lines, `code` its exit code."""
 
     def __init__(self, lines: list[str], code: int = 7, summary: bool = True) -> None:
-        super().__init__("; ".join(lines))
-        self.lines = lines
-        self.code = code
+        super().__init__(code, *lines)
         # iscsiadm ends a multi-record update with "Could not execute operation on
         # all records" except when it refuses at once (iface keys in node mode)
         self.summary = summary
@@ -313,3 +312,56 @@ def parse_lines(text: str) -> dict[str, str]:
         if sep:
             out[key.strip()] = value.strip()
     return out
+
+
+# -- the login request ---------------------------------------------------------------
+# protocol.LOGIN_ARGS name -> the node record key it comes from. Every default is
+# the record table's (open-iscsi's), so a record missing a key logs in as open-iscsi
+# would (login_timeout 30, replacement_timeout 120, ...).
+_LOGIN_KEYS = {
+    "header_digest": f"{_CI}.HeaderDigest", "data_digest": f"{_CI}.DataDigest",
+    "replacement_timeout": "node.session.timeo.replacement_timeout",
+    "noop_out_interval": "node.conn[0].timeo.noop_out_interval",
+    "noop_out_timeout": "node.conn[0].timeo.noop_out_timeout",
+    "abort_timeout": "node.session.err_timeo.abort_timeout",
+    "lu_reset_timeout": "node.session.err_timeo.lu_reset_timeout",
+    "tgt_reset_timeout": "node.session.err_timeo.tgt_reset_timeout",
+    "cmds_max": "node.session.cmds_max", "queue_depth": "node.session.queue_depth",
+    "scan": "node.session.scan", "login_timeout": "node.conn[0].timeo.login_timeout",
+}
+# operational keys offered as the record says (the others: proto/keys.py's defaults)
+_OPERATIONAL = ((_CI, "MaxRecvDataSegmentLength"), (_SI, "FirstBurstLength"), (_SI, "MaxBurstLength"),
+                (_SI, "ImmediateData"), (_SI, "InitialR2T"), (_SI, "MaxOutstandingR2T"))
+
+
+def login_default(name: str):
+    """A login request field's default, typed: the record table's default for its key."""
+    f = FIELD_BY_KEY[_LOGIN_KEYS[name]]
+    return atoi(f.default) if f.type is Type.INT else f.default
+
+
+def login_request(nid, values: dict[str, str], initiator_name: str | None = None) -> dict:
+    """The daemon's login request (protocol.LOGIN_ARGS) for node `nid` with record `values`:
+    the only mapping from a node record to a login. `initiator_name`: the host's, used when
+    the record's iface names none."""
+    def get(name: str):
+        key = _LOGIN_KEYS[name]
+        f = FIELD_BY_KEY[key]
+        text = values.get(key) or f.default
+        return atoi(text) if f.type is Type.INT else text
+
+    req = {
+        "target": nid.target, "address": nid.address, "port": int(nid.port),
+        "tpgt": None if nid.tpgt < 0 else nid.tpgt,
+        "initiator_name": values.get("iface.initiatorname") or initiator_name or None,
+        "iface_name": nid.iface, "transport": values.get("iface.transport_name") or "tcp",
+        **{name: get(name) for name in _LOGIN_KEYS},
+        "fast_abort": (values.get(f"{_SI}.FastAbort") or FIELD_BY_KEY[f"{_SI}.FastAbort"].default) == "Yes",
+        "operational": {k: values[f"{p}.{k}"] for p, k in _OPERATIONAL if values.get(f"{p}.{k}")},
+    }
+    if values.get("node.session.auth.authmethod") == "CHAP" and values.get("node.session.auth.username"):
+        req.update(username=values["node.session.auth.username"],
+                   password=values.get("node.session.auth.password", ""),
+                   username_in=values.get("node.session.auth.username_in") or "",
+                   password_in=values.get("node.session.auth.password_in") or "")
+    return req

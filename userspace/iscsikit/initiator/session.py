@@ -35,11 +35,13 @@ from ..kernel.netlink import IscsiNetlink, KernelError
 from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
 from ..proto.errors import AuthenticationFailure, ProtocolError
-from ..proto.exitcodes import ExitCode
+from .exitcodes import ExitCode
 from ..proto.login import LoginConfig, LoginFailure, LoginMachine, LoginSuccess
 from ..proto.pdu import LoginRequest, LoginResponse, LogoutRequest, LogoutResponse
 from ..proto.reader import PduReader
 from . import login_io
+from .errors import IscsiError, login_exit_code
+from .records import login_default as _default
 from .transports import template
 
 log = logging.getLogger(__name__)
@@ -64,19 +66,20 @@ class NodeConfig:
     iface_name: str = "default"
     transport: str = "tcp"
     chap: ChapCredentials | None = None
-    header_digest: str = "None"          # node.conn[0].iscsi.HeaderDigest
-    data_digest: str = "None"
-    replacement_timeout: int = 120       # node.session.timeo.replacement_timeout
-    noop_out_interval: int = 5
-    noop_out_timeout: int = 5
-    abort_timeout: int = 15
-    lu_reset_timeout: int = 30
-    tgt_reset_timeout: int = 30
-    fast_abort: bool = True
-    cmds_max: int = 128
-    queue_depth: int = 32
-    scan: str = "auto"                   # node.session.scan: auto | manual
-    login_timeout: float = 15.0
+    # the defaults are the node record's (records.py, open-iscsi's): one place
+    header_digest: str = _default("header_digest")
+    data_digest: str = _default("data_digest")
+    replacement_timeout: int = _default("replacement_timeout")
+    noop_out_interval: int = _default("noop_out_interval")
+    noop_out_timeout: int = _default("noop_out_timeout")
+    abort_timeout: int = _default("abort_timeout")
+    lu_reset_timeout: int = _default("lu_reset_timeout")
+    tgt_reset_timeout: int = _default("tgt_reset_timeout")
+    fast_abort: bool = True              # node.session.iscsi.FastAbort's "Yes"
+    cmds_max: int = _default("cmds_max")
+    queue_depth: int = _default("queue_depth")
+    scan: str = _default("scan")         # auto | manual
+    login_timeout: float = _default("login_timeout")
     operational: dict = field(default_factory=dict)
 
     def login_keys(self) -> dict:
@@ -153,12 +156,11 @@ def _params_after_login(success: LoginSuccess) -> list[tuple[Param, str]]:
     return rows
 
 
-class SessionError(Exception):
+class SessionError(IscsiError):
     """A login or logout that failed, with the exit code iscsiadm gives for it."""
 
     def __init__(self, exit_code: int, message: str):
-        self.exit_code = int(exit_code)
-        super().__init__(message)
+        super().__init__(exit_code, message)
 
 
 class Initiator:
@@ -333,7 +335,7 @@ class Initiator:
         except ProtocolError as e:
             raise SessionError(ExitCode.LOGIN, f"{node.address},{node.port}: protocol error: {e}") from None
         if isinstance(event, LoginFailure):
-            raise SessionError(event.exit_code, f"{node.address},{node.port}: {event.message}")
+            raise SessionError(login_exit_code(event.outcome), f"{node.address},{node.port}: {event.message}")
         if not isinstance(event, LoginSuccess):
             raise SessionError(ExitCode.LOGIN, f"{node.address},{node.port}: redirected during recovery "
                                                "(following a redirect on reconnect is not supported yet)")

@@ -264,20 +264,26 @@ class KernelError(OSError):
 class IscsiNetlink:
     """The NETLINK_ISCSI socket: one request in flight; events set aside in order."""
 
-    def __init__(self, groups: int = GROUP_ISCSID, reply_timeout: float = 30.0):
-        try:
-            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ISCSI)
-        except OSError as e:
-            if e.errno == errno.EPROTONOSUPPORT:
-                raise OSError(e.errno, "NETLINK_ISCSI is not available: load scsi_transport_iscsi "
-                                       "(modprobe iscsi_tcp), and run in the initial network namespace") from None
-            raise
+    def __init__(self, groups: int = GROUP_ISCSID, reply_timeout: float = 30.0, sock=None):
+        # `sock`: a stand-in for the AF_NETLINK socket (kernel/fake.py's, as pyroute2's IPRoute
+        # takes ipmock's with use_socket); everything else here runs the same on it
+        self.sock = sock if sock is not None else self._open()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         # bit 1 is group 1; joining needs CAP_NET_ADMIN
         self.sock.bind((0, 1 << (groups - 1) if groups else 0))
         self.reply_timeout = reply_timeout
         self.events: collections.deque[Uevent] = collections.deque()
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _open() -> socket.socket:
+        try:
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ISCSI)
+        except OSError as e:
+            if e.errno == errno.EPROTONOSUPPORT:
+                raise OSError(e.errno, "NETLINK_ISCSI is not available: load scsi_transport_iscsi "
+                                       "(modprobe iscsi_tcp), and run in the initial network namespace") from None
+            raise
 
     def close(self) -> None:
         self.sock.close()

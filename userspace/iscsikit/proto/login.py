@@ -22,7 +22,6 @@ from typing import Callable, Mapping, Union
 from . import status as _status
 from .chap import CHAP_KEYS, ChapCredentials, ChapInitiator
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from .exitcodes import ExitCode
 from .keys import (DISCOVERY_MAX_RECV_DATA_SEGMENT, DISCOVERY_OFFER, KEY_BY_NAME, NORMAL_OFFER,
                    Stage, decode_text, encode_text)
 from .negotiation import Negotiation, Parameters, Role
@@ -142,7 +141,6 @@ class LoginFailure:
     status_class: int
     status_detail: int
     outcome: _status.Outcome
-    exit_code: ExitCode
     message: str
 
     @property
@@ -244,11 +242,11 @@ class LoginMachine:
         req = self._request
         if rsp.itt != req.itt:
             raise RemoteProtocolError(f"ITT {rsp.itt:#x} does not match the request's {req.itt:#x}")
-        reaction = _status.reaction(rsp.status_class, rsp.status_detail)
-        if reaction.outcome is not _status.Outcome.SUCCESS:
+        outcome = _status.outcome(rsp.status_class, rsp.status_detail)
+        if outcome is not _status.Outcome.SUCCESS:
             # Only the status matters here: tgtd, for one, zeroes the ISID of a failure.
-            self.state = TRANSITIONS[self.state][KIND_OF_OUTCOME[reaction.outcome]]
-            return self._status_event(rsp, reaction)
+            self.state = TRANSITIONS[self.state][KIND_OF_OUTCOME[outcome]]
+            return self._status_event(rsp, outcome)
         if rsp.isid != req.isid:
             raise RemoteProtocolError(f"ISID {rsp.isid:#014x} does not match ours {req.isid:#014x}")
         if rsp.version_active != 0:
@@ -313,16 +311,15 @@ class LoginMachine:
         answers += self.negotiation.receive(self.stage, pairs)
         return answers, want_transit
 
-    def _status_event(self, rsp: Pdu, reaction: _status.Reaction) -> LoginEvent:
+    def _status_event(self, rsp: Pdu, outcome: _status.Outcome) -> LoginEvent:
         described = _status.describe(rsp.status_class, rsp.status_detail)
-        if reaction.outcome is _status.Outcome.REDIRECT:
+        if outcome is _status.Outcome.REDIRECT:
             addresses = [v for k, v in decode_text(rsp.data) if k == "TargetAddress"]
             if len(addresses) != 1:
                 raise RemoteProtocolError(f"redirect with {len(addresses)} TargetAddress keys")
             return LoginRedirect(parse_target_address(addresses[0]), rsp.status_detail == 2,
                                  rsp.status_class, rsp.status_detail)
-        return LoginFailure(rsp.status_class, rsp.status_detail, reaction.outcome,
-                            reaction.exit_code, f"target reported {described}")
+        return LoginFailure(rsp.status_class, rsp.status_detail, outcome, f"target reported {described}")
 
     def _success(self, rsp: Pdu) -> LoginSuccess:
         if self.tsih == 0 and rsp.tsih == 0:

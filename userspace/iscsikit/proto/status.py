@@ -1,16 +1,15 @@
 """Login Response status (RFC 7143 §11.13.5) and what each class means to us.
 
-The reaction per class follows open-iscsi 2.1.8 (open-iscsi-facts.md §3.5):
-redirects are followed, 0x0201/0x0202 are authentication failures (exit 24),
-other initiator errors are fatal (exit 19), target errors are retried (exit 5).
+The outcome per class follows open-iscsi 2.1.8 (open-iscsi-facts.md §3.5):
+redirects are followed, 0x0201/0x0202 are authentication failures, other
+initiator errors are fatal, target errors are retried. What an outcome means
+to a user (iscsiadm's exit code) is the initiator's business
+(initiator/errors.py), not the protocol's.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
-
-from .exitcodes import ExitCode
 
 
 class Outcome(enum.Enum):
@@ -51,32 +50,27 @@ STATUS_TEXT: dict[tuple[int, int], str] = {
 }
 
 
-class Reaction(NamedTuple):
-    outcome: Outcome
-    exit_code: ExitCode
-
-
 # Per class, then per (class, detail) where a detail differs from its class.
-CLASS_REACTION: dict[int, Reaction] = {
-    StatusClass.SUCCESS: Reaction(Outcome.SUCCESS, ExitCode.SUCCESS),
-    StatusClass.REDIRECTION: Reaction(Outcome.REDIRECT, ExitCode.SUCCESS),
-    StatusClass.INITIATOR_ERROR: Reaction(Outcome.FATAL, ExitCode.FATAL_LOGIN),
-    StatusClass.TARGET_ERROR: Reaction(Outcome.RETRY, ExitCode.LOGIN),
+CLASS_OUTCOME: dict[int, Outcome] = {
+    StatusClass.SUCCESS: Outcome.SUCCESS,
+    StatusClass.REDIRECTION: Outcome.REDIRECT,
+    StatusClass.INITIATOR_ERROR: Outcome.FATAL,
+    StatusClass.TARGET_ERROR: Outcome.RETRY,
 }
-DETAIL_REACTION: dict[tuple[int, int], Reaction] = {
-    (2, 1): Reaction(Outcome.AUTH_FAILED, ExitCode.LOGIN_AUTH_FAILED),
-    (2, 2): Reaction(Outcome.AUTH_FAILED, ExitCode.LOGIN_AUTH_FAILED),
+DETAIL_OUTCOME: dict[tuple[int, int], Outcome] = {
+    (2, 1): Outcome.AUTH_FAILED,
+    (2, 2): Outcome.AUTH_FAILED,
 }
 REDIRECT_DETAILS = frozenset({1, 2})
 
 
-def reaction(status_class: int, status_detail: int) -> Reaction:
+def outcome(status_class: int, status_detail: int) -> Outcome:
     """How to react to a status; unknown classes count as fatal initiator-side errors."""
-    if (status_class, status_detail) in DETAIL_REACTION:
-        return DETAIL_REACTION[status_class, status_detail]
+    if (status_class, status_detail) in DETAIL_OUTCOME:
+        return DETAIL_OUTCOME[status_class, status_detail]
     if status_class == StatusClass.REDIRECTION and status_detail not in REDIRECT_DETAILS:
-        return Reaction(Outcome.FATAL, ExitCode.FATAL_LOGIN)
-    return CLASS_REACTION.get(status_class, Reaction(Outcome.FATAL, ExitCode.FATAL_LOGIN))
+        return Outcome.FATAL
+    return CLASS_OUTCOME.get(status_class, Outcome.FATAL)
 
 
 def describe(status_class: int, status_detail: int) -> str:

@@ -1,0 +1,41 @@
+"""The iscsiadm calls of one os-brick volume connect + disconnect, one by one, vs open-iscsi.
+
+    .venv/bin/python bench/bench_adm_calls.py [--rounds 3]
+
+One guest boot, one LIO LUN; Debian's open-iscsi (iscsid + C iscsiadm) and iscsikit
+(iscsikitd + the forwarding iscsiadm) alternate, round by round. The call list is
+os-brick 7.1.1's ISCSIConnector single-path sequence. Goal: each call at most 1.0x.
+Guest times under TCG: only the ratios mean anything.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from iscsikit.lab.errors import GuestCommandError
+from iscsikit.lab.guest import Guest
+from iscsikit.lab.story import LAB_MODULES as MODULES
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    probe = Path(__file__).parent / "probes" / "adm_calls_probe.py"
+    with Guest() as g:
+        g.modprobe(*MODULES)
+        try:
+            d = g.run_probe(probe, timeout=1800, env={"BENCH_ROUNDS": str(args.rounds)})
+        except GuestCommandError as e:
+            print(e.result.err[-3000:], file=sys.stderr)
+            return 1
+    ref, ours = d["median"]["open_iscsi"], d["median"]["iscsikit"]
+    print(f"median of {d['rounds']} rounds   {'open-iscsi':>11}{'iscsikit':>10}{'ratio':>7}   rc (ref/ours)")
+    for name in ref:
+        rc = f"{d['rcs']['open_iscsi'].get(name, '')}/{d['rcs']['iscsikit'].get(name, '')}"
+        print(f"{name:<22}{ref[name]:>11.3f}{ours[name]:>10.3f}{ours[name] / ref[name]:>7.2f}   {rc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

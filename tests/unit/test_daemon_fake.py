@@ -1,0 +1,459 @@
+"""A real Daemon on kernel/fake.py: its requests, events and recovery (host; no kernel, no guest).
+
+The daemon is built by its own constructor, with the fake kernel injected,
+and served on a socket in tmp_path; the tests talk to it through Client as
+every consumer does. Logins run over real TCP to a scripted target on
+127.0.0.1 (proto_fake_target.FakeTarget answers the Login Requests); after
+BIND_CONN the fake kernel owns the socket, as iscsi_tcp does, so a logout's
+Logout Request and a recovery's Login Requests reach the target through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from iscsikit.initiator import mgmt, protocol, records
+from iscsikit.initiator.client import Client
+from iscsikit.initiator.daemon import Daemon
+from iscsikit.initiator.mgmt import MgmtError
+from iscsikit.initiator.nodedb import NodeId
+from iscsikit.kernel.constants import ConnErr, Ev, Param, StopFlag
+from iscsikit.kernel.fake import FakeKernel
+from iscsikit.kernel.netlink import KernelError
+from iscsikit.proto.errors import ProtocolError
+from iscsikit.proto.pdu import (INITIATOR_OPCODES, LoginRequest, LogoutRequest, LogoutResponse, NopIn,
+                                NopOut)
+from iscsikit.proto.reader import PduReader
+
+from proto_fake_target import FakeTarget
+
+TARGET = "iqn.2026-11.org.example:disk1"
+INITIATOR = "iqn.2026-11.org.example:host"
+
+
+class Portal:
+    """127.0.0.1:<port>: a FakeTarget per TCP connection, then Logout and NOP-Out answered.
+
+    After a Logout Response the connection stays open until the initiator closes it
+    (RFC 7143 lets either side close), so a logout never looks like a dead connection."""
+
+    def __init__(self, **target):
+        self.target = target             # FakeTarget's script (status, CHAP, ...)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self.logins: list[LoginRequest] = []
+        self.logouts: list[LogoutRequest] = []
+        self.open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                self.open.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket):
+        target, reader, statsn = FakeTarget(**self.target), PduReader(accept=INITIATOR_OPCODES), 500
+        with conn:
+            while True:
+                try:
+                    chunk = conn.recv(65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                reader.feed(chunk)
+                try:
+                    pdus = list(reader)
+                except ProtocolError:
+                    return
+                for pdu in pdus:
+                    if isinstance(pdu, LoginRequest):
+                        self.logins.append(pdu)
+                        reply = target.handle(pdu)
+                    elif isinstance(pdu, LogoutRequest):
+                        self.logouts.append(pdu)
+                        statsn += 1
+                        reply = LogoutResponse(itt=pdu.itt, statsn=statsn, expcmdsn=pdu.cmdsn,
+                                               maxcmdsn=pdu.cmdsn + 1, response=0)
+                    elif isinstance(pdu, NopOut) and pdu.itt != 0xFFFFFFFF:
+                        statsn += 1
+                        reply = NopIn(itt=pdu.itt, ttt=0xFFFFFFFF, statsn=statsn, expcmdsn=pdu.cmdsn,
+                                      maxcmdsn=pdu.cmdsn + 1, data=pdu.data)
+                    else:
+                        continue
+                    conn.sendall(reply.encode())
+
+    def down(self):
+        """The target goes away: connections dropped, new ones refused."""
+        with contextlib_suppress():
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self._lock:
+            for c in self.open:
+                with contextlib_suppress():
+                    c.shutdown(socket.SHUT_RDWR)
+
+
+def contextlib_suppress():
+    import contextlib
+    return contextlib.suppress(OSError)
+
+
+class Running:
+    """A Daemon built by its constructor on `kernel`, serving `path` from a thread."""
+
+    def __init__(self, kernel: FakeKernel, path: str):
+        # retries shortened through the daemon's own parameters, not by sleeping less
+        self.daemon = Daemon(path, kernel=kernel, workers=8, first_retry_delay=0.01, max_retry_delay=0.05)
+        self.thread = threading.Thread(target=asyncio.run, args=(self.daemon.run(),), daemon=True)
+        self.thread.start()
+        self.client = Client(path, timeout=20)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.client.version()
+                break
+            except MgmtError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+
+    def watchers(self, n: int):
+        ws = [self.client.watch(timeout=10) for _ in range(n)]
+        while len(self.daemon.watchers) < n:      # each subscription registered in the loop
+            time.sleep(0.005)
+        return ws
+
+    def stop(self):
+        if self.thread.is_alive():
+            self.client.stop()
+            self.thread.join(10)
+        self.daemon.events.close()
+        self.daemon.initiator.close()
+
+
+@pytest.fixture
+def lab(tmp_path, monkeypatch):
+    # the tests may run as any user; the root-only check has its own tests (test_mgmt)
+    monkeypatch.setattr(mgmt, "peer_uid", lambda sock: 0)
+    kernel = FakeKernel(tmp_path / "sys")
+    portal = Portal()
+    started: list[Running] = []
+
+    class Lab:
+        def __init__(self):
+            self.kernel, self.portal = kernel, portal
+
+        def daemon(self) -> Running:
+            r = Running(kernel, str(tmp_path / f"d{len(started)}.sock"))
+            started.append(r)
+            return r
+
+        def request(self, **record) -> dict:
+            nid = NodeId(TARGET, "127.0.0.1", portal.port, 1, "default")
+            return records.login_request(nid, {k.replace("__", "."): v for k, v in record.items()}, INITIATOR)
+
+    yield Lab()
+    for r in started:
+        r.stop()
+    portal.down()
+    kernel.close()
+
+
+def _events(watch, n: int) -> list[dict]:
+    return [next(watch) for _ in range(n)]
+
+
+def _wait(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+# ---- login and logout ---------------------------------------------------------------
+def test_login_makes_a_kernel_session_that_sessions_lists(lab):
+    d = lab.daemon()
+    out = d.client.login(lab.request())
+    sid, host = out["sid"], out["host_no"]
+    s = lab.kernel.sysfs.session(sid)
+    assert (s.target, s.address, s.port, s.state, s.conn_state) == (TARGET, "127.0.0.1", lab.portal.port,
+                                                                   "LOGGED_IN", "up")
+    assert s.host_no == host and s.initiator_name == INITIATOR and s.creator == os.getpid()
+    # the record's replacement_timeout reached the kernel (SESS_RECOVERY_TMO), and the scan was asked for
+    assert lab.kernel.sysfs.attr("iscsi_session", f"session{sid}", "recovery_tmo") == "120"
+    assert Path(lab.kernel.path("class", "scsi_host", f"host{host}", "scan")).read_text() == "- - -"
+    # iscsid's order (facts §2.1): the socket is bound after the userspace login, started last
+    kinds = lab.kernel.kinds()
+    assert kinds[:3] == [Ev.CREATE_SESSION, Ev.CREATE_CONN, Ev.BIND_CONN] and kinds[-1] == Ev.START_CONN
+    [listed] = d.client.sessions()
+    assert (listed["sid"], listed["target"], listed["kernel_state"], listed["state"], listed["managed"],
+            listed["adopted"], listed["recoveries"]) == (sid, TARGET, "LOGGED_IN", "LOGGED_IN", True, False, 0)
+    assert lab.portal.connections == 1 and lab.portal.logins[0].isid & 0xFFFFFF == sid
+
+
+def test_concurrent_logins_of_one_node_make_one_session(lab):
+    d = lab.daemon()
+    results = d.client.call_many([("login", lab.request())] * 4)
+    made = [r for r in results if not isinstance(r, MgmtError)]
+    refused = [r for r in results if isinstance(r, MgmtError)]
+    assert len(made) == 1 and [e.exit_code for e in refused] == [15, 15, 15]
+    assert lab.kernel.sysfs.session_ids() == [made[0]["sid"]]
+    assert lab.kernel.kinds().count(Ev.CREATE_SESSION) == 1 and lab.portal.connections == 1
+
+
+def test_logout_sends_the_logout_pdu_and_leaves_no_kernel_object(lab):
+    d = lab.daemon()
+    sid = d.client.login(lab.request())["sid"]
+    host = lab.kernel.sysfs.session(sid).host_no
+    lab.kernel.add_lun(sid, 0, "sdq")
+    assert d.client.sessions()[0]["disks"] == ["sdq"]
+    assert d.client.logout(sid) == {"sid": sid}
+    # the Logout Request went out through the kernel's socket, stamped by it
+    [logout] = lab.portal.logouts
+    assert logout.immediate and logout.reason == 0 and logout.itt != 0
+    for kind, name in (("iscsi_session", f"session{sid}"), ("iscsi_connection", f"connection{sid}:0"),
+                       ("iscsi_host", f"host{host}"), ("scsi_host", f"host{host}")):
+        assert not os.path.exists(lab.kernel.path("class", kind, name)), (kind, name)
+    assert not os.path.exists(lab.kernel.path("devices", "platform", f"host{host}"))
+    assert os.listdir(lab.kernel.path("bus", "scsi", "devices")) == []
+    assert lab.kernel.sessions == {} and d.client.sessions() == []
+    # unbind first, destroy last (facts §2.4); the kernel answered every step, so no waits ran out
+    kinds = lab.kernel.kinds()
+    assert kinds[-5:] == [Ev.UNBIND_SESSION, Ev.SEND_PDU, Ev.STOP_CONN, Ev.DESTROY_CONN, Ev.DESTROY_SESSION]
+    with pytest.raises(MgmtError) as e:
+        d.client.logout(sid)
+    assert e.value.exit_code == 21
+
+
+def test_a_refused_login_leaves_nothing_in_the_kernel(lab):
+    lab.portal.target.update(status=(2, 1))      # the target refuses: authorization failure
+    d = lab.daemon()
+    with pytest.raises(MgmtError) as e:
+        d.client.login(lab.request())
+    assert e.value.exit_code == 24
+    # the session made for its sid (the ISID) is destroyed again; no connection was ever bound
+    assert lab.kernel.kinds() == [Ev.CREATE_SESSION, Ev.DESTROY_SESSION]
+    assert lab.kernel.sysfs.session_ids() == [] and os.listdir(lab.kernel.path("devices", "platform")) == []
+    assert d.client.sessions() == []
+
+
+def test_login_after_the_transport_module_was_reloaded(lab):
+    d = lab.daemon()
+    d.client.login(lab.request())                 # the handle is read once and kept
+    new = lab.kernel.reload_module()
+    other = records.login_request(NodeId(TARGET, "127.0.0.1", lab.portal.port, 1, "iface1"), {}, INITIATOR)
+    sid = d.client.login(other)["sid"]
+    # the stale handle is refused with -EINVAL; the daemon reads the new one and tries again
+    creates = [u for k, u in lab.kernel.requests if k == Ev.CREATE_SESSION]
+    assert len(creates) == 3 and lab.kernel.sessions[sid].handle == new
+
+
+# ---- recovery -------------------------------------------------------------------------
+def test_a_connection_error_is_recovered_through_the_kernel(lab):
+    d = lab.daemon()
+    sid = d.client.login(lab.request())["sid"]
+    before = len(lab.kernel.requests)
+    lab.kernel.conn_error(sid, ConnErr.NOP_TIMEDOUT)
+    _wait(lambda: d.client.sessions()[0]["recoveries"] == 1)
+    [s] = d.client.sessions()
+    assert (s["sid"], s["state"], s["kernel_state"]) == (sid, "LOGGED_IN", "LOGGED_IN")
+    assert lab.kernel.sysfs.session(sid).conn_state == "up"
+    # ERL0: stop with RECOVER once (else every BIND_CONN is -ENOTCONN, open-iscsi #387), then
+    # the same session and connection: no CREATE_*, and the re-login's PDUs through SEND_PDU
+    after = lab.kernel.requests[before:]
+    assert after[0] == (Ev.STOP_CONN, {"sid": sid, "cid": 0, "conn_handle": 0, "flag": StopFlag.RECOVER})
+    kinds = [k for k, _ in after]
+    assert Ev.CREATE_SESSION not in kinds and Ev.CREATE_CONN not in kinds
+    assert kinds[1] == Ev.BIND_CONN and Ev.SEND_PDU in kinds and kinds[-1] == Ev.START_CONN
+    # session reinstatement: a second TCP connection, the same ISID, TSIH 0
+    assert lab.portal.connections == 2
+    first, again = lab.portal.logins[0], lab.portal.logins[-1]
+    assert again.isid == first.isid and again.tsih == 0
+
+
+def test_recovery_gives_up_after_the_replacement_timeout(lab):
+    d = lab.daemon()
+    sid = d.client.login(lab.request(node__session__timeo__replacement_timeout="1"))["sid"]
+    [w] = d.watchers(1)
+    start = time.monotonic()
+    # the target goes away: the kernel sees the socket close (TCP_CONN_CLOSE); reconnects are refused
+    lab.portal.down()
+    evs = []
+    while not evs or evs[-1]["event"] != "state_changed" or evs[-1]["state"] != "FAILED":
+        evs.append(next(w))
+    names = [e["event"] for e in evs]
+    assert names[:3] == ["connection_error", "state_changed", "recovery_started"]
+    assert evs[0]["error"] == ConnErr.TCP_CONN_CLOSE and evs[0]["name"] == "TCP_CONN_CLOSE"
+    failed = evs[-2]
+    assert failed["event"] == "recovery_failed" and failed["attempts"] > 1 and failed["seconds"] >= 1
+    assert 1 <= time.monotonic() - start < 5
+    [s] = d.client.sessions()
+    assert (s["state"], s["kernel_state"], s["recoveries"]) == ("FAILED", "FAILED", 0)
+    w.close()
+
+
+# ---- adoption ---------------------------------------------------------------------------
+def test_a_restarted_daemon_adopts_the_kernels_session_without_relogin(lab):
+    first = lab.daemon()
+    sid = first.client.login(lab.request(node__session__timeo__replacement_timeout="40"))["sid"]
+    first.stop()
+    before = len(lab.kernel.requests)
+    second = lab.daemon()
+    [s] = second.client.sessions()
+    assert (s["sid"], s["managed"], s["adopted"], s["state"]) == (sid, True, True, "LOGGED_IN")
+    # adopted as it is: not one netlink request, no new TCP connection (open-iscsi #126)
+    assert lab.kernel.requests[before:] == [] and lab.portal.connections == 1
+    with pytest.raises(MgmtError) as e:          # the adopted session is the node's
+        second.client.login(lab.request())
+    assert e.value.exit_code == 15
+    m = second.daemon.sessions[sid]
+    assert (m.ks.node.target, m.ks.node.port, m.ks.node.replacement_timeout) == (TARGET, lab.portal.port, 40)
+    # and it is managed: a connection error is recovered with what was read back from sysfs
+    lab.kernel.conn_error(sid)
+    _wait(lambda: second.client.sessions()[0]["recoveries"] == 1)
+    assert lab.portal.connections == 2 and lab.portal.logins[-1].isid == lab.portal.logins[0].isid
+    assert second.client.logout(sid) == {"sid": sid} and lab.kernel.sessions == {}
+
+
+def test_a_session_that_failed_while_no_daemon_ran_is_recovered_on_start(lab):
+    first = lab.daemon()
+    sid = first.client.login(lab.request())["sid"]
+    first.stop()
+    lab.kernel.conn_error(sid)                   # nobody listens: the event is lost, the state stays
+    assert lab.kernel.sysfs.session(sid).state == "FAILED"
+    before = len(lab.kernel.requests)
+    second = lab.daemon()
+    _wait(lambda: second.client.sessions()[0]["recoveries"] == 1)
+    assert lab.kernel.requests[before][0] == Ev.STOP_CONN and lab.portal.connections == 2
+    assert lab.kernel.sysfs.session(sid).state == "LOGGED_IN"
+
+
+def test_an_adopted_session_that_waits_forever_still_waits_forever(lab):
+    """replacement_timeout -1: the kernel shows recovery_tmo as "off", and the adopted
+    session must not fall back to the 120 s default (it would give up a session its
+    record says to keep retrying)."""
+    first = lab.daemon()
+    sid = first.client.login(lab.request(node__session__timeo__replacement_timeout="-1"))["sid"]
+    assert lab.kernel.sysfs.attr("iscsi_session", f"session{sid}", "recovery_tmo") == "off"
+    first.stop()
+    second = lab.daemon()
+    assert second.daemon.sessions[sid].ks.node.replacement_timeout == -1
+
+
+# ---- the event stream -------------------------------------------------------------------
+def test_two_watchers_see_a_sessions_life_in_order(lab):
+    d = lab.daemon()
+    w1, w2 = d.watchers(2)
+    assert w1.sessions == [] and w2.sessions == []
+    sid = d.client.login(lab.request())["sid"]
+    lab.kernel.conn_error(sid, ConnErr.CONN_FAILED)
+    _wait(lambda: d.client.sessions()[0]["recoveries"] == 1)
+    d.client.logout(sid)
+    want = [("session_added", None), ("connection_error", None), ("state_changed", "RECOVERING"),
+            ("recovery_started", None), ("recovery_succeeded", None), ("state_changed", "LOGGED_IN"),
+            ("state_changed", "LOGGING_OUT"), ("session_removed", None)]
+    for w in (w1, w2):
+        evs = _events(w, len(want))
+        assert [(e["event"], e.get("state")) for e in evs] == want
+        assert all(e["sid"] == sid for e in evs)
+        assert evs[0]["target"] == TARGET and evs[0]["adopted"] is False
+        assert evs[1]["error"] == ConnErr.CONN_FAILED and evs[4]["attempts"] == 1
+        assert evs[-1]["reason"] == "logout"
+        assert [e["time"] for e in evs] == sorted(e["time"] for e in evs)
+        w.close()
+
+
+def test_stats_come_back_from_the_kernels_multicast(lab):
+    d = lab.daemon()
+    sid = d.client.login(lab.request())["sid"]
+    out = d.client.stats(sid)
+    assert out["sid"] == sid and set(out["stats"]) >= {"txdata_octets", "noptx_pdus", "logoutrsp_pdus"}
+    assert [name for name, _ in out["custom"]] == ["tx_sendpage_failures", "rx_discontiguous_hdr", "eh_abort_cnt"]
+    with pytest.raises(MgmtError) as e:
+        d.client.stats(sid + 1)
+    assert e.value.exit_code == 21
+
+
+# ---- requests the daemon must refuse ------------------------------------------------------
+def test_unknown_requests_and_arguments_are_refused_not_dropped(lab):
+    d = lab.daemon()
+
+    def raw(op: str, args: dict) -> dict:
+        # a client of another version: Client would refuse these before sending
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(d.daemon.socket_path)
+            s.sendall(json.dumps({"v": protocol.VERSION, "op": op, "args": args}).encode() + b"\n")
+            return json.loads(s.makefile("rb").readline())
+
+    assert raw("format", {}) == {"v": protocol.VERSION, "ok": False, "exit_code": 16,
+                                 "error": "unknown request 'format'"}
+    refused = raw("login", {**lab.request(), "colour": "blue"})
+    assert (refused["exit_code"], refused["error"]) == (16, "login: unknown argument(s) colour")
+    with pytest.raises(MgmtError) as e:
+        d.client.call("login", {**lab.request(), "colour": "blue"})
+    assert e.value.exit_code == 16
+    # nothing reached the kernel or the target
+    assert lab.kernel.requests == [] and lab.portal.connections == 0
+
+
+# ---- the fake itself: the kernel rules the tests above rely on --------------------------
+def test_the_fake_answers_as_linux_6_1_does(lab):
+    handle = lab.kernel.sysfs.transport("tcp").handle
+    nl, events = lab.kernel.netlink(groups=0), lab.kernel.netlink()
+
+    def refused(call, *args, **kw):
+        with pytest.raises(KernelError) as e:
+            call(*args, **kw)
+        return -e.value.errno
+
+    assert refused(nl.create_session, handle + 1) == -22             # a stale transport handle
+    assert refused(nl.create_session, handle, cmds_max=8) == -12     # fewer than the 16 mgmt tasks
+    sid, host = nl.create_session(handle, cmds_max=100)
+    assert Path(lab.kernel.path("class", "scsi_host", f"host{host}", "can_queue")).read_text() == "49\n"
+    assert events.next_event(1).name == "CREATE_SESSION"
+    assert refused(nl.create_conn, handle, sid + 1) == -22
+    cid = nl.create_conn(handle, sid)
+    # before BIND_CONN only the class's own SESS_RECOVERY_TMO is taken
+    assert refused(nl.set_param, handle, sid, cid, Param.TARGET_NAME, TARGET) == -107
+    nl.set_param(handle, sid, cid, Param.SESS_RECOVERY_TMO, 5)
+    with open(os.devnull) as f:
+        assert refused(nl.bind_conn, handle, sid, cid, f.fileno()) == -17     # not a socket
+    with socket.create_connection(("127.0.0.1", lab.portal.port)) as tcp:
+        nl.bind_conn(handle, sid, cid, tcp.fileno())
+    assert lab.kernel.sysfs.session(sid).conn_state == "bound"       # the kernel holds its own reference
+    assert [p for p, _ in nl.set_params(handle, sid, cid, [(Param.TARGET_NAME, TARGET), (Param.ISID, "1")])] == \
+        [Param.ISID]                                                  # -ENOSYS: not libiscsi's to keep
+    nl.start_conn(handle, sid, cid)
+    # a connection error: the kernel's own cleanup, then BIND/START refused until STOP_CONN(RECOVER)
+    lab.kernel.conn_error(sid, ConnErr.XMIT_FAILED)
+    ev = events.next_event(1)
+    assert (ev.name, ev["sid"], ev["error"]) == ("CONN_ERROR", sid, ConnErr.XMIT_FAILED)
+    assert lab.kernel.sysfs.session(sid).state == "FAILED"
+    with socket.create_connection(("127.0.0.1", lab.portal.port)) as tcp:
+        assert refused(nl.bind_conn, handle, sid, cid, tcp.fileno()) == -107
+        nl.stop_conn(handle, sid, cid, StopFlag.RECOVER)
+        nl.bind_conn(handle, sid, cid, tcp.fileno())
+    assert refused(nl.destroy_session, handle, sid) == -16            # its connection is still there
+    nl.stop_conn(handle, sid, cid)
+    nl.destroy_conn(handle, sid, cid)
+    nl.destroy_session(handle, sid)
+    assert [events.next_event(1).name for _ in range(2)] == ["UNBIND_SESSION", "DESTROY_SESSION"]
+    assert lab.kernel.sysfs.session_ids() == [] and events.next_event(0) is None

@@ -1,0 +1,170 @@
+"""What one iscsiadm command line parsed into (Ctx), where it writes, and its lazy imports."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from ...initiator.exitcodes import ExitCode
+from .options import Opt
+
+
+class _Lazy:
+    """A module imported on first use: `-m session` and the parser never need the record table,
+    and every import costs (in the lab guest each one is a round of 9p reads)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        module = importlib.import_module(self._name)
+        self.__dict__.update(module.__dict__)
+        return getattr(module, attr)
+
+
+ndb = _Lazy("iscsikit.initiator.nodedb")
+R = _Lazy("iscsikit.initiator.records")
+
+PROG = "iscsiadm"
+
+# -- operations ----------------------------------------------------------------------
+OPS = {"new": 1, "delete": 2, "update": 4, "show": 8, "nonpersistent": 16,
+       "apply": 32, "applyall": 64, "login": 128, "logout": 256}
+
+
+class Exit(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = int(code)
+
+
+class Ctx:
+    """Everything parsed from argv, plus where output goes (tests pass their own streams).
+
+    A plain class, not a dataclass: importing dataclasses costs more than this whole parser.
+    The node database is opened on first use; `-m session` never touches it.
+    """
+    mode: str | None = None
+    target: str | None = None
+    portal: str | None = None
+    op: int = 0
+    dtype: str | None = None
+    login: bool = False
+    logout: bool = False
+    loginall: str | None = None
+    logoutall: str | None = None
+    rescan: bool = False
+    stats: bool = False
+    discover: bool = False
+    sid: str | None = None
+    print_level: int | None = None
+    show_secrets: bool = False
+    json: bool = False
+    host: str | None = None
+    submode: str | None = None
+    killiscsid: str | None = None
+    no_wait: bool = False
+
+    def __init__(self, argv0: str, out, err, db: "ndb.NodeDB | None" = None, env=None,
+                 err_tty: bool | None = None, **options) -> None:
+        self.argv0, self.out, self.err = argv0, out, err
+        self._db = db
+        # the command's environment: os.environ, or its client's when it runs in the daemon
+        self.env = os.environ if env is None else env
+        # stderr is a terminal (the -L progress line); the client says so when forwarded
+        self.err_tty = (err is sys.stderr and err.isatty()) if err_tty is None else err_tty
+        self.ifaces: list[str] = []
+        self.names: list[str] = []
+        self.values: list[str] = []
+        self._records: dict = {}
+        for k, v in options.items():
+            setattr(self, k, v)
+
+    def record(self, nid: "ndb.NodeId") -> "ndb.Node":
+        """A node record, read once per command: `-L all` filters on it, then logs in with it."""
+        rec = self._records.get(nid)
+        if rec is None:
+            rec = self._records[nid] = self.db.read_node(nid)
+        return rec
+
+    @property
+    def db(self) -> "ndb.NodeDB":
+        if self._db is None:
+            self._db = ndb.NodeDB(self.env.get(ndb.ENV_ROOT))
+        return self._db
+
+    def say(self, line: str = "") -> None:
+        self.out.write(line + "\n")
+
+    def error(self, line: str) -> None:
+        self.err.write(f"{PROG}: {line}\n")
+
+    def raw_error(self, line: str) -> None:
+        self.err.write(line + "\n")
+
+    def fail(self, line: str, code: int = ExitCode.INVAL) -> Exit:
+        self.error(line)
+        return Exit(code)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return list(zip(self.names, self.values))
+
+    def dump_json(self, obj) -> None:
+        import json
+        self.out.write(json.dumps(obj, indent=2) + "\n")
+
+    def portal_parts(self) -> tuple[str | None, int | None, int | None]:
+        if self.portal is None:
+            return None, None, None
+        return ndb.parse_portal(self.portal)
+
+
+def _store(ctx: Ctx, o: Opt) -> None:
+    a = o.arg
+    if o.letter == "T":
+        ctx.target = a
+    elif o.letter == "p":
+        ctx.portal = a
+    elif o.letter == "I":
+        ctx.ifaces.append(a)
+    elif o.letter == "o":
+        if a not in OPS:
+            raise ctx.fail(f"can not recognize operation: '{a}'")
+        ctx.op |= OPS[a]
+    elif o.letter == "t":
+        ctx.dtype = a
+    elif o.letter == "n":
+        ctx.names.append(a)
+    elif o.letter == "v":
+        ctx.values.append(a)
+    elif o.letter == "l":
+        ctx.login = True
+    elif o.letter == "u":
+        ctx.logout = True
+    elif o.letter == "L":
+        ctx.loginall = a
+    elif o.letter == "U":
+        ctx.logoutall = a
+    elif o.letter == "R":
+        ctx.rescan = True
+    elif o.letter == "s":
+        ctx.stats = True
+    elif o.letter == "D":
+        ctx.discover = True
+    elif o.letter == "r":
+        ctx.sid = a
+    elif o.letter == "P":
+        ctx.print_level = R.atoi(a)
+    elif o.letter == "S":
+        ctx.show_secrets = True
+    elif o.letter == "J":
+        ctx.json = True
+    elif o.letter == "H":
+        ctx.host = a
+    elif o.letter == "C":
+        ctx.submode = a
+    elif o.letter == "k":
+        ctx.killiscsid = a
+    elif o.letter == "W":
+        ctx.no_wait = True

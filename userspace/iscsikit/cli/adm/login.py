@@ -1,0 +1,245 @@
+"""The rows that reach iscsikitd: login, logout, stats, rescan, and the labels and failure
+lines iscsiadm prints for them. Login and logout go through the daemon's client (it owns
+sessions and their recovery); the session lists come from sysfs, as iscsiadm reads them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from ...initiator.exitcodes import MESSAGES, ExitCode
+from . import messages as msg
+from .context import _Lazy
+
+# imported on first use: listing sessions needs neither the database nor the daemon
+mgmt = _Lazy("iscsikit.initiator.mgmt")
+ndb = _Lazy("iscsikit.initiator.nodedb")
+_client = _Lazy("iscsikit.initiator.client")
+R = _Lazy("iscsikit.initiator.records")
+
+FLASH_CREATOR = -1
+
+
+def host_sysfs(env=None):
+    """This host's sysfs (ISCSIKIT_SYSFS_ROOT: a fake tree, for tests). `env`: the
+    command's environment (a CLI run inside the daemon has its client's, not os.environ)."""
+    from ...kernel.sysfs import Sysfs
+    return Sysfs((os.environ if env is None else env).get("ISCSIKIT_SYSFS_ROOT", "/sys"))
+
+
+def client(ctx):
+    """The daemon's client for this command (its socket from the command's environment)."""
+    return _client.Client(ctx.env.get("ISCSIKIT_SOCKET"))
+
+
+def _bracket(address: str) -> str:
+    return address if "." in address or not address else f"[{address}]"
+
+
+def _node_label(nid: ndb.NodeId) -> str:
+    return f"[iface: {nid.iface}, target: {nid.target}, portal: {nid.address},{nid.port}]"
+
+
+def _session_label(s) -> str:
+    return f"[sid: {s.sid}, target: {s.target}, portal: {s.address},{s.port}]"
+
+
+def daemon_reachable(ctx) -> bool:
+    """iscsikitd accepts connections on this command's socket (nothing is sent)."""
+    import _socket
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    try:
+        s.settimeout(2)
+        s.connect(ctx.env.get("ISCSIKIT_SOCKET") or mgmt.DEFAULT_SOCKET)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _report_failure(ctx, what: str, e: mgmt.MgmtError) -> int:
+    """iscsiadm's three lines for a request the daemon refused (or could not be asked)."""
+    if e.exit_code == ExitCode.ISCSID_NOTCONN:
+        ctx.error(msg.DAEMON_DOWN)
+    ctx.error(what)
+    code = ExitCode(e.exit_code) if e.exit_code in ExitCode._value2member_map_ else ExitCode.ERR
+    ctx.error(f"initiator reported error ({int(code)} - {MESSAGES[code]})")
+    return code
+
+
+def session_portals(env=None) -> set[tuple]:
+    """(target, address, port) of every session: what a record is matched against."""
+    return {(s.target, s.address, s.port) for s in host_sysfs(env).sessions(luns=False)}
+
+
+def _sessions_of(ctx, nodes: list[ndb.NodeId]):
+    wanted = {(n.target, n.address, n.port) for n in nodes}
+    return [s for s in host_sysfs(ctx.env).sessions(luns=False) if (s.target, s.address, s.port) in wanted]
+
+
+def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = None) -> int:
+    """Log `nodes` in through the daemon, as iscsiadm prints it; `nodes` may be lazy
+    (-L all reads records as it goes): each request leaves as soon as it is built, so
+    the daemon logs in the first nodes while the next records are still being read.
+    `existing`: session_portals(), when the caller has read it already."""
+    existing = session_portals(ctx.env) if existing is None else existing
+    todo: list = []
+    rc = 0
+    seen = False
+
+    def requests():
+        nonlocal rc, seen
+        name = None
+        for nid in nodes:
+            seen = True
+            if (nid.target, nid.address, nid.port) in existing:
+                # iscsiadm's wording for a record whose session is already up
+                ctx.error(f"{nid.iface}: 1 session requested, but 1 already present.")
+                rc = rc or ExitCode.SESS_EXISTS
+                continue
+            try:
+                record = ctx.record(nid)
+            except ndb.DBError as e:
+                # gone or unreadable since it was listed: reported, and the others still log
+                # in (their requests may be out already; failing all here would orphan them)
+                ctx.error(str(e))
+                rc = rc or e.code
+                continue
+            todo.append(nid)
+            ctx.say(f"Logging in to {_node_label(nid)}")
+            if name is None:
+                name = ctx.db.initiator_name()
+            yield "login", R.login_request(nid, record.values, name)
+
+    # The daemon logs nodes in concurrently; results are printed in record order once all are in.
+    results = _login_all(ctx, requests(), todo)
+    if not seen:
+        ctx.error(msg.NO_RECORDS)
+        return ExitCode.NO_OBJS_FOUND
+    failed = bool(rc)
+    for nid, e in zip(todo, results):
+        if e is None:
+            ctx.say(f"Login to {_node_label(nid)} successful.")
+            continue
+        # report every failure (a bare `rc or _report_failure(...)` skipped all but the first)
+        code = _report_failure(ctx, f"Could not login to {_node_label(nid)}.", e)
+        rc = rc or code
+        failed = True
+    if failed:
+        ctx.error("Could not log into all portals")
+    return rc
+
+
+def _login_all(ctx, requests: Iterable[tuple[str, dict]], todo: list) -> list:
+    """Send every login as it comes; on a terminal, keep one progress line on stderr
+    (`todo` grows as the requests are built: its length is the count so far)."""
+    progress = ctx.err_tty
+    done = 0
+
+    def tick(_i):
+        nonlocal done
+        done += 1
+        if progress and len(todo) > 1:
+            ctx.err.write(f"\r{done}/{len(todo)} logins done")
+            ctx.err.flush()
+
+    results = _errors(client(ctx).call_many(requests, on_done=tick))
+    if progress and done and len(todo) > 1:
+        ctx.err.write("\r\033[K")
+    return results
+
+
+def _errors(results: list) -> list:
+    """call_many's results as the error or None for each request."""
+    return [r if isinstance(r, mgmt.MgmtError) else None for r in results]
+
+
+def _logout(ctx, sessions) -> int:
+    if not sessions:
+        ctx.error(msg.NO_MATCHING_SESSIONS)
+        return ExitCode.NO_OBJS_FOUND
+    for s in sessions:
+        ctx.say(f"Logging out of session {_session_label(s)}")
+    results = dict(zip(sessions, _errors(client(ctx).call_many([("logout", {"sid": s.sid}) for s in sessions]))))
+    rc = 0
+    for s in sessions:
+        e = results[s]
+        if e is not None:
+            code = _report_failure(ctx, f"Could not logout of {_session_label(s)}.", e)
+            rc = rc or code
+            continue
+        ctx.say(f"Logout of {_session_label(s)} successful.")
+    if rc:
+        ctx.error("Could not logout of all requested sessions")
+    return rc
+
+
+def node_logout(ctx, nodes: list[ndb.NodeId]) -> int:
+    return _logout(ctx, _sessions_of(ctx, nodes))
+
+
+def _print_stats(ctx, sessions) -> int:
+    rc = 0
+    for s in sessions:
+        try:
+            r = client(ctx).stats(s.sid)
+        except mgmt.MgmtError as e:
+            code = _report_failure(ctx, f"Could not get session stats for sid {s.sid}.", e)
+            rc = rc or code
+            continue
+        ctx.say(f"Stats for session {_session_label(s)}")
+        ctx.say("iSCSI SNMP:")
+        for name, value in r["stats"].items():
+            ctx.say(f"\t{name}: {value}")
+        ctx.say("iSCSI Extended:")
+        for name, value in r["custom"]:
+            ctx.say(f"\t{name}: {value}")
+    return rc
+
+
+def _on_node_sessions(ctx, nodes: list[ndb.NodeId], act) -> int:
+    """`act(ctx, sessions)` on the sessions of these records; iscsiadm's answer when there are none."""
+    sessions = _sessions_of(ctx, nodes)
+    if not sessions:
+        ctx.error(msg.NO_SESSION)
+        return ExitCode.NO_OBJS_FOUND
+    return act(ctx, sessions)
+
+
+def node_stats(ctx, nodes: list[ndb.NodeId]) -> int:
+    return _on_node_sessions(ctx, nodes, _print_stats)
+
+
+def node_rescan(ctx, nodes: list[ndb.NodeId]) -> int:
+    return _on_node_sessions(ctx, nodes, _rescan)
+
+
+def _rescan(ctx, sessions) -> int:
+    fs = host_sysfs(ctx.env)
+    for s in sessions:
+        ctx.say(f"Rescanning session {_session_label(s)}")
+        fs.scan_host(s.host_no)
+    return 0
+
+
+def daemon_down(ctx) -> int:
+    """iscsiadm's answer when the mgmt socket refuses the connection."""
+    ctx.error(msg.DAEMON_DOWN)
+    return ExitCode.ISCSID_NOTCONN
+
+
+def kill_daemon(ctx) -> int:
+    """`-k 0`: iscsiadm asks iscsid to stop (its sessions stay in the kernel; the next
+    iscsikitd adopts them), and exits 0 even when no daemon was there to ask."""
+    try:
+        client(ctx).stop()
+        return 0
+    except mgmt.MgmtError as e:
+        if e.exit_code != ExitCode.ISCSID_NOTCONN:
+            ctx.error(f"initiator reported error ({e.exit_code} - {e})")
+            return 0
+    code = daemon_down(ctx)
+    ctx.error(f"initiator reported error ({int(code)} - {MESSAGES[ExitCode(code)]})")
+    ctx.error("Could not stop iscsid. Trying sending iscsid SIGTERM or SIGKILL signals manually")
+    return 0

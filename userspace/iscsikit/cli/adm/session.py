@@ -1,0 +1,131 @@
+"""`-m session`: sessions read from sysfs, as iscsiadm does (listing works with the daemon down),
+printed in iscsiadm 2.1.8's shapes (-P 0..3, and --json)."""
+
+from __future__ import annotations
+
+from ...initiator.exitcodes import ExitCode
+from . import messages as msg
+from .context import OPS
+from .login import FLASH_CREATOR, _bracket, _logout, _print_stats, _rescan, client, host_sysfs, mgmt
+
+
+def _select_sessions(ctx, luns: bool):
+    sessions = host_sysfs(ctx.env).sessions(luns=luns)
+    if ctx.sid is not None:
+        sid = ctx.sid.rstrip("/").rsplit("session", 1)[-1] if "session" in ctx.sid else ctx.sid
+        sessions = [s for s in sessions if str(s.sid) == sid.strip()]
+    return sessions
+
+
+def _attr_reader(ctx):
+    fs = host_sysfs(ctx.env)
+
+    def attr(kind: str, name: str, attr: str, default: str = "<empty>") -> str:
+        return fs.attr(kind, name, attr) or default
+    return attr
+
+
+def _yes_no(v: str) -> str:
+    return {"1": "Yes", "0": "No"}.get(v, v)
+
+
+def _digest(v: str) -> str:
+    return {"1": "CRC32C", "0": "None"}.get(v, v)
+
+
+def _daemon_states(ctx) -> dict[int, str]:
+    try:
+        return {s["sid"]: s["state"] for s in client(ctx).sessions(timeout=5) if s.get("managed")}
+    except mgmt.MgmtError:
+        return {}
+
+
+def _print_tree(ctx, sessions, level: int) -> None:
+    if level >= 3:   # iscsiadm heads only the -P 3 tree with the versions
+        ctx.say("iSCSI Transport Class version 2.0-870")
+        ctx.say("version 2.1.8")
+    states = _daemon_states(ctx)
+    _attr = _attr_reader(ctx)
+    for s in sorted(sessions, key=lambda x: (x.target or "", x.sid)):
+        sess, conn, host = f"session{s.sid}", f"connection{s.sid}:0", f"host{s.host_no}"
+        flash = "(flash)" if s.creator == FLASH_CREATOR else "(non-flash)"
+        ctx.say(f"Target: {s.target} {flash}")
+        cur_addr = _attr("iscsi_connection", conn, "address", s.address or "")
+        cur_port = _attr("iscsi_connection", conn, "port", str(s.port))
+        ctx.say(f"\tCurrent Portal: {_bracket(cur_addr)}:{cur_port},{s.tpgt}")
+        ctx.say(f"\tPersistent Portal: {_bracket(s.address or '')}:{s.port},{s.tpgt}")
+        ctx.say("\t\t**********\n\t\tInterface:\n\t\t**********")
+        ctx.say(f"\t\tIface Name: {s.iface_name or 'default'}")
+        ctx.say("\t\tIface Transport: tcp")
+        ctx.say(f"\t\tIface Initiatorname: {s.initiator_name}")
+        ctx.say(f"\t\tIface IPaddress: {_attr('iscsi_host', host, 'ipaddress')}")
+        ctx.say(f"\t\tIface HWaddress: {_attr('iscsi_host', host, 'hwaddress', 'default')}")
+        ctx.say(f"\t\tIface Netdev: {_attr('iscsi_host', host, 'netdev', 'default')}")
+        ctx.say(f"\t\tSID: {s.sid}")
+        managed = states.get(s.sid)
+        conn_state = {"LOGGED_IN": "LOGGED IN", "RECOVERING": "FAILED", "FAILED": "FAILED",
+                      "LOGGING_OUT": "IN LOGOUT"}.get(managed, "Unknown")
+        ctx.say(f"\t\tiSCSI Connection State: {conn_state}")
+        ctx.say(f"\t\tiSCSI Session State: {s.state}")
+        ctx.say(f"\t\tInternal iscsid Session State: {'NO CHANGE' if managed else 'Unknown'}")
+        if level >= 2:
+            ctx.say("\t\t*********\n\t\tTimeouts:\n\t\t*********")
+            ctx.say(f"\t\tRecovery Timeout: {_attr('iscsi_session', sess, 'recovery_tmo')}")
+            ctx.say(f"\t\tTarget Reset Timeout: {_attr('iscsi_session', sess, 'tgt_reset_tmo')}")
+            ctx.say(f"\t\tLUN Reset Timeout: {_attr('iscsi_session', sess, 'lu_reset_tmo')}")
+            ctx.say(f"\t\tAbort Timeout: {_attr('iscsi_session', sess, 'abort_tmo')}")
+            ctx.say("\t\t*****\n\t\tCHAP:\n\t\t*****")
+            for name in ("username", "password", "username_in", "password_in"):
+                value = _attr("iscsi_session", sess, name)
+                if name.startswith("password") and not ctx.show_secrets:
+                    value = "********"
+                ctx.say(f"\t\t{name}: {value}")
+            ctx.say("\t\t************************\n\t\tNegotiated iSCSI params:\n\t\t************************")
+            for label, kind, name, attr, fmt in (
+                ("HeaderDigest", "iscsi_connection", conn, "header_digest", _digest),
+                ("DataDigest", "iscsi_connection", conn, "data_digest", _digest),
+                ("MaxRecvDataSegmentLength", "iscsi_connection", conn, "max_recv_dlength", str),
+                ("MaxXmitDataSegmentLength", "iscsi_connection", conn, "max_xmit_dlength", str),
+                ("FirstBurstLength", "iscsi_session", sess, "first_burst_len", str),
+                ("MaxBurstLength", "iscsi_session", sess, "max_burst_len", str),
+                ("ImmediateData", "iscsi_session", sess, "immediate_data", _yes_no),
+                ("InitialR2T", "iscsi_session", sess, "initial_r2t", _yes_no),
+                ("MaxOutstandingR2T", "iscsi_session", sess, "max_outstanding_r2t", str)):
+                ctx.say(f"\t\t{label}: {fmt(_attr(kind, name, attr))}")
+        if level >= 3:
+            ctx.say("\t\t************************\n\t\tAttached SCSI devices:\n\t\t************************")
+            ctx.say(f"\t\tHost Number: {s.host_no}\tState: {_attr('scsi_host', host, 'state', 'running')}")
+            for lun in s.luns:
+                ctx.say(f"\t\tscsi{s.host_no} Channel 00 Id 0 Lun: {lun.lun}")
+                if lun.block:
+                    ctx.say(f"\t\t\tAttached scsi disk {lun.block}\t\tState: {lun.state}")
+
+
+def session_mode(ctx) -> int:
+    if ctx.op & OPS["new"] and ctx.sid is None:
+        raise ctx.fail("session mode: Operation 'new' only allowed with specific session IDs")
+    # the SCSI devices are walked only for the listings that print them
+    sessions = _select_sessions(ctx, luns=ctx.json or (ctx.print_level or 0) >= 3)
+    if not sessions:
+        ctx.error(msg.NO_ACTIVE_SESSIONS if ctx.sid is None else f"Could not get session info for sid {ctx.sid}")
+        return ExitCode.NO_OBJS_FOUND
+    if ctx.logout:
+        return _logout(ctx, sessions)
+    if ctx.stats:
+        return _print_stats(ctx, sessions)
+    if ctx.rescan:
+        return _rescan(ctx, sessions)
+    if ctx.json:
+        import json
+        ctx.say(json.dumps([{"sid": s.sid, "transport": "tcp", "target": s.target, "address": s.address,
+                             "port": s.port, "tpgt": s.tpgt, "state": s.state, "host": s.host_no,
+                             "disks": [l.block for l in s.luns if l.block]} for s in sessions], indent=2))
+        return 0
+    level = ctx.print_level or 0
+    if level == 0:
+        for s in sorted(sessions, key=lambda x: x.sid):
+            flash = "(flash)" if s.creator == FLASH_CREATOR else "(non-flash)"
+            ctx.say(f"tcp: [{s.sid}] {_bracket(s.address or '')}:{s.port},{s.tpgt} {s.target} {flash}")
+        return 0
+    _print_tree(ctx, sessions, level)
+    return 0
