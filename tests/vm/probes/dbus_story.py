@@ -206,6 +206,6 @@ finally:
         subprocess.run(["rmmod", "iscsikit_lio"])
     out["monitor_nobody"] = (SCRATCH / "monitor-nobody.log").read_text()[-4000:] \
         if (SCRATCH / "monitor-nobody.log").exists() else ""
-    out["monitor"] = (SCRATCH / "monitor.log").read_text()[-30000:] if (SCRATCH / "monitor.log").exists() else ""
+    out["monitor"] = (SCRATCH / "monitor.log").read_text()[-100000:] if (SCRATCH / "monitor.log").exists() else ""
     out["service_log"] = (SCRATCH / "dbus.log").read_text()[-2000:] if (SCRATCH / "dbus.log").exists() else ""
 print(json.dumps(out))
