@@ -8,9 +8,10 @@
  * "events" group of the generic netlink family "iscsikit_lio" (version and
  * attributes in iscsikit_lio.h) for each of those.
  *
- * Why kprobes: iscsi_target_mod has no tracepoints in 6.1 (no
- * include/trace/events/iscsi_target*.h; the only events under
- * drivers/target are target_core's per-command ones) and exports no notifier.
+ * Why kprobes: iscsi_target_mod has no tracepoints in 6.1 (the target's
+ * include/trace/events/target.h holds target_core's per-command
+ * target_sequencer_start and target_cmd_complete; include/trace/events/iscsi.h
+ * is the initiator's libiscsi debug output) and exports no notifier.
  * The functions below are where the 6.1 sources take the decisions we
  * report; each is a global (non-static) function, so it stays out of line
  * and is listed in /proc/kallsyms as "<name> [iscsi_target_mod]"
