@@ -22,6 +22,13 @@ def test_parse_logged_in_session():
     assert s.to_dict()["connections"][0]["address"] == "127.0.0.1"
 
 
+def test_isid_as_6_1_prints_it():
+    # lio_target_nacl_info_show(): "ISID: 0x%6ph": one 0x, then six bytes separated by spaces
+    info = INFO.replace("0x00 0x02 0x3d 0x00 0x00 0x01", "0x00 02 3d 00 00 01").replace("TSIH: 3", "TSIH: 17")
+    s = sessions.parse_acl_info(info, "iqn.2024-01.com.example:t", 1, "iqn.2024-01.com.example:host1")
+    assert (s.isid, s.tsih, s.type) == ("00023d000001", 17, "Normal")
+
+
 def test_no_session():
     assert sessions.parse_acl_info("No active iSCSI Session for Initiator Endpoint: iqn.x\n", "t", 1, "i") is None
 
@@ -35,3 +42,12 @@ def test_list_from_a_tree(tmp_path):
     found = sessions.list_sessions(str(tmp_path))
     assert [(s.initiator, s.dynamic) for s in found] == [
         ("iqn.2024-01.com.example:host1", False), ("iqn.2024-01.com.example:demo1", True)]
+
+
+def test_dynamic_sessions_as_the_kernel_separates_them(tmp_path):
+    # target_show_dynamic_sessions() writes "name\n" and counts a NUL after each one
+    tpg = tmp_path / "iscsi" / "iqn.2024-01.com.example:t" / "tpgt_1"
+    (tpg / "acls").mkdir(parents=True)
+    (tpg / "dynamic_sessions").write_bytes(b"iqn.2024-01.com.example:d1\n\0iqn.2024-01.com.example:d2\n\0")
+    assert [s.initiator for s in sessions.list_sessions(str(tmp_path))] == [
+        "iqn.2024-01.com.example:d1", "iqn.2024-01.com.example:d2"]

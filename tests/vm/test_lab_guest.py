@@ -165,6 +165,9 @@ def test_lab_command_runs_the_whole_story():
     assert {"name": "tcp", "caps": "0x39"}.items() <= report["facts"]["transports"][0].items()
     assert report["facts"]["configfs_target"] is True
     assert report["facts"]["boot_seconds"] > 0
-    assert [s["name"] for s in report["steps"]] == ["kernel", "initramfs", "boot", "modules", "inspect", "target",
-                                                    "daemon", "discover", "login", "verify", "logout", "clear"]
+    assert [s["name"] for s in report["steps"]] == ["kernel", "initramfs", "boot", "modules", "kmod", "inspect",
+                                                    "target", "daemon", "discover", "login", "verify", "logout",
+                                                    "clear"]
+    # .ci/setup built kmod/ for this kernel: the lab loads it
+    assert report["facts"]["kmod"] == "loaded", [s["detail"] for s in report["steps"] if s["name"] == "kmod"]
     assert report["facts"]["verified_mib"] == 32 and report["facts"]["disk"].startswith("sd")

@@ -57,6 +57,24 @@ def test_logout_over_dbus(story):
     assert story["logout"]["rc"] == 0 and story["sessions_after_logout"] == []
 
 
+def test_target_session_signals_reach_root_only(story):
+    """The LIO side of the same login, from kmod/'s events: signals next to the initiator's."""
+    assert story["kmod"], "kmod/iscsikit_lio.ko is not built or did not load: run .ci/setup"
+    assert story["target_source"]["out"] == "(<'kmod'>,)", story["target_source"]
+    # gdbus monitor prints one signal per line; discovery sessions come and go too
+    lines = story["monitor"].splitlines()
+    iqn = "'target': <'iqn.2026-11.org.iscsikit.test:dbus'>"
+    logins = [i for i, l in enumerate(lines) if f"{NAME}.Target.SessionLoggedIn" in l and iqn in l]
+    closes = [i for i, l in enumerate(lines) if f"{NAME}.Target.SessionClosed" in l and iqn in l]
+    assert logins and closes and logins[0] < closes[0], story["monitor"][-3000:]
+    assert "'initiator': <'iqn.2026-11.org.iscsikit.test:initiator'>" in lines[logins[0]]
+    assert "'session_type': <'Normal'>" in lines[logins[0]]
+    assert any("'reason': <'logout'>" in lines[i] for i in closes)
+    # the initiator's signals are public; the target's name initiators: nobody gets none of them
+    assert f"{NAME}.Manager.SessionAdded" in story["monitor_nobody"]
+    assert f"{NAME}.Target." not in story["monitor_nobody"]
+
+
 def test_a_cli_login_is_signalled_from_the_daemons_event(story):
     assert story["cli_login"]["rc"] == 0 and story["cli_logout"]["rc"] == 0, (story["cli_login"], story["cli_logout"])
     assert story["cli_events"][:2] == ["session_added", "state_changed"] or "session_added" in story["cli_events"]

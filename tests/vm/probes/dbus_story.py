@@ -87,8 +87,14 @@ os.makedirs("/var/tmp/lio", exist_ok=True)
 (SCRATCH / "bus.conf").write_text(BUS_CONFIG)
 lio.clear()
 lio.target(IQN, "/var/tmp/lio/dbus.img", size=8 << 20)
+# the target's events come from kmod/'s module when it is built (the vm tests load it themselves)
+KO = REPO / "kmod" / "iscsikit_lio.ko"
+loaded_kmod = False
+if KO.is_file() and not any(l.startswith("iscsikit_lio ") for l in open("/proc/modules")):
+    loaded_kmod = subprocess.run(["insmod", str(KO)]).returncode == 0
+out["kmod"] = any(l.startswith("iscsikit_lio ") for l in open("/proc/modules"))
 procs = []
-monitor = None
+monitor = nobody_monitor = None
 try:
     bus = subprocess.run(["dbus-daemon", f"--config-file={SCRATCH / 'bus.conf'}", "--fork", "--print-pid"],
                          capture_output=True, text=True, check=True)
@@ -103,7 +109,12 @@ try:
     # signals as any client sees them, from before the first call
     mlog = open(SCRATCH / "monitor.log", "w")
     monitor = subprocess.Popen(["gdbus", "monitor", "--system", "--dest", NAME], stdout=mlog, stderr=mlog)
+    nlog = open(SCRATCH / "monitor-nobody.log", "w")
+    nobody_monitor = subprocess.Popen(NOBODY + ["gdbus", "monitor", "--system", "--dest", NAME],
+                                      stdout=nlog, stderr=nlog)
     time.sleep(1)
+    out["target_source"] = call(f"{ROOT}/target", "org.freedesktop.DBus.Properties.Get", f"{NAME}.Target",
+                                "Source")
 
     out["introspect_root"] = gdbus("introspect", "--system", "--dest", NAME, "--object-path", ROOT)
     out["introspect_as_nobody"] = gdbus("introspect", "--system", "--dest", NAME, "--object-path", ROOT,
@@ -173,9 +184,10 @@ try:
     out["cli_events"] = [ev["event"] for _, ev in events]
     time.sleep(1)
 finally:
-    if monitor:
-        monitor.terminate()
-        monitor.wait(10)
+    for m in (monitor, nobody_monitor):
+        if m:
+            m.terminate()
+            m.wait(10)
     for p in reversed(procs):
         p.terminate()
         try:
@@ -190,6 +202,10 @@ finally:
     if "bus_pid" in dir():
         os.kill(bus_pid, 15)
     lio.clear()
-    out["monitor"] = (SCRATCH / "monitor.log").read_text()[-4000:] if (SCRATCH / "monitor.log").exists() else ""
+    if loaded_kmod:
+        subprocess.run(["rmmod", "iscsikit_lio"])
+    out["monitor_nobody"] = (SCRATCH / "monitor-nobody.log").read_text()[-4000:] \
+        if (SCRATCH / "monitor-nobody.log").exists() else ""
+    out["monitor"] = (SCRATCH / "monitor.log").read_text()[-100000:] if (SCRATCH / "monitor.log").exists() else ""
     out["service_log"] = (SCRATCH / "dbus.log").read_text()[-2000:] if (SCRATCH / "dbus.log").exists() else ""
 print(json.dumps(out))

@@ -12,6 +12,11 @@
                                                   Target, Address, Port, Tpgt, Iface, Startup
     /org/iscsikit/Initiator1/session/<sid>       org.iscsikit.Initiator1.Session: Logout();
                                                   Sid, Target, Address, Port, Tpgt, State, KernelState, Disks, Recoveries
+    /org/iscsikit/Initiator1/target              org.iscsikit.Initiator1.Target: this host's LIO target, as
+                                                  `iscsikit-target sessions --follow` sees it; signals
+                                                  SessionLoggedIn, ConnectionAdded, ConnectionClosed,
+                                                  SessionClosed, LoginFailed (a{sv}: the event's fields),
+                                                  EventsDropped(u); property Source (kmod | none)
     every object: org.freedesktop.DBus.Properties (Get, GetAll, PropertiesChanged) and Introspectable
 
 A front end beside the CLI, on the same library: requests go to iscsikitd
@@ -62,6 +67,7 @@ ROOT = "/org/iscsikit/Initiator1"
 MANAGER_IFACE = BUS_NAME + ".Manager"
 NODE_IFACE = BUS_NAME + ".Node"
 SESSION_IFACE = BUS_NAME + ".Session"
+TARGET_IFACE = BUS_NAME + ".Target"
 ERROR_PREFIX = BUS_NAME + ".Error."
 # re-opening the watch while the daemon is down (not a poll of any state: it waits to be told)
 RECONNECT_DELAYS = (0.2, 0.5, 1, 2, 5)
@@ -257,6 +263,62 @@ class NodeObject(PropertyObject):
         self.service.logout_node(self.nid, reply, error)
 
 
+class TargetObject(PropertyObject):
+    """The target's events (target/events.py) as signals. They name initiators and their addresses:
+    the bus policy lets only root receive them, as the kernel lets only CAP_NET_ADMIN listen."""
+    IFACE = TARGET_IFACE
+    SIGNATURES = {"Source": "s"}        # kmod, or none when the module is not loaded
+    SIGNALS = {"login": "SessionLoggedIn", "conn_add": "ConnectionAdded", "conn_close": "ConnectionClosed",
+               "session_close": "SessionClosed", "login_failed": "LoginFailed"}
+
+    def __init__(self, service):
+        super().__init__(service, ROOT + "/target")
+        self.values["Source"] = "none"
+
+    @staticmethod
+    def fields(event) -> dbus.Dictionary:
+        out = {}
+        for k, v in event.to_dict().items():
+            if k == "event":
+                continue
+            out[k] = dbus.UInt64(v) if k in ("seq", "time_ns") else dbus.Int64(v) if isinstance(v, int) \
+                else dbus.String(str(v))
+        return dbus.Dictionary(out, signature="sv")
+
+    def emit(self, event) -> None:
+        """Loop thread: one signal per event."""
+        if event.to_dict()["event"] == "dropped":
+            self.EventsDropped(dbus.UInt32(event.count))
+            return
+        name = self.SIGNALS.get(event.kind)
+        if name:
+            getattr(self, name)(self.fields(event))
+
+    @dbus.service.signal(TARGET_IFACE, signature="a{sv}")
+    def SessionLoggedIn(self, event):
+        pass
+
+    @dbus.service.signal(TARGET_IFACE, signature="a{sv}")
+    def ConnectionAdded(self, event):
+        pass
+
+    @dbus.service.signal(TARGET_IFACE, signature="a{sv}")
+    def ConnectionClosed(self, event):
+        pass
+
+    @dbus.service.signal(TARGET_IFACE, signature="a{sv}")
+    def SessionClosed(self, event):
+        pass
+
+    @dbus.service.signal(TARGET_IFACE, signature="a{sv}")
+    def LoginFailed(self, event):
+        pass
+
+    @dbus.service.signal(TARGET_IFACE, signature="u")
+    def EventsDropped(self, count):
+        pass
+
+
 def node_path(nid: ndb.NodeId) -> str:
     return f"{ROOT}/node/{escape(f'{nid.target},{nid.address},{nid.port},{nid.tpgt},{nid.iface}')}"
 
@@ -322,6 +384,7 @@ class Service:
         self.stopping = threading.Event()
         self.watch = None
         self.manager = Manager(self)
+        self.target = TargetObject(self)
         from .. import __version__
         self.manager.values.update({"Version": __version__, "InitiatorName": self.db.initiator_name() or ""})
         self.refresh_nodes()
@@ -455,6 +518,26 @@ class Service:
             obj.remove_from_connection()
             self.manager.SessionRemoved(dbus.ObjectPath(path), dbus.UInt32(sid))
 
+    def follow_target(self) -> None:
+        """A thread reading the target's events from kmod/'s module. Without it there are no target
+        signals (Source stays "none"): this service polls nothing; `sessions --follow` does that."""
+        from ..target import events
+
+        def run():
+            try:
+                reader = events.Reader()
+            except (events.NotLoaded, OSError) as e:
+                log.info("no target signals: %s", e)
+                return
+            stream = reader.events()
+            self.loop.call_soon(lambda: self.target.update({"Source": "kmod"}))
+            try:
+                for ev in stream:
+                    self.loop.call_soon(lambda ev=ev: self.target.emit(ev))
+            except Exception:
+                log.exception("target events stopped")
+        threading.Thread(target=run, name="iscsikit-dbus-target", daemon=True).start()
+
     def on_event(self, ev: dict) -> None:
         """Loop thread: one daemon event (protocol.EVENTS) onto the objects and their signals."""
         kind, sid = ev["event"], ev["sid"]
@@ -505,6 +588,7 @@ def serve(address: str | None = None) -> None:
     bus = dbus.bus.BusConnection(address) if address else dbus.SystemBus()
     service = Service(bus, loop)
     threading.Thread(target=service.follow, name="iscsikit-dbus-watch", daemon=True).start()
+    service.follow_target()
     # the name last: a client that sees it owned finds every object in place
     got = bus.request_name(BUS_NAME, dbus.bus.NAME_FLAG_DO_NOT_QUEUE)
     if got not in (dbus.bus.REQUEST_NAME_REPLY_PRIMARY_OWNER, dbus.bus.REQUEST_NAME_REPLY_ALREADY_OWNER):

@@ -4,6 +4,7 @@
     iscsikit-target /iscsi create iqn.2024-01.com.example:t1
     iscsikit-target --json ls /iscsi
     iscsikit-target restoreconfig /etc/target/saveconfig.json
+    iscsikit-target sessions --follow [--json]        # a line per login, logout, drop, failed login
     iscsikit-target < commands.txt                    # one command per line, stops at the first error
 
 Exit codes: 0 done, 1 the kernel or file system refused (nothing half-made
@@ -168,13 +169,20 @@ def _run_root_verb(manager, args, verb: str, pos: list, kw: dict) -> int:
             n = len(steps)
             print(f"Configuration restored from {path or manager.save_file} ({n} change{'s' if n != 1 else ''})")
         else:
+            flags = {w for w in pos if w.startswith("--")}
+            pos = [w for w in pos if not w.startswith("--")]
+            if flags - {"--follow", "--json", "--poll"}:
+                raise ValidationError("usage: sessions [list|detail] [--follow [--poll]] [--json]")
+            as_json = args.json or "--json" in flags
+            if "--follow" in flags:
+                return _follow(manager, as_json, poll="--poll" in flags)
             found = sessions.list_sessions(manager.root)
-            if args.json:
+            if as_json:
                 import json
                 print(json.dumps([x.to_dict() for x in found], indent=2))
             elif not found:
                 print("(no open sessions)")
-            for x in [] if args.json else found:
+            for x in [] if as_json else found:
                 kind = "demo-mode" if x.dynamic else "acl"
                 print(f"{x.initiator} -> {x.target} tpg{x.tpg} [{kind}] sid {x.sid if x.sid is not None else '-'} "
                       f"{x.state}")
@@ -261,7 +269,7 @@ def _check_call(fn, name: str, given: int, pos: list, kw: dict) -> None:
 
 def _run_fast(manager, name: str, context: tuple, pos: list, kw: dict) -> int:
     from ..target import ops
-    from ..target.errors import TargetError, ValidationError
+    from ..target.errors import TargetError
     try:
         if name == "ls":
             from ..target import listing
@@ -283,6 +291,50 @@ def _run_fast(manager, name: str, context: tuple, pos: list, kw: dict) -> int:
     except OSError as e:
         print(f"iscsikit-target: {e.strerror}: {e.filename}", file=sys.stderr)
         return EXIT_FAILED
+    return EXIT_OK
+
+
+# configfs re-read at targetcli's granularity when the events module is not there
+POLL_INTERVAL = 1.0
+
+
+def _follow(manager, as_json: bool, poll: bool = False) -> int:
+    """`sessions --follow`: one line (or JSON object) per target event until interrupted;
+    `--poll` reads configfs every second even when the events module is there."""
+    import json
+
+    from ..target import events
+    stream = None
+    if poll:
+        stream = events.poll(manager.root, POLL_INTERVAL)
+    else:
+        try:
+            reader = events.Reader()
+        except events.NotLoaded as e:
+            print(f"iscsikit-target: {e}: polling configfs every {POLL_INTERVAL:g} s instead "
+                  "(logins and closes only, seen up to a second late; no failed logins, no reasons)",
+                  file=sys.stderr, flush=True)
+            stream = events.poll(manager.root, POLL_INTERVAL)
+        except PermissionError:
+            print("iscsikit-target: the target events carry initiator names and addresses: "
+                  "following them needs CAP_NET_ADMIN (run as root)", file=sys.stderr)
+            return EXIT_FAILED
+        else:
+            if not reader.status.armed:
+                why = (f"symbol {reader.status.missing} is missing" if reader.status.missing
+                       else "iscsi_target_mod is not loaded")
+                print(f"iscsikit-target: {events.MODULE} is loaded but not armed ({why}); "
+                      "events start when iscsi_target_mod is loaded", file=sys.stderr, flush=True)
+            stream = reader.events()
+    try:
+        for ev in stream:
+            print(json.dumps(ev.to_dict()) if as_json else ev.line(), flush=True)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        # the reader of our output went away (`| head`): stop without a traceback
+        sys.stdout = None
+        return EXIT_OK
     return EXIT_OK
 
 

@@ -173,3 +173,19 @@ def resolve(spec: str | None = None, cache_dir: Path | None = None) -> Kernel:
     if spec == "debian":
         return fetch_debian(cache_dir)
     return from_path(Path(spec), cache_dir)
+
+
+def version(spec: str | None = None) -> str:
+    """The version `resolve(spec)` boots, without fetching anything (.ci/setup builds kmod/
+    against its headers): the host's release, Debian's current image, or a cached/unpacked one."""
+    spec = spec or os.environ.get("ISCSIKIT_LAB_KERNEL") or "auto"
+    if spec in ("auto", "host"):
+        found = host_kernel()
+        if found:
+            return found.version
+        if spec == "host":
+            raise LabError(f"the host kernel {platform.release()} cannot boot the lab", "use --kernel debian")
+    if spec in ("auto", "debian"):
+        return debian_package().removeprefix("linux-image-")
+    return from_path(Path(spec)).version
+

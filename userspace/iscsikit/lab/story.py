@@ -9,8 +9,10 @@ out and clears LIO: each a row in STEPS, all in one guest.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from . import initramfs
@@ -66,6 +68,25 @@ def step_boot(s: Story) -> str:
 def step_modules(s: Story) -> str:
     s.guest.modprobe(*LAB_MODULES)
     return " ".join(LAB_MODULES)
+
+
+# kmod/'s events module, built by .ci/setup against the lab kernel's headers (kmod/Makefile)
+KMOD = Path(__file__).resolve().parents[3] / "kmod" / "iscsikit_lio.ko"
+
+
+def step_kmod(s: Story) -> str:
+    """Load kmod/iscsikit_lio.ko when it was built for this kernel; without it only a warning:
+    `iscsikit-target sessions --follow` then polls configfs."""
+    if not KMOD.is_file():
+        s.facts["kmod"] = "missing"
+        return f"warning: {KMOD} not built (run .ci/setup); target events fall back to polling configfs"
+    r = s.guest.run(f"grep -q '^iscsikit_lio ' /proc/modules || insmod {shlex.quote(str(KMOD))}", timeout=60)
+    if not r.ok:
+        s.facts["kmod"] = "refused"
+        why = (r.err.strip().splitlines() or ["no message"])[-1]
+        return f"warning: {KMOD.name} did not load ({why}); target events fall back to polling configfs"
+    s.facts["kmod"] = "loaded"
+    return f"{KMOD.name} loaded: target events over generic netlink (iscsikit_lio)"
 
 
 def step_inspect(s: Story) -> str:
@@ -169,6 +190,7 @@ STEPS: list[tuple[str, Callable[[Story], str]]] = [
     ("initramfs", step_initramfs),
     ("boot", step_boot),
     ("modules", step_modules),
+    ("kmod", step_kmod),
     ("inspect", step_inspect),
     ("target", step_target),
     ("daemon", step_daemon),

@@ -30,6 +30,7 @@ class Session:
     alias: str = ""
     sid: int | None = None
     isid: str = ""
+    tsih: int | None = None
     type: str = ""
     state: str = ""
     connections: list = field(default_factory=list)
@@ -52,8 +53,11 @@ def parse_acl_info(text: str, target: str, tpg: int, initiator: str) -> Session 
             words = line.split()
             s.sid = int(words[3])
             if "ISID:" in words:
+                # "ISID: 0x%6ph": 0x then six space-separated hex bytes (iscsi_target_configfs.c)
                 i = words.index("ISID:")
-                s.isid = "".join(w[2:] for w in words[i + 1:i + 7] if w.startswith("0x"))
+                s.isid = "".join(w.removeprefix("0x") for w in words[i + 1:i + 7])
+            if "TSIH:" in words:
+                s.tsih = int(words[words.index("TSIH:") + 1])
             if "SessionType:" in words:
                 s.type = words[words.index("SessionType:") + 1]
         elif "TARG_SESS_STATE_" in line:
@@ -90,7 +94,8 @@ def list_sessions(root: str = configfs.ROOT) -> list[Session]:
                 if s:
                     out.append(s)
             try:
-                dyn = configfs.read(f"{d}/dynamic_sessions").split()
+                # target_show_dynamic_sessions() (target_core_tpg.c) ends each name with "\n\0"
+                dyn = configfs.read(f"{d}/dynamic_sessions").replace("\0", "\n").split()
             except OSError:
                 dyn = []
             for node in dyn:
