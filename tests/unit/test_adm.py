@@ -249,3 +249,13 @@ def test_entry_point_uses_environment_root(root):
     p = subprocess.run([sys.executable, "-m", "iscsikit.cli.adm", "-m", "iface", "-I", "default"],
                        capture_output=True, text=True, env=env, check=False)
     assert p.returncode == 0 and "iface.transport_name = tcp" in p.stdout and p.stderr == ""
+
+
+def test_an_unexpected_error_is_one_line_and_exit_9_not_a_traceback(root, monkeypatch):
+    from iscsikit.cli.adm import node
+
+    def broken(ctx):
+        raise ValueError("invalid literal for int() with base 10: '²'")
+    monkeypatch.setattr(node, "mode_node", broken)
+    assert run(root, "-m", "node") == (9, "", "iscsiadm: internal error: ValueError: invalid literal for "
+                                              "int() with base 10: '²'\n")

@@ -40,7 +40,7 @@
 #define EXIT_COMM_ERR 18 /* ISCSID_COMM_ERR: the daemon went away mid-run */
 
 /* protocol.CLI_ENV */
-static const char *const cli_env[] = {"ISCSIKIT_DB_ROOT", "ISCSIKIT_SYSFS_ROOT", "ISCSIKIT_SOCKET",
+static const char *const cli_env[] = {"ISCSIKIT_DB_ROOT", "ISCSIKIT_SYSFS_ROOT", "ISCSIKIT_SOCKET", "ISCSIKIT_DEBUG",
                                       "COLUMNS", "TERM", "NO_COLOR", NULL};
 
 struct buf {

@@ -76,7 +76,8 @@ REQUESTS: dict[str, tuple[Arg, ...]] = {
 # The environment variables a CLI run reads, and so forwards with argv (cli/adm_served.py
 # hands them to the command, never to os.environ, which the daemon's threads share); the others
 # (PATH, HOME, ...) do not change what iscsiadm does.
-CLI_ENV = ("ISCSIKIT_DB_ROOT", "ISCSIKIT_SYSFS_ROOT", "ISCSIKIT_SOCKET", "COLUMNS", "TERM", "NO_COLOR")
+CLI_ENV = ("ISCSIKIT_DB_ROOT", "ISCSIKIT_SYSFS_ROOT", "ISCSIKIT_SOCKET", "ISCSIKIT_DEBUG", "COLUMNS", "TERM",
+           "NO_COLOR")
 
 # Events the daemon publishes to every watcher, with the fields each carries.
 # Every event also carries "time" (the daemon's CLOCK_MONOTONIC seconds) and "sid".

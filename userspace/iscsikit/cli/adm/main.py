@@ -47,6 +47,12 @@ def run(argv: list[str], out=None, err=None, db: ndb.NodeDB | None = None,
         for line in e.lines:
             ctx.error(line)
         return e.exit_code
+    except Exception as e:       # a bug or a value nobody checked: one line and iscsiadm's code, no traceback
+        ctx.error(f"internal error: {type(e).__name__}: {e}")
+        if ctx.env.get("ISCSIKIT_DEBUG"):
+            import traceback
+            ctx.err.write(traceback.format_exc())
+        return ExitCode.INTERNAL
 
 
 def _run(ctx: Ctx, argv: list[str]) -> int:
