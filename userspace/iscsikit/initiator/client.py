@@ -80,18 +80,18 @@ class Client:
         s = mgmt._connect(self.path, self.timeout)
         try:
             mgmt._send(s, "cli", args)
-            buf = _read_line(s, "cli", self.timeout)
+            buf = mgmt._read_line(s, "cli", self.timeout)
             line, rest = buf.split(b"\n", 1)
             mgmt._result(line)
             sinks = {protocol.FRAME_OUT: out, protocol.FRAME_ERR: err}
             while True:
                 while len(rest) < protocol.FRAME_HEADER:
-                    rest += _recv(s, "cli")
+                    rest += mgmt._recv(s, "cli", self.timeout)
                 kind, size = rest[0], int.from_bytes(rest[1:5], "big")
                 if size > protocol.MAX_FRAME or (kind not in sinks and kind != protocol.FRAME_EXIT):
                     raise MgmtError(ExitCode.INTERNAL, "iSCSI daemon sent a malformed frame")
                 while len(rest) < protocol.FRAME_HEADER + size:
-                    rest += _recv(s, "cli")
+                    rest += mgmt._recv(s, "cli", self.timeout)
                 data = rest[protocol.FRAME_HEADER:protocol.FRAME_HEADER + size]
                 rest = rest[protocol.FRAME_HEADER + size:]
                 if kind == protocol.FRAME_EXIT:
@@ -101,27 +101,6 @@ class Client:
             s.close()
 
 
-def _recv(s, op: str) -> bytes:
-    try:
-        chunk = s.recv(65536)
-    except (BrokenPipeError, ConnectionResetError):
-        chunk = b""
-    except TimeoutError:
-        raise MgmtError(ExitCode.ISCSID_COMM_ERR, f"iSCSI daemon did not answer {op} in time") from None
-    if not chunk:
-        raise MgmtError(ExitCode.ISCSID_COMM_ERR, f"iSCSI daemon closed the connection during {op}")
-    return chunk
-
-
-def _read_line(s, op: str, timeout: float) -> bytes:
-    buf = b""
-    while b"\n" not in buf:
-        buf += _recv(s, op)
-        if len(buf) > mgmt.MAX_LINE:
-            raise MgmtError(ExitCode.INTERNAL, "iSCSI daemon reply too large")
-    return buf
-
-
 class Watch:
     """An open subscription to the daemon's events; iterate it, close it (or use `with`)."""
 
@@ -129,7 +108,7 @@ class Watch:
         self._s = mgmt._connect(path, 10)
         try:
             mgmt._send(self._s, "watch", {})
-            buf = _read_line(self._s, "watch", 10)
+            buf = mgmt._read_line(self._s, "watch", 10)
             line, self._buf = buf.split(b"\n", 1)
             self.sessions: list[dict] = mgmt._result(line)["sessions"]
         except BaseException:

@@ -84,22 +84,33 @@ def call(op: str, args: dict | None = None, *, path: str | None = None, timeout:
     s = _connect(path, timeout)
     try:
         _send(s, op, args)
-        buf = b""
-        while b"\n" not in buf:
-            try:
-                chunk = s.recv(65536)
-            except (BrokenPipeError, ConnectionResetError):
-                chunk = b""
-            except TimeoutError:
-                raise MgmtError(ExitCode.ISCSID_COMM_ERR, f"iSCSI daemon did not answer {op} within {timeout:.0f} s") from None
-            if not chunk:
-                raise MgmtError(ExitCode.ISCSID_COMM_ERR, f"iSCSI daemon closed the connection during {op}")
-            buf += chunk
-            if len(buf) > MAX_LINE:
-                raise MgmtError(ExitCode.INTERNAL, "iSCSI daemon reply too large")
+        buf = _read_line(s, op, timeout)
     finally:
         s.close()
     return _result(buf.split(b"\n", 1)[0])
+
+
+def _recv(s: _socket.socket, op: str, timeout: float) -> bytes:
+    """The next bytes of a reply (`s` has `timeout` set); MgmtError when none come."""
+    try:
+        chunk = s.recv(65536)
+    except (BrokenPipeError, ConnectionResetError):
+        chunk = b""
+    except TimeoutError:
+        raise MgmtError(ExitCode.ISCSID_COMM_ERR, f"iSCSI daemon did not answer {op} within {timeout:.0f} s") from None
+    if not chunk:
+        raise MgmtError(ExitCode.ISCSID_COMM_ERR, f"iSCSI daemon closed the connection during {op}")
+    return chunk
+
+
+def _read_line(s: _socket.socket, op: str, timeout: float) -> bytes:
+    """Bytes up to and including the first newline (and whatever came after it), bounded."""
+    buf = b""
+    while b"\n" not in buf:
+        buf += _recv(s, op, timeout)
+        if len(buf) > MAX_LINE:
+            raise MgmtError(ExitCode.INTERNAL, "iSCSI daemon reply too large")
+    return buf
 
 
 def call_many(requests: Iterable[tuple[str, dict]], *, path: str | None = None, timeout: float = 300.0,
