@@ -43,6 +43,14 @@ class Client:
                 yield op, args
         return mgmt.call_many(checked(), path=self.path, timeout=self.timeout, on_done=on_done)
 
+    def reachable(self, timeout: float = 2) -> bool:
+        """The daemon accepts a connection (nothing is sent)."""
+        try:
+            mgmt._connect(self.path, timeout).close()
+            return True
+        except MgmtError:
+            return False
+
     def version(self) -> dict:
         return self.call("version", timeout=10)
 

@@ -46,16 +46,7 @@ def _session_label(s) -> str:
 
 def daemon_reachable(ctx) -> bool:
     """iscsikitd accepts connections on this command's socket (nothing is sent)."""
-    import _socket
-    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    try:
-        s.settimeout(2)
-        s.connect(ctx.env.get("ISCSIKIT_SOCKET") or mgmt.DEFAULT_SOCKET)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
+    return client(ctx).reachable()
 
 
 def _report_failure(ctx, what: str, e: mgmt.MgmtError) -> int:

@@ -3,7 +3,6 @@ logouts, rescans and stats of the sessions they name."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 from ...initiator.exitcodes import MESSAGES, ExitCode
@@ -171,8 +170,7 @@ def _node_new(ctx: Ctx, address, port, tpgt) -> int:
     # record's iface, when the transport is loaded, and says so when iscsid is down (the
     # guest's differential transcript; on a host without iscsi_tcp it is silent); it adds
     # the record all the same
-    transports = os.path.join(ctx.env.get("ISCSIKIT_SYSFS_ROOT", "/sys"), "class", "iscsi_transport", "tcp")
-    if os.path.isdir(transports) and not login.daemon_reachable(ctx):
+    if login.host_sysfs(ctx.env).transport("tcp") is not None and not login.daemon_reachable(ctx):
         ctx.error(msg.DAEMON_DOWN)
     ifaces = ctx.ifaces or [R.DEFAULT_IFACE]
     if ctx.target and address is not None:
