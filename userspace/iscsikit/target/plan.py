@@ -92,9 +92,16 @@ def _so_same(cur: StorageObject, new: StorageObject) -> bool:
     return new.wwn is None or new.wwn == cur.wwn
 
 
+def _adder(steps: list[Step], fabric: str):
+    """steps.append for the steps of one target: each is marked with the target's fabric."""
+    def add(step: Step) -> None:
+        step.fabric = fabric
+        steps.append(step)
+    return add
+
+
 def plan(current: Config, desired: Config) -> list[Step]:
     steps: list[Step] = []
-    add = steps.append
 
     kept_so = {k for k, so in desired.storage_objects.items()
                if k in current.storage_objects and _so_same(current.storage_objects[k], so)}
@@ -103,10 +110,7 @@ def plan(current: Config, desired: Config) -> list[Step]:
     cur_targets, des_targets = current.all_targets(), desired.all_targets()
     for key, ct in cur_targets.items():
         F, wwn = key
-
-        def add(step: Step, F=F) -> None:
-            step.fabric = F
-            steps.append(step)
+        add = _adder(steps, F)
         dt = des_targets.get(key)
         for tag, ctpg in ct.tpgs.items():
             dtpg = dt.tpgs.get(tag) if dt else None
@@ -159,10 +163,7 @@ def plan(current: Config, desired: Config) -> list[Step]:
     # ---- what comes (top-down) -----------------------------------------------------
     for key, dt in des_targets.items():
         F, wwn = key
-
-        def add(step: Step, F=F) -> None:
-            step.fabric = F
-            steps.append(step)
+        add = _adder(steps, F)
         ct = cur_targets.get(key)
         if ct is None:
             add(Step("target_create", wwn, obj=dt))
