@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 from ..kernel import genl

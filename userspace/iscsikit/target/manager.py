@@ -13,6 +13,7 @@ import contextlib
 import copy
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from . import configfs, saveconfig
@@ -93,7 +94,7 @@ class Manager:
         Executor(current, self.root).run(steps)
         return steps
 
-    def edit(self, change: "Callable[[Config], object]", targets: set | None = None,
+    def edit(self, change: Callable[[Config], object], targets: set | None = None,
              sos: set | None = None) -> tuple[list[Step], object]:
         """Apply `change` to a copy of the running tree.
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 import copy
 import glob
 import os
-import socket
 import sys
-import uuid
 
 from configshell import ConfigNode, ConfigShell, ExecutionError
 
