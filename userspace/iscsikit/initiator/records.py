@@ -334,28 +334,28 @@ _OPERATIONAL = ((_CI, "MaxRecvDataSegmentLength"), (_SI, "FirstBurstLength"), (_
                 (_SI, "ImmediateData"), (_SI, "InitialR2T"), (_SI, "MaxOutstandingR2T"))
 
 
+def _login_value(name: str, values: dict[str, str]):
+    """Login request field `name`, typed, from record `values` or else the table's default."""
+    f = FIELD_BY_KEY[_LOGIN_KEYS[name]]
+    text = values.get(f.key) or f.default
+    return atoi(text) if f.type is Type.INT else text
+
+
 def login_default(name: str):
     """A login request field's default, typed: the record table's default for its key."""
-    f = FIELD_BY_KEY[_LOGIN_KEYS[name]]
-    return atoi(f.default) if f.type is Type.INT else f.default
+    return _login_value(name, {})
 
 
 def login_request(nid, values: dict[str, str], initiator_name: str | None = None) -> dict:
     """The daemon's login request (protocol.LOGIN_ARGS) for node `nid` with record `values`:
     the only mapping from a node record to a login. `initiator_name`: the host's, used when
     the record's iface names none."""
-    def get(name: str):
-        key = _LOGIN_KEYS[name]
-        f = FIELD_BY_KEY[key]
-        text = values.get(key) or f.default
-        return atoi(text) if f.type is Type.INT else text
-
     req = {
         "target": nid.target, "address": nid.address, "port": int(nid.port),
         "tpgt": None if nid.tpgt < 0 else nid.tpgt,
         "initiator_name": values.get("iface.initiatorname") or initiator_name or None,
         "iface_name": nid.iface, "transport": values.get("iface.transport_name") or "tcp",
-        **{name: get(name) for name in _LOGIN_KEYS},
+        **{name: _login_value(name, values) for name in _LOGIN_KEYS},
         "fast_abort": (values.get(f"{_SI}.FastAbort") or FIELD_BY_KEY[f"{_SI}.FastAbort"].default) == "Yes",
         "operational": {k: values[f"{p}.{k}"] for p, k in _OPERATIONAL if values.get(f"{p}.{k}")},
     }
