@@ -47,16 +47,21 @@ def _discovery_listing(ctx: Ctx) -> int:
     return 0
 
 
-def mode_discovery(ctx: Ctx) -> int:
-    if ctx.dtype is None and ctx.portal is None:
-        return _discovery_listing(ctx)
+def _type_and_portal(ctx: Ctx) -> tuple[str, str, int]:
+    """-t and -p, checked as iscsiadm checks them (type first); the port defaults to 3260."""
     dtype = DISCOVERY_TYPES.get(ctx.dtype or "")
     if dtype is None:
         raise ctx.fail(msg.BAD_DISCOVERY_TYPE)
     address, port, _ = ctx.portal_parts()
     if address is None:
         raise ctx.fail(msg.BAD_PORTAL)
-    return discovery_run(ctx, dtype, address, port or ndb.DEFAULT_PORT)
+    return dtype, address, port or ndb.DEFAULT_PORT
+
+
+def mode_discovery(ctx: Ctx) -> int:
+    if ctx.dtype is None and ctx.portal is None:
+        return _discovery_listing(ctx)
+    return discovery_run(ctx, *_type_and_portal(ctx))
 
 
 def mode_discoverydb(ctx: Ctx) -> int:
@@ -65,13 +70,7 @@ def mode_discoverydb(ctx: Ctx) -> int:
         return _discovery_listing(ctx)
     if ctx.dtype is None and ctx.portal is None:
         raise ctx.fail("Invalid operation. Operation not supported.")
-    dtype = DISCOVERY_TYPES.get(ctx.dtype or "")
-    if dtype is None:
-        raise ctx.fail(msg.BAD_DISCOVERY_TYPE)
-    address, port, _ = ctx.portal_parts()
-    if address is None:
-        raise ctx.fail(msg.BAD_PORTAL)
-    port = port or ndb.DEFAULT_PORT
+    dtype, address, port = _type_and_portal(ctx)
     db = ctx.db
     if ctx.discover:
         return discovery_run(ctx, dtype, address, port)
