@@ -82,7 +82,8 @@ def select(db: ndb.NodeDB, netdev: str | None) -> list[ndb.NodeId]:
 
 
 def _has_session(nid: ndb.NodeId, sessions) -> bool:
-    return (nid.target, nid.address, nid.port) in sessions
+    from .adm.login import node_key
+    return node_key(nid) in sessions
 
 
 def login(db: ndb.NodeDB, nodes: list[ndb.NodeId], out=None, err=None) -> int:

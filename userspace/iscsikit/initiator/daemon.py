@@ -39,7 +39,10 @@ from .session import Initiator, KernelSession, NodeConfig, SessionError, is_logo
 log = logging.getLogger("iscsikitd")
 
 FIRST_RETRY_DELAY = 2.0       # DefaultTime2Wait before the first reconnect (facts §2.3)
-MAX_RETRY_DELAY = 5.0
+# later attempts: 1 s, then x1.5 each, at most 3 s (iscsid requeues a failed connect after 3 s),
+# so a path that returns is back within a few seconds however long it was gone
+RETRY_BASE, RETRY_GROWTH = 1.0, 1.5
+MAX_RETRY_DELAY = 3.0
 # worker threads started with the daemon: one per login of a typical `-L all` burst
 WARM_WORKERS = 32
 # a watcher that lets this much of the event stream pile up unread is cut off (and told
@@ -54,6 +57,9 @@ class Managed:
     adopted: bool = False
     recovery: asyncio.Task | None = None
     recoveries: int = 0
+    attempts: int = 0                          # reconnect attempts of the recovery under way
+    recovering_since: float | None = None      # its start (time.monotonic())
+    timed_out: bool = False                    # replacement_timeout passed: the kernel failed the I/O
 
 
 def _node_key(node: NodeConfig) -> tuple:
@@ -87,11 +93,14 @@ def node_from_sysfs(sysfs: Sysfs, s) -> NodeConfig | None:
         password_in = attr("password_in")
         chap = ChapCredentials(username, (attr("password") or "").encode(), attr("username_in"),
                                password_in.encode() if password_in else None)
+    def host_attr(name):
+        return sysfs.attr("iscsi_host", f"host{s.host_no}", name) or ""
     tmo = attr("recovery_tmo")
     if tmo == "off":      # -1, never give up, as scsi_transport_iscsi.c shows it; not the default
         tmo = "-1"
     return NodeConfig(target=s.target, address=s.address, port=s.port or 3260, tpgt=s.tpgt,
                       initiator_name=s.initiator_name, iface_name=s.iface_name or "default", chap=chap,
+                      net_ifacename=host_attr("netdev"), hwaddress=host_attr("hwaddress"),
                       **({"replacement_timeout": int(tmo)} if tmo and tmo.lstrip("-").isdigit() else {}))
 
 
@@ -275,12 +284,16 @@ class Daemon:
         m.recovery = asyncio.ensure_future(self.recover(m, stopped))
 
     async def recover(self, m: Managed, stopped: bool) -> None:
-        """ERL0 recovery: stop once (RECOVER), then reconnect and re-login with backoff.
+        """ERL0 recovery as iscsid does it (facts §2.3): stop once (RECOVER), then reconnect
+        and re-login with backoff until it works, the session is logged out, or
+        node.session.reopen_max attempts are spent (0, the default: no limit).
 
-        It gives up when the session's replacement_timeout has passed: by then the
-        kernel has failed the I/O and taken the devices offline, and retrying forever
-        (open-iscsi's default) only hides a dead target; the session stays FAILED
-        until it is logged out or logged in again.
+        replacement_timeout is not ours to act on: it is the kernel's recovery_tmo (sent
+        as SESS_RECOVERY_TMO at login), after which the kernel fails the queued I/O and
+        takes the devices offline, so dm-multipath fails over. Reconnecting goes on past
+        it, and a path that comes back is set running again (reinstate), so multipath
+        fails back. When reopen_max is spent the session is shut down, as iscsid's
+        session_conn_shutdown does.
         """
         ks = m.ks
         start = time.monotonic()
@@ -292,23 +305,34 @@ class Daemon:
                 log.warning("session %d: stop for recovery failed: %s", ks.sid, e)
         delay = self.first_retry_delay
         attempt = 0
+        m.attempts, m.recovering_since, m.timed_out = 0, start, False
         while True:
             await asyncio.sleep(delay)
             attempt += 1
+            m.attempts = attempt
             self.pdu_queues[ks.sid] = queue.Queue()
             try:
                 await self.blocking(self.initiator.reinstate, ks, self.recv_pdu)
             except (SessionError, OSError) as e:
                 elapsed = time.monotonic() - start
-                if 0 <= limit <= elapsed:
-                    log.error("session %d: gave up after %d attempts in %.0f s (replacement_timeout %d): %s",
-                              ks.sid, attempt, elapsed, limit, e)
+                if 0 <= limit <= elapsed and not m.timed_out:
+                    m.timed_out = True
+                    log.warning("session %d: replacement_timeout %d s passed: queued I/O failed; "
+                                "reconnecting goes on", ks.sid, limit)
+                    self.publish("recovery_timed_out", ks.sid, seconds=round(elapsed, 3))
+                reopen_max = ks.node.reopen_max
+                if reopen_max > 0 and attempt >= reopen_max:
+                    log.error("session %d: giving up after %d attempts in %.0f s (reopen_max %d): %s",
+                              ks.sid, attempt, elapsed, reopen_max, e)
                     self.publish("recovery_failed", ks.sid, attempts=attempt, seconds=round(elapsed, 3),
                                  reason=str(e))
                     self.set_state(m, "FAILED")
+                    m.recovery = None      # the shutdown below must not cancel this task
+                    with contextlib.suppress(IscsiError, OSError):
+                        await self.logout_session(ks.sid, reason="reopen_max")
                     return
                 log.info("session %d: reconnect attempt %d failed: %s", ks.sid, attempt, e)
-                delay = min(self.max_retry_delay, 1.0 + attempt * 0.5)
+                delay = min(self.max_retry_delay, RETRY_BASE * RETRY_GROWTH ** (attempt - 1))
                 continue
             finally:
                 self.pdu_queues.pop(ks.sid, None)
@@ -316,6 +340,7 @@ class Daemon:
             elapsed = time.monotonic() - start
             log.info("session %d: recovered after %d attempt(s), %.1f s", ks.sid, attempt, elapsed)
             self.publish("recovery_succeeded", ks.sid, attempts=attempt, seconds=round(elapsed, 3))
+            m.attempts, m.recovering_since, m.timed_out = 0, None, False
             self.set_state(m, "LOGGED_IN")
             return
 
@@ -475,7 +500,7 @@ class Daemon:
         lock = self.node_locks.setdefault(_node_key(node), asyncio.Lock())
         async with lock:
             # Checked under the node's lock: concurrent logins of one node give exactly one session.
-            if (sid := self._existing(node)) is not None:
+            if not node.multiple and (sid := self._existing(node)) is not None:
                 raise SessionError(ExitCode.SESS_EXISTS, f"session {sid} to {node.target} at {node.address},{node.port} already present")
             ks = await self.blocking(self.initiator.login, node)
             self.sessions[ks.sid] = Managed(ks)
@@ -483,7 +508,9 @@ class Daemon:
         return {"sid": ks.sid, "host_no": ks.host_no}
 
     async def op_logout(self, args: dict) -> dict:
-        sid = int(args["sid"])
+        return await self.logout_session(int(args["sid"]))
+
+    async def logout_session(self, sid: int, reason: str = "logout") -> dict:
         m = self.sessions.get(sid)
         if m is None:
             if self.sysfs.session(sid, luns=False) is None:
@@ -524,7 +551,7 @@ class Daemon:
                 self.logout_waiters.pop((kind, sid), None)
             self.sessions.pop(sid, None)
         # after the kernel's session is gone (a failed logout raised above, leaving it)
-        self.publish("session_removed", sid, target=m.ks.node.target if m else "", reason="logout")
+        self.publish("session_removed", sid, target=m.ks.node.target if m else "", reason=reason)
         return {"sid": sid}
 
     async def op_rescan(self, args: dict) -> dict:
@@ -563,6 +590,11 @@ class Daemon:
                         "kernel_state": s.state, "managed": m is not None,
                         "state": m.state if m else None, "adopted": bool(m and m.adopted),
                         "recoveries": m.recoveries if m else 0,
+                        "iface": m.ks.node.iface_name if m else s.iface_name,
+                        "reopen_attempts": m.attempts if m else 0,
+                        "recovering_for": round(time.monotonic() - m.recovering_since, 3)
+                        if m and m.recovering_since is not None else None,
+                        "io_failed": bool(m and m.timed_out),
                         "disks": [l.block for l in s.luns if l.block]})
         return out
 

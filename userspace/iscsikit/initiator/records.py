@@ -328,6 +328,10 @@ _LOGIN_KEYS = {
     "tgt_reset_timeout": "node.session.err_timeo.tgt_reset_timeout",
     "cmds_max": "node.session.cmds_max", "queue_depth": "node.session.queue_depth",
     "scan": "node.session.scan", "login_timeout": "node.conn[0].timeo.login_timeout",
+    # recovery: reconnect attempts after a connection error (0: until logged out)
+    "reopen_max": "node.session.reopen_max",
+    # where the iface's connections leave from (login_io.Binding)
+    "net_ifacename": "iface.net_ifacename", "hwaddress": "iface.hwaddress", "ipaddress": "iface.ipaddress",
 }
 # operational keys offered as the record says (the others: proto/keys.py's defaults)
 _OPERATIONAL = ((_CI, "MaxRecvDataSegmentLength"), (_SI, "FirstBurstLength"), (_SI, "MaxBurstLength"),
@@ -339,6 +343,11 @@ def _login_value(name: str, values: dict[str, str]):
     f = FIELD_BY_KEY[_LOGIN_KEYS[name]]
     text = values.get(f.key) or f.default
     return atoi(text) if f.type is Type.INT else text
+
+
+def nr_sessions(values: dict[str, str]) -> int:
+    """node.session.nr_sessions of a record: how many sessions a login makes (at least one)."""
+    return max(1, atoi(values.get("node.session.nr_sessions") or FIELD_BY_KEY["node.session.nr_sessions"].default))
 
 
 def login_default(name: str):

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..kernel import kmod
-from ..kernel.constants import Ev, KEv, Param, StopFlag
+from ..kernel.constants import Ev, HostParam, KEv, Param, StopFlag
 from ..kernel.netlink import IscsiNetlink, KernelError
 from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
@@ -80,7 +80,23 @@ class NodeConfig:
     queue_depth: int = _default("queue_depth")
     scan: str = _default("scan")         # auto | manual
     login_timeout: float = _default("login_timeout")
+    reopen_max: int = _default("reopen_max")
+    net_ifacename: str = _default("net_ifacename")
+    hwaddress: str = _default("hwaddress")
+    ipaddress: str = _default("ipaddress")
     operational: dict = field(default_factory=dict)
+    # not a record key: this login adds a session beside one to the same (target, portal, iface)
+    multiple: bool = False
+
+    def binding(self) -> login_io.Binding:
+        return login_io.Binding(self.iface_name, self.net_ifacename, self.hwaddress, self.ipaddress)
+
+    def host_params(self) -> list[tuple[HostParam, str]]:
+        """What iscsid sets on the session's host (usr/initiator_common.c iscsi_host_set_params):
+        the iface's netdev and hwaddress, each only when the iface names one, so an unbound
+        session's host shows "(null)" as open-iscsi's do."""
+        return [(p, v) for p, v in ((HostParam.NETDEV_NAME, self.net_ifacename),
+                                    (HostParam.HWADDRESS, self.hwaddress)) if v]
 
     def login_keys(self) -> dict:
         """The operational keys a login offers: the digests, then the record's own keys."""
@@ -207,7 +223,7 @@ class Initiator:
         try:
             return login_io.login((node.address, node.port), node.target, initiator_name=initiator_name,
                                   chap=node.chap, isid=isid_for(sid), operational=node.login_keys(),
-                                  login_timeout=node.login_timeout)
+                                  login_timeout=node.login_timeout, bind=node.binding())
         except login_io.LoginError as e:
             raise SessionError(e.exit_code, str(e)) from None
 
@@ -222,6 +238,14 @@ class Initiator:
         self.nl.bind_conn(handle, sid, cid, conn.socket.fileno(), is_leading=True)
         self._set_params(handle, sid, cid, _params_before_login(node, initiator_name) + _params_after_login(conn.login))
         self.nl.start_conn(handle, sid, cid)
+
+    def _set_host_params(self, handle: int, host_no: int, node: NodeConfig) -> None:
+        for param, value in node.host_params():
+            try:
+                self.nl.set_host_param(handle, host_no, param, value)
+            except KernelError as e:
+                if e.errno != errno.ENOSYS:   # a transport that keeps no host params
+                    raise
 
     def login(self, node: NodeConfig) -> KernelSession:
         handle = self.transport_handle(node.transport)
@@ -243,6 +267,7 @@ class Initiator:
             conn = self._login_conn(node, sid, initiator_name)
             cid = nl.create_conn(handle, sid, 0)
             self._hand_over(handle, sid, cid, node, conn, initiator_name)
+            self._set_host_params(handle, host_no, node)
             negotiated = dict(conn.parameters.negotiated)
         except BaseException as e:
             self._unwind(handle, sid, cid, bound=cid is not None)
@@ -279,7 +304,7 @@ class Initiator:
         """
         node = ks.node
         try:
-            sock = login_io.connect((node.address, node.port), node.login_timeout)
+            sock = login_io.connect((node.address, node.port), node.login_timeout, node.binding())
         except login_io.LoginError as e:
             raise SessionError(e.exit_code, str(e)) from None
         with sock:

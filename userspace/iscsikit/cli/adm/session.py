@@ -6,7 +6,8 @@ from __future__ import annotations
 from ...initiator.exitcodes import ExitCode
 from . import messages as msg
 from .context import OPS
-from .login import FLASH_CREATOR, _bracket, _logout, _print_stats, _rescan, client, host_sysfs, mgmt
+from .login import (FLASH_CREATOR, _bracket, _logout, _print_stats, _rescan, client, host_sysfs, mgmt,
+                    ndb, node_login)
 
 
 def _select_sessions(ctx, luns: bool):
@@ -62,12 +63,10 @@ def _print_tree(ctx, sessions, level: int) -> None:
         ctx.say(f"\t\tIface HWaddress: {_attr('iscsi_host', host, 'hwaddress', 'default')}")
         ctx.say(f"\t\tIface Netdev: {_attr('iscsi_host', host, 'netdev', 'default')}")
         ctx.say(f"\t\tSID: {s.sid}")
-        managed = states.get(s.sid)
-        conn_state = {"LOGGED_IN": "LOGGED IN", "RECOVERING": "FAILED", "FAILED": "FAILED",
-                      "LOGGING_OUT": "IN LOGOUT"}.get(managed, "Unknown")
+        conn_state, internal = _states(states.get(s.sid))
         ctx.say(f"\t\tiSCSI Connection State: {conn_state}")
         ctx.say(f"\t\tiSCSI Session State: {s.state}")
-        ctx.say(f"\t\tInternal iscsid Session State: {'NO CHANGE' if managed else 'Unknown'}")
+        ctx.say(f"\t\tInternal iscsid Session State: {internal}")
         if level >= 2:
             ctx.say("\t\t*********\n\t\tTimeouts:\n\t\t*********")
             ctx.say(f"\t\tRecovery Timeout: {_attr('iscsi_session', sess, 'recovery_tmo')}")
@@ -101,6 +100,26 @@ def _print_tree(ctx, sessions, level: int) -> None:
                     ctx.say(f"\t\t\tAttached scsi disk {lun.block}\t\tState: {lun.state}")
 
 
+def _new_session(ctx, s) -> int:
+    """`-m session -r SID --op new`: one more session like SID, from SID's node record (iscsiadm
+    rebuilds the record from the session with idbm_create_rec and logs it in "(multiple)")."""
+    iface = s.iface_name or "default"
+    nids = [n for n in ctx.db.find_nodes(s.target, s.address, s.port, iface) if n.tpgt in (s.tpgt, -1)]
+    if not nids:
+        ctx.error(f"no record for session {s.sid} [target: {s.target}, portal: {s.address},{s.port}, "
+                  f"iface: {iface}]")
+        return ExitCode.NO_OBJS_FOUND
+    return node_login(ctx, nids[:1], multiple=True)
+
+
+def _states(managed: str | None) -> tuple[str, str]:
+    """iscsiadm's "iSCSI Connection State" and "Internal iscsid Session State" for a daemon
+    state (usr/iscsi_sysfs.c conn state names; usr/initiator.h r_stage names)."""
+    return {"LOGGED_IN": ("LOGGED IN", "NO CHANGE"), "RECOVERING": ("TRANSPORT WAIT", "REOPEN"),
+            "FAILED": ("FAILED", "CLEANUP"), "LOGGING_OUT": ("IN LOGOUT", "NO CHANGE")}.get(
+                managed, ("Unknown", "Unknown"))
+
+
 def session_mode(ctx) -> int:
     if ctx.op & OPS["new"] and ctx.sid is None:
         raise ctx.fail("session mode: Operation 'new' only allowed with specific session IDs")
@@ -109,6 +128,8 @@ def session_mode(ctx) -> int:
     if not sessions:
         ctx.error(msg.NO_ACTIVE_SESSIONS if ctx.sid is None else f"Could not get session info for sid {ctx.sid}")
         return ExitCode.NO_OBJS_FOUND
+    if ctx.op & OPS["new"]:
+        return _new_session(ctx, sessions[0])
     if ctx.logout:
         return _logout(ctx, sessions)
     if ctx.stats:
