@@ -36,10 +36,24 @@ def record(db: ndb.NodeDB, address: str, port: int, found, ifaces: list[str] | N
     return nids
 
 
+def binding(db: ndb.NodeDB, iface: str | None) -> login_io.Binding:
+    """Where discovery through `iface` connects from (its record's netdev, MAC, address)."""
+    if not iface or iface in R.BUILTIN_IFACES or not db.iface_exists(iface):
+        return login_io.UNBOUND
+    v = db.read_iface(iface).values
+    return login_io.Binding(iface, v.get("iface.net_ifacename", ""), v.get("iface.hwaddress", ""),
+                            v.get("iface.ipaddress", ""))
+
+
 def sendtargets(db: ndb.NodeDB, address: str, port: int, ifaces: list[str] | None = None) -> list[ndb.NodeId]:
-    """Discover at address:port and record what was found; DiscoveryError when the exchange fails."""
-    try:
-        found = login_io.discover((address, port), initiator_name=db.initiator_name())
-    except login_io.LoginError as e:
-        raise DiscoveryError(e.exit_code, f"cannot make connection to {address}: {e.message}") from None
-    return record(db, address, port, found, ifaces)
+    """Discover at address:port through each iface (as iscsiadm's idbm_bind_ifaces_to_nodes) and
+    record what was found; DiscoveryError when an exchange fails."""
+    nids = []
+    for iface in ifaces or [None]:
+        try:
+            found = login_io.discover((address, port), initiator_name=db.initiator_name(),
+                                      bind=binding(db, iface))
+        except login_io.LoginError as e:
+            raise DiscoveryError(e.exit_code, f"cannot make connection to {address}: {e.message}") from None
+        nids += record(db, address, port, found, [iface] if iface else None)
+    return nids

@@ -113,16 +113,19 @@ def discovery_run(ctx, dtype: str, address: str, port: int) -> int:
     if dtype != "sendtargets":
         ctx.error(f"discovery type {dtype} is not supported yet")
         return ExitCode.OP_NOT_SUPP
-    try:
-        found = login_io.discover((address, port), initiator_name=ctx.db.initiator_name())
-    except login_io.LoginError as e:
-        ctx.error(f"cannot make connection to {address}: {e.message}")
-        ctx.error("connection login retries (reopen_max) 5 exceeded")
-        ctx.error("Could not perform SendTargets discovery: " + MESSAGES[e.exit_code].rstrip("."))
-        return e.exit_code
     from ...initiator import discovery
-    discovery.record(ctx.db, address, port, found, ctx.ifaces or None)
-    for t in found:
-        for p in t.portals:
-            ctx.say(f"{ndb.format_portal(p.host, p.port)},{p.tpgt} {t.name}")
+    # one exchange per iface, each leaving through that iface's netdev or address
+    for iface in ctx.ifaces or [None]:
+        try:
+            found = login_io.discover((address, port), initiator_name=ctx.db.initiator_name(),
+                                      bind=discovery.binding(ctx.db, iface))
+        except login_io.LoginError as e:
+            ctx.error(f"cannot make connection to {address}: {e.message}")
+            ctx.error("connection login retries (reopen_max) 5 exceeded")
+            ctx.error("Could not perform SendTargets discovery: " + MESSAGES[e.exit_code].rstrip("."))
+            return e.exit_code
+        discovery.record(ctx.db, address, port, found, [iface] if iface else None)
+        for t in found:
+            for p in t.portals:
+                ctx.say(f"{ndb.format_portal(p.host, p.port)},{p.tpgt} {t.name}")
     return 0

@@ -54,6 +54,9 @@ def _report_failure(ctx, what: str, e: mgmt.MgmtError) -> int:
     if e.exit_code == ExitCode.ISCSID_NOTCONN:
         ctx.error(msg.DAEMON_DOWN)
     ctx.error(what)
+    if e.exit_code == ExitCode.TRANS and str(e).startswith("iface "):
+        # a bound iface whose netdev is missing or down: say which (iscsid only logs it)
+        ctx.error(str(e).split(" (", 1)[0])
     code = ExitCode(e.exit_code) if e.exit_code in ExitCode._value2member_map_ else ExitCode.ERR
     ctx.error(f"initiator reported error ({int(code)} - {MESSAGES[code]})")
     return code
