@@ -239,7 +239,7 @@ def binding_and_sessions():
     sh("ip link set mpa1 down")
     failed = lio.until(lambda: sysfs.session(s2, luns=False).state == "FAILED", 30)
     out["down"] = {"b_failed": bool(failed), "a_state": sysfs.session(s1, luns=False).state}
-    time.sleep(4)
+    lio.until(lambda: "iface pb: netdev mpa1 is down" in open("/tmp/mp-iscsikitd.log").read(), 20, 0.3)
     out["down"]["P1"] = adm("-m", "session", "-r", str(s2), "-P", "1")["out"]
     with open("/tmp/mp-iscsikitd.log") as f:
         out["down"]["netdev_named"] = "iface pb: netdev mpa1 is down" in f.read()
@@ -278,14 +278,17 @@ def multipath(s1, s2):
     out["by_path"] = {a: os.path.realpath(f"/dev/disk/by-path/ip-{a}:3260-iscsi-{IQN}-lun-0")
                       for a in (A, B)}
     out["rtpg"] = sh(["sg_rtpg", "-d", f"/dev/{d1}"], check=False).stdout
+    sh("modprobe -a dm_multipath scsi_dh_alua")
     with open("/etc/multipath.conf", "w") as f:
         f.write(MPCONF)
     os.makedirs("/etc/multipath", exist_ok=True)
     log = open("/tmp/mp-multipathd.log", "wb")
     procs["multipathd"] = subprocess.Popen(["multipathd", "-d", "-s"], stdout=log, stderr=log)
     wwid = out["wwids"][0]
-    lio.until(lambda: os.path.exists(f"/dev/mapper/{wwid}"), 60)
-    time.sleep(2)
+    if not lio.until(lambda: os.path.exists(f"/dev/mapper/{wwid}"), 60):
+        out["multipath_v3"] = sh(["multipath", "-v3"], check=False).stdout[-4000:]
+        raise SystemExit(f"no map /dev/mapper/{wwid}")
+    lio.until(lambda: sh(["multipath", "-ll", wwid], check=False).stdout.count("policy=") == 2, 20, 0.3)
     ll = sh(["multipath", "-ll", wwid], check=False).stdout
     out["multipath_ll"] = ll
     groups = re.findall(r"policy='[^']*' prio=(\d+) status=(\w+)\n((?:.*\n?)*?)(?=.*policy=|\Z)", ll)
@@ -344,7 +347,7 @@ def cut_rounds(wwid, d1):
     th.start()
     rounds = []
     for _ in range(ROUNDS):
-        time.sleep(2)
+        time.sleep(1)
         t0 = time.monotonic()
         with open(TPG1, "w") as f:
             f.write("0")
@@ -376,19 +379,36 @@ def cut_rounds(wwid, d1):
     out["writer"] = stats
 
 
+T0 = time.monotonic()
+
+
+def phase(name):
+    out.setdefault("phases_s", {})[name] = round(time.monotonic() - T0, 1)
+
+
 try:
     setup_network()
     setup_target()
+    phase("target")
     start_udevd()
     start_daemon()
+    phase("daemon")
     s1, s2 = binding_and_sessions()
+    phase("sessions")
     wwid, d1 = multipath(s1, s2)
+    phase("multipath")
     cut_rounds(wwid, d1)
+    phase("rounds")
     out["ll_after"] = sh(["multipath", "-ll", wwid], check=False).stdout
+except BaseException as e:        # the report still goes out: the tests name what is missing
+    import traceback
+    out["error"] = traceback.format_exc()[-3000:]
 finally:
     try:
         with open("/tmp/mp-iscsikitd.log", "rb") as f:
             out["log_tail"] = f.read()[-3000:].decode(errors="replace")
+        with open("/tmp/mp-multipathd.log", "rb") as f:
+            out["multipathd_log"] = f.read()[-3000:].decode(errors="replace")
     except OSError:
         pass
     # the map first (multipathd would hold the paths), then the sessions, then the daemons
@@ -407,6 +427,6 @@ finally:
         adm("-m", "session", "-r", str(s.sid), "-u")
     stop("iscsikitd")
     stop("udevd")
-    lio.clear()
+    sh([os.path.join(BIN, "iscsikit-target"), "clearconfig", "confirm=true"], check=False)
     sh("ip netns del mptgt; ip link del mpa0; ip link del mpa1", check=False)
 print(json.dumps(out))

@@ -1,0 +1,70 @@
+"""dm-multipath over two iscsikit sessions: failover and failback of the optimized path, one guest boot.
+
+    .venv/bin/python bench/bench_multipath.py [--rounds 20] [--cut 10] [--long 300]
+
+Runs tests/vm/probes/multipath_story.py (two veth paths to a LIO target in its own network
+namespace, ALUA ao/ano, multipathd with group_by_prio / alua / failback immediate,
+replacement_timeout 5) with `--rounds` cuts of `--cut` seconds of the optimized path under a
+checksummed O_DIRECT writer on the map, then (with --long) one cut of `--long` seconds in
+the same boot. Prints a Markdown table of the seconds per round; the results and their
+notes are kept in bench/results/multipath.md.
+
+Not here yet (see the results file): the same procedure with open-iscsi's iscsid in the same
+boot, and os-brick's ISCSIConnector with use_multipath=True.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from iscsikit.lab.guest import Guest
+from iscsikit.lab.story import LAB_MODULES
+
+PROBE = Path(__file__).resolve().parents[1] / "tests" / "vm" / "probes" / "multipath_story.py"
+MODULES = LAB_MODULES + ("dm_multipath", "scsi_dh_alua")
+
+
+def run(g: Guest, rounds: int, cut: float) -> dict:
+    r = g.run([sys.executable, str(PROBE), str(rounds), str(cut)], timeout=600 + rounds * (cut + 60))
+    return json.loads(r.out.strip().splitlines()[-1])
+
+
+def table(rep: dict) -> str:
+    lines = ["| round | failover s | failback s | path back |", "| --- | --- | --- | --- |"]
+    for i, r in enumerate(rep.get("rounds", []), 1):
+        lines.append(f"| {i} | {r['failover_s']} | {r['failback_s']} | {r['back']} |")
+    rs = rep.get("rounds", [])
+    if rs:
+        fo, fb = [r["failover_s"] for r in rs], [r["failback_s"] for r in rs]
+        lines.append(f"| median (min-max) | {statistics.median(fo)} ({min(fo)}-{max(fo)}) "
+                     f"| {statistics.median(fb)} ({min(fb)}-{max(fb)}) | {sum(r['back'] for r in rs)}/{len(rs)} |")
+    w = rep.get("writer", {})
+    lines.append(f"\nwriter: {w.get('writes')} verified 64 KiB writes, errors {w.get('errors')}, "
+                 f"verify errors {w.get('verify_errors')}, final verify errors {w.get('final_verify_errors')}, "
+                 f"longest stall {w.get('max_stall_s', 0):.2f} s; I/O share on the optimized path "
+                 f"{rep.get('io_share_optimized')}")
+    if "error" in rep:
+        lines.append(f"\nerror: {rep['error'][-800:]}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--cut", type=float, default=10.0)
+    ap.add_argument("--long", type=float, default=0.0, help="then one cut of this many seconds (e.g. 300)")
+    args = ap.parse_args()
+    with Guest() as g:
+        g.modprobe(*MODULES)
+        rep = run(g, args.rounds, args.cut)
+        print(f"## {args.rounds} rounds, {args.cut:g} s cut\n\n{table(rep)}\n")
+        if args.long:
+            rep = run(g, 1, args.long)
+            print(f"## one {args.long:g} s cut\n\n{table(rep)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
