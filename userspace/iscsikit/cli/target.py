@@ -275,7 +275,8 @@ def _run_fast(manager, name: str, context: tuple, pos: list, kw: dict) -> int:
             from ..target import listing
             manager.ensure_loaded()
             from ..target import configfs
-            node = listing.find(listing.tree(configfs.snapshot(manager.root, attributes=False, light=True)),
+            node = listing.find(listing.tree(configfs.snapshot(manager.root, attributes=False, light=True),
+                                             manager.root),
                                 context[0])
             if node is None:
                 print(f"iscsikit-target: no such path {context[0]}", file=sys.stderr)

@@ -51,6 +51,22 @@ def groups(root: str, so: StorageObject) -> list[dict]:
     return configfs._read_alua(_dir(root, so))
 
 
+def access_states(root: str, so: StorageObject) -> list[tuple[str, int | None]]:
+    """(name, alua_access_state) of each group: what a listing shows, one file per group."""
+    try:
+        d = _dir(root, so)
+        names = sorted(os.listdir(d))
+    except (OSError, TargetError):
+        return []
+    out = []
+    for name in names:
+        try:
+            out.append((name, int(configfs.read(f"{d}/{name}/alua_access_state"))))
+        except (OSError, ValueError):
+            out.append((name, None))
+    return out
+
+
 def _value(name: str, value) -> int:
     if name not in SETTABLE:
         raise ValidationError(f"unknown ALUA parameter {name} (one of {', '.join(sorted(SETTABLE))})")

@@ -548,15 +548,12 @@ class UIALUAGroups(UINode):
     def __init__(self, parent: UIStorageObject):
         super().__init__("alua", parent)
         self.so = parent.so
-        try:
-            found = alua.groups(self.manager.root, self.so)
-        except TargetError:
-            found = []
-        for g in found:
-            UIALUAGroup(g, self)
+        # what `ls` shows comes from the file listing.tree reads too, so both draw the same
+        for name, state in alua.access_states(self.manager.root, self.so):
+            UIALUAGroup(name, state, self)
 
     def summary(self):
-        return f"ALUA Groups: {len(self.children)}", None
+        return listing.count("ALUA Groups", len(self.children))
 
     def _alua(self, fn, *args, message=None):
         try:
@@ -588,15 +585,14 @@ class UIALUAGroups(UINode):
 class UIALUAGroup(UINode):
     batch_groups = ("alua",)
 
-    def __init__(self, group: dict, parent: UIALUAGroups):
-        super().__init__(group["name"], parent)
-        self.group, self.so = group, parent.so
+    def __init__(self, name: str, state, parent: UIALUAGroups):
+        super().__init__(name, parent)
+        self.state, self.so = state, parent.so
         for name in sorted(alua.SETTABLE):
             self.define_config_group_param("alua", name, "string")
 
     def summary(self):
-        state = {v: k for k, v in alua.ACCESS_STATES.items()}.get(self.group.get("alua_access_state"), "?")
-        return f"ALUA state: {state}", self.group.get("alua_access_state") in (0, 1)
+        return listing.alua_group_summary(self.state)
 
     def ui_getgroup_alua(self, name):
         try:
@@ -611,7 +607,11 @@ class UIALUAGroup(UINode):
         self.parent._alua(alua.set_values, self.name, values)
 
     def to_json(self):
-        return {"path": self.path, **self.group}
+        try:
+            group = {g["name"]: g for g in alua.groups(self.manager.root, self.so)}.get(self.name, {})
+        except TargetError:
+            group = {}
+        return {"path": self.path, "name": self.name, **group}
 
 
 # ---- iSCSI -------------------------------------------------------------------------
