@@ -30,10 +30,13 @@ def main() -> int:
             print(e.result.err[-3000:], file=sys.stderr)
             return 1
     ref, ours = d["median"]["open_iscsi"], d["median"]["iscsikit"]
-    print(f"median of {d['rounds']} rounds   {'open-iscsi':>11}{'iscsikit':>10}{'ratio':>7}   rc (ref/ours)")
+    inside = d["median"]["in_daemon"]
+    print(f"median of {d['rounds']} rounds   {'open-iscsi':>11}{'iscsikit':>10}{'ratio':>7}"
+          f"{'in daemon':>11}   rc (ref/ours)")
     for name in ref:
         rc = f"{d['rcs']['open_iscsi'].get(name, '')}/{d['rcs']['iscsikit'].get(name, '')}"
-        print(f"{name:<22}{ref[name]:>11.3f}{ours[name]:>10.3f}{ours[name] / ref[name]:>7.2f}   {rc}")
+        run = f"{inside[name]:>11.3f}" if name in inside else " " * 11
+        print(f"{name:<22}{ref[name]:>11.3f}{ours[name]:>10.3f}{ours[name] / ref[name]:>7.2f}{run}   {rc}")
     return 0
 
 

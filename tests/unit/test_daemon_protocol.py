@@ -12,6 +12,7 @@ import dataclasses
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -313,3 +314,66 @@ def test_k_0_without_a_daemon_says_what_iscsiadm_says(tmp_path):
         "iscsiadm: can not connect to iSCSI daemon (111)!",
         "iscsiadm: initiator reported error (20 - could not connect to iscsid)",
         "iscsiadm: Could not stop iscsid. Trying sending iscsid SIGTERM or SIGKILL signals manually"]
+
+
+# ---- the warm daemon: what it holds in memory and what a forwarded call may still import ----
+def _function_level_imports(path: Path) -> set[str]:
+    """Absolute names of the modules imported inside functions of one source file
+    (`from pkg import name` counts pkg.name when that is a module, else pkg)."""
+    import ast
+    import importlib.util
+    tree = ast.parse(path.read_text())
+    package = "iscsikit." + ".".join(path.relative_to(Path(adm_served.__file__).parents[1]).parts[:-1])
+
+    def is_module(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            return False
+    names = set()
+    for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+                for a in node.names:
+                    names.add(f"{base}.{a.name}" if is_module(f"{base}.{a.name}") else base)
+    return names
+
+
+def test_warm_imports_everything_a_forwarded_command_would_import_on_first_use():
+    """A first-use import inside a forwarded call costs it 0.1-0.2 s in the guest (bench_adm_calls):
+    warm() must cover every mode's module and every import the CLI's functions make when they run."""
+    adm_dir = Path(adm_served.__file__).parent / "adm"
+    lazy = set().union(*(_function_level_imports(p) for p in adm_dir.glob("*.py")))
+    lazy |= _function_level_imports(Path(adm_served.__file__).parents[1] / "initiator" / "nodedb.py")
+    lazy -= {"traceback"}        # only when a bug is being reported with ISCSIKIT_DEBUG
+    code = ("import sys; from iscsikit.cli import adm_served; adm_served.warm(); "
+            f"print(sorted(m for m in {sorted(lazy)!r} if m not in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == "[]", f"not imported by warm(): {p.stdout.strip()}"
+    code = ("import sys; from iscsikit.cli import adm_served; from iscsikit.cli.adm.main import MODES; "
+            "adm_served.warm(); print(sorted(m for m, _ in MODES.values() if 'iscsikit.cli.adm.' + m not in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == "[]"
+
+
+def test_the_daemon_maps_no_tls_or_openssl_until_chap_needs_it():
+    """iscsid's RSS is the goal (bench_login_all): ssl (through asyncio) and hashlib each map
+    OpenSSL, about 5 and 3.7 MB resident; the daemon needs neither until a CHAP login."""
+    code = ("import sys; sys.argv = ['iscsikitd']; import iscsikit.cli.daemon; "
+            "import iscsikit.initiator.daemon; from iscsikit.cli import adm_served; adm_served.warm(); "
+            "print(sorted(m for m in ('ssl', '_ssl', 'hashlib', '_hashlib', 'hmac', 'ctypes.util') "
+            "if sys.modules.get(m)))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == "[]"
+    # and CHAP still works once it is needed: hashlib comes in on first use
+    from iscsikit.proto.chap import ChapAlgorithm, chap_response
+    from iscsikit.proto.secret import Secret
+    import hashlib
+    assert chap_response(ChapAlgorithm.SHA256, 7, Secret("s3cret"), b"c") == \
+        hashlib.sha256(b"\x07s3cretc").digest()
