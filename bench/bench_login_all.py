@@ -8,6 +8,7 @@ half open-iscsi's time. Guest times under TCG: only ratios mean anything.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def main() -> int:
         print(f"{key:<20}{ref[key]:>12.2f}{ours[key]:>12.2f}{ours[key] / ref[key]:>8.2f}")
     print(f"sessions after -L all: open-iscsi {ref['sessions']}, iscsikit {ours['sessions']}; "
           f"rc {ref['login_all_rc']}/{ours['login_all_rc']}")
+    for tool, r in (("open-iscsi", ref), ("iscsikit", ours)):
+        print(f"{tool} RSS by mapping (KiB): " + ", ".join(f"{os.path.basename(n)} {k}" for n, k in r["rss_by_mapping"]))
     return 0
 
 
