@@ -5,12 +5,10 @@
 Runs tests/vm/probes/multipath_story.py (two veth paths to a LIO target in its own network
 namespace, ALUA ao/ano, multipathd with group_by_prio / alua / failback immediate,
 replacement_timeout 5) with `--rounds` cuts of `--cut` seconds of the optimized path under a
-checksummed O_DIRECT writer on the map, then (with --long) one cut of `--long` seconds in
-the same boot. Prints a Markdown table of the seconds per round; the results and their
-notes are kept in bench/results/multipath.md.
-
-Not here yet (see the results file): the same procedure with open-iscsi's iscsid in the same
-boot, and os-brick's ISCSIConnector with use_multipath=True.
+checksummed O_DIRECT writer on the map: iscsikit's sessions, then Debian's open-iscsi's with
+the same ifaces, timeouts and multipath.conf, in the same boot; then (with --long) one cut of
+`--long` seconds with ours. Prints a Markdown table of the seconds per round and the ratios
+of the medians; the results and their notes are kept in bench/results/multipath.md.
 """
 
 import argparse
@@ -26,9 +24,14 @@ PROBE = Path(__file__).resolve().parents[1] / "tests" / "vm" / "probes" / "multi
 MODULES = LAB_MODULES + ("dm_multipath", "scsi_dh_alua")
 
 
-def run(g: Guest, rounds: int, cut: float) -> dict:
-    r = g.run([sys.executable, str(PROBE), str(rounds), str(cut)], timeout=600 + rounds * (cut + 60))
+def run(g: Guest, rounds: int, cut: float, stack: str = "iscsikit") -> dict:
+    r = g.run([sys.executable, str(PROBE), str(rounds), str(cut), stack], timeout=600 + rounds * (cut + 60))
     return json.loads(r.out.strip().splitlines()[-1])
+
+
+def medians(rep: dict) -> tuple[float, float]:
+    rs = rep.get("rounds") or [{"failover_s": float("nan"), "failback_s": float("nan")}]
+    return statistics.median(r["failover_s"] for r in rs), statistics.median(r["failback_s"] for r in rs)
 
 
 def table(rep: dict) -> str:
@@ -55,11 +58,18 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--cut", type=float, default=10.0)
     ap.add_argument("--long", type=float, default=0.0, help="then one cut of this many seconds (e.g. 300)")
+    ap.add_argument("--no-reference", action="store_true", help="skip open-iscsi's rounds")
     args = ap.parse_args()
     with Guest() as g:
         g.modprobe(*MODULES)
-        rep = run(g, args.rounds, args.cut)
-        print(f"## {args.rounds} rounds, {args.cut:g} s cut\n\n{table(rep)}\n")
+        ours = run(g, args.rounds, args.cut)
+        print(f"## iscsikit: {args.rounds} rounds, {args.cut:g} s cut\n\n{table(ours)}\n", flush=True)
+        if not args.no_reference:
+            ref = run(g, args.rounds, args.cut, "open-iscsi")
+            print(f"## open-iscsi 2.1.8: {args.rounds} rounds, {args.cut:g} s cut\n\n{table(ref)}\n", flush=True)
+            (fo, fb), (rfo, rfb) = medians(ours), medians(ref)
+            print(f"median failover {fo} s vs {rfo} s ({fo / rfo:.2f}x); "
+                  f"median failback {fb} s vs {rfb} s ({fb / rfb:.2f}x)\n", flush=True)
         if args.long:
             rep = run(g, 1, args.long)
             print(f"## one {args.long:g} s cut\n\n{table(rep)}\n")

@@ -22,7 +22,10 @@ mpa0, pb by hwaddress to mpa1's MAC, pc to a netdev that does not exist. Then:
  4. ROUNDS cuts of the optimized path (tpg1 disabled CUT seconds) under a checksummed O_DIRECT
     writer on the map, replacement_timeout 5: errors, verify errors, failover and failback s.
 
-argv: [ROUNDS [CUT]] (default 2 10; bench/bench_multipath.py passes more).
+argv: [ROUNDS [CUT [STACK]]] (default 2 10 iscsikit; bench/bench_multipath.py passes more).
+STACK open-iscsi runs Debian's iscsid and iscsiadm instead of ours for the two sessions (same
+ifaces, same timeouts, same multipath.conf) and skips parts 1 and 2: the reference for the
+failover and failback seconds.
 """
 
 import hashlib
@@ -45,6 +48,7 @@ from iscsikit.kernel.sysfs import Sysfs  # noqa: E402
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 CUT = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
+STACK = sys.argv[3] if len(sys.argv) > 3 else "iscsikit"
 IQN = "iqn.2026-11.org.iscsikit.test:mpath"
 A, B = "192.0.2.1", "198.51.100.1"
 BIN = os.path.dirname(sys.executable)
@@ -55,7 +59,7 @@ BACKING = "/tmp/mp.img"
 TPG1 = f"/sys/kernel/config/target/iscsi/{IQN}/tpgt_1/enable"
 ENV = {**os.environ, "ISCSIKIT_SOCKET": SOCK, "ISCSIKIT_DB_ROOT": DB}
 os.environ.update(ISCSIKIT_SOCKET=SOCK, ISCSIKIT_DB_ROOT=DB)
-out: dict = {"rounds_asked": ROUNDS, "cut_s": CUT}
+out: dict = {"rounds_asked": ROUNDS, "cut_s": CUT, "stack": STACK}
 sysfs = Sysfs()
 procs: dict[str, subprocess.Popen] = {}
 
@@ -249,6 +253,30 @@ def binding_and_sessions():
     return s1, s2
 
 
+def open_iscsi_sessions():
+    """The reference: the same two bound sessions made by Debian's open-iscsi 2.1.8."""
+    ref = "/usr/sbin/iscsiadm"
+    log = open("/tmp/mp-iscsid.log", "wb")
+    procs["iscsid"] = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=log, stderr=log)
+    time.sleep(1)
+
+    def oadm(*args):
+        r = sh([ref, *args], check=False, env={k: v for k, v in os.environ.items() if not k.startswith("ISCSIKIT")})
+        return {"rc": r.returncode, "out": r.stdout, "err": r.stderr}
+    for name, key, value in (("pa", "iface.net_ifacename", "mpa0"), ("pb", "iface.hwaddress", net("mpa1", "address"))):
+        oadm("-m", "iface", "-I", name, "-o", "new")
+        oadm("-m", "iface", "-I", name, "-o", "update", "-n", key, "-v", value)
+    out["discovery_a"] = oadm("-m", "discovery", "-t", "st", "-p", A, "-I", "pa")
+    out["discovery_b"] = oadm("-m", "discovery", "-t", "st", "-p", B, "-I", "pb")
+    for key, value in (("node.session.timeo.replacement_timeout", "5"),
+                       ("node.conn[0].timeo.noop_out_interval", "2"), ("node.conn[0].timeo.noop_out_timeout", "2")):
+        oadm("-m", "node", "-o", "update", "-n", key, "-v", value)
+    out["login_a"] = oadm("-m", "node", "-T", IQN, "-p", f"{A}:3260", "-I", "pa", "--login")
+    out["login_b"] = oadm("-m", "node", "-T", IQN, "-p", f"{B}:3260", "-I", "pb", "--login")
+    [s1], [s2] = sessions_to(A, "pa"), sessions_to(B, "pb")
+    return s1, s2
+
+
 MPCONF = """defaults {
     find_multipaths yes
     user_friendly_names no
@@ -269,6 +297,16 @@ devices {
 """
 
 
+def start_multipathd():
+    sh("modprobe -a dm_multipath scsi_dh_alua")
+    with open("/etc/multipath.conf", "w") as f:
+        f.write(MPCONF)
+    os.makedirs("/etc/multipath", exist_ok=True)
+    log = open("/tmp/mp-multipathd.log", "wb")
+    procs["multipathd"] = subprocess.Popen(["multipathd", "-d", "-s"], stdout=log, stderr=log)
+    lio.until(lambda: sh(["multipathd", "show", "status"], check=False).returncode == 0, 30, 0.3)
+
+
 def multipath(s1, s2):
     d1, d2 = disk_of(s1), disk_of(s2)
     out["disks"] = [d1, d2]
@@ -278,12 +316,7 @@ def multipath(s1, s2):
     out["by_path"] = {a: os.path.realpath(f"/dev/disk/by-path/ip-{a}:3260-iscsi-{IQN}-lun-0")
                       for a in (A, B)}
     out["rtpg"] = sh(["sg_rtpg", "-d", f"/dev/{d1}"], check=False).stdout
-    sh("modprobe -a dm_multipath scsi_dh_alua")
-    with open("/etc/multipath.conf", "w") as f:
-        f.write(MPCONF)
-    os.makedirs("/etc/multipath", exist_ok=True)
-    log = open("/tmp/mp-multipathd.log", "wb")
-    procs["multipathd"] = subprocess.Popen(["multipathd", "-d", "-s"], stdout=log, stderr=log)
+    start_multipathd()
     wwid = out["wwids"][0]
     if not lio.until(lambda: os.path.exists(f"/dev/mapper/{wwid}"), 60):
         out["multipath_v3"] = sh(["multipath", "-v3"], check=False).stdout[-4000:]
@@ -386,47 +419,66 @@ def phase(name):
     out.setdefault("phases_s", {})[name] = round(time.monotonic() - T0, 1)
 
 
-try:
-    setup_network()
-    setup_target()
-    phase("target")
-    start_udevd()
-    start_daemon()
-    phase("daemon")
-    s1, s2 = binding_and_sessions()
-    phase("sessions")
-    wwid, d1 = multipath(s1, s2)
-    phase("multipath")
-    cut_rounds(wwid, d1)
-    phase("rounds")
-    out["ll_after"] = sh(["multipath", "-ll", wwid], check=False).stdout
-except BaseException as e:        # the report still goes out: the tests name what is missing
-    import traceback
-    out["error"] = traceback.format_exc()[-3000:]
-finally:
-    try:
-        with open("/tmp/mp-iscsikitd.log", "rb") as f:
-            out["log_tail"] = f.read()[-3000:].decode(errors="replace")
-        with open("/tmp/mp-multipathd.log", "rb") as f:
-            out["multipathd_log"] = f.read()[-3000:].decode(errors="replace")
-    except OSError:
-        pass
-    # the map first (multipathd would hold the paths), then the sessions, then the daemons
-    def stop(name):
-        p = procs.pop(name, None)
-        if p is not None:
-            p.terminate()
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+def stop(name):
+    p = procs.pop(name, None)
+    if p is not None:
+        p.terminate()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def teardown():
+    """The map first (multipathd would hold the paths), then the sessions, then the daemons."""
+    for name, key in (("/tmp/mp-iscsikitd.log", "log_tail"), ("/tmp/mp-multipathd.log", "multipathd_log")):
+        try:
+            with open(name, "rb") as f:
+                out[key] = f.read()[-3000:].decode(errors="replace")
+        except OSError:
+            pass
     stop("multipathd")
     if shutil.which("multipath"):
         sh("multipath -F", check=False)
+    if "iscsid" in procs:
+        sh(["/usr/sbin/iscsiadm", "-m", "node", "-U", "all"], check=False)
+        sh(["/usr/sbin/iscsiadm", "-m", "node", "-o", "delete"], check=False)
+        for name in ("pa", "pb"):
+            sh(["/usr/sbin/iscsiadm", "-m", "iface", "-I", name, "-o", "delete"], check=False)
+        stop("iscsid")
     for s in sysfs.sessions(luns=False):
         adm("-m", "session", "-r", str(s.sid), "-u")
     stop("iscsikitd")
     stop("udevd")
     sh([os.path.join(BIN, "iscsikit-target"), "clearconfig", "confirm=true"], check=False)
     sh("ip netns del mptgt; ip link del mpa0; ip link del mpa1", check=False)
-print(json.dumps(out))
+
+
+def main():
+    try:
+        setup_network()
+        setup_target()
+        phase("target")
+        start_udevd()
+        if STACK == "open-iscsi":
+            s1, s2 = open_iscsi_sessions()
+        else:
+            start_daemon()
+            phase("daemon")
+            s1, s2 = binding_and_sessions()
+        phase("sessions")
+        wwid, d1 = multipath(s1, s2)
+        phase("multipath")
+        cut_rounds(wwid, d1)
+        phase("rounds")
+        out["ll_after"] = sh(["multipath", "-ll", wwid], check=False).stdout
+    except BaseException:        # the report still goes out: the tests name what is missing
+        import traceback
+        out["error"] = traceback.format_exc()[-3000:]
+    finally:
+        teardown()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
