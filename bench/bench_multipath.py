@@ -13,6 +13,7 @@ of the medians; the results and their notes are kept in bench/results/multipath.
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -21,12 +22,16 @@ from iscsikit.lab.guest import Guest
 from iscsikit.lab.story import LAB_MODULES
 
 PROBE = Path(__file__).resolve().parents[1] / "tests" / "vm" / "probes" / "multipath_story.py"
+OSBRICK_PROBE = Path(__file__).parent / "probes" / "osbrick_mpath_probe.py"
 MODULES = LAB_MODULES + ("dm_multipath", "scsi_dh_alua")
 
 
 def run(g: Guest, rounds: int, cut: float, stack: str = "iscsikit") -> dict:
     r = g.run([sys.executable, str(PROBE), str(rounds), str(cut), stack], timeout=600 + rounds * (cut + 60))
-    return json.loads(r.out.strip().splitlines()[-1])
+    rep = json.loads(r.out.strip().splitlines()[-1])
+    if os.environ.get("BENCH_KEEP"):         # the whole report, for a closer look
+        Path(os.environ["BENCH_KEEP"], f"multipath-{stack}-{rounds}x{cut:g}.json").write_text(json.dumps(rep, indent=1))
+    return rep
 
 
 def medians(rep: dict) -> tuple[float, float]:
@@ -59,9 +64,31 @@ def main() -> int:
     ap.add_argument("--cut", type=float, default=10.0)
     ap.add_argument("--long", type=float, default=0.0, help="then one cut of this many seconds (e.g. 300)")
     ap.add_argument("--no-reference", action="store_true", help="skip open-iscsi's rounds")
+    ap.add_argument("--osbrick", action="store_true",
+                    help="also os-brick 7.1.1's ISCSIConnector with use_multipath=True (its venv as bench_osbrick.py)")
+    ap.add_argument("--osbrick-only", action="store_true", help="with --osbrick: skip the rounds")
     args = ap.parse_args()
+    python = None
+    if args.osbrick:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_osbrick import osbrick_venv
+        python = osbrick_venv()
     with Guest() as g:
         g.modprobe(*MODULES)
+        if python is not None:
+            r = g.run([sys.executable, str(OSBRICK_PROBE)], env={"OSBRICK_PYTHON": str(python)}, timeout=900)
+            rep = json.loads(r.out.strip().splitlines()[-1])
+            ob = rep.get("osbrick", {})
+            print("## os-brick ISCSIConnector, use_multipath=True\n")
+            print(f"connect {ob.get('connect_s')} s, disconnect {ob.get('disconnect_s')} s, "
+                  f"device {ob.get('device')}, data_ok {ob.get('data_ok')}\n")
+            print("while connected:\n\n```\n" + ob.get("multipath_ll", "") + "```\n")
+            print(f"after disconnect: maps {rep.get('after', {}).get('maps')!r}, "
+                  f"sessions {rep.get('after', {}).get('sessions')}, disks {rep.get('after', {}).get('disks')}\n")
+            if rep.get("error") or rep.get("osbrick_rc"):
+                print(f"error: {rep.get('error')} {rep.get('osbrick_err')}\n")
+            if args.osbrick_only:
+                return 0
         ours = run(g, args.rounds, args.cut)
         print(f"## iscsikit: {args.rounds} rounds, {args.cut:g} s cut\n\n{table(ours)}\n", flush=True)
         if not args.no_reference:

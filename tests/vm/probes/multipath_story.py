@@ -189,20 +189,27 @@ def start_udevd():
     lio.until(lambda: subprocess.run(["udevadm", "control", "--ping"], capture_output=True).returncode == 0, 30)
 
 
-def binding_and_sessions():
-    mac1 = net("mpa1", "address")
-    for name, key, value in (("pa", "iface.net_ifacename", "mpa0"), ("pb", "iface.hwaddress", mac1),
-                             ("pc", "iface.net_ifacename", "nosuch0")):
-        adm("-m", "iface", "-I", name, "-o", "new")
-        adm("-m", "iface", "-I", name, "-o", "update", "-n", key, "-v", value)
-    out["discovery_a"] = adm("-m", "discovery", "-t", "st", "-p", A, "-I", "pa")
-    out["discovery_b"] = adm("-m", "discovery", "-t", "st", "-p", B, "-I", "pb")
-    out["discovery_c"] = adm("-m", "discovery", "-t", "st", "-p", A, "-I", "pc")
+def two_bound_paths(run, *extra_ifaces):
+    """What both stacks get alike: ifaces pa (mpa0 by name) and pb (mpa1 by MAC), discovery
+    through each, the multipath timeouts (replacement_timeout 5, NOP-Out every 2 s, 2 s to
+    answer) on every record, and the logins pa -> A and pb -> B. `run(*argv)`: its iscsiadm."""
+    for name, key, value in (("pa", "iface.net_ifacename", "mpa0"), ("pb", "iface.hwaddress", net("mpa1", "address")),
+                             *extra_ifaces):
+        run("-m", "iface", "-I", name, "-o", "new")
+        run("-m", "iface", "-I", name, "-o", "update", "-n", key, "-v", value)
+    out["discovery_a"] = run("-m", "discovery", "-t", "st", "-p", A, "-I", "pa")
+    out["discovery_b"] = run("-m", "discovery", "-t", "st", "-p", B, "-I", "pb")
     for key, value in (("node.session.timeo.replacement_timeout", "5"),
                        ("node.conn[0].timeo.noop_out_interval", "2"), ("node.conn[0].timeo.noop_out_timeout", "2")):
-        adm("-m", "node", "-o", "update", "-n", key, "-v", value)
-    out["login_a"] = adm("-m", "node", "-T", IQN, "-p", f"{A}:3260", "-I", "pa", "--login")
-    out["login_b"] = adm("-m", "node", "-T", IQN, "-p", f"{B}:3260", "-I", "pb", "--login")
+        run("-m", "node", "-o", "update", "-n", key, "-v", value)
+    out["login_a"] = run("-m", "node", "-T", IQN, "-p", f"{A}:3260", "-I", "pa", "--login")
+    out["login_b"] = run("-m", "node", "-T", IQN, "-p", f"{B}:3260", "-I", "pb", "--login")
+
+
+def binding_and_sessions():
+    mac1 = net("mpa1", "address")
+    two_bound_paths(adm, ("pc", "iface.net_ifacename", "nosuch0"))
+    out["discovery_c"] = adm("-m", "discovery", "-t", "st", "-p", A, "-I", "pc")
     # proof 5: a second iface to the same target and portal is a second session (once exit 15)
     out["login_b_to_a"] = adm("-m", "node", "-T", IQN, "-p", f"{A}:3260", "-I", "pb", "--login")
     adm("-m", "node", "-T", IQN, "-p", f"{A}:3260", "-I", "pc", "-o", "new")
@@ -263,16 +270,7 @@ def open_iscsi_sessions():
     def oadm(*args):
         r = sh([ref, *args], check=False, env={k: v for k, v in os.environ.items() if not k.startswith("ISCSIKIT")})
         return {"rc": r.returncode, "out": r.stdout, "err": r.stderr}
-    for name, key, value in (("pa", "iface.net_ifacename", "mpa0"), ("pb", "iface.hwaddress", net("mpa1", "address"))):
-        oadm("-m", "iface", "-I", name, "-o", "new")
-        oadm("-m", "iface", "-I", name, "-o", "update", "-n", key, "-v", value)
-    out["discovery_a"] = oadm("-m", "discovery", "-t", "st", "-p", A, "-I", "pa")
-    out["discovery_b"] = oadm("-m", "discovery", "-t", "st", "-p", B, "-I", "pb")
-    for key, value in (("node.session.timeo.replacement_timeout", "5"),
-                       ("node.conn[0].timeo.noop_out_interval", "2"), ("node.conn[0].timeo.noop_out_timeout", "2")):
-        oadm("-m", "node", "-o", "update", "-n", key, "-v", value)
-    out["login_a"] = oadm("-m", "node", "-T", IQN, "-p", f"{A}:3260", "-I", "pa", "--login")
-    out["login_b"] = oadm("-m", "node", "-T", IQN, "-p", f"{B}:3260", "-I", "pb", "--login")
+    two_bound_paths(oadm)
     [s1], [s2] = sessions_to(A, "pa"), sessions_to(B, "pb")
     return s1, s2
 
