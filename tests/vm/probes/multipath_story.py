@@ -168,11 +168,20 @@ def setup_target():
     out["saved_lun_groups"] = {tp["tag"]: [l["alua_tg_pt_gp_name"] for l in tp["luns"]] for tp in t["tpgs"]}
 
 
-def start_daemon():
-    log = open("/tmp/mp-iscsikitd.log", "wb")
-    procs["iscsikitd"] = subprocess.Popen([os.path.join(BIN, "iscsikitd"), "--socket", SOCK,
-                                           "--log-level", "debug"], stdout=log, stderr=log, env=ENV)
-    lio.until(lambda: _reachable(), 60)
+def start_daemon(wait=True):
+    """iscsikitd on SOCK; `wait=False` starts it only (its start under TCG is ~20 s: the
+    network and target are made meanwhile), wait_daemon() waits for it."""
+    if "iscsikitd" not in procs:
+        log = open("/tmp/mp-iscsikitd.log", "wb")
+        procs["iscsikitd"] = subprocess.Popen([os.path.join(BIN, "iscsikitd"), "--socket", SOCK,
+                                               "--log-level", "debug"], stdout=log, stderr=log, env=ENV)
+    if wait:
+        wait_daemon()
+
+
+def wait_daemon():
+    if not lio.until(lambda: _reachable(), 90):
+        raise SystemExit("iscsikitd did not answer within 90 s")
 
 
 def _reachable():
@@ -264,7 +273,8 @@ def open_iscsi_sessions():
     """The reference: the same two bound sessions made by Debian's open-iscsi 2.1.8."""
     ref = "/usr/sbin/iscsiadm"
     log = open("/tmp/mp-iscsid.log", "wb")
-    procs["iscsid"] = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=log, stderr=log)
+    # its own session: iscsid's shutdown signals its whole process group, this probe included
+    procs["iscsid"] = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=log, stderr=log, start_new_session=True)
     time.sleep(1)
 
     def oadm(*args):
@@ -454,6 +464,8 @@ def teardown():
 
 def main():
     try:
+        if STACK != "open-iscsi":
+            start_daemon(wait=False)
         setup_network()
         setup_target()
         phase("target")
@@ -461,7 +473,7 @@ def main():
         if STACK == "open-iscsi":
             s1, s2 = open_iscsi_sessions()
         else:
-            start_daemon()
+            wait_daemon()
             phase("daemon")
             s1, s2 = binding_and_sessions()
         phase("sessions")
