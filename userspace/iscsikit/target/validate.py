@@ -197,10 +197,17 @@ def portal_port(value) -> int:
     return integer(value, 1, 65535, "portal port")
 
 
+_PORTAL_KEYS: dict = {}
+
+
 def portal_key(ip: str, port: int) -> tuple:
-    """Two spellings of one address (`[::0]`, `[::]`) are the same portal."""
-    bare = ip[1:-1] if ip.startswith("[") else ip
-    return (ipaddress.ip_address(bare), int(port))
+    """Two spellings of one address (`[::0]`, `[::]`) are the same portal.  Remembered:
+    a snapshot of 1000 targets asks for the same 0.0.0.0:3260 1000 times."""
+    key = _PORTAL_KEYS.get((ip, port))
+    if key is None:
+        bare = ip[1:-1] if ip.startswith("[") else ip
+        key = _PORTAL_KEYS[(ip, port)] = (ipaddress.ip_address(bare), int(port))
+    return key
 
 
 # ---- CHAP -------------------------------------------------------------------
