@@ -69,11 +69,14 @@ def _sessions_of(ctx, nodes: list[ndb.NodeId]):
     return [s for s in host_sysfs(ctx.env).sessions(luns=False) if (s.target, s.address, s.port) in wanted]
 
 
-def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = None) -> int:
+def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = None,
+               summary: bool = True) -> int:
     """Log `nodes` in through the daemon, as iscsiadm prints it; `nodes` may be lazy
     (-L all reads records as it goes): each request leaves as soon as it is built, so
     the daemon logs in the first nodes while the next records are still being read.
-    `existing`: session_portals(), when the caller has read it already."""
+    `existing`: session_portals(), when the caller has read it already. `summary`: end a
+    failure with "Could not log into all portals" (node mode's login_portals does; the logins
+    after a discovery or from firmware do not)."""
     existing = session_portals(ctx.env) if existing is None else existing
     todo: list = []
     rc = 0
@@ -117,7 +120,7 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = N
         code = _report_failure(ctx, f"Could not login to {_node_label(nid)}.", e)
         rc = rc or code
         failed = True
-    if failed:
+    if failed and summary:
         ctx.error("Could not log into all portals")
     return rc
 
