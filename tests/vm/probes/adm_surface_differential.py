@@ -71,6 +71,14 @@ STEPS = [
     ["-m", "session", "-r", "SID", "-S"],
     ["-m", "session", "-r", "SID", "-o", "update", "-n", "node.session.timeo.replacement_timeout", "-v", "40"],
     ["-m", "node", "-T", T1, "-p", P, "-o", "show"],
+    # iscsid.safe_logout = Yes (set in iscsid.conf before each daemon starts): a mounted disk
+    # keeps its session; unmounted, the logout goes through
+    ("lio", "mount"),
+    ["-m", "node", "-T", T1, "-p", P, "--logout"],
+    ["-m", "session", "-u"],
+    ("lio", "umount"),
+    ["-m", "node", "-T", T1, "-p", P, "--logout"],
+    ["-m", "node", "-T", T1, "-p", P, "--login"],
     # discovery CHAP, one-way: wrong secret, then the right one
     ("lio", "discovery_auth"),
     ["-m", "discoverydb", "-t", "st", "-p", P, "-D"],
@@ -115,7 +123,30 @@ def setup_lio():
     lio.target(T2, "/var/tmp/lio/surf2.img")
 
 
+MNT = "/var/tmp/surface-mnt"
+
+
+def t1_disk():
+    for sdir in os.listdir("/sys/class/iscsi_session"):
+        if open(f"/sys/class/iscsi_session/{sdir}/targetname").read().strip() == T1:
+            dev = os.path.realpath(f"/sys/class/iscsi_session/{sdir}/device")
+            for root, dirs, _ in os.walk(os.path.dirname(dev)):
+                if os.path.basename(root) == "block" and dirs:
+                    return dirs[0]
+    raise RuntimeError("no disk for " + T1)
+
+
 def lio_action(name):
+    if name == "mount":
+        disk = t1_disk()
+        lio.until(lambda: os.path.exists(f"/dev/{disk}"), 30)
+        subprocess.run(["mkfs.ext4", "-q", "-F", f"/dev/{disk}"], check=True, capture_output=True)
+        os.makedirs(MNT, exist_ok=True)
+        subprocess.run(["mount", f"/dev/{disk}", MNT], check=True)
+        return
+    if name == "umount":
+        subprocess.run(["umount", MNT], check=True)
+        return
     iscsi = FabricModule("iscsi")
     if name == "discovery_auth":
         iscsi.discovery_userid, iscsi.discovery_password = "duser", "disc-secret-12"
@@ -169,6 +200,10 @@ initiator = open("/etc/iscsi/initiatorname.iscsi").read().split("InitiatorName="
 lio.INITIATOR = initiator
 report = {}
 
+CONF = open("/etc/iscsi/iscsid.conf").read()
+with open("/etc/iscsi/iscsid.conf", "w") as f:   # the guest's overlay: the host's file is untouched
+    f.write(CONF + "\niscsid.safe_logout = Yes\n")
+
 # --- the reference: Debian's iscsid + iscsiadm ---
 reset_db()
 setup_lio()
@@ -201,6 +236,8 @@ finally:
         ours.terminate()
         ours.wait(timeout=30)
 report["daemon_log_tail"] = open("/tmp/iscsikitd-surface.log").read()[-3000:]
+with open("/etc/iscsi/iscsid.conf", "w") as f:
+    f.write(CONF)
 reset_db()
 lio_action("no_discovery_auth")
 lio.clear()

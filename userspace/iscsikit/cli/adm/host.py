@@ -68,10 +68,11 @@ def _tree(ctx: Ctx, host_no: int, flags: int) -> None:
         print_tree(ctx, sessions, flags, prefix="\t")
 
 
-def _host_no(ctx: Ctx) -> int:
-    """-H: a host number (a MAC names an offload card's host: none here)."""
+def host_no(ctx: Ctx) -> int:
+    """-H as iscsiadm reads it (strtoull; a MAC names an offload card's host: none here).
+    Without -H it is 0: iscsiadm's default, MAX_HOST_NO + 1 in a uint32_t, wraps to 0."""
     if ctx.host is None:
-        return MAX_HOST_NO + 1
+        return 0
     if ":" in ctx.host:
         raise ctx.fail("Could not match MAC to host.")
     text = ctx.host.strip()
@@ -87,59 +88,54 @@ def _host_no(ctx: Ctx) -> int:
 
 
 def mode_host(ctx: Ctx) -> int:
-    host_no = _host_no(ctx)
+    number = host_no(ctx)
     if ctx.submode is not None:
-        return _submode(ctx, host_no)
+        return _submode(ctx, number)
     level = -1 if ctx.print_level is None else ctx.print_level
-    if level in (-1, 0):
-        hosts = _hosts(ctx)
+    if not -1 <= level <= 4:
+        raise ctx.fail(f"Invalid info level {level}. Try 0 - 4.")
+    # iscsiadm 2.1.8 lists every host whatever -H says (usr/host.c host_info_print: its
+    # "host_no > MAX_HOST_NO" test never holds, -H being a uint32_t)
+    hosts = _hosts(ctx)
+    if level <= 0:
         for h in hosts:
             _flat(ctx, h)
-    elif 1 <= level <= 4:
+    else:
         from .session import DEVICES, IFACE, PARAMS, STATE, versions
         flags = {1: 0, 2: STATE | IFACE, 3: STATE | IFACE | PARAMS, 4: STATE | IFACE | PARAMS | DEVICES}[level]
         if level == 4:
             versions(ctx)
-        if host_no > MAX_HOST_NO:
-            # iscsiadm 2.1.8 (usr/host.c host_info_print) tests -H the wrong way round: without
-            # -H it prints host number (uint32_t)(MAX_HOST_NO + 1) = 0, with -H it walks every host
-            hosts = [0]
-        else:
-            hosts = _hosts(ctx)
         for h in hosts:
             _tree(ctx, h, flags)
-    else:
-        raise ctx.fail(f"Invalid info level {level}. Try 0 - 4.")
     if not hosts:
         ctx.error("No iSCSI hosts.")
         return ExitCode.NO_OBJS_FOUND
     return 0
 
 
-def _transport_of(ctx: Ctx, host_no: int) -> str:
-    t = _info(ctx, host_no)["transport"] if host_no in _hosts(ctx) else ""
+def transport_of(ctx: Ctx, number: int) -> str:
+    """The transport of iSCSI host `number`, or iscsiadm's refusal (12) when there is none."""
+    t = _info(ctx, number)["transport"] if number in _hosts(ctx) else ""
     if not t:
-        raise ctx.fail(f"Could not match hostno {host_no} to transport.", ExitCode.TRANS_NOT_FOUND)
+        raise ctx.fail(f"Could not match hostno {number} to transport.", ExitCode.TRANS_NOT_FOUND)
     return t
 
 
-def _submode(ctx: Ctx, host_no: int) -> int:
+def _submode(ctx: Ctx, number: int) -> int:
     # iscsi_tcp and ib_iser give the kernel no host statistics, CHAP table or flash nodes
-    # (drivers/scsi/iscsi_tcp.c sets no get_host_stats, get_chap or flashnode ops): the
-    # kernel refuses and iscsiadm prints what it prints on hardware without the feature
+    # (drivers/scsi/iscsi_tcp.c sets no get_host_stats or get_chap; no flashnode objects):
+    # iscsiadm prints, and so does this, what it prints on a host without the feature
     sub = ctx.submode
     if sub == "stats":
-        if host_no > MAX_HOST_NO:
-            raise ctx.fail("STATS mode requires host no")
-        _transport_of(ctx, host_no)
+        transport_of(ctx, number)
         ctx.error("get_host_stats failed. errno=0")
         return ExitCode.ERR
     if sub == "chap":
-        if not ctx.op or host_no > MAX_HOST_NO:
+        if not ctx.op:
             raise ctx.fail("CHAP mode requires host no and valid operation")
         if ctx.op not in (OPS["show"], OPS["new"], OPS["update"], OPS["delete"]):
             raise ctx.fail("Invalid operation.")
-        _transport_of(ctx, host_no)
+        transport_of(ctx, number)
         if ctx.op == OPS["show"]:
             ctx.error("Received iferror -22: Invalid argument.")
             ctx.error("get_chap_info failed. errno=0")
@@ -152,10 +148,12 @@ def _submode(ctx: Ctx, host_no: int) -> int:
         ctx.error("CHAP setting failed")
         return ExitCode.ERR
     if sub == "flashnode":
-        if host_no > MAX_HOST_NO:
-            raise ctx.fail("FLASHNODE mode requires host no")
-        _transport_of(ctx, host_no)
-        ctx.error("Invalid operation. Operation not supported.")
+        transport_of(ctx, number)
+        if ctx.op in (0, OPS["show"]):
+            ctx.error(f"No flashnodes attached to host {number}.")
+            return ExitCode.NO_OBJS_FOUND
+        # new/update/delete/login/logout need a flash node table, which software hosts lack
+        ctx.error(f"Flashnode operation failed: host {number} has no flash node table.")
         return ExitCode.OP_NOT_SUPP
     ctx.error("Invalid Sub Mode")
     return 0
@@ -248,7 +246,6 @@ def fw_discovery(ctx: Ctx) -> int:
     (discovery_type fw, startup onboot) under the discovery operations; -l logs them in."""
     targets = _fw_targets(ctx)
     if targets is None:
-        ctx.error("Could not perform fw discovery.")
         return ExitCode.NO_OBJS_FOUND
     op = ctx.op & (OPS["new"] | OPS["delete"] | OPS["update"] | OPS["nonpersistent"])
     op = op or (OPS["new"] | OPS["delete"] | OPS["update"])

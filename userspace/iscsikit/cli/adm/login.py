@@ -155,7 +155,10 @@ def _logout(ctx, sessions) -> int:
         return ExitCode.NO_OBJS_FOUND
     for s in sessions:
         ctx.say(f"Logging out of session {_session_label(s)}")
-    results = dict(zip(sessions, _errors(client(ctx).call_many([("logout", {"sid": s.sid}) for s in sessions]))))
+    busy = _in_use(ctx, sessions)
+    todo = [s for s in sessions if s not in busy]
+    results = dict(zip(todo, _errors(client(ctx).call_many([("logout", {"sid": s.sid}) for s in todo]))))
+    results.update(busy)
     rc = 0
     for s in sessions:
         e = results[s]
@@ -167,6 +170,20 @@ def _logout(ctx, sessions) -> int:
     if rc:
         ctx.error("Could not logout of all requested sessions")
     return rc
+
+
+def _in_use(ctx, sessions) -> dict:
+    """iscsid.safe_logout = Yes: the sessions whose disks are mounted or in use, each with
+    the refusal iscsid answers (28; usr/initiator.c session_logout_task)."""
+    if (ctx.db.iscsid_conf().get("iscsid.safe_logout") or "No") != "Yes":
+        return {}
+    fs = host_sysfs(ctx.env)
+    busy = {}
+    for s in sessions:
+        if fs.session_in_use(s.sid, ctx.env.get("ISCSIKIT_PROC_ROOT", "/proc")):
+            busy[s] = mgmt.MgmtError(ExitCode.BUSY, f"Session {s.sid} is actively in use for mounted storage, "
+                                     "and iscsid.safe_logout is configured.")
+    return busy
 
 
 def node_logout(ctx, nodes: list[ndb.NodeId]) -> int:

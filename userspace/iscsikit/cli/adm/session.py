@@ -41,9 +41,9 @@ def _daemon_states(ctx) -> dict[int, str]:
 
 
 # what a tree shows (open-iscsi's session_info.h SESSION_INFO_* flags)
-IFACE, STATE, TIMEOUTS, AUTH, PARAMS, DEVICES = 1, 2, 4, 8, 16, 32
+IFACE, STATE, TIMEOUTS, AUTH, PARAMS, DEVICES, HOST_DEVS = 1, 2, 4, 8, 16, 32, 64
 SESSION_LEVELS = {1: IFACE | STATE, 2: IFACE | STATE | TIMEOUTS | AUTH | PARAMS,
-                  3: IFACE | STATE | TIMEOUTS | AUTH | PARAMS | DEVICES}
+                  3: IFACE | STATE | TIMEOUTS | AUTH | PARAMS | DEVICES | HOST_DEVS}
 
 
 def versions(ctx) -> None:
@@ -118,7 +118,8 @@ def print_tree(ctx, sessions, flags: int, prefix: str = "") -> None:
                 say(f"\t\t{label}: {fmt(_attr(kind, name, attr))}")
         if flags & DEVICES:
             say("\t\t************************\n\t\tAttached SCSI devices:\n\t\t************************")
-            say(f"\t\tHost Number: {s.host_no}\tState: {_attr('scsi_host', host, 'state', 'running')}")
+            if flags & HOST_DEVS:   # -m session -P 3 heads the devices with their host; -m host -P 4 not
+                say(f"\t\tHost Number: {s.host_no}\tState: {_attr('scsi_host', host, 'state', 'running')}")
             for lun in s.luns:
                 say(f"\t\tscsi{s.host_no} Channel 00 Id 0 Lun: {lun.lun}")
                 if lun.block:
