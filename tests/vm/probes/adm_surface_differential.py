@@ -43,14 +43,12 @@ STEPS = [
     ["-m", "discoverydb"],
     ["-m", "discovery", "-t", "st", "-p", P],
     ["-m", "discoverydb", "-o", "show", "-P", "1"],
-    ["-m", "discovery", "-P", "1"],
     ["-m", "discovery", "-p", P],
     ["-m", "discovery", "-p", P, "-o", "new"],
     ["-m", "discovery", "-p", "192.0.2.99"],
     ["-m", "discovery", "-t", "slp", "-p", P],
     ["-m", "node", "-T", T1, "-p", P, "--login"],
     ["-m", "host"],
-    ["-m", "host", "-P", "0"],
     ["-m", "host", "-P", "1"],
     ["-m", "host", "-H", "HOST", "-P", "1"],
     ["-m", "host", "-H", "HOST", "-P", "2"],
@@ -177,8 +175,10 @@ def run_all(cmd, steps):
             continue
         sid, host = ids()
         argv = [sid if a == "SID" else host if a == "HOST" else a for a in step]
+        t0 = time.monotonic()
         p = subprocess.run(cmd + argv, capture_output=True, text=True, timeout=180)
-        out.append({"argv": argv, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr})
+        out.append({"argv": argv, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr,
+                    "seconds": round(time.monotonic() - t0, 2)})
     return out
 
 

@@ -107,6 +107,11 @@ class Ctx:
     def error(self, line: str) -> None:
         self.err.write(f"{PROG}: {line}\n")
 
+    def debug_line(self, level: int, line: str) -> None:
+        """-d N: iscsikit's own debug lines on stderr, level N and below (never a secret)."""
+        if self.debug >= level:
+            self.err.write(f"{PROG}: {line}\n")
+
     def raw_error(self, line: str) -> None:
         self.err.write(line + "\n")
 

@@ -220,6 +220,13 @@ def discovery_run(ctx: Ctx, rec, write_record: bool) -> int:
     db = ctx.db
     if write_record and not op & OPS["nonpersistent"]:
         db.write_discovery(rec)
+    v = rec.values
+    ctx.debug_line(1, f"sendtargets discovery to {v['discovery.sendtargets.address']}:"
+                      f"{v['discovery.sendtargets.port']}, CHAP "
+                      f"{'on' if v.get('discovery.sendtargets.auth.password') else 'off'}")
+    ctx.debug_line(2, "discovery timeouts: login " + v.get("discovery.sendtargets.timeo.login_timeout", "")
+                   + ", auth " + v.get("discovery.sendtargets.timeo.auth_timeout", "")
+                   + ", active " + v.get("discovery.sendtargets.timeo.active_timeout", ""))
     try:
         found = discovery.exchange(rec, db.initiator_name())
     except discovery.DiscoveryError as e:
