@@ -235,3 +235,22 @@ def test_session_in_use_follows_partitions_and_holders(tmp_path):
     assert fs.session_in_use(1, str(proc))
     mounted("65:0")
     assert fs.session_in_use(1, str(proc))
+
+
+def test_no_wait_sends_the_logins_and_reports_no_result(root, monkeypatch):
+    from iscsikit.cli.adm import login
+    sent = []
+
+    class Daemon:
+        def call_many(self, requests, on_done=None):
+            sent.extend(requests)
+            return [{"queued": True} for _ in sent]
+    monkeypatch.setattr(login, "client", lambda ctx: Daemon())
+    run(root, "-m", "node", "-o", "new", "-T", A, "-p", "192.0.2.40")
+    rc, out, err = run(root, "-m", "node", "-T", A, "-p", "192.0.2.40", "-l", "-W")
+    label = f"[iface: default, target: {A}, portal: 192.0.2.40,3260]"
+    assert (rc, out, err) == (0, f"Logging in to {label}\n", "")
+    assert [(op, args["wait"]) for op, args in sent] == [("login", False)]
+    sent.clear()
+    rc, out, err = run(root, "-m", "node", "-T", A, "-p", "192.0.2.40", "-l")
+    assert out.endswith(f"Login to {label} successful.\n") and "wait" not in sent[0][1]

@@ -47,7 +47,9 @@ STEPS = [
     ["-m", "discovery", "-p", P, "-o", "new"],
     ["-m", "discovery", "-p", "192.0.2.99"],
     ["-m", "discovery", "-t", "slp", "-p", P],
-    ["-m", "node", "-T", T1, "-p", P, "--login"],
+    # -W: answered once the login is sent; the session comes up after
+    ["-m", "node", "-T", T1, "-p", P, "--login", "-W"],
+    ("lio", "wait_session"),
     ["-m", "host"],
     ["-m", "host", "-P", "1"],
     ["-m", "host", "-H", "HOST", "-P", "1"],
@@ -131,16 +133,21 @@ def t1_disk():
             for root, dirs, _ in os.walk(os.path.dirname(dev)):
                 if os.path.basename(root) == "block" and dirs:
                     return dirs[0]
-    raise RuntimeError("no disk for " + T1)
+    return None
 
 
 def lio_action(name):
     if name == "mount":
-        disk = t1_disk()
+        disk = lio.until(t1_disk, 30)
         lio.until(lambda: os.path.exists(f"/dev/{disk}"), 30)
         subprocess.run(["mkfs.ext4", "-q", "-F", f"/dev/{disk}"], check=True, capture_output=True)
         os.makedirs(MNT, exist_ok=True)
         subprocess.run(["mount", f"/dev/{disk}", MNT], check=True)
+        return
+    if name == "wait_session":
+        lio.until(lambda: any(open(f"/sys/class/iscsi_session/{d}/state").read().strip() == "LOGGED_IN"
+                              for d in os.listdir("/sys/class/iscsi_session")), 60)
+        lio.until(lambda: t1_disk(), 60)
         return
     if name == "umount":
         subprocess.run(["umount", MNT], check=True)

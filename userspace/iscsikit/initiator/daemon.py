@@ -118,6 +118,7 @@ class Daemon:
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="iscsikitd")
         self.sessions: dict[int, Managed] = {}
         self.node_locks: dict[tuple, asyncio.Lock] = {}
+        self._queued_logins: set[asyncio.Task] = set()   # -W logins still running (held: asyncio keeps weak refs)
         # logout steps awaited by a worker thread, by (KEv.UNBIND_SESSION or KEv.RECV_PDU, sid)
         self.logout_waiters: dict[tuple[KEv, int], asyncio.Future] = {}
         # RECV_PDU payloads of sessions whose recovery login runs through the kernel
@@ -471,6 +472,21 @@ class Daemon:
         return None
 
     async def op_login(self, args: dict) -> dict:
+        args = dict(args)
+        if not args.pop("wait", True):
+            # iscsiadm -W: answered once the request is in; the login goes on here
+            task = self.loop.create_task(self._login(args))
+            self._queued_logins.add(task)
+            task.add_done_callback(self._queued_login_done)
+            return {"queued": True}
+        return await self._login(args)
+
+    def _queued_login_done(self, task: asyncio.Task) -> None:
+        self._queued_logins.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("queued login failed: %s", task.exception())
+
+    async def _login(self, args: dict) -> dict:
         node = node_from_args(args)
         lock = self.node_locks.setdefault(_node_key(node), asyncio.Lock())
         async with lock:

@@ -61,9 +61,14 @@ CLI_ARGS: tuple[Arg, ...] = (
     Arg("tty", (list,)),                  # [stdin, stdout, stderr] is a terminal
 )
 
+# How the login request is answered, not what is logged in: wait false (iscsiadm -W)
+# is answered {"queued": true} at once, the login going on in the daemon (its outcome
+# reaches the watchers as session_added, or the daemon's log when it fails).
+LOGIN_OPTIONS: tuple[Arg, ...] = (Arg("wait", _BOOL, False),)
+
 REQUESTS: dict[str, tuple[Arg, ...]] = {
     "version": (),
-    "login": LOGIN_ARGS,
+    "login": LOGIN_ARGS + LOGIN_OPTIONS,
     "logout": (Arg("sid", _INT),),
     "sessions": (),
     "stats": (Arg("sid", _INT),),

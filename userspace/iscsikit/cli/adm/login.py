@@ -104,7 +104,10 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = N
             ctx.say(f"Logging in to {_node_label(nid)}")
             if name is None:
                 name = ctx.db.initiator_name()
-            yield "login", R.login_request(nid, record.values, name)
+            req = R.login_request(nid, record.values, name)
+            if ctx.no_wait:
+                req["wait"] = False     # -W: iscsiadm returns once the requests are sent
+            yield "login", req
 
     # The daemon logs nodes in concurrently; results are printed in record order once all are in.
     results = _login_all(ctx, requests(), todo)
@@ -114,7 +117,8 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = N
     failed = bool(rc)
     for nid, e in zip(todo, results):
         if e is None:
-            ctx.say(f"Login to {_node_label(nid)} successful.")
+            if not ctx.no_wait:   # -W: no result to report (iscsi_login_portal_nowait)
+                ctx.say(f"Login to {_node_label(nid)} successful.")
             continue
         # report every failure (a bare `rc or _report_failure(...)` skipped all but the first)
         code = _report_failure(ctx, f"Could not login to {_node_label(nid)}.", e)
