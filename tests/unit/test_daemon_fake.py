@@ -229,6 +229,23 @@ def test_a_no_wait_login_is_answered_at_once_and_still_logs_in(lab):
     assert len(lab.kernel.sysfs.session_ids()) == 1
 
 
+def test_logout_waits_the_records_logout_timeout(lab, monkeypatch):
+    from iscsikit.initiator.session import Initiator
+    d = lab.daemon()
+    seen = []
+    real = Initiator.logout
+
+    def logout(self, sid, transport="tcp", timeout=None, wait_for=None):
+        seen.append(timeout)
+        return real(self, sid, transport, timeout=timeout, wait_for=wait_for)
+    monkeypatch.setattr(Initiator, "logout", logout)
+    sid = d.client.login(lab.request(**{"node__conn[0]__timeo__logout_timeout": "4"}))["sid"]
+    d.client.logout(sid)
+    sid = d.client.login(lab.request())["sid"]
+    d.client.logout(sid)
+    assert seen == [4.0, 15.0]
+
+
 def test_concurrent_logins_of_one_node_make_one_session(lab):
     d = lab.daemon()
     results = d.client.call_many([("login", lab.request())] * 4)

@@ -34,7 +34,7 @@ from ..proto.chap import ChapCredentials
 from .exitcodes import ExitCode
 from . import mgmt, protocol
 from .errors import IscsiError
-from .session import Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
+from .session import LOGOUT_TIMEOUT, Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
 
 log = logging.getLogger("iscsikitd")
 
@@ -534,7 +534,10 @@ class Daemon:
 
         try:
             transport = m.ks.node.transport if m else "tcp"
-            await self.blocking(lambda: self.initiator.logout(sid, transport, wait_for=wait_for))
+            # node.conn[0].timeo.logout_timeout of the record it logged in with (an adopted
+            # session's node comes from sysfs: the record table's default)
+            timeout = float(m.ks.node.logout_timeout) if m and m.ks.node.logout_timeout > 0 else LOGOUT_TIMEOUT
+            await self.blocking(lambda: self.initiator.logout(sid, transport, timeout=timeout, wait_for=wait_for))
         finally:
             for kind in steps:
                 self.logout_waiters.pop((kind, sid), None)

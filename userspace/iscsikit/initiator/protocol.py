@@ -46,7 +46,7 @@ LOGIN_ARGS: tuple[Arg, ...] = (
     Arg("noop_out_timeout", _INT, False), Arg("abort_timeout", _INT, False),
     Arg("lu_reset_timeout", _INT, False), Arg("tgt_reset_timeout", _INT, False),
     Arg("fast_abort", _BOOL, False), Arg("cmds_max", _INT, False), Arg("queue_depth", _INT, False),
-    Arg("scan", _STR, False), Arg("login_timeout", _NUM, False),
+    Arg("scan", _STR, False), Arg("login_timeout", _NUM, False), Arg("logout_timeout", _NUM, False),
     Arg("operational", (dict,), False),
     # CHAP (node.session.auth.*): the secrets travel only on this root-only socket
     Arg("username", _STR, False), Arg("password", _STR, False),
