@@ -64,7 +64,7 @@ def _print_tree(ctx, sessions, level: int) -> None:
         ctx.say(f"\t\tSID: {s.sid}")
         managed = states.get(s.sid)
         conn_state = {"LOGGED_IN": "LOGGED IN", "RECOVERING": "FAILED", "FAILED": "FAILED",
-                      "LOGGING_OUT": "IN LOGOUT"}.get(managed, "Unknown")
+                      "LOGGING_OUT": "IN LOGOUT", "LOGGING_IN": "IN LOGIN"}.get(managed, "Unknown")
         ctx.say(f"\t\tiSCSI Connection State: {conn_state}")
         ctx.say(f"\t\tiSCSI Session State: {s.state}")
         ctx.say(f"\t\tInternal iscsid Session State: {'NO CHANGE' if managed else 'Unknown'}")
