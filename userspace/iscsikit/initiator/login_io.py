@@ -25,7 +25,7 @@ from .errors import IscsiError, login_exit_code
 from .exitcodes import MESSAGES, ExitCode
 from iscsikit.proto.fullfeature import ScsiExchange, ScsiResult, Sequencer, ping_answer
 from iscsikit.proto.login import (DISCOVERY_ISID, LoginConfig, LoginFailure, LoginMachine,
-                                  LoginRedirect, LoginSuccess)
+                                  LoginRedirect, LoginState, LoginSuccess)
 from iscsikit.proto.negotiation import Parameters
 from iscsikit.proto.pdu import LoginRequest, LogoutResponse, NopIn, Pdu
 from iscsikit.proto.reader import PduReader
@@ -263,19 +263,23 @@ def login(portal: "Portal | str | tuple[str, int]", target: str | None = None, *
 def _login_exchange(channel: _Channel, config: LoginConfig, deadline: _Deadline,
                     random_bytes: Callable[[int], bytes]) -> "Session | LoginFailure | LoginRedirect":
     machine = LoginMachine(config, random_bytes=random_bytes)
+    stage = machine.state
     try:
         event: object = machine.start()
         while isinstance(event, LoginRequest):
             channel.send(event)
-            event = machine.receive(channel.recv(deadline, ExitCode.PDU_TIMEOUT, "during login"))
+            pdu = channel.recv(deadline, ExitCode.PDU_TIMEOUT, "during login")
+            stage = machine.state
+            event = machine.receive(pdu)
     except AuthenticationFailure as exc:
-        raise LoginError(ExitCode.LOGIN_AUTH_FAILED, f"{channel.portal}: {exc}", _stage(machine)) from None
+        raise LoginError(ExitCode.LOGIN_AUTH_FAILED, f"{channel.portal}: {exc}", _stage(stage)) from None
     except RemoteProtocolError as exc:
-        raise LoginError(ExitCode.LOGIN, f"{channel.portal}: protocol error: {exc}", _stage(machine)) from None
+        raise LoginError(protocol_error_code(stage, config), f"{channel.portal}: protocol error: {exc}",
+                         _stage(stage)) from None
     except LocalProtocolError as exc:
-        raise LoginError(ExitCode.INTERNAL, f"{channel.portal}: {exc}", _stage(machine)) from None
+        raise LoginError(ExitCode.INTERNAL, f"{channel.portal}: {exc}", _stage(stage)) from None
     except LoginError as exc:
-        exc.stage = _stage(machine)
+        exc.stage = _stage(stage)
         raise
     if not isinstance(event, LoginSuccess):
         return event  # type: ignore[return-value]
@@ -289,9 +293,17 @@ def _login_exchange(channel: _Channel, config: LoginConfig, deadline: _Deadline,
     return Session(channel.portal, config.target_name, event, sequencer, channel)
 
 
-def _stage(machine: LoginMachine) -> str:
+def _stage(state: LoginState) -> str:
     """The login stage a failure happened in, for the daemon's log (security, operational, ...)."""
-    return str(getattr(machine.state, "name", machine.state)).lower()
+    return state.name.lower()
+
+
+def protocol_error_code(stage: LoginState, config: LoginConfig) -> ExitCode:
+    """A target that breaks the protocol: 5, or 19 inside CHAP (a malformed CHAP_A, CHAP_I or
+    CHAP_C), where open-iscsi's authentication code gives up for good."""
+    if stage is LoginState.SECURITY and config.chap is not None:
+        return ExitCode.FATAL_LOGIN
+    return ExitCode.LOGIN
 
 
 def discover(portal: "Portal | str | tuple[str, int]", *, initiator_name: str | None = None,

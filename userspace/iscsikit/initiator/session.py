@@ -348,9 +348,11 @@ class Initiator:
                              isid=isid_for(ks.sid), operational=node.login_keys())
         machine = LoginMachine(config, random_bytes=os.urandom)
         deadline = time.monotonic() + node.login_timeout
+        stage = machine.state
         try:
             event = machine.start()
             while isinstance(event, LoginRequest):
+                stage = machine.state
                 raw = event.encode()
                 self.nl.send_pdu(ks.handle, ks.sid, ks.cid, raw[:48], event.data)
                 payload = recv_pdu(ks.sid, deadline - time.monotonic())
@@ -369,8 +371,8 @@ class Initiator:
         except AuthenticationFailure as e:
             raise SessionError(ExitCode.LOGIN_AUTH_FAILED, f"{where}: {e}", "security") from None
         except ProtocolError as e:
-            raise SessionError(ExitCode.LOGIN, f"{where}: protocol error: {e}",
-                               machine.state.name.lower()) from None
+            raise SessionError(login_io.protocol_error_code(stage, config), f"{where}: protocol error: {e}",
+                               stage.name.lower()) from None
         if isinstance(event, LoginFailure):
             raise SessionError(login_exit_code(event.outcome), f"{where}: {event.message}", "status")
         return event
