@@ -4,7 +4,6 @@ both daemons at once; per case the exit code, the time, whether the daemon still
 what was left in sysfs. A command still running after BENCH_KILL seconds is killed."""
 
 import json
-import mmap
 import os
 import subprocess
 import sys
@@ -58,21 +57,7 @@ class Tool:
 
 
 def io_ok(sid):
-    disk = lio.wait_disk(sysfs, sid, 30)
-    if not disk:
-        return False
-    buf = mmap.mmap(-1, 65536)
-    buf.write(os.urandom(65536))
-    back = mmap.mmap(-1, 65536)
-    fd = os.open(f"/dev/{disk}", os.O_RDWR | os.O_DIRECT)
-    try:
-        os.pwritev(fd, [buf], 0)
-        os.preadv(fd, [back], 0)
-        return back[:] == buf[:]
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    return lio.write_read_ok(sysfs, sid)
 
 
 def up_again(sid):

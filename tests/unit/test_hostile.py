@@ -35,10 +35,11 @@ DISCOVERY_ACTIVE = login_io.DEFAULT_REPLY_TIMEOUT
 LOGIN_TIMEOUT = 3        # node.conn[0].timeo.login_timeout, shortened in the login requests
 SLACK = 1.5              # the "plus a second", and a little for a loaded 2-core host
 
-# case: (exit code, words of the message, bound in seconds)
-DISCOVERY = {
-    "silent": (11, "timed out during login", DISCOVERY_LOGIN),
-    "trickle": (11, "timed out during login", DISCOVERY_LOGIN),
+# Cases that fail in the login phase, the same for a discovery and a normal session:
+# (exit code, words of the message, bound in seconds; None: the login timer's)
+LOGIN_PHASE = {
+    "silent": (11, "timed out during login", None),
+    "trickle": (11, "timed out during login", None),
     "close": (4, "closed the connection", 1),
     "garbage": (5, "protocol error", 1),
     "huge_segment": (5, "protocol error", 1),
@@ -47,8 +48,18 @@ DISCOVERY = {
     "redirect_loop": (5, "more than 4 redirects", 2),
     "redirect_bad_port": (5, "bad port", 1),
     "redirect_nonascii_port": (5, "bad port", 1),
-    "redirect_bad_host": (5, "bad host", 1),
     "bad_key": (5, "MaxRecvDataSegmentLength", 1),
+}
+
+
+def _timed(timer: float) -> dict:
+    return {case: (code, words, timer if bound is None else bound)
+            for case, (code, words, bound) in LOGIN_PHASE.items()}
+
+
+DISCOVERY = {
+    **_timed(DISCOVERY_LOGIN),
+    "redirect_bad_host": (5, "bad host", 1),
     "st_continue_forever": (1, f"continued more than {sendtargets.MAX_CONTINUATIONS} times", 3),
     "st_nop_flood": (1, f"more than {sendtargets.MAX_UNSOLICITED} NOP-Ins", 2),
     # a NOP-In a second: the count (16) ends it before active_timeout's total (30 s) would
@@ -61,17 +72,7 @@ DISCOVERY = {
 }
 
 LOGIN = {
-    "silent": (11, "timed out during login", LOGIN_TIMEOUT),
-    "trickle": (11, "timed out during login", LOGIN_TIMEOUT),
-    "close": (4, "closed the connection", 1),
-    "garbage": (5, "protocol error", 1),
-    "huge_segment": (5, "protocol error", 1),
-    "never_final": (5, "login did not finish in 32 exchanges", 2),
-    "nop_during_login": (5, "unexpected PDU during login", 1),
-    "redirect_loop": (5, "more than 4 redirects", 2),
-    "redirect_bad_port": (5, "bad port", 1),
-    "redirect_nonascii_port": (5, "bad port", 1),
-    "bad_key": (5, "MaxRecvDataSegmentLength", 1),
+    **_timed(LOGIN_TIMEOUT),
     # open-iscsi: 19 (a CHAP fault is a non-retryable login failure)
     "chap_bad_ident": (19, "CHAP_I", 1),
 }

@@ -9,7 +9,6 @@ in both of the last two, `--login` answers within login_timeout.
 """
 
 import json
-import mmap
 import os
 import subprocess
 import sys
@@ -75,19 +74,7 @@ def recovered(sid, timeout=60):
 
 
 def io_ok(sid):
-    disk = lio.wait_disk(sysfs, sid, 30)
-    if not disk:
-        return False
-    buf = mmap.mmap(-1, 65536)
-    buf.write(os.urandom(65536))
-    fd = os.open(f"/dev/{disk}", os.O_RDWR | os.O_DIRECT)
-    try:
-        os.pwritev(fd, [buf], 0)
-        back = mmap.mmap(-1, 65536)
-        os.preadv(fd, [back], 0)
-        return back[:] == buf[:]
-    finally:
-        os.close(fd)
+    return lio.write_read_ok(sysfs, sid)
 
 
 def conn_port(sid):
