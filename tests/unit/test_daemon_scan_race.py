@@ -71,3 +71,26 @@ def test_a_refused_login_leaves_no_logging_in_entry(lab):
         d.client.login(lab.request())
     assert e.value.exit_code == 24
     assert d.daemon.sessions == {} and d.client.sessions() == [] and lab.kernel.sysfs.session_ids() == []
+
+
+def test_a_logout_of_a_session_still_logging_in_is_busy_not_a_half_made_logout(lab, monkeypatch):
+    d = lab.daemon()
+    hand_over = d.daemon.initiator._hand_over
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(*args):
+        entered.set()
+        release.wait(10)
+        hand_over(*args)
+    monkeypatch.setattr(d.daemon.initiator, "_hand_over", slow)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(d.client.login(lab.request())))
+    t.start()
+    assert entered.wait(10)
+    [sid] = list(lab.kernel.sessions)
+    with pytest.raises(MgmtError) as e:
+        d.client.logout(sid)
+    release.set()
+    t.join(10)
+    assert e.value.exit_code == 28 and result["sid"] == sid
+    assert d.client.sessions()[0]["state"] == "LOGGED_IN"

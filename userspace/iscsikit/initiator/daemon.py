@@ -495,7 +495,6 @@ class Daemon:
                 # (a connection error during the hand-over or the scan) find their session
                 asyncio.run_coroutine_threadsafe(register(ks), self.loop).result()
 
-            sid = None
             try:
                 ks = await self.blocking(self.initiator.login, node, created, False)
             except IscsiError as e:
@@ -547,6 +546,8 @@ class Daemon:
                 raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
         elif m.state == "LOGGING_OUT":
             raise SessionError(ExitCode.BUSY, f"session {sid} is already logging out")
+        elif m.state == "LOGGING_IN":
+            raise SessionError(ExitCode.BUSY, f"session {sid} is still logging in")
         if m is not None:
             if m.recovery and not m.recovery.done():
                 m.recovery.cancel()
