@@ -65,7 +65,7 @@ def up_again(sid):
         and io_ok(sid)
 
 
-def run_all(tool, daemon, tpg):
+def run_all(tool, daemon, tpg, ports):
     res = {"discovery": {}, "login": {}, "broken": {}}
     for case in DISCOVERY:
         with ht.HostileTarget(case) as t:
@@ -83,9 +83,10 @@ def run_all(tool, daemon, tpg):
             r.update(daemon_alive=daemon.poll() is None, left=tool.clean())
         res["login"][case] = r
     # a redirecting target in front of LIO (0x0101, then 0x0102), then the TPG bounced
-    red = ht.HostileTarget(ht.redirector("127.0.0.1:3260,1"), 3262)
-    tool.node(3262)
-    r = tool.run("-m", "node", "-T", IQN, "-p", "127.0.0.1:3262", "--login")
+    red_port, proxy_port = ports
+    red = ht.HostileTarget(ht.redirector("127.0.0.1:3260,1"), red_port)
+    tool.node(red_port)
+    r = tool.run("-m", "node", "-T", IQN, "-p", f"127.0.0.1:{red_port}", "--login")
     sids = sysfs.session_ids()
     if sids:
         tpg.enable = False
@@ -96,9 +97,9 @@ def run_all(tool, daemon, tpg):
     red.close()
     res["broken"]["redirect"] = r
     # one corrupted header digest right after the login
-    proxy = ht.HostileTarget(ht.digest_corrupter(3260), 3263)
-    tool.node(3263, **{"node.conn[0].iscsi.HeaderDigest": "CRC32C"})
-    r = tool.run("-m", "node", "-T", IQN, "-p", "127.0.0.1:3263", "--login")
+    proxy = ht.HostileTarget(ht.digest_corrupter(3260), proxy_port)
+    tool.node(proxy_port, **{"node.conn[0].iscsi.HeaderDigest": "CRC32C"})
+    r = tool.run("-m", "node", "-T", IQN, "-p", f"127.0.0.1:{proxy_port}", "--login")
     sids = sysfs.session_ids()
     r["recovered"] = bool(sids) and up_again(sids[0])
     r.update(proxy_connections=proxy.connections, left=tool.clean())
@@ -137,7 +138,9 @@ iscsid = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL,
                           start_new_session=True)   # iscsid signals its own process group on exit
 time.sleep(1)
 try:
-    out["open_iscsi"] = run_all(Tool("open-iscsi", "/usr/sbin/iscsiadm", dict(os.environ)), iscsid, tpg)
+    out["open_iscsi"] = run_all(Tool("open-iscsi", "/usr/sbin/iscsiadm", dict(os.environ)), iscsid, tpg, (3262, 3263))
+    # the first half survives a failure of the second
+    print(json.dumps({"partial": out}), file=sys.stderr, flush=True)
 finally:
     subprocess.run(["/usr/sbin/iscsiadm", "-m", "node", "-u"], capture_output=True, timeout=120)
     iscsid.terminate()
@@ -150,7 +153,7 @@ ours = subprocess.Popen([f"{VENV}/iscsikitd", "--log-level", "info"], stdout=ope
                         stderr=subprocess.STDOUT)
 lio.until(lambda: os.path.exists("/run/iscsikit/iscsikitd.sock"), 120)
 try:
-    out["iscsikit"] = run_all(Tool("iscsikit", f"{VENV}/iscsiadm", env), ours, tpg)
+    out["iscsikit"] = run_all(Tool("iscsikit", f"{VENV}/iscsiadm", env), ours, tpg, (3264, 3265))
 finally:
     ours.terminate()
     ours.wait(timeout=60)

@@ -267,6 +267,12 @@ class HostileTarget:
                 pass
 
     def close(self) -> None:
+        # shutdown first: close() alone leaves a listener that a thread blocks in accept() on
+        # still listening (Linux), and the port taken
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
         for c in self._open:
             try:
