@@ -13,13 +13,10 @@ the sessions left behind. Guest times under TCG: compare the columns, not with a
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-from iscsikit.lab.errors import GuestCommandError
-from iscsikit.lab.guest import Guest
-from iscsikit.lab.story import LAB_MODULES
+import guest_probe
 
 HERE = Path(__file__).resolve().parent
 
@@ -67,13 +64,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "hostile.md"))
     args = ap.parse_args()
     start = time.monotonic()
-    with Guest(memory_mb=3072) as g:
-        g.modprobe(*LAB_MODULES)
-        try:
-            d = g.run_probe(HERE / "probes" / "hostile_probe.py", timeout=5400, env={"BENCH_KILL": str(args.kill)})
-        except GuestCommandError as e:
-            print(e.result.err[-4000:], file=sys.stderr)
-            return 1
+    d = guest_probe.run("hostile_probe.py", {"BENCH_KILL": str(args.kill)}, memory_mb=3072, timeout=5400)
+    if d is None:
+        return 1
     Path(args.out).with_suffix(".json").write_text(json.dumps(d, indent=1) + "\n")
     lines = ["# Hostile targets: open-iscsi vs iscsikit, same guest boot (issue 20)", "",
              f"`bench/bench_hostile.py --kill {args.kill:.0f}`, {time.strftime('%Y-%m-%d')}, "
