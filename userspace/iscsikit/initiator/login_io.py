@@ -268,7 +268,8 @@ def _login_exchange(channel: _Channel, config: LoginConfig, deadline: _Deadline,
         event: object = machine.start()
         while isinstance(event, LoginRequest):
             channel.send(event)
-            pdu = channel.recv(deadline, ExitCode.PDU_TIMEOUT, "during login")
+            # the login timer ran out: 8, as open-iscsi answers a login that timed out
+            pdu = channel.recv(deadline, ExitCode.TRANS_TIMEOUT, "during login")
             stage = machine.state
             event = machine.receive(pdu)
     except AuthenticationFailure as exc:
