@@ -35,10 +35,10 @@ def story(run_probe):
 def test_a_hostile_login_ends_in_time_with_its_exit_code_and_leaves_nothing(story, case):
     r = story["cases"][case]
     code, words, bound = CASES[case]
-    # the CLI's own cost under emulation (process start, record read): the fastest refusal's time
-    cost = min(c["seconds"] for c in story["cases"].values())
+    # the CLI's own cost under emulation (a forwarded call reading the record, timed just before;
+    # twice it, for the login's own round trips on a shared 2-core host)
     assert r["rc"] == code, r
-    assert r["seconds"] <= cost + bound + 1, r
+    assert r["seconds"] <= 2 * r["cost"] + bound + 1, r
     assert words in r["err"] and "Traceback" not in r["err"] and "internal error" not in r["err"], r["err"]
     # iscsiadm's lines stay, the reason is one line more
     assert "iscsiadm: initiator reported error" in r["err"] and "iscsiadm: reason: " in r["err"]
