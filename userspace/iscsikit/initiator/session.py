@@ -80,6 +80,7 @@ class NodeConfig:
     queue_depth: int = _default("queue_depth")
     scan: str = _default("scan")         # auto | manual
     login_timeout: float = _default("login_timeout")
+    logout_timeout: float = _default("logout_timeout")   # the Logout's waits (devices gone, Response)
     operational: dict = field(default_factory=dict)
 
     def login_keys(self) -> dict:
