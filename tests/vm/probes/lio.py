@@ -72,7 +72,16 @@ def write_read_ok(sysfs, sid, timeout=30):
         return False
     buf, back = mmap.mmap(-1, 65536), mmap.mmap(-1, 65536)
     buf.write(os.urandom(65536))
-    fd = os.open(f"/dev/{disk}", os.O_RDWR | os.O_DIRECT)
+
+    def opened():
+        # the node can exist a moment before sd has the disk (ENXIO): retried, not failed
+        try:
+            return os.open(f"/dev/{disk}", os.O_RDWR | os.O_DIRECT)
+        except OSError:
+            return None
+    fd = until(opened, timeout)
+    if fd is None:
+        return False
     try:
         os.pwritev(fd, [buf], 0)
         os.preadv(fd, [back], 0)
