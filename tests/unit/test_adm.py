@@ -281,7 +281,7 @@ def logins(root, monkeypatch):
     from iscsikit.cli.adm import login
     sent, up = [], {}
     monkeypatch.setattr(login, "client", lambda ctx: _Recorder(sent))
-    monkeypatch.setattr(login, "session_portals", lambda env=None: dict(up))
+    monkeypatch.setattr(login, "session_counts", lambda env=None: dict(up))
     # with a tpgt: a record without one is open-iscsi's legacy single-iface file
     for iface in ("ifa", "ifb"):
         run(root, "-m", "iface", "-I", iface, "-o", "new")

@@ -328,6 +328,7 @@ _LOGIN_KEYS = {
     "tgt_reset_timeout": "node.session.err_timeo.tgt_reset_timeout",
     "cmds_max": "node.session.cmds_max", "queue_depth": "node.session.queue_depth",
     "scan": "node.session.scan", "login_timeout": "node.conn[0].timeo.login_timeout",
+    "logout_timeout": "node.conn[0].timeo.logout_timeout",
     # recovery: reconnect attempts after a connection error (0: until logged out)
     "reopen_max": "node.session.reopen_max",
     # where the iface's connections leave from (login_io.Binding)
