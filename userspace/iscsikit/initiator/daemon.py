@@ -630,17 +630,18 @@ class Daemon:
             self.stats_waiters.pop(sid, None)
         return {"sid": sid, "stats": stats, "custom": custom}
 
-    async def op_sessions(self, _args: dict) -> list[dict]:
+    async def op_sessions(self, args: dict) -> list[dict]:
         out = []
+        devices = args.get("devices", True)
         # Sysfs.sessions() skips a session that goes away while it is read (a logout in flight)
-        for s in self.sysfs.sessions():
+        for s in self.sysfs.sessions(luns=devices):
             sid = s.sid
             m = self.sessions.get(sid)
             out.append({"sid": sid, "target": s.target, "address": s.address, "port": s.port, "tpgt": s.tpgt,
                         "kernel_state": s.state, "managed": m is not None,
                         "state": m.state if m else None, "adopted": bool(m and m.adopted),
                         "recoveries": m.recoveries if m else 0,
-                        "disks": [l.block for l in s.luns if l.block]})
+                        **({"disks": [l.block for l in s.luns if l.block]} if devices else {})})
         return out
 
 

@@ -70,7 +70,9 @@ REQUESTS: dict[str, tuple[Arg, ...]] = {
     "version": (),
     "login": LOGIN_ARGS + LOGIN_OPTIONS,
     "logout": (Arg("sid", _INT),),
-    "sessions": (),
+    # devices=False: no walk of each session's SCSI devices ("disks" left out); what a
+    # listing that only wants the daemon's states asks for
+    "sessions": (Arg("devices", _BOOL, False),),
     "stats": (Arg("sid", _INT),),
     "rescan": (Arg("sid", _INT),),
     "stop": (),

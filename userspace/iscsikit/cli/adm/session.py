@@ -35,7 +35,7 @@ def _digest(v: str) -> str:
 
 def _daemon_states(ctx) -> dict[int, str]:
     try:
-        return {s["sid"]: s["state"] for s in client(ctx).sessions(timeout=5) if s.get("managed")}
+        return {s["sid"]: s["state"] for s in client(ctx).sessions(timeout=5, devices=False) if s.get("managed")}
     except mgmt.MgmtError:
         return {}
 
