@@ -20,55 +20,11 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "vm", "probes"))
 import matrix  # noqa: E402
 
-from iscsikit.initiator import nodedb as ndb, records  # noqa: E402
-from iscsikit.initiator.login_io import login  # noqa: E402
+from tgtd_harness import matrix_row  # noqa: E402
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
 ROWS = matrix.pairwise()
-TEST_UNIT_READY = bytes(6)
-
-
-def _rw10(opcode: int, offset: int, length: int) -> bytes:
-    lba, blocks = offset // 512, length // 512
-    return bytes([opcode, 0]) + lba.to_bytes(4, "big") + b"\x00" + blocks.to_bytes(2, "big") + b"\x00"
-
-
-def negotiated(session) -> dict:
-    """The session's parameters, by the names the initiator's sysfs gives them."""
-    p = session.parameters
-    n = p.negotiated
-    yes_no = {True: "Yes", False: "No"}
-    return {"initial_r2t": yes_no[n["InitialR2T"]], "immediate_data": yes_no[n["ImmediateData"]],
-            "first_burst_len": n["FirstBurstLength"], "max_burst_len": n["MaxBurstLength"],
-            "max_recv_dlength": p.max_recv_data_segment, "max_xmit_dlength": p.max_xmit_data_segment}
-
-
-def run_row(tgtd, iqn: str, tid: int, row: dict, seed: int) -> dict:
-    """One row: configure both sides, log in, write and read back 8 MiB. What happened, as data."""
-    sides = matrix.sides(row)
-    for key, value in sides["target"].items():
-        tgtd.set_param(tid, key, str(value))
-    nid = ndb.NodeId(iqn, "127.0.0.1", tgtd.port, 1, "default")
-    values = {matrix.RECORD_KEYS[k]: str(v) for k, v in sides["initiator"].items()}
-    offer = records.login_request(nid, values)["operational"]
-    res = {"extents": 0, "bad": [], "data_outs": 0, "r2ts": 0}
-    with login(tgtd.portal, iqn, operational=offer) as session:
-        res["negotiated"] = negotiated(session)
-        session.scsi(TEST_UNIT_READY, lun=1)          # the power-on unit attention
-        for off, length in matrix.extents():
-            data = matrix.pattern(seed, off, length)
-            result = session.write(_rw10(0x2A, off, length), data, lun=1)
-            assert result.status == 0, (off, length, result)
-            res["extents"] += 1
-        for off, length in matrix.extents():
-            result = session.scsi(_rw10(0x28, off, length), lun=1, expected_length=length)
-            if result.status != 0 or result.data != matrix.pattern(seed, off, length):
-                res["bad"].append(off)
-        session.logout()
-    return res
-
-
 @pytest.fixture(scope="module")
 def matrix_target(tgtd):
     return 1, tgtd.add_target(1, "matrix", lun_size=16 << 20)
@@ -90,6 +46,6 @@ def test_pairwise_rows_cover_every_pair():
 def test_row_negotiates_by_rfc_7143_and_moves_8_mib(tgtd, matrix_target, index):
     tid, iqn = matrix_target
     row = ROWS[index]
-    res = run_row(tgtd, iqn, tid, row, seed=index)
+    res = matrix_row(tgtd, iqn, tid, row, seed=index)
     assert res["negotiated"] == matrix.expected(row)
     assert res["extents"] == len(matrix.extents()) and res["bad"] == []

@@ -7,12 +7,15 @@ For each row: the negotiated values in the initiator's sysfs and in LIO's ACL pa
 (the target's view of the same session), then 8 MiB written with O_DIRECT in mixed block
 sizes (4 KiB ... 1 MiB), read back through the disk and from the backing file.
 
-MATRIX_ROWS=pairwise (default) or full (the bench); MATRIX_LIMIT=N runs the first N rows.
+MATRIX_ROWS=pairwise (default) or full (the bench); MATRIX_LIMIT=N runs the first N rows;
+MATRIX_TOOLS=iscsikit,open-iscsi also runs every row through Debian's open-iscsi 2.1.8
+(iscsid + /usr/sbin/iscsiadm, /etc/iscsi) after iscsikit's pass, never both daemons at once.
 """
 
 import json
 import mmap
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -41,9 +44,25 @@ sysfs = Sysfs()
 manager = Manager(save_file=f"{SCRATCH}/saveconfig.json", lock_file=f"{SCRATCH}/target.lock")
 
 
+ADM = {"iscsikit": f"{BIN}/iscsiadm", "open-iscsi": "/usr/sbin/iscsiadm"}
+tool = "iscsikit"
+
+
 def adm(*argv, timeout=120):
-    p = subprocess.run([f"{BIN}/iscsiadm", *argv], capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run([ADM[tool], *argv], capture_output=True, text=True, timeout=timeout)
     return p.returncode, p.stdout, p.stderr
+
+
+def start_iscsid():
+    for d in ("nodes", "send_targets", "static", "isns", "fw", "ifaces"):
+        shutil.rmtree(f"/etc/iscsi/{d}", ignore_errors=True)
+    os.makedirs("/run/lock/iscsi", exist_ok=True)
+    # its own session: at shutdown iscsid signals its whole process group (kill(0, SIGTERM))
+    p = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    lio.until(lambda: os.path.exists("/run/iscsid.pid") or subprocess.run(
+        ["/usr/sbin/iscsiadm", "-m", "session"], capture_output=True).returncode in (0, 21), 60)
+    return p
 
 
 def start_daemon():
@@ -70,8 +89,8 @@ def make_target():
             "attributes": {"authentication": 0, "generate_node_acls": 0},
             "luns": [{"index": 0, "storage_object": "/backstores/fileio/matrix"}],
             "portals": [{"ip_address": "127.0.0.1", "port": 3260}],
-            "node_acls": [{"node_wwn": lio.INITIATOR,
-                           "mapped_luns": [{"index": 0, "tpg_lun": 0, "write_protect": False}]}],
+            "node_acls": [{"node_wwn": name, "mapped_luns": [{"index": 0, "tpg_lun": 0, "write_protect": False}]}
+                          for name in initiator_names()],
         }]}],
     })
     manager.apply(cfg)
@@ -83,6 +102,16 @@ def tpg_values(values):
     MaxRecvDataSegmentLength one (iscsi_target_parameters.c, iscsi_check_acceptor_state):
     the value the target declares is set in both."""
     return {**values, "MaxXmitDataSegmentLength": values[matrix.MRDSL]}
+
+
+def initiator_names():
+    """Ours (the scratch database's) and open-iscsi's (/etc/iscsi), each with its own ACL."""
+    names = [lio.INITIATOR]
+    try:
+        theirs = open("/etc/iscsi/initiatorname.iscsi").read().split("InitiatorName=")[1].split()[0]
+    except (OSError, IndexError):
+        return names
+    return names if theirs == lio.INITIATOR else names + [theirs]
 
 
 def set_target(values):
@@ -101,12 +130,16 @@ def tpg_params():
 def acl_params():
     """LIO's view of the live session: the ACL's read-only param/ files hold the session's
     negotiated values (the per-connection MaxRecvDataSegmentLength is not among them)."""
-    d = f"/sys/kernel/config/target/iscsi/{IQN}/tpgt_1/acls/{lio.INITIATOR}/param"
-    keys = matrix.NEGOTIATED
-    try:
-        return {k: open(f"{d}/{k}").read().strip() for k in keys}
-    except OSError as e:
-        return {"error": str(e)}
+    acls = f"/sys/kernel/config/target/iscsi/{IQN}/tpgt_1/acls"
+    out = {}
+    for name in initiator_names():
+        try:
+            values = {k: open(f"{acls}/{name}/param/{k}").read().strip() for k in matrix.NEGOTIATED}
+        except OSError as e:
+            return {"error": str(e)}
+        if not any("No Active" in v for v in values.values()):
+            out = values
+    return out
 
 
 def kernel_params(sid):
@@ -204,22 +237,27 @@ def main():
     rows = matrix.full_matrix() if os.environ.get("MATRIX_ROWS") == "full" else matrix.pairwise()
     if os.environ.get("MATRIX_LIMIT"):
         rows = rows[:int(os.environ["MATRIX_LIMIT"])]
-    out = {"rows": []}
+    global tool
+    out = {}
     udevd = subprocess.Popen(["/lib/systemd/systemd-udevd"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    daemon = start_daemon()
     try:
         subprocess.run(["udevadm", "trigger", "--action=add", "--subsystem-match=block"], check=False)
         lio.clear()
         make_target()
-        rc, _, err = adm("-m", "node", "-o", "new", "-T", IQN, "-p", PORTAL)
-        out["new_rc"] = rc
-        t_all = time.monotonic()
-        for i, row in enumerate(rows):
-            out["rows"].append(run_row(i, row))
-        out["total_s"] = round(time.monotonic() - t_all, 1)
+        for tool in os.environ.get("MATRIX_TOOLS", "iscsikit").split(","):
+            prefix = "" if tool == "iscsikit" else "open_iscsi_"
+            daemon = start_daemon() if tool == "iscsikit" else start_iscsid()
+            try:
+                rc, _, err = adm("-m", "node", "-o", "new", "-T", IQN, "-p", PORTAL)
+                out[f"{prefix}new_rc"] = rc
+                t_all = time.monotonic()
+                out[f"{prefix}rows"] = [run_row(i, row) for i, row in enumerate(rows)]
+                out[f"{prefix}total_s"] = round(time.monotonic() - t_all, 1)
+            finally:
+                adm("-m", "node", "-U", "all")
+                daemon.terminate()
+                daemon.wait(timeout=30)
     finally:
-        daemon.terminate()
-        daemon.wait()
         udevd.terminate()
         udevd.wait()
         lio.clear()
