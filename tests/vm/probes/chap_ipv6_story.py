@@ -163,8 +163,7 @@ try:
     reset_db()
     iscsid = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
-    lio.until(lambda: os.path.exists("/run/iscsid.pid") or subprocess.run(
-        ["iscsiadm", "-m", "session"], capture_output=True).returncode in (0, 21), 60)
+    lio.until(lio.iscsid_ready, 60)
     try:
         report["open_iscsi"] = ipv6_steps(["iscsiadm"])
     finally:

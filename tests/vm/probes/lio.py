@@ -44,6 +44,18 @@ def target(name, path, size=64 << 20, port=3260, chap=None, mutual=None, digests
     return tpg
 
 
+def iscsid_ready():
+    """open-iscsi's iscsid answers on its abstract socket (usr/mgmt_ipc.c ISCSIADM_NAMESPACE).
+    Before that, Debian's iscsiadm tries to start it through systemd and says so on stderr."""
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect("\0ISCSIADM_ABSTRACT_NAMESPACE")
+            return True
+        except OSError:
+            return False
+
+
 def until(pred, timeout, interval=0.1):
     """pred()'s first truthy value, polled every `interval` for `timeout` seconds; else its last value."""
     end = time.monotonic() + timeout

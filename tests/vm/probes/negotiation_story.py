@@ -60,8 +60,7 @@ def start_iscsid():
     # its own session: at shutdown iscsid signals its whole process group (kill(0, SIGTERM))
     p = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
-    lio.until(lambda: os.path.exists("/run/iscsid.pid") or subprocess.run(
-        ["/usr/sbin/iscsiadm", "-m", "session"], capture_output=True).returncode in (0, 21), 60)
+    lio.until(lio.iscsid_ready, 60)
     return p
 
 
