@@ -38,6 +38,15 @@ def test_sha256_with_a_wrong_secret_is_24_and_leaves_no_session(story):
     assert res["sessions"] == [] and res["sessions_after"] == []
 
 
+def test_mutual_chap_with_sha3_256(story):
+    # the target proves itself with SHA3-256 too: our challenge is 32 bytes, as the digest
+    res = story["chap"]["sha3_mutual"]
+    assert res["rc"] == 0, res["stderr"]
+    assert res["offered"] == ["8,5"] and res["chosen"] == ["8"] and res["sessions_after"] == []
+    bad = story["chap"]["sha3_mutual_wrong_target_secret"]
+    assert bad["rc"] == 24 and bad["sessions"] == [] and bad["sessions_after"] == []
+
+
 def _norm(text):
     # the session id is the only thing allowed to differ
     text = re.sub(r"\[\d+\]", "[SID]", text)

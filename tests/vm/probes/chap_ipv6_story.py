@@ -26,15 +26,17 @@ from iscsikit.target.manager import Manager  # noqa: E402
 VENV = os.path.dirname(sys.executable)
 T6 = "iqn.2026-11.org.iscsikit.test:ipv6"
 TC = "iqn.2026-11.org.iscsikit.test:chapalgs"
+TM = "iqn.2026-11.org.iscsikit.test:chapmutual"
 P6 = "[::1]:3260"
 P4 = "127.0.0.1"
 USER, SECRET = "alice", "alice-secret-sha-12"
+TUSER, TSECRET = "target", "target-secret-sha-34"
 SCRATCH = "/tmp/iscsikit-chap-ipv6"
 manager = Manager(save_file=f"{SCRATCH}/saveconfig.json", lock_file=f"{SCRATCH}/target.lock")
 report = {}
 
 
-def make_target(iqn, portal, chap=False):
+def make_target(iqn, portal, chap=False, mutual=False):
     backing = f"/var/tmp/lio/{iqn.rsplit(':', 1)[1]}.img"
     with open(backing, "ab") as f:
         f.truncate(16 << 20)
@@ -44,7 +46,8 @@ def make_target(iqn, portal, chap=False):
     if chap:
         tpg["attributes"] = {"authentication": 1, "generate_node_acls": 0}
         tpg["node_acls"] = [{"node_wwn": INITIATOR, "chap_userid": USER, "chap_password": SECRET,
-                             "mapped_luns": [{"index": 0, "tpg_lun": 0, "write_protect": False}]}]
+                             "mapped_luns": [{"index": 0, "tpg_lun": 0, "write_protect": False}],
+                             **({"chap_mutual_userid": TUSER, "chap_mutual_password": TSECRET} if mutual else {})}]
     else:
         tpg["attributes"] = {"authentication": 0, "generate_node_acls": 1, "demo_mode_write_protect": 0,
                              "cache_dynamic_acls": 1}
@@ -134,18 +137,21 @@ class ChapWire:
         return {"offered": [v for p, v in self.seen if p != 3260], "chosen": [v for p, v in self.seen if p == 3260]}
 
 
-def chap_login(algs, secret=SECRET):
+def chap_login(algs, secret=SECRET, target=TC, mutual=None):
     cmd = [f"{VENV}/iscsiadm"]
-    for key, value in (("node.session.auth.authmethod", "CHAP"), ("node.session.auth.username", USER),
-                       ("node.session.auth.password", secret), ("node.session.auth.chap_algs", algs)):
-        r = run(cmd, ["-m", "node", "-T", TC, "-p", P4, "-o", "update", "-n", key, "-v", value])
+    keys = [("node.session.auth.authmethod", "CHAP"), ("node.session.auth.username", USER),
+            ("node.session.auth.password", secret), ("node.session.auth.chap_algs", algs)]
+    if mutual:
+        keys += [("node.session.auth.username_in", TUSER), ("node.session.auth.password_in", mutual)]
+    for key, value in keys:
+        r = run(cmd, ["-m", "node", "-T", target, "-p", P4, "-o", "update", "-n", key, "-v", value])
         assert r["rc"] == 0, r
     wire = ChapWire()
-    res = run(cmd, ["-m", "node", "-T", TC, "-p", P4, "--login"])
+    res = run(cmd, ["-m", "node", "-T", target, "-p", P4, "--login"])
     res.update(wire.close())
     res["sessions"] = [s for s in os.listdir("/sys/class/iscsi_session")]
     if res["rc"] == 0:
-        res["logout"] = run(cmd, ["-m", "node", "-T", TC, "-p", P4, "--logout"])["rc"]
+        res["logout"] = run(cmd, ["-m", "node", "-T", target, "-p", P4, "--logout"])["rc"]
     res["sessions_after"] = [s for s in os.listdir("/sys/class/iscsi_session")]
     del res["stdout"]
     return res
@@ -191,6 +197,12 @@ try:
             "md5": chap_login("MD5"),
             "sha256_wrong_secret": chap_login("SHA256,MD5", secret="wrong-secret-sha-99"),
         }
+        make_target(TM, P4, chap=True, mutual=True)
+        r = run([f"{VENV}/iscsiadm"], ["-m", "node", "-o", "new", "-T", TM, "-p", P4])
+        assert r["rc"] == 0, r
+        report["chap"]["sha3_mutual"] = chap_login("SHA3-256,MD5", target=TM, mutual=TSECRET)
+        report["chap"]["sha3_mutual_wrong_target_secret"] = chap_login("SHA3-256,MD5", target=TM,
+                                                                       mutual="not-the-target-sha-56")
     finally:
         subprocess.run([f"{VENV}/iscsiadm", "-m", "node", "-U", "all"], capture_output=True)
         ours.terminate()

@@ -31,7 +31,6 @@ DB_ROOT = f"{SCRATCH}/iscsi"
 ENV = {"ISCSIKIT_SOCKET": SOCK, "ISCSIKIT_DB_ROOT": DB_ROOT}
 os.environ.update(ENV)
 
-from iscsikit.initiator.client import Client, MgmtError  # noqa: E402
 from iscsikit.kernel.sysfs import Sysfs  # noqa: E402
 from iscsikit.target import saveconfig, validate  # noqa: E402
 from iscsikit.target.manager import Manager  # noqa: E402
@@ -65,16 +64,7 @@ def start_iscsid():
 
 
 def start_daemon():
-    log = open(f"{SCRATCH}/iscsikitd.log", "wb")
-    p = subprocess.Popen([f"{BIN}/iscsikitd", "--socket", SOCK], stdout=log, stderr=log)
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        try:
-            Client(timeout=5).version()
-            return p
-        except MgmtError:
-            time.sleep(0.1)
-    raise SystemExit(f"daemon did not come up: {open(f'{SCRATCH}/iscsikitd.log').read()}")
+    return lio.start_iscsikitd(SOCK, f"{SCRATCH}/iscsikitd.log")
 
 
 def make_target():
@@ -194,12 +184,11 @@ def run_row(index, row):
     t0 = time.monotonic()
     set_target(sides["target"])
     res["tpg"] = tpg_params()
-    for key, value in sides["initiator"].items():
-        rc, _, err = adm("-m", "node", "-T", IQN, "-p", PORTAL, "-o", "update",
-                         "-n", matrix.RECORD_KEYS[key], "-v", str(value))
-        if rc:
-            res["error"] = f"update {key}: {rc} {err}"
-            return res
+    pairs = [a for key, value in sides["initiator"].items() for a in ("-n", matrix.RECORD_KEYS[key], "-v", str(value))]
+    rc, _, err = adm("-m", "node", "-T", IQN, "-p", PORTAL, "-o", "update", *pairs)
+    if rc:
+        res["error"] = f"update: {rc} {err}"
+        return res
     res["setup_s"] = round(time.monotonic() - t0, 2)
     t0 = time.monotonic()
     rc, _, err = adm("-m", "node", "-T", IQN, "-p", PORTAL, "--login")
