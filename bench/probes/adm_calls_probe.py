@@ -4,6 +4,7 @@ forwarding iscsiadm), rounds alternating; never both daemons at once."""
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -51,6 +52,15 @@ def run_round(adm, env):
     return times, rcs
 
 
+DAEMON_LOG = "/var/tmp/bench-calls-iscsikitd.log"
+
+
+def daemon_times():
+    """The daemon's own time for each forwarded command, in order ("cli run: ... s" at debug)."""
+    with open(DAEMON_LOG) as f:
+        return [float(m.group(1)) for m in re.finditer(r"cli run: mode \S+, exit \d+, ([0-9.]+) s", f.read())]
+
+
 def start(tool):
     if tool == "open_iscsi":
         p = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -58,8 +68,8 @@ def start(tool):
         time.sleep(1)
         return p, "/usr/sbin/iscsiadm", dict(os.environ)
     env = dict(os.environ, ISCSIKIT_SOCKET=SOCK)
-    p = subprocess.Popen([f"{VENV}/iscsikitd", "--socket", SOCK], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+    p = subprocess.Popen([f"{VENV}/iscsikitd", "--socket", SOCK, "--log-level", "debug"],
+                         stdout=subprocess.DEVNULL, stderr=open(DAEMON_LOG, "w"))
     lio.until(lambda: os.path.exists(SOCK), 60)
     return p, f"{VENV}/iscsiadm", env
 
@@ -69,7 +79,7 @@ os.makedirs("/var/tmp/lio", exist_ok=True)
 os.makedirs("/run/lock/iscsi", exist_ok=True)
 lio.clear()
 lio.target(T, "/var/tmp/lio/calls.img", size=8 << 20)
-out = {"rounds": ROUNDS, "open_iscsi": [], "iscsikit": [], "rcs": {}}
+out = {"rounds": ROUNDS, "open_iscsi": [], "iscsikit": [], "rcs": {}, "in_daemon": []}
 try:
     for _ in range(ROUNDS):
         for tool in ("open_iscsi", "iscsikit"):
@@ -84,6 +94,9 @@ try:
                 subprocess.run([adm, "-m", "node", "-U", "all"], capture_output=True, env=env)
                 daemon.terminate()
                 daemon.wait(30)
+                if tool == "iscsikit":
+                    # the discovery and the delete before the round come first, -U all last
+                    out["in_daemon"].append(dict(zip([n for n, _ in CONNECT + DISCONNECT], daemon_times()[2:])))
 finally:
     lio.clear()
 summary = {}
@@ -91,5 +104,7 @@ for tool in ("open_iscsi", "iscsikit"):
     summary[tool] = {name: statistics.median(r[name] for r in out[tool]) for name, _ in CONNECT + DISCONNECT}
     summary[tool]["connect"] = statistics.median(sum(r[n] for n, _ in CONNECT) for r in out[tool])
     summary[tool]["disconnect"] = statistics.median(sum(r[n] for n, _ in DISCONNECT) for r in out[tool])
+summary["in_daemon"] = {name: statistics.median(r[name] for r in out["in_daemon"] if name in r)
+                        for name, _ in CONNECT + DISCONNECT}
 out["median"] = summary
 print(json.dumps(out))

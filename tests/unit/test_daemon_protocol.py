@@ -12,9 +12,9 @@ import dataclasses
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from iscsikit.initiator import nodedb as ndb
 from iscsikit.initiator import protocol, records
 from iscsikit.initiator.daemon import CHAP_ARGS, Daemon, Managed, node_from_args
 from iscsikit.initiator.mgmt import MgmtError
+from iscsikit.kernel.fake import FakeKernel
 from iscsikit.initiator.session import KernelSession, NodeConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,37 +96,21 @@ def test_the_client_refuses_a_bad_request_before_sending_it(tmp_path):
 
 # ---- a daemon's request path, served for real --------------------------------------
 class Served:
-    """A Daemon (no kernel) serving its mgmt socket in a thread."""
+    """A Daemon built by its constructor on kernel/fake.py, serving its mgmt socket in a thread."""
 
     def __init__(self, path: str, cli_runner=None):
-        d = self.daemon = Daemon.__new__(Daemon)
-        d.socket_path, d.cli_runner = path, cli_runner
-        d.sessions, d.watchers, d.logout_waiters, d.stats_waiters, d.node_locks = {}, set(), {}, {}, {}
-        d.cli_runs = set()
-        d.pool = ThreadPoolExecutor(4)
-
-        class NoSysfs:
-            def sessions(self, luns=True):
-                return []
-        d.sysfs = NoSysfs()
-        d.ops = {"version": d.op_version, "sessions": d.op_sessions, "stop": d.op_stop}
-        d.streams = {"watch": d.stream_watch, "cli": d.stream_cli}
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.kernel = FakeKernel(Path(path).with_suffix(".sys"))
+        self.daemon = Daemon(path, kernel=self.kernel, cli_runner=cli_runner, workers=4)
+        self.thread = threading.Thread(target=asyncio.run, args=(self.daemon.run(),), daemon=True)
         self.thread.start()
-        assert self.ready.wait(10)
-
-    def _run(self):
-        async def main():
-            d = self.daemon
-            d.loop = asyncio.get_running_loop()
-            d.stopping = asyncio.Event()
-            server = await asyncio.start_unix_server(d.on_client, path=d.socket_path, limit=1 << 20)
-            self.ready.set()
-            async with server:
-                await d.stopping.wait()
-                await d.finish_cli_runs()
-        asyncio.run(main())
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client_mod.Client(path, timeout=5).version()
+                break
+            except MgmtError:
+                assert time.monotonic() < deadline, "the daemon did not start serving"
+                time.sleep(0.005)
 
     def call_in_loop(self, fn, *args, **kw):
         done = threading.Event()
@@ -136,7 +121,9 @@ class Served:
         if self.thread.is_alive():
             self.daemon.loop.call_soon_threadsafe(self.daemon.stopping.set)
             self.thread.join(10)
-        self.daemon.pool.shutdown()
+        self.daemon.events.close()
+        self.daemon.initiator.close()
+        self.kernel.close()
 
 
 @pytest.fixture
@@ -144,7 +131,7 @@ def served(tmp_path):
     made = []
 
     def make(cli_runner=None):
-        s = Served(str(tmp_path / "d.sock"), cli_runner)
+        s = Served(str(tmp_path / f"d{len(made)}.sock"), cli_runner)
         made.append(s)
         return s
     yield make
@@ -328,3 +315,66 @@ def test_k_0_without_a_daemon_says_what_iscsiadm_says(tmp_path):
         "iscsiadm: can not connect to iSCSI daemon (111)!",
         "iscsiadm: initiator reported error (20 - could not connect to iscsid)",
         "iscsiadm: Could not stop iscsid. Trying sending iscsid SIGTERM or SIGKILL signals manually"]
+
+
+# ---- the warm daemon: what it holds in memory and what a forwarded call may still import ----
+def _function_level_imports(path: Path) -> set[str]:
+    """Absolute names of the modules imported inside functions of one source file
+    (`from pkg import name` counts pkg.name when that is a module, else pkg)."""
+    import ast
+    import importlib.util
+    tree = ast.parse(path.read_text())
+    package = "iscsikit." + ".".join(path.relative_to(Path(adm_served.__file__).parents[1]).parts[:-1])
+
+    def is_module(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            return False
+    names = set()
+    for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+                for a in node.names:
+                    names.add(f"{base}.{a.name}" if is_module(f"{base}.{a.name}") else base)
+    return names
+
+
+def test_warm_imports_everything_a_forwarded_command_would_import_on_first_use():
+    """A first-use import inside a forwarded call costs it 0.1-0.2 s in the guest (bench_adm_calls):
+    warm() must cover every mode's module and every import the CLI's functions make when they run."""
+    adm_dir = Path(adm_served.__file__).parent / "adm"
+    lazy = set().union(*(_function_level_imports(p) for p in adm_dir.glob("*.py")))
+    lazy |= _function_level_imports(Path(adm_served.__file__).parents[1] / "initiator" / "nodedb.py")
+    lazy -= {"traceback"}        # only when a bug is being reported with ISCSIKIT_DEBUG
+    code = ("import sys; from iscsikit.cli import adm_served; adm_served.warm(); "
+            f"print(sorted(m for m in {sorted(lazy)!r} if m not in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == "[]", f"not imported by warm(): {p.stdout.strip()}"
+    code = ("import sys; from iscsikit.cli import adm_served; from iscsikit.cli.adm.main import MODES; "
+            "adm_served.warm(); print(sorted(m for m, _ in MODES.values() if 'iscsikit.cli.adm.' + m not in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == "[]"
+
+
+def test_the_daemon_maps_no_tls_or_openssl_until_chap_needs_it():
+    """iscsid's RSS is the goal (bench_login_all): ssl (through asyncio) and hashlib each map
+    OpenSSL, about 5 and 3.7 MB resident; the daemon needs neither until a CHAP login."""
+    code = ("import sys; sys.argv = ['iscsikitd']; import iscsikit.cli.daemon; "
+            "import iscsikit.initiator.daemon; from iscsikit.cli import adm_served; adm_served.warm(); "
+            "print(sorted(m for m in ('ssl', '_ssl', 'hashlib', '_hashlib', 'hmac', 'ctypes.util') "
+            "if sys.modules.get(m)))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == "[]"
+    # and CHAP still works once it is needed: hashlib comes in on first use
+    from iscsikit.proto.chap import ChapAlgorithm, chap_response
+    from iscsikit.proto.secret import Secret
+    import hashlib
+    assert chap_response(ChapAlgorithm.SHA256, 7, Secret("s3cret"), b"c") == \
+        hashlib.sha256(b"\x07s3cretc").digest()

@@ -13,8 +13,17 @@ long `-L all` prints its lines as they come.
 
 from __future__ import annotations
 
+import importlib
+
 from ..initiator import protocol
 from . import adm
+from .adm.main import MODES, handler
+
+# What a command imports only when it runs (the Python iscsikit-adm keeps its start-up
+# small that way): the daemon imports it once at start instead, so no forwarded call
+# pays a first-use import (under TCG, 0.1-0.2 s each over 9p).
+_RUN_TIME_IMPORTS = ("json", "tempfile", "iscsikit.initiator.login_io", "iscsikit.initiator.discovery",
+                     "iscsikit.kernel.sysfs")
 
 
 class _FrameStream:
@@ -45,6 +54,14 @@ class _FrameStream:
 
     def isatty(self) -> bool:
         return self._tty
+
+
+def warm() -> None:
+    """Import every mode's module and what its commands import when they run."""
+    for mode in MODES:
+        handler(mode)
+    for name in _RUN_TIME_IMPORTS:
+        importlib.import_module(name)
 
 
 def run(argv: list[str], env: dict, tty: list[bool], write) -> int:

@@ -380,11 +380,14 @@ class Initiator:
             raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
         wait = wait_for or self._wait_for
         nl = self.nl
+        t0 = time.monotonic()
         nl.unbind_session(handle, sid)
+        t1 = time.monotonic()
         if not wait(KEv.UNBIND_SESSION, sid, timeout):
             log.info("session %d: devices not removed within %.0f s; logging out all the same", sid, timeout)
         # The kernel fills ITT, CmdSN and ExpStatSN; a zero header of the right kind is enough.
         request = LogoutRequest(immediate=True, reason=0, itt=0, cmdsn=0, expstatsn=0)
+        t2 = time.monotonic()
         try:
             nl.send_pdu(handle, sid, 0, request.encode())
             if not wait(KEv.RECV_PDU, sid, timeout):
@@ -393,9 +396,12 @@ class Initiator:
             log.info("session %d: logout PDU not sent (%s); closing without it", sid, e)
         # stop, destroy the connection, destroy the session: one datagram, answered in
         # order; only the session's destruction must succeed
+        t3 = time.monotonic()
         *_, destroyed = nl.batch([(Ev.STOP_CONN, handle, b"", {"sid": sid, "cid": 0, "flag": int(StopFlag.TERM)}),
                                   (Ev.DESTROY_CONN, handle, b"", {"sid": sid, "cid": 0}),
                                   (Ev.DESTROY_SESSION, handle, b"", {"sid": sid})])
+        log.debug("session %d: logout: unbind sent in %.3f s, devices gone after %.3f s, Logout Response "
+                  "after %.3f s, destroyed in %.3f s", sid, t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3)
         if isinstance(destroyed, KernelError):
             raise destroyed
 

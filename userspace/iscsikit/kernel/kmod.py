@@ -8,7 +8,6 @@ calls are declared with ctypes on libkmod.so.2 (Debian's libkmod2).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import shutil
 import subprocess
@@ -21,9 +20,10 @@ class ModuleError(Exception):
 
 
 def _libkmod():
-    name = ctypes.util.find_library("kmod") or "libkmod.so.2"
+    # the soname is the ABI (libkmod2 ships it; the bare libkmod.so is only in -dev), so it is
+    # named, not searched for: ctypes.util.find_library runs ldconfig and imports a megabyte
     try:
-        lib = ctypes.CDLL(name, use_errno=True)
+        lib = ctypes.CDLL("libkmod.so.2", use_errno=True)
     except OSError:
         return None
     vp, cp, ip = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int

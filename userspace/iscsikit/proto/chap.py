@@ -10,14 +10,12 @@ import base64
 import binascii
 import dataclasses
 import enum
-import hashlib
-import hmac
 import logging
 import os
 from typing import Callable, Mapping
 
 from .errors import AuthenticationFailure, LocalProtocolError, RemoteProtocolError
-from .secret import Secret
+from .secret import Secret, constant_time_equal
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +38,7 @@ class ChapAlgorithm(enum.IntEnum):
 
     @property
     def digest_size(self) -> int:
-        return hashlib.new(self.hashlib_name).digest_size
+        return _new_digest(self).digest_size
 
     @classmethod
     def from_name(cls, name: str) -> "ChapAlgorithm":
@@ -57,10 +55,17 @@ _BY_CONFIG_NAME = {"MD5": ChapAlgorithm.MD5, "SHA1": ChapAlgorithm.SHA1,
                    "SHA256": ChapAlgorithm.SHA256, "SHA3-256": ChapAlgorithm.SHA3_256}
 
 
+def _new_digest(algorithm: ChapAlgorithm):
+    # hashlib maps OpenSSL's libcrypto, about 3.7 MB of the daemon's resident memory:
+    # imported when a CHAP exchange first needs it, not by every process that may log in
+    import hashlib
+    return hashlib.new(algorithm.hashlib_name)
+
+
 def chap_response(algorithm: ChapAlgorithm, identifier: int, secret: Secret,
                   challenge: bytes) -> bytes:
     """HASH(identifier byte || secret || challenge), RFC 1994 §4.1."""
-    digest = hashlib.new(algorithm.hashlib_name)
+    digest = _new_digest(algorithm)
     digest.update(bytes((identifier,)))
     digest.update(secret.reveal())
     digest.update(challenge)
@@ -235,11 +240,11 @@ class ChapInitiator:
             raise AuthenticationFailure("target's CHAP_N does not match the configured name")
         response = decode_binary(raw_r, "CHAP_R")
         assert self.algorithm is not None and creds.secret_in is not None
-        if hmac.compare_digest(response, self._reflected):
+        if constant_time_equal(response, self._reflected):
             raise AuthenticationFailure(
                 "target's CHAP_R equals our own outgoing response (identical secrets or reflection)")
         expected = chap_response(self.algorithm, self._challenge_id, creds.secret_in, self._challenge)
-        if not hmac.compare_digest(response, expected):
+        if not constant_time_equal(response, expected):
             raise AuthenticationFailure("invalid CHAP_R from the target")
         self.state = ChapState.DONE
         return [], True

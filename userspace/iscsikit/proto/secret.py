@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    """hmac.compare_digest, imported on first use: hmac imports hashlib, which maps
+    OpenSSL's libcrypto (about 3.7 MB resident) into every process that imports it."""
+    import hmac
+    return hmac.compare_digest(a, b)
 
 
 class Secret:
@@ -42,7 +47,7 @@ class Secret:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret):
             return NotImplemented
-        return hmac.compare_digest(self._value, other._value)
+        return constant_time_equal(self._value, other._value)
 
     __hash__ = None  # type: ignore[assignment]
 
