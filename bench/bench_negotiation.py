@@ -22,11 +22,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "vm" / "probes"))
 sys.path.insert(0, str(HERE.parent / "tests" / "interop"))
+sys.path.insert(0, str(HERE))
 import matrix  # noqa: E402
 
-from iscsikit.lab.errors import GuestCommandError  # noqa: E402
-from iscsikit.lab.guest import Guest  # noqa: E402
-from iscsikit.lab.story import LAB_MODULES  # noqa: E402
+import guest_probe  # noqa: E402
 
 YES_NO = {"Yes": "1", "No": "0"}
 
@@ -53,14 +52,12 @@ def check_guest_row(res: dict) -> list[str]:
     return bad
 
 
-def guest_pass(limit: int | None) -> dict:
+def guest_pass(limit: int | None) -> dict | None:
     env = {"MATRIX_ROWS": "full", "MATRIX_TOOLS": "iscsikit,open-iscsi"}
     if limit:
         env["MATRIX_LIMIT"] = str(limit)
-    with Guest() as g:
-        g.modprobe(*LAB_MODULES, "target_core_iblock")
-        return g.run_probe(HERE.parent / "tests" / "vm" / "probes" / "negotiation_story.py",
-                           timeout=6 * 3600, env=env)
+    return guest_probe.run(str(HERE.parent / "tests" / "vm" / "probes" / "negotiation_story.py"), env,
+                           timeout=6 * 3600)
 
 
 def tgtd_pass(limit: int | None) -> list[dict]:
@@ -119,10 +116,8 @@ def main() -> int:
     if not args.no_tgtd:
         tgtd = tgtd_pass(args.limit)
     if not args.no_guest:
-        try:
-            guest = guest_pass(args.limit)
-        except GuestCommandError as e:
-            print(e.result.err[-3000:], file=sys.stderr)
+        guest = guest_pass(args.limit)
+        if guest is None:
             return 1
     if args.json:
         Path(args.json).write_text(json.dumps({"guest": guest, "tgtd": tgtd}, indent=1) + "\n")
