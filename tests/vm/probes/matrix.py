@@ -8,7 +8,8 @@ from proto/negotiation.py: they are what that engine is checked against.
 
 A row names the value each key should be negotiated to and, for the negotiated keys,
 which side's offer decides it (`<key>.by`: target or initiator); the other side offers a
-value that loses under the key's rule (the next larger for MIN, No for OR, Yes for AND), so
+value that loses under the key's rule (No for OR, Yes for AND, for MIN the largest value that
+keeps that side's FirstBurstLength <= MaxBurstLength), so
 each rule is seen picking either side. MaxRecvDataSegmentLength is declarative (§13.12):
 each side's declaration is a factor of its own. `sides(row)` turns a row into the values
 set on the target's TPG and in the node record.
