@@ -71,14 +71,16 @@ def node_from_args(args: dict) -> NodeConfig:
     if args.get("username"):
         chap = ChapCredentials(args["username"], args.get("password", "").encode(),
                                args.get("username_in") or None,
-                               args["password_in"].encode() if args.get("password_in") else None)
+                               args["password_in"].encode() if args.get("password_in") else None,
+                               **({"algorithms": tuple(args["chap_algs"].split(","))}
+                                  if args.get("chap_algs") else {}))
     # protocol.check_request has refused any key that is not a LOGIN_ARGS row; the
     # rows and NodeConfig's fields are the same names (test_daemon_protocol checks it)
     kw = {k: v for k, v in args.items() if k not in CHAP_ARGS}
     return NodeConfig(chap=chap, **kw)
 
 
-CHAP_ARGS = ("username", "password", "username_in", "password_in")
+CHAP_ARGS = ("username", "password", "username_in", "password_in", "chap_algs")
 
 
 def node_from_sysfs(sysfs: Sysfs, s) -> NodeConfig | None:
