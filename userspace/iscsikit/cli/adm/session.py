@@ -36,7 +36,7 @@ def _digest(v: str) -> str:
 
 def _daemon_states(ctx) -> dict[int, str]:
     try:
-        return {s["sid"]: s["state"] for s in client(ctx).sessions(timeout=5) if s.get("managed")}
+        return {s["sid"]: s["state"] for s in client(ctx).sessions(timeout=5, devices=False) if s.get("managed")}
     except mgmt.MgmtError:
         return {}
 
@@ -80,7 +80,8 @@ def print_tree(ctx, sessions, flags: int, prefix: str = "") -> None:
             say(f"\t\tIface Name: {s.iface_name or 'default'}")
             say("\t\tIface Transport: tcp")
             say(f"\t\tIface Initiatorname: {s.initiator_name}")
-            say(f"\t\tIface IPaddress: {_attr('iscsi_host', host, 'ipaddress')}")
+            # open-iscsi brackets an IPv6 iface address too (usr/iface.c iface_print)
+            say(f"\t\tIface IPaddress: {_bracket(_attr('iscsi_host', host, 'ipaddress', '')) or '<empty>'}")
             say(f"\t\tIface HWaddress: {_attr('iscsi_host', host, 'hwaddress', 'default')}")
             say(f"\t\tIface Netdev: {_attr('iscsi_host', host, 'netdev', 'default')}")
         if flags & STATE:
