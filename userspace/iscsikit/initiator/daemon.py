@@ -92,6 +92,7 @@ def node_from_sysfs(sysfs: Sysfs, s) -> NodeConfig | None:
         tmo = "-1"
     return NodeConfig(target=s.target, address=s.address, port=s.port or 3260, tpgt=s.tpgt,
                       initiator_name=s.initiator_name, iface_name=s.iface_name or "default", chap=chap,
+                      transport=s.transport,
                       **({"replacement_timeout": int(tmo)} if tmo and tmo.lstrip("-").isdigit() else {}))
 
 
@@ -319,6 +320,16 @@ class Daemon:
             self.set_state(m, "LOGGED_IN")
             return
 
+    @contextlib.contextmanager
+    def pdu_route(self, sid: int):
+        """For a worker thread's login through the kernel (a KERNEL_EP transport's first
+        login): the session's RECV_PDUs are queued from before its first SEND_PDU."""
+        self.pdu_queues[sid] = queue.Queue()
+        try:
+            yield self.recv_pdu
+        finally:
+            self.pdu_queues.pop(sid, None)
+
     def recv_pdu(self, sid: int, timeout: float) -> bytes | None:
         """For a worker thread: the next PDU the kernel passed up for `sid`."""
         q = self.pdu_queues.get(sid)
@@ -477,7 +488,7 @@ class Daemon:
             # Checked under the node's lock: concurrent logins of one node give exactly one session.
             if (sid := self._existing(node)) is not None:
                 raise SessionError(ExitCode.SESS_EXISTS, f"session {sid} to {node.target} at {node.address},{node.port} already present")
-            ks = await self.blocking(self.initiator.login, node)
+            ks = await self.blocking(self.initiator.login, node, self.pdu_route)
             self.sessions[ks.sid] = Managed(ks)
             self.publish_added(self.sessions[ks.sid])
         return {"sid": ks.sid, "host_no": ks.host_no}
@@ -517,8 +528,9 @@ class Daemon:
                 return False
 
         try:
-            transport = m.ks.node.transport if m else "tcp"
-            await self.blocking(lambda: self.initiator.logout(sid, transport, wait_for=wait_for))
+            transport = m.ks.node.transport if m else self._sysfs_transport(sid)
+            ep = m.ks.ep if m else None
+            await self.blocking(lambda: self.initiator.logout(sid, transport, wait_for=wait_for, ep=ep))
         finally:
             for kind in steps:
                 self.logout_waiters.pop((kind, sid), None)
@@ -543,7 +555,8 @@ class Daemon:
         fut = self.loop.create_future()
         self.stats_waiters[sid] = fut
         # Sent from the events socket: the result is multicast to it, and a refusal comes back to it.
-        handle = self.initiator.transport_handle("tcp")
+        # the session's own transport: the kernel calls that transport's get_stats on the conn
+        handle = self.initiator.transport_handle(self._sysfs_transport(sid))
         self.events.post(Ev.GET_STATS, handle, sid=sid, cid=0)
         try:
             stats, custom = await asyncio.wait_for(fut, 10)
@@ -552,6 +565,13 @@ class Daemon:
         finally:
             self.stats_waiters.pop(sid, None)
         return {"sid": sid, "stats": stats, "custom": custom}
+
+    def _sysfs_transport(self, sid: int) -> str:
+        m = self.sessions.get(sid)
+        if m is not None:
+            return m.ks.node.transport
+        s = self.sysfs.session(sid, luns=False)
+        return s.transport if s is not None else "tcp"
 
     async def op_sessions(self, _args: dict) -> list[dict]:
         out = []

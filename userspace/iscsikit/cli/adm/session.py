@@ -56,7 +56,7 @@ def _print_tree(ctx, sessions, level: int) -> None:
         ctx.say(f"\tPersistent Portal: {_bracket(s.address or '')}:{s.port},{s.tpgt}")
         ctx.say("\t\t**********\n\t\tInterface:\n\t\t**********")
         ctx.say(f"\t\tIface Name: {s.iface_name or 'default'}")
-        ctx.say("\t\tIface Transport: tcp")
+        ctx.say(f"\t\tIface Transport: {s.transport}")
         ctx.say(f"\t\tIface Initiatorname: {s.initiator_name}")
         ctx.say(f"\t\tIface IPaddress: {_attr('iscsi_host', host, 'ipaddress')}")
         ctx.say(f"\t\tIface HWaddress: {_attr('iscsi_host', host, 'hwaddress', 'default')}")
@@ -117,7 +117,7 @@ def session_mode(ctx) -> int:
         return _rescan(ctx, sessions)
     if ctx.json:
         import json
-        ctx.say(json.dumps([{"sid": s.sid, "transport": "tcp", "target": s.target, "address": s.address,
+        ctx.say(json.dumps([{"sid": s.sid, "transport": s.transport, "target": s.target, "address": s.address,
                              "port": s.port, "tpgt": s.tpgt, "state": s.state, "host": s.host_no,
                              "disks": [l.block for l in s.luns if l.block]} for s in sessions], indent=2))
         return 0
@@ -125,7 +125,7 @@ def session_mode(ctx) -> int:
     if level == 0:
         for s in sorted(sessions, key=lambda x: x.sid):
             flash = "(flash)" if s.creator == FLASH_CREATOR else "(non-flash)"
-            ctx.say(f"tcp: [{s.sid}] {_bracket(s.address or '')}:{s.port},{s.tpgt} {s.target} {flash}")
+            ctx.say(f"{s.transport}: [{s.sid}] {_bracket(s.address or '')}:{s.port},{s.tpgt} {s.target} {flash}")
         return 0
     _print_tree(ctx, sessions, level)
     return 0
