@@ -6,6 +6,8 @@ disk), the wrong transport showed, I/O was lost across the link cut, a failed
 login left a session, host or endpoint behind, or our -P 3 drifted from open-iscsi's.
 """
 
+import json
+import os
 import re
 
 import pytest
@@ -17,6 +19,9 @@ NOTHING = {"iscsi_session": [], "iscsi_connection": [], "iscsi_host": [], "iscsi
 @pytest.fixture(scope="module")
 def story(soft_roce, run_probe):
     res = run_probe("iser_story.py", timeout=600)
+    if os.environ.get("ISCSIKIT_ISER_REPORT"):      # the whole report, for a reader
+        with open(os.environ["ISCSIKIT_ISER_REPORT"], "w") as f:
+            json.dump(res, f, indent=1)
     assert "error" not in res, res.get("error", "") + res.get("daemon_log", "")
     return res
 
@@ -51,12 +56,19 @@ def test_session_shows_transport_iser_and_debian_agrees(story):
     assert story["negotiated"]["header_digest"] in ("0", "None") or story["negotiated"]["header_digest"] == "0"
 
 
-def test_rxe_link_down_10s_under_a_writer_loses_nothing(story):
-    ld = story["link_down"]
-    assert ld["recovered"], ld
-    assert ld["io_errors"] == 0 and ld["verify_errors"] == 0, ld
-    assert ld["max_stall_s"] >= 8        # the writer really waited through the cut
-    assert len(ld["eps"]) == 1           # the dead endpoint was let go, the new one is the only one
+def test_recovery_over_iser_under_a_writer_loses_nothing(story):
+    """The target's TPG disabled for 10 s under a checksummed writer: the daemon stops the
+    connection, lets the dead endpoint go, reconnects a new one and logs in again.
+
+    Not this test: the rxe link itself down for 10 s. In the lab's 6.1 kernel neither
+    Debian's open-iscsi nor iscsikit gets a session back after that (the new RDMA
+    connections time out after the ports come back; open-iscsi's session hits its 120 s
+    recovery timeout): recorded in bench/results/iser.md with ISER_LINK_CUT=1."""
+    rc = story["recovery"]
+    assert rc["recovered"], rc
+    assert rc["io_errors"] == 0 and rc["verify_errors"] == 0, rc
+    assert rc["max_stall_s"] >= 8        # the writer really waited through the outage
+    assert len(rc["eps"]) == 1           # the dead endpoint was let go, the new one is the only one
 
 
 def test_logout_removes_disk_session_and_endpoint(story):
