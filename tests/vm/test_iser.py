@@ -77,10 +77,14 @@ def test_logout_removes_disk_session_and_endpoint(story):
     assert lo["disk_gone"] and lo["left"] == NOTHING
 
 
-@pytest.mark.parametrize("case,code", [("wrong_chap", 24), ("no_route", 4), ("no_iser_listener", 4)])
-def test_failed_login_unwinds_to_nothing(story, case, code):
+@pytest.mark.parametrize("case,codes", [
+    # 24 when the target's refusal arrives; ib_isert sometimes tears the RDMA connection down
+    # before its Login Response is delivered (seen in 1 of 3 runs): then the login ends on the
+    # connection error at once (4), not at its timeout (11)
+    ("wrong_chap", (24, 4)), ("no_route", (4,)), ("no_iser_listener", (4,))])
+def test_failed_login_unwinds_to_nothing(story, case, codes):
     r = story[case]
-    assert r["rc"] == code, r
+    assert r["rc"] in codes, r
     assert r["left"] == NOTHING, r
 
 

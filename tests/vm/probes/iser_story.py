@@ -96,10 +96,8 @@ def build_target():
     out["target"] = {"iser_configfs": iser_flag(3260), "saved_portals": portals, "ls": built["out"],
                      "build_s": built["s"]}
     # the saved file makes the same tree again: clear, restore, and iser is on in the kernel
-    tgt("clearconfig confirm=true")
-    cleared = os.path.exists(f"/sys/kernel/config/target/iscsi/{IQN}")
-    tgt(f"restoreconfig {SAVE}")
-    out["target"].update(cleared_gone=not cleared, restored_iser_configfs=iser_flag(3260))
+    again = tgt("clearconfig confirm=true", "ls /iscsi", f"restoreconfig {SAVE}")["out"]
+    out["target"].update(cleared_gone="[Targets: 0]" in again, restored_iser_configfs=iser_flag(3260))
 
 
 def start_daemon():
@@ -289,6 +287,7 @@ def debian():
 
 def main():
     os.makedirs(DB, exist_ok=True)
+    os.makedirs("/etc/target", exist_ok=True)     # rtslib's dbroot (lio.clear at the end)
     # the same initiator name for both initiators, so their -P 3 can be compared
     with open("/etc/iscsi/initiatorname.iscsi") as f, open(os.path.join(DB, "initiatorname.iscsi"), "w") as g:
         g.write(f.read())

@@ -34,7 +34,7 @@ from ..proto.chap import ChapCredentials
 from .exitcodes import ExitCode
 from . import mgmt, protocol
 from .errors import IscsiError
-from .session import Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
+from .session import CONN_LOST, Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
 
 log = logging.getLogger("iscsikitd")
 
@@ -237,6 +237,9 @@ class Daemon:
                 break
             sid = ev.fields.get("sid")
             m = self.sessions.get(sid)
+            if ev.type == KEv.CONN_ERROR and sid in self.pdu_queues:
+                # a login through the kernel waits on this queue: the connection is gone
+                self.pdu_queues[sid].put(CONN_LOST)
             if ev.type == KEv.CONN_ERROR and m is not None:
                 err = ev["error"]
                 name = ConnErr(err).name if err in ConnErr._value2member_map_ else "?"
@@ -571,7 +574,7 @@ class Daemon:
         if m is not None:
             return m.ks.node.transport
         s = self.sysfs.session(sid, luns=False)
-        return s.transport if s is not None else "tcp"
+        return getattr(s, "transport", None) or "tcp"
 
     async def op_sessions(self, _args: dict) -> list[dict]:
         out = []

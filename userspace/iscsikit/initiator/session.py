@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 # iscsid's ISID: OUI format (type 0), the 0x023d qualifier, and the sid in the low 24 bits.
 ISID_BASE = 0x00023D000000
 LOGOUT_TIMEOUT = 15.0
+# what a recv_pdu(sid, timeout) gives when the connection failed while a login through the
+# kernel waited (a CONN_ERROR event for the session): the login ends at once, not at its timeout
+CONN_LOST = b""
 
 
 def isid_for(sid: int) -> int:
@@ -357,6 +360,11 @@ class Initiator:
                 raw = event.encode()
                 self.nl.send_pdu(ks.handle, ks.sid, ks.cid, raw[:48], event.data)
                 payload = recv_pdu(ks.sid, deadline - time.monotonic())
+                if payload == CONN_LOST:
+                    # e.g. ib_isert closing the connection on a refused login before its Login
+                    # Response got through: a transport error, as the kernel reports it
+                    raise SessionError(ExitCode.TRANS, f"{node.address},{node.port}: the connection failed "
+                                                       "during the login")
                 if payload is None:
                     raise SessionError(ExitCode.PDU_TIMEOUT, f"no Login Response within {node.login_timeout:.0f} s")
                 reader = PduReader()
@@ -496,6 +504,8 @@ class Initiator:
                 return None
             if ev.type == KEv.RECV_PDU and ev["sid"] == sid:
                 return ev.payload
+            if ev.type == KEv.CONN_ERROR and ev["sid"] == sid:
+                return CONN_LOST
         return None
 
     def _unwind(self, handle: int, sid: int, cid: int | None, bound: bool) -> None:

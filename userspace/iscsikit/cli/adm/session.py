@@ -3,6 +3,8 @@ printed in iscsiadm 2.1.8's shapes (-P 0..3, and --json)."""
 
 from __future__ import annotations
 
+import os
+
 from ...initiator.exitcodes import ExitCode
 from . import messages as msg
 from .context import OPS
@@ -58,7 +60,9 @@ def _print_tree(ctx, sessions, level: int) -> None:
         ctx.say(f"\t\tIface Name: {s.iface_name or 'default'}")
         ctx.say(f"\t\tIface Transport: {s.transport}")
         ctx.say(f"\t\tIface Initiatorname: {s.initiator_name}")
-        ctx.say(f"\t\tIface IPaddress: {_attr('iscsi_host', host, 'ipaddress')}")
+        # a host whose transport has no ipaddress attribute (ib_iser) is "[default]" in iscsiadm
+        has_ip = os.path.exists(host_sysfs(ctx.env).path("class", "iscsi_host", host, "ipaddress"))
+        ctx.say(f"\t\tIface IPaddress: {_attr('iscsi_host', host, 'ipaddress') if has_ip else '[default]'}")
         ctx.say(f"\t\tIface HWaddress: {_attr('iscsi_host', host, 'hwaddress', 'default')}")
         ctx.say(f"\t\tIface Netdev: {_attr('iscsi_host', host, 'netdev', 'default')}")
         ctx.say(f"\t\tSID: {s.sid}")
