@@ -10,25 +10,17 @@ Guest times under TCG: only the ratios mean anything.
 
 import argparse
 import sys
-from pathlib import Path
 
-from iscsikit.lab.errors import GuestCommandError
-from iscsikit.lab.guest import Guest
-from iscsikit.lab.story import LAB_MODULES as MODULES
+import guest_probe
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    probe = Path(__file__).parent / "probes" / "adm_calls_probe.py"
-    with Guest() as g:
-        g.modprobe(*MODULES)
-        try:
-            d = g.run_probe(probe, timeout=1800, env={"BENCH_ROUNDS": str(args.rounds)})
-        except GuestCommandError as e:
-            print(e.result.err[-3000:], file=sys.stderr)
-            return 1
+    d = guest_probe.run("adm_calls_probe.py", {"BENCH_ROUNDS": str(args.rounds)})
+    if d is None:
+        return 1
     ref, ours = d["median"]["open_iscsi"], d["median"]["iscsikit"]
     inside = d["median"]["in_daemon"]
     print(f"median of {d['rounds']} rounds   {'open-iscsi':>11}{'iscsikit':>10}{'ratio':>7}"

@@ -10,11 +10,8 @@ Times are guest times under TCG: only the ratios mean anything.
 
 import argparse
 import sys
-from pathlib import Path
 
-from iscsikit.lab.guest import Guest
-from iscsikit.lab.errors import GuestCommandError
-from iscsikit.lab.story import LAB_MODULES as MODULES
+import guest_probe
 
 
 
@@ -23,14 +20,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--mib", type=int, default=256)
     args = ap.parse_args()
-    probe = Path(__file__).parent / "probes" / "initiator_probe.py"
-    with Guest() as g:
-        g.modprobe(*MODULES)
-        try:
-            d = g.run_probe(probe, timeout=1800, env={"BENCH_ROUNDS": str(args.rounds), "BENCH_MIB": str(args.mib)})
-        except GuestCommandError as e:
-            print(e.result.err[-3000:], file=sys.stderr)
-            return 1
+    d = guest_probe.run("initiator_probe.py", {"BENCH_ROUNDS": str(args.rounds), "BENCH_MIB": str(args.mib)})
+    if d is None:
+        return 1
     ref, ours = d["open_iscsi"], d["iscsikit"]
     print(f"{'metric':<32}{'open-iscsi':>12}{'iscsikit':>12}{'ratio':>8}")
     for key, unit in (("login_s", "s"), ("login_to_disk_s", "s"), ("write_mib_s", "MiB/s"), ("read_mib_s", "MiB/s")):

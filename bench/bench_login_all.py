@@ -8,12 +8,10 @@ half open-iscsi's time. Guest times under TCG: only ratios mean anything.
 """
 
 import argparse
+import os
 import sys
-from pathlib import Path
 
-from iscsikit.lab.guest import Guest
-from iscsikit.lab.errors import GuestCommandError
-from iscsikit.lab.story import LAB_MODULES as MODULES
+import guest_probe
 
 
 
@@ -21,20 +19,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", type=int, default=32)
     args = ap.parse_args()
-    probe = Path(__file__).parent / "probes" / "login_all_probe.py"
-    with Guest(memory_mb=3072) as g:
-        g.modprobe(*MODULES)
-        try:
-            d = g.run_probe(probe, timeout=1800, env={"BENCH_TARGETS": str(args.targets)})
-        except GuestCommandError as e:
-            print(e.result.err[-3000:], file=sys.stderr)
-            return 1
+    d = guest_probe.run("login_all_probe.py", {"BENCH_TARGETS": str(args.targets)}, memory_mb=3072)
+    if d is None:
+        return 1
     ref, ours = d["open_iscsi"], d["iscsikit"]
     print(f"{d['targets']} targets        {'open-iscsi':>12}{'iscsikit':>12}{'ratio':>8}")
     for key in ("login_all_s", "disks_after_s", "logout_all_s", "daemon_rss_kib"):
         print(f"{key:<20}{ref[key]:>12.2f}{ours[key]:>12.2f}{ours[key] / ref[key]:>8.2f}")
     print(f"sessions after -L all: open-iscsi {ref['sessions']}, iscsikit {ours['sessions']}; "
           f"rc {ref['login_all_rc']}/{ours['login_all_rc']}")
+    for tool, r in (("open-iscsi", ref), ("iscsikit", ours)):
+        print(f"{tool} RSS by mapping (KiB): " + ", ".join(f"{os.path.basename(n)} {k}" for n, k in r["rss_by_mapping"]))
     return 0
 
 

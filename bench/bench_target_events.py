@@ -13,9 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from iscsikit.lab.errors import GuestCommandError
-from iscsikit.lab.guest import Guest
-from iscsikit.lab.story import LAB_MODULES as MODULES
+import guest_probe
 
 
 def main() -> int:
@@ -27,14 +25,9 @@ def main() -> int:
     if not (root.parent / "kmod" / "iscsikit_lio.ko").is_file():
         print("bench_target_events: kmod/iscsikit_lio.ko is not built: run .ci/setup", file=sys.stderr)
         return 1
-    with Guest() as g:
-        g.modprobe(*MODULES)
-        try:
-            d = g.run_probe(root / "probes" / "target_events_probe.py", timeout=900,
-                            env={"BENCH_LOGINS": str(args.logins)})
-        except GuestCommandError as e:
-            print(e.result.err[-3000:], file=sys.stderr)
-            return 1
+    d = guest_probe.run("target_events_probe.py", {"BENCH_LOGINS": str(args.logins)}, timeout=900)
+    if d is None:
+        return 1
     if args.json:
         args.json.write_text(json.dumps(d, indent=2) + "\n")
     k, p = d["kmod"], d["poll"]

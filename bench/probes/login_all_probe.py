@@ -22,6 +22,19 @@ def rss_kib(pid: int) -> int:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 
 
+def rss_by_mapping(pid: int, top: int = 8) -> list[tuple[str, int]]:
+    """Where the resident memory is: KiB per mapped file ([heap], [stack], anonymous as such)."""
+    sizes, name = {}, "?"
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5:           # a mapping's first line
+                name = head[5] if len(head) > 5 else "[anonymous]"
+            elif head[0] == "Rss:":
+                sizes[name] = sizes.get(name, 0) + int(head[1])
+    return sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
+
+
 def wait(pred, timeout=300):
     return lio.until(pred, timeout, interval=0.05) or sys.exit("timed out")
 
@@ -37,6 +50,7 @@ def run_tool(adm, daemon):
     wait(lambda: sum(1 for s in sysfs.sessions() if any(l.block for l in s.luns)) == N)
     res["disks_after_s"] = time.monotonic() - t0
     res["daemon_rss_kib"] = rss_kib(daemon.pid)
+    res["rss_by_mapping"] = rss_by_mapping(daemon.pid)
     t0 = time.monotonic()
     p = subprocess.run([adm, "-m", "node", "-U", "all"], capture_output=True, text=True)
     res["logout_all_s"] = time.monotonic() - t0

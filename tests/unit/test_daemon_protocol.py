@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from iscsikit.initiator import nodedb as ndb
 from iscsikit.initiator import protocol, records
 from iscsikit.initiator.daemon import CHAP_ARGS, Daemon, Managed
 from iscsikit.initiator.mgmt import MgmtError
+from iscsikit.kernel.fake import FakeKernel
 from iscsikit.initiator.session import KernelSession, NodeConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,37 +81,21 @@ def test_the_client_refuses_a_bad_request_before_sending_it(tmp_path):
 
 # ---- a daemon's request path, served for real --------------------------------------
 class Served:
-    """A Daemon (no kernel) serving its mgmt socket in a thread."""
+    """A Daemon built by its constructor on kernel/fake.py, serving its mgmt socket in a thread."""
 
     def __init__(self, path: str, cli_runner=None):
-        d = self.daemon = Daemon.__new__(Daemon)
-        d.socket_path, d.cli_runner = path, cli_runner
-        d.sessions, d.watchers, d.logout_waiters, d.stats_waiters, d.node_locks = {}, set(), {}, {}, {}
-        d.cli_runs = set()
-        d.pool = ThreadPoolExecutor(4)
-
-        class NoSysfs:
-            def sessions(self, luns=True):
-                return []
-        d.sysfs = NoSysfs()
-        d.ops = {"version": d.op_version, "sessions": d.op_sessions, "stop": d.op_stop}
-        d.streams = {"watch": d.stream_watch, "cli": d.stream_cli}
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.kernel = FakeKernel(Path(path).with_suffix(".sys"))
+        self.daemon = Daemon(path, kernel=self.kernel, cli_runner=cli_runner, workers=4)
+        self.thread = threading.Thread(target=asyncio.run, args=(self.daemon.run(),), daemon=True)
         self.thread.start()
-        assert self.ready.wait(10)
-
-    def _run(self):
-        async def main():
-            d = self.daemon
-            d.loop = asyncio.get_running_loop()
-            d.stopping = asyncio.Event()
-            server = await asyncio.start_unix_server(d.on_client, path=d.socket_path, limit=1 << 20)
-            self.ready.set()
-            async with server:
-                await d.stopping.wait()
-                await d.finish_cli_runs()
-        asyncio.run(main())
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client_mod.Client(path, timeout=5).version()
+                break
+            except MgmtError:
+                assert time.monotonic() < deadline, "the daemon did not start serving"
+                time.sleep(0.005)
 
     def call_in_loop(self, fn, *args, **kw):
         done = threading.Event()
@@ -122,7 +106,9 @@ class Served:
         if self.thread.is_alive():
             self.daemon.loop.call_soon_threadsafe(self.daemon.stopping.set)
             self.thread.join(10)
-        self.daemon.pool.shutdown()
+        self.daemon.events.close()
+        self.daemon.initiator.close()
+        self.kernel.close()
 
 
 @pytest.fixture
@@ -130,7 +116,7 @@ def served(tmp_path):
     made = []
 
     def make(cli_runner=None):
-        s = Served(str(tmp_path / "d.sock"), cli_runner)
+        s = Served(str(tmp_path / f"d{len(made)}.sock"), cli_runner)
         made.append(s)
         return s
     yield make

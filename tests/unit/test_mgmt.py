@@ -12,11 +12,14 @@ import pytest
 from iscsikit.initiator import mgmt, protocol
 from iscsikit.initiator.daemon import Daemon, node_from_args
 from iscsikit.kernel.constants import KEv
+from iscsikit.kernel.fake import FakeKernel
 
 
-def _dispatcher(ops, requests=None, monkeypatch=None):
-    d = Daemon.__new__(Daemon)   # the request path only: no netlink sockets on this host
-    d.ops, d.streams, d.watchers, d.cli_runner = ops, {}, set(), None
+def _dispatcher(root, ops, requests=None, monkeypatch=None):
+    """A Daemon built by its constructor on kernel/fake.py, its request rows replaced by `ops`."""
+    kernel = FakeKernel(root / "sys")
+    d = Daemon(str(root / "d.sock"), kernel=kernel, workers=2)
+    d.ops, d.streams = ops, {}
     if requests is not None:
         monkeypatch.setattr(protocol, "REQUESTS", {**protocol.REQUESTS, **requests})
     return d
@@ -27,14 +30,14 @@ async def _answer(d, line: bytes) -> dict:
     return reply
 
 
-def test_dispatch_answers_every_bad_request_with_a_code(monkeypatch):
+def test_dispatch_answers_every_bad_request_with_a_code(tmp_path, monkeypatch):
     async def boom(args):
         raise RuntimeError("bug")
 
     async def echo(args):
         return args
 
-    d = _dispatcher({"echo": echo, "boom": boom},
+    d = _dispatcher(tmp_path, {"echo": echo, "boom": boom},
                     {"echo": (protocol.Arg("x", (int,)),), "boom": ()}, monkeypatch)
     run = lambda line: asyncio.run(_answer(d, line))
     assert run(b'{"v": 2, "op": "echo", "args": {"x": 1}}') == mgmt.ok({"x": 1})
@@ -105,7 +108,7 @@ def test_login_request_builds_chap_without_leaking_it():
 def test_non_root_peer_reads_a_refusal_not_a_reset(tmp_path, monkeypatch):
     monkeypatch.setattr(mgmt, "peer_uid", lambda sock: 65534)
     path = str(tmp_path / "d.sock")
-    d = _dispatcher({})
+    d = _dispatcher(tmp_path / "d", {})
     started = threading.Event()
     stop = None
 
@@ -210,21 +213,20 @@ def test_sessions_request_skips_a_session_gone_while_listed(tmp_path):
     (s1 / "targetname").write_text("iqn.2026-11.org.example:t\n")
     (s1 / "state").write_text("LOGGED_IN\n")
     (tmp_path / "class" / "iscsi_session" / "session2").write_text("")   # listed, but no longer a session
-    d = _dispatcher({})
-    d.sysfs, d.sessions = Sysfs(tmp_path), {}
+    d = _dispatcher(tmp_path / "d", {})
+    d.sysfs = Sysfs(tmp_path)
     out = asyncio.run(d.op_sessions({}))
     assert [(s["sid"], s["target"], s["kernel_state"]) for s in out] == [(1, "iqn.2026-11.org.example:t", "LOGGED_IN")]
 
 
-def test_a_stopping_daemon_releases_logouts_waiting_for_kernel_events():
+def test_a_stopping_daemon_releases_logouts_waiting_for_kernel_events(tmp_path):
     """A logout waits for the kernel's events in a worker thread; when the daemon stops,
     that wait must end, or the thread (joined at exit) keeps the process alive forever."""
-    from concurrent.futures import ThreadPoolExecutor
 
     waited = []
 
     class Initiator:
-        def logout(self, sid, transport, wait_for):
+        def logout(self, sid, transport, wait_for, timeout=15):
             t = time.monotonic()
             first = wait_for(KEv.UNBIND_SESSION, sid, 15)    # released by the stop
             second = wait_for(KEv.RECV_PDU, sid, 15)         # asked after the stop: no wait
@@ -235,10 +237,8 @@ def test_a_stopping_daemon_releases_logouts_waiting_for_kernel_events():
             return object()
 
     async def scenario():
-        d = Daemon.__new__(Daemon)
-        d.loop = asyncio.get_running_loop()
-        d.pool = ThreadPoolExecutor(2)
-        d.sessions, d.logout_waiters, d.watchers = {}, {}, set()
+        d = Daemon(str(tmp_path / "d.sock"), kernel=FakeKernel(tmp_path / "sys"), workers=2)
+        d.loop = asyncio.get_running_loop()     # what run() sets, without serving
         d.sysfs, d.initiator = Sysfs(), Initiator()
         d.stopping = asyncio.Event()
         task = asyncio.ensure_future(d.op_logout({"sid": 7}))

@@ -4,6 +4,7 @@ import hashlib
 import mmap
 import os
 import random
+import subprocess
 import time
 
 from rtslib import LUN, TPG, FabricModule, FileIOStorageObject, NetworkPortal, NodeACL, RTSRoot, Target
@@ -94,3 +95,14 @@ def verified_io(dev, backing, total=32 << 20, block=64 << 10, seed=1):
             if hashlib.sha256(f.read(block)).hexdigest() != digest:
                 bad_file += 1
     return {"blocks": len(expect), "written": total, "bad_dev": bad_dev, "bad_file": bad_file}
+
+
+def start_iscsid():
+    """Debian's iscsid in the foreground, in its own session (at shutdown it signals its whole
+    process group: kill(0, SIGTERM)); returned once iscsiadm can reach it."""
+    import subprocess
+    iscsid = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    until(lambda: os.path.exists("/run/iscsid.pid") or subprocess.run(
+        ["iscsiadm", "-m", "session"], capture_output=True).returncode in (0, 21), 60)
+    return iscsid

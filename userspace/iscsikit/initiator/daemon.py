@@ -34,7 +34,7 @@ from ..proto.chap import ChapCredentials
 from .exitcodes import ExitCode
 from . import mgmt, protocol
 from .errors import IscsiError
-from .session import CONN_LOST, Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
+from .session import CONN_LOST, LOGOUT_TIMEOUT, Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
 
 log = logging.getLogger("iscsikitd")
 
@@ -119,6 +119,7 @@ class Daemon:
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="iscsikitd")
         self.sessions: dict[int, Managed] = {}
         self.node_locks: dict[tuple, asyncio.Lock] = {}
+        self._queued_logins: set[asyncio.Task] = set()   # -W logins still running (held: asyncio keeps weak refs)
         # logout steps awaited by a worker thread, by (KEv.UNBIND_SESSION or KEv.RECV_PDU, sid)
         self.logout_waiters: dict[tuple[KEv, int], asyncio.Future] = {}
         # RECV_PDU payloads of sessions whose recovery login runs through the kernel
@@ -485,6 +486,21 @@ class Daemon:
         return None
 
     async def op_login(self, args: dict) -> dict:
+        args = dict(args)
+        if not args.pop("wait", True):
+            # iscsiadm -W: answered once the request is in; the login goes on here
+            task = self.loop.create_task(self._login(args))
+            self._queued_logins.add(task)
+            task.add_done_callback(self._queued_login_done)
+            return {"queued": True}
+        return await self._login(args)
+
+    def _queued_login_done(self, task: asyncio.Task) -> None:
+        self._queued_logins.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("queued login failed: %s", task.exception())
+
+    async def _login(self, args: dict) -> dict:
         node = node_from_args(args)
         lock = self.node_locks.setdefault(_node_key(node), asyncio.Lock())
         async with lock:
@@ -533,7 +549,11 @@ class Daemon:
         try:
             transport = m.ks.node.transport if m else self._sysfs_transport(sid)
             ep = m.ks.ep if m else None
-            await self.blocking(lambda: self.initiator.logout(sid, transport, wait_for=wait_for, ep=ep))
+            # node.conn[0].timeo.logout_timeout of the record it logged in with (an adopted
+            # session's node comes from sysfs: the record table's default)
+            timeout = float(m.ks.node.logout_timeout) if m and m.ks.node.logout_timeout > 0 else LOGOUT_TIMEOUT
+            await self.blocking(lambda: self.initiator.logout(sid, transport, timeout=timeout, wait_for=wait_for,
+                                                              ep=ep))
         finally:
             for kind in steps:
                 self.logout_waiters.pop((kind, sid), None)

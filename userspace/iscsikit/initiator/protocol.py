@@ -46,7 +46,7 @@ LOGIN_ARGS: tuple[Arg, ...] = (
     Arg("noop_out_timeout", _INT, False), Arg("abort_timeout", _INT, False),
     Arg("lu_reset_timeout", _INT, False), Arg("tgt_reset_timeout", _INT, False),
     Arg("fast_abort", _BOOL, False), Arg("cmds_max", _INT, False), Arg("queue_depth", _INT, False),
-    Arg("scan", _STR, False), Arg("login_timeout", _NUM, False),
+    Arg("scan", _STR, False), Arg("login_timeout", _NUM, False), Arg("logout_timeout", _NUM, False),
     Arg("operational", (dict,), False),
     # CHAP (node.session.auth.*): the secrets travel only on this root-only socket
     Arg("username", _STR, False), Arg("password", _STR, False),
@@ -61,9 +61,14 @@ CLI_ARGS: tuple[Arg, ...] = (
     Arg("tty", (list,)),                  # [stdin, stdout, stderr] is a terminal
 )
 
+# How the login request is answered, not what is logged in: wait false (iscsiadm -W)
+# is answered {"queued": true} at once, the login going on in the daemon (its outcome
+# reaches the watchers as session_added, or the daemon's log when it fails).
+LOGIN_OPTIONS: tuple[Arg, ...] = (Arg("wait", _BOOL, False),)
+
 REQUESTS: dict[str, tuple[Arg, ...]] = {
     "version": (),
-    "login": LOGIN_ARGS,
+    "login": LOGIN_ARGS + LOGIN_OPTIONS,
     "logout": (Arg("sid", _INT),),
     "sessions": (),
     "stats": (Arg("sid", _INT),),

@@ -97,6 +97,7 @@ class NodeConfig:
     queue_depth: int = _default("queue_depth")
     scan: str = _default("scan")         # auto | manual
     login_timeout: float = _default("login_timeout")
+    logout_timeout: float = _default("logout_timeout")   # the Logout's waits (devices gone, Response)
     operational: dict = field(default_factory=dict)
 
     def login_keys(self) -> dict:
@@ -540,11 +541,14 @@ class Initiator:
             raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
         wait = wait_for or self._wait_for
         nl = self.nl
+        t0 = time.monotonic()
         nl.unbind_session(handle, sid)
+        t1 = time.monotonic()
         if not wait(KEv.UNBIND_SESSION, sid, timeout):
             log.info("session %d: devices not removed within %.0f s; logging out all the same", sid, timeout)
         # The kernel fills ITT, CmdSN and ExpStatSN; a zero header of the right kind is enough.
         request = LogoutRequest(immediate=True, reason=0, itt=0, cmdsn=0, expstatsn=0)
+        t2 = time.monotonic()
         try:
             nl.send_pdu(handle, sid, 0, request.encode())
             if not wait(KEv.RECV_PDU, sid, timeout):
@@ -553,11 +557,14 @@ class Initiator:
             log.info("session %d: logout PDU not sent (%s); closing without it", sid, e)
         # (disconnect the endpoint,) stop, destroy the connection, destroy the session: one
         # datagram, answered in order; only the session's destruction must succeed
+        t3 = time.monotonic()
         ep_step = [(Ev.TRANSPORT_EP_DISCONNECT, handle, b"", {"ep_handle": ep})] if ep is not None else []
         *_, destroyed = nl.batch(ep_step + [
             (Ev.STOP_CONN, handle, b"", {"sid": sid, "cid": 0, "flag": int(StopFlag.TERM)}),
             (Ev.DESTROY_CONN, handle, b"", {"sid": sid, "cid": 0}),
             (Ev.DESTROY_SESSION, handle, b"", {"sid": sid})])
+        log.debug("session %d: logout: unbind sent in %.3f s, devices gone after %.3f s, Logout Response "
+                  "after %.3f s, destroyed in %.3f s", sid, t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3)
         if isinstance(destroyed, KernelError):
             raise destroyed
 
