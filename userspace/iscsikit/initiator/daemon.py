@@ -548,12 +548,13 @@ class Daemon:
 
         try:
             transport = m.ks.node.transport if m else self._sysfs_transport(sid)
-            ep = m.ks.ep if m else None
+            # the kernel endpoint of a KERNEL_EP transport's connection, disconnected first
+            ep = {"ep": m.ks.ep} if m and m.ks.ep is not None else {}
             # node.conn[0].timeo.logout_timeout of the record it logged in with (an adopted
             # session's node comes from sysfs: the record table's default)
             timeout = float(m.ks.node.logout_timeout) if m and m.ks.node.logout_timeout > 0 else LOGOUT_TIMEOUT
             await self.blocking(lambda: self.initiator.logout(sid, transport, timeout=timeout, wait_for=wait_for,
-                                                              ep=ep))
+                                                              **ep))
         finally:
             for kind in steps:
                 self.logout_waiters.pop((kind, sid), None)
