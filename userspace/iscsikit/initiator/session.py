@@ -66,6 +66,7 @@ LOGOUT_TIMEOUT = 15.0
 # what a recv_pdu(sid, timeout) gives when the connection failed while a login through the
 # kernel waited (a CONN_ERROR event for the session): the login ends at once, not at its timeout
 CONN_LOST = b""
+LATE_RESPONSE = 1.0      # seconds a login waits after CONN_LOST for a response already on its way
 
 
 def isid_for(sid: int) -> int:
@@ -361,6 +362,11 @@ class Initiator:
                 raw = event.encode()
                 self.nl.send_pdu(ks.handle, ks.sid, ks.cid, raw[:48], event.data)
                 payload = recv_pdu(ks.sid, deadline - time.monotonic())
+                if payload == CONN_LOST:
+                    # the target's last Login Response (a refusal) may be passed up just after
+                    # the error that its closing the connection caused: give it a moment
+                    payload = recv_pdu(ks.sid, min(LATE_RESPONSE, max(0.0, deadline - time.monotonic()))) \
+                        or CONN_LOST
                 if payload == CONN_LOST:
                     # e.g. ib_isert closing the connection on a refused login before its Login
                     # Response got through: a transport error, as the kernel reports it
