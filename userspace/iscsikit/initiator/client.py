@@ -1,7 +1,7 @@
 """The one door to iscsikitd: every Python caller (the CLI, autologin, D-Bus, tests) uses `Client`.
 
     c = Client()                      # $ISCSIKIT_SOCKET or /run/iscsikit/iscsikitd.sock
-    c.login(records.login_request(...)) -> {"sid", "host_no"}
+    c.login(records.login_request(...)) -> {"sid", "host_no", "scan"}   # scan: done | running | failed: …
     c.logout(sid); c.sessions(); c.stats(sid); c.rescan(sid); c.version(); c.stop()
     for ev in c.watch(): ...          # session_added, state_changed, ... (protocol.EVENTS)
     c.run_cli(argv, env, tty, out, err) -> exit code    # a CLI run in the warm daemon

@@ -42,6 +42,10 @@ FIRST_RETRY_DELAY = 2.0       # DefaultTime2Wait before the first reconnect (fac
 MAX_RETRY_DELAY = 5.0
 # worker threads started with the daemon: one per login of a typical `-L all` burst
 WARM_WORKERS = 32
+# the longest a login request waits for its SCSI scan beyond what is left of its login_timeout
+# (at least this long): a scan stuck in SCSI error handling (a connection that broke during it,
+# now in recovery) must not hold the answer; the scan goes on, and the reply says so
+MIN_SCAN_WAIT = 2.0
 # a watcher that lets this much of the event stream pile up unread is cut off (and told
 # so by the closed socket) rather than growing the daemon's memory without bound
 WATCH_BACKLOG = 1 << 20
@@ -50,10 +54,12 @@ WATCH_BACKLOG = 1 << 20
 @dataclasses.dataclass
 class Managed:
     ks: KernelSession
-    state: str = "LOGGED_IN"          # LOGGED_IN | RECOVERING | FAILED | LOGGING_OUT
+    state: str = "LOGGED_IN"          # protocol.SESSION_STATES
     adopted: bool = False
     recovery: asyncio.Task | None = None
     recoveries: int = 0
+    # a connection error the kernel reported while the first login was still handing over
+    pending_error: bool = False
 
 
 def _node_key(node: NodeConfig) -> tuple:
@@ -248,6 +254,8 @@ class Daemon:
                 self.publish("connection_error", sid, error=err, name=name)
                 if m.state == "LOGGED_IN":
                     self.start_recovery(m)
+                elif m.state == "LOGGING_IN":
+                    m.pending_error = True      # recovered as soon as the hand-over is done
             elif ev.type == KEv.RECV_PDU and sid in self.pdu_queues:
                 self.pdu_queues[sid].put(ev.payload)
             elif (ev.type, sid) in self.logout_waiters and is_logout_step(ev, ev.type, sid):
@@ -268,7 +276,7 @@ class Daemon:
                     if not fut.done():
                         fut.set_exception(SessionError(ExitCode.INTERNAL, f"kernel refused GET_STATS ({err})"))
                 self.stats_waiters.clear()
-            elif ev.type == KEv.DESTROY_SESSION and m is not None and m.state != "LOGGING_OUT":
+            elif ev.type == KEv.DESTROY_SESSION and m is not None and m.state not in ("LOGGING_OUT", "LOGGING_IN"):
                 self.sessions.pop(sid, None)
                 self.publish("session_removed", sid, target=m.ks.node.target, reason="destroyed")
 
@@ -502,15 +510,63 @@ class Daemon:
 
     async def _login(self, args: dict) -> dict:
         node = node_from_args(args)
+        start = time.monotonic()
         lock = self.node_locks.setdefault(_node_key(node), asyncio.Lock())
         async with lock:
             # Checked under the node's lock: concurrent logins of one node give exactly one session.
             if (sid := self._existing(node)) is not None:
                 raise SessionError(ExitCode.SESS_EXISTS, f"session {sid} to {node.target} at {node.address},{node.port} already present")
-            ks = await self.blocking(self.initiator.login, node, self.pdu_route)
-            self.sessions[ks.sid] = Managed(ks)
-            self.publish_added(self.sessions[ks.sid])
-        return {"sid": ks.sid, "host_no": ks.host_no}
+
+            async def register(ks: KernelSession) -> None:
+                self.sessions[ks.sid] = Managed(ks, state="LOGGING_IN")
+
+            def created(ks: KernelSession) -> None:
+                # in the worker, before any socket is bound: the kernel's events for this sid
+                # (a connection error during the hand-over or the scan) find their session
+                asyncio.run_coroutine_threadsafe(register(ks), self.loop).result()
+
+            try:
+                ks = await self.blocking(self.initiator.login, node, created, False, self.pdu_route)
+            except IscsiError as e:
+                self._forget_login(node)
+                log.info("login to %s at %s,%s refused (stage %s, exit %d): %s", node.target, node.address,
+                         node.port, getattr(e, "stage", "login"), e.exit_code, e)
+                raise
+            except BaseException:
+                self._forget_login(node)
+                raise
+            m = self.sessions[ks.sid]
+            m.state = "LOGGED_IN"       # watchers meet it here, logged in (session_added)
+            self.publish_added(m)
+            if m.pending_error:
+                self.start_recovery(m)
+        result = {"sid": ks.sid, "host_no": ks.host_no}
+        if node.scan == "auto":
+            result.update(await self._scan(ks, max(MIN_SCAN_WAIT, node.login_timeout - (time.monotonic() - start))))
+        return result
+
+    def _forget_login(self, node: NodeConfig) -> None:
+        """A failed first login: its LOGGING_IN entry goes (the worker unwound the kernel's session)."""
+        key = _node_key(node)
+        for sid, m in list(self.sessions.items()):
+            if m.state == "LOGGING_IN" and _node_key(m.ks.node) == key:
+                del self.sessions[sid]
+
+    async def _scan(self, ks: KernelSession, wait: float) -> dict:
+        """Scan the session's host, waiting at most `wait` seconds; the scan goes on after that."""
+        scan = self.loop.run_in_executor(self.pool, self.sysfs.scan_host, ks.host_no)
+        try:
+            await asyncio.wait_for(asyncio.shield(scan), wait)
+        except asyncio.TimeoutError:
+            scan.add_done_callback(lambda f: f.cancelled() or f.exception() is None or
+                                   log.warning("session %d: scan failed: %s", ks.sid, f.exception()))
+            log.warning("session %d: SCSI scan still running after %.1f s; its devices may appear later",
+                        ks.sid, wait)
+            return {"scan": "running"}
+        except OSError as e:
+            log.warning("session %d: SCSI scan failed: %s", ks.sid, e)
+            return {"scan": f"failed: {e.strerror or e}"}
+        return {"scan": "done"}
 
     async def op_logout(self, args: dict) -> dict:
         sid = int(args["sid"])
@@ -520,6 +576,8 @@ class Daemon:
                 raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
         elif m.state == "LOGGING_OUT":
             raise SessionError(ExitCode.BUSY, f"session {sid} is already logging out")
+        elif m.state == "LOGGING_IN":
+            raise SessionError(ExitCode.BUSY, f"session {sid} is still logging in")
         if m is not None:
             if m.recovery and not m.recovery.done():
                 m.recovery.cancel()

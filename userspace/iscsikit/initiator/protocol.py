@@ -89,13 +89,14 @@ CLI_ENV = ("ISCSIKIT_DB_ROOT", "ISCSIKIT_SYSFS_ROOT", "ISCSIKIT_SOCKET", "ISCSIK
 EVENTS: dict[str, tuple[str, ...]] = {
     "session_added": ("target", "address", "port", "tpgt", "iface", "host_no", "adopted"),
     "session_removed": ("target", "reason"),               # logout | destroyed
-    "state_changed": ("state", "previous"),                # LOGGED_IN | RECOVERING | FAILED | LOGGING_OUT
+    "state_changed": ("state", "previous"),                # SESSION_STATES
     "connection_error": ("error", "name"),                 # enum iscsi_err (kernel/constants.ConnErr)
     "recovery_started": (),
     "recovery_succeeded": ("attempts", "seconds"),
     "recovery_failed": ("attempts", "seconds", "reason"),  # gave up: replacement_timeout passed
 }
-SESSION_STATES = ("LOGGED_IN", "RECOVERING", "FAILED", "LOGGING_OUT")
+# LOGGING_IN: the kernel session exists and its first login runs (its events are routed already)
+SESSION_STATES = ("LOGGING_IN", "LOGGED_IN", "RECOVERING", "FAILED", "LOGGING_OUT")
 
 # Frames of a streamed CLI run: one kind byte, a 4-byte big-endian length, the data.
 # Binary, not JSON lines, so the forwarding client (cli/fastadm.c) stays a few lines

@@ -49,7 +49,7 @@ from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
 from ..proto.errors import AuthenticationFailure, ProtocolError
 from .exitcodes import ExitCode
-from ..proto.login import LoginConfig, LoginFailure, LoginMachine, LoginSuccess
+from ..proto.login import LoginConfig, LoginFailure, LoginMachine, LoginRedirect, LoginSuccess
 from ..proto.pdu import LoginRequest, LoginResponse, LogoutRequest, LogoutResponse
 from ..proto.reader import PduReader
 from . import login_io
@@ -180,8 +180,9 @@ def _params_after_login(success: LoginSuccess, tmpl: Template = TEMPLATES["tcp"]
 class SessionError(IscsiError):
     """A login or logout that failed, with the exit code iscsiadm gives for it."""
 
-    def __init__(self, exit_code: int, message: str):
+    def __init__(self, exit_code: int, message: str, stage: str = "login"):
         super().__init__(exit_code, message)
+        self.stage = stage      # connect, security, operational, kernel, ...: for the daemon's log
 
 
 class Initiator:
@@ -237,7 +238,8 @@ class Initiator:
                                   chap=node.chap, isid=isid_for(sid), operational=self.login_keys(node),
                                   login_timeout=node.login_timeout)
         except login_io.LoginError as e:
-            raise SessionError(e.exit_code, str(e)) from None
+            # the reason only: the exit code's own text is the CLI's to print
+            raise SessionError(e.exit_code, e.message, e.stage) from None
 
     def _set_params(self, handle: int, sid: int, cid: int, rows: list[tuple[Param, str]]) -> None:
         for _param, e in self.nl.set_params(handle, sid, cid, rows):
@@ -251,14 +253,20 @@ class Initiator:
         self._set_params(handle, sid, cid, _params_before_login(node, initiator_name) + _params_after_login(conn.login))
         self.nl.start_conn(handle, sid, cid)
 
-    def login(self, node: NodeConfig, pdu_route: Callable | None = None) -> KernelSession:
-        """Log `node` in; `pdu_route(sid)`: a context manager giving the recv_pdu(sid, timeout)
-        a login through the kernel reads its responses with (see reinstate; the daemon routes
-        its events socket's RECV_PDUs), this object's own socket by default."""
+    def login(self, node: NodeConfig, created: Callable[[KernelSession], None] | None = None,
+              scan: bool = True, pdu_route: Callable | None = None) -> KernelSession:
+        """`created(ks)` is called as soon as the kernel session exists, before any connection
+        is bound to it: from then on the kernel may report errors for it, and whoever routes
+        events must know it (a daemon registers it there). `scan`: scan the host here when the
+        record says auto (a daemon scans it itself, so that the scan's wait is bounded).
+        `pdu_route(sid)`: a context manager giving the recv_pdu(sid, timeout) a login through
+        the kernel (a KERNEL_EP transport's) reads its responses with (see reinstate; the
+        daemon routes its events socket's RECV_PDUs), this object's own socket by default."""
         handle = self.transport_handle(node.transport)
         initiator_name = node.initiator_name or login_io.default_initiator_name()
         if template(node.transport).endpoint is Endpoint.KERNEL_EP:
-            return self._login_through_endpoint(node, handle, initiator_name, pdu_route or self._own_pdus)
+            return self._login_through_endpoint(node, handle, initiator_name, pdu_route or self._own_pdus,
+                                                created, scan)
         nl = self.nl
         try:
             sid, host_no = nl.create_session(handle, initial_cmdsn=0, cmds_max=node.cmds_max,
@@ -270,24 +278,26 @@ class Initiator:
             handle = self.transport_handle(node.transport, fresh=True)
             sid, host_no = nl.create_session(handle, initial_cmdsn=0, cmds_max=node.cmds_max,
                                              queue_depth=node.queue_depth)
+        ks = KernelSession(sid, host_no, 0, handle, node, {}, initiator_name)
         cid = None
         conn: login_io.Session | None = None
         try:
+            if created is not None:
+                created(ks)
             conn = self._login_conn(node, sid, initiator_name)
-            cid = nl.create_conn(handle, sid, 0)
+            cid = ks.cid = nl.create_conn(handle, sid, 0)
             self._hand_over(handle, sid, cid, node, conn, initiator_name)
-            negotiated = dict(conn.parameters.negotiated)
+            ks.negotiated = dict(conn.parameters.negotiated)
         except BaseException as e:
             self._unwind(handle, sid, cid, bound=cid is not None)
             if conn is not None:
                 conn.close()
             if isinstance(e, KernelError):
-                raise SessionError(ExitCode.INTERNAL, f"kernel refused the session: {e}") from None
+                raise SessionError(ExitCode.INTERNAL, f"kernel refused the session: {e}", "kernel") from None
             raise
         # The kernel holds its own reference to the socket now; ours is no longer needed.
         conn.detach().close()
-        ks = KernelSession(sid, host_no, cid, handle, node, negotiated, initiator_name)
-        if node.scan == "auto":
+        if scan and node.scan == "auto":
             self.sysfs.scan_host(host_no)
         return ks
 
@@ -319,26 +329,20 @@ class Initiator:
             self._reinstate_through_endpoint(ks, recv_pdu or self._recv_pdu)
             self._revive_luns(ks)
             return
-        try:
-            sock = login_io.connect((node.address, node.port), node.login_timeout)
-        except login_io.LoginError as e:
-            raise SessionError(e.exit_code, str(e)) from None
-        with sock:
-            try:
-                self.nl.bind_conn(ks.handle, ks.sid, ks.cid, sock.fileno(), is_leading=True)
-                self._set_params(ks.handle, ks.sid, ks.cid, _params_before_login(node, ks.initiator_name))
-                success = self._login_through_kernel(ks, recv_pdu or self._recv_pdu)
-                self._set_params(ks.handle, ks.sid, ks.cid, _params_after_login(success))
-                self.nl.start_conn(ks.handle, ks.sid, ks.cid)
-            except KernelError as e:
-                with contextlib.suppress(KernelError):
-                    self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
-                raise SessionError(ExitCode.INTERNAL, f"kernel refused the reconnected session: {e}") from None
-            except SessionError:
-                # give the socket back: the next attempt binds a new one
-                with contextlib.suppress(KernelError):
-                    self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
-                raise
+        portal: tuple[str, int] = (node.address, node.port)
+        # a redirect (0x0101 temporary, 0x0102 permanent) is followed here too, bounded as in
+        # the first login; each new recovery starts again at the record's portal
+        for _hop in range(login_io.MAX_REDIRECTS + 1):
+            outcome = self._reconnect(ks, portal, recv_pdu or self._recv_pdu)
+            if isinstance(outcome, LoginSuccess):
+                break
+            log.info("session %d: reconnect to %s,%s redirected (%s) to %s", ks.sid, portal[0], portal[1],
+                     "permanent" if outcome.permanent else "temporary", outcome.portal)
+            portal = outcome.portal.address
+        else:
+            raise SessionError(ExitCode.LOGIN, f"{node.address},{node.port}: more than "
+                                               f"{login_io.MAX_REDIRECTS} redirects", "redirect")
+        success = outcome
         ks.negotiated = dict(success.parameters.negotiated)
         self._revive_luns(ks)
 
@@ -350,15 +354,50 @@ class Initiator:
                         open(self.sysfs.path("bus", "scsi", "devices", lun.hctl, "state"), "w") as f:
                     f.write("running")
 
-    def _login_through_kernel(self, ks: KernelSession, recv_pdu) -> LoginSuccess:
+    def _reconnect(self, ks: KernelSession, portal: tuple[str, int], recv_pdu) -> "LoginSuccess | LoginRedirect":
+        """One reconnect: a new socket bound to the session, the login through the kernel, and
+        on success the negotiated values and START_CONN; a redirect gives the socket back."""
         node = ks.node
+        try:
+            sock = login_io.connect(portal, node.login_timeout)
+        except login_io.LoginError as e:
+            raise SessionError(e.exit_code, e.message, e.stage) from None
+        with sock:
+            try:
+                self.nl.bind_conn(ks.handle, ks.sid, ks.cid, sock.fileno(), is_leading=True)
+                self._set_params(ks.handle, ks.sid, ks.cid, _params_before_login(node, ks.initiator_name))
+                outcome = self._login_through_kernel(ks, recv_pdu, portal)
+                if isinstance(outcome, LoginRedirect):
+                    with contextlib.suppress(KernelError):
+                        self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
+                    return outcome
+                self._set_params(ks.handle, ks.sid, ks.cid, _params_after_login(outcome))
+                self.nl.start_conn(ks.handle, ks.sid, ks.cid)
+            except KernelError as e:
+                with contextlib.suppress(KernelError):
+                    self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
+                raise SessionError(ExitCode.INTERNAL, f"kernel refused the reconnected session: {e}",
+                                   "kernel") from None
+            except SessionError:
+                # give the socket back: the next attempt binds a new one
+                with contextlib.suppress(KernelError):
+                    self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
+                raise
+        return outcome
+
+    def _login_through_kernel(self, ks: KernelSession, recv_pdu,
+                              portal: tuple[str, int] | None = None) -> "LoginSuccess | LoginRedirect":
+        node = ks.node
+        where = "%s,%s" % (portal or (node.address, node.port))
         config = LoginConfig(initiator_name=ks.initiator_name, target_name=node.target, chap=node.chap,
                              isid=isid_for(ks.sid), operational=self.login_keys(node))
         machine = LoginMachine(config, random_bytes=os.urandom)
         deadline = time.monotonic() + node.login_timeout
+        stage = machine.state
         try:
             event = machine.start()
             while isinstance(event, LoginRequest):
+                stage = machine.state
                 raw = event.encode()
                 self.nl.send_pdu(ks.handle, ks.sid, ks.cid, raw[:48], event.data)
                 payload = recv_pdu(ks.sid, deadline - time.monotonic())
@@ -385,18 +424,16 @@ class Initiator:
                     pdu = dataclasses.replace(pdu, itt=event.itt)
                 event = machine.receive(pdu)
         except AuthenticationFailure as e:
-            raise SessionError(ExitCode.LOGIN_AUTH_FAILED, f"{node.address},{node.port}: {e}") from None
+            raise SessionError(ExitCode.LOGIN_AUTH_FAILED, f"{where}: {e}", "security") from None
         except ProtocolError as e:
-            raise SessionError(ExitCode.LOGIN, f"{node.address},{node.port}: protocol error: {e}") from None
+            raise SessionError(login_io.protocol_error_code(stage, config), f"{where}: protocol error: {e}",
+                               stage.name.lower()) from None
         if isinstance(event, LoginFailure):
-            raise SessionError(login_exit_code(event.outcome), f"{node.address},{node.port}: {event.message}")
-        if not isinstance(event, LoginSuccess):
-            raise SessionError(ExitCode.LOGIN, f"{node.address},{node.port}: redirected during a login through "
-                                               "the kernel (following it there is not supported yet)")
+            raise SessionError(login_exit_code(event.outcome), f"{where}: {event.message}", "status")
         tmpl = template(node.transport)
-        if not rdma_accepted(tmpl, event.parameters):
-            raise SessionError(ExitCode.LOGIN, f"{node.address},{node.port}: the target did not accept "
-                                               f"RDMAExtensions=Yes, which {tmpl.name} needs")
+        if isinstance(event, LoginSuccess) and not rdma_accepted(tmpl, event.parameters):
+            raise SessionError(ExitCode.LOGIN, f"{where}: the target did not accept RDMAExtensions=Yes, "
+                                               f"which {tmpl.name} needs", "operational")
         return event
 
     @contextlib.contextmanager
@@ -451,7 +488,7 @@ class Initiator:
             log.debug("EP_DISCONNECT %d: %s", ep, e)
 
     def _login_through_endpoint(self, node: NodeConfig, handle: int, initiator_name: str,
-                                pdu_route: Callable) -> KernelSession:
+                                pdu_route: Callable, created: Callable | None, scan: bool) -> KernelSession:
         nl = self.nl
         ep = self._ep_connect(handle, node, time.monotonic() + node.login_timeout)
         sid = cid = None
@@ -461,11 +498,13 @@ class Initiator:
                                                    queue_depth=node.queue_depth)
             cid = nl.create_conn(handle, sid, 0)
             ks = KernelSession(sid, host_no, cid, handle, node, {}, initiator_name, ep=ep)
+            if created is not None:
+                created(ks)
             with pdu_route(sid) as recv_pdu:
                 nl.bind_conn(handle, sid, cid, ep, is_leading=True)
                 bound = True
                 self._set_params(handle, sid, cid, _params_before_login(node, initiator_name))
-                success = self._login_through_kernel(ks, recv_pdu)
+                success = self._endpoint_login(ks, recv_pdu)
             self._set_params(handle, sid, cid, _params_after_login(success, template(node.transport)))
             nl.start_conn(handle, sid, cid)
         except BaseException as e:
@@ -476,9 +515,17 @@ class Initiator:
                 raise SessionError(ExitCode.INTERNAL, f"kernel refused the session: {e}") from None
             raise
         ks.negotiated = dict(success.parameters.negotiated)
-        if node.scan == "auto":
+        if scan and node.scan == "auto":
             self.sysfs.scan_host(host_no)
         return ks
+
+    def _endpoint_login(self, ks: KernelSession, recv_pdu) -> LoginSuccess:
+        outcome = self._login_through_kernel(ks, recv_pdu)
+        if not isinstance(outcome, LoginSuccess):
+            raise SessionError(ExitCode.LOGIN, f"{ks.node.address},{ks.node.port}: redirected to {outcome.portal} "
+                                               f"(following a redirect over {ks.node.transport} is not supported yet)",
+                               "redirect")
+        return outcome
 
     def _reinstate_through_endpoint(self, ks: KernelSession, recv_pdu) -> None:
         """reinstate() for a KERNEL_EP transport: a new endpoint bound to the same connection."""
@@ -490,7 +537,7 @@ class Initiator:
             self.nl.bind_conn(ks.handle, ks.sid, ks.cid, ep, is_leading=True)
             ks.ep = ep
             self._set_params(ks.handle, ks.sid, ks.cid, _params_before_login(node, ks.initiator_name))
-            success = self._login_through_kernel(ks, recv_pdu)
+            success = self._endpoint_login(ks, recv_pdu)
             self._set_params(ks.handle, ks.sid, ks.cid, _params_after_login(success, template(node.transport)))
             self.nl.start_conn(ks.handle, ks.sid, ks.cid)
         except BaseException as e:

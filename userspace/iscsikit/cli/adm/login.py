@@ -56,6 +56,9 @@ def _report_failure(ctx, what: str, e: mgmt.MgmtError) -> int:
     ctx.error(what)
     code = ExitCode(e.exit_code) if e.exit_code in ExitCode._value2member_map_ else ExitCode.ERR
     ctx.error(f"initiator reported error ({int(code)} - {MESSAGES[code]})")
+    if e.exit_code != ExitCode.ISCSID_NOTCONN and str(e):
+        # one line more than iscsiadm prints (its lines stay as they are): the daemon's reason
+        ctx.error(f"reason: {e}")
     return code
 
 
@@ -115,11 +118,16 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = N
         ctx.error(msg.NO_RECORDS)
         return ExitCode.NO_OBJS_FOUND
     failed = bool(rc)
-    for nid, e in zip(todo, results):
-        if e is None:
+    for nid, r in zip(todo, results):
+        if not isinstance(r, mgmt.MgmtError):
             if not ctx.no_wait:   # -W: no result to report (iscsi_login_portal_nowait)
                 ctx.say(f"Login to {_node_label(nid)} successful.")
+            scan = r.get("scan", "done") if isinstance(r, dict) else "done"
+            if scan != "done":
+                # logged in, but its disks are not (yet) there: say so, the exit code stays 0
+                ctx.error(f"session {r['sid']}: SCSI scan {scan}; its devices may appear later")
             continue
+        e = r
         # report every failure (a bare `rc or _report_failure(...)` skipped all but the first)
         code = _report_failure(ctx, f"Could not login to {_node_label(nid)}.", e)
         rc = rc or code
@@ -131,7 +139,8 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = N
 
 def _login_all(ctx, requests: Iterable[tuple[str, dict]], todo: list) -> list:
     """Send every login as it comes; on a terminal, keep one progress line on stderr
-    (`todo` grows as the requests are built: its length is the count so far)."""
+    (`todo` grows as the requests are built: its length is the count so far). Each
+    result is the daemon's reply or the MgmtError it answered with."""
     progress = ctx.err_tty
     done = 0
 
@@ -142,7 +151,7 @@ def _login_all(ctx, requests: Iterable[tuple[str, dict]], todo: list) -> list:
             ctx.err.write(f"\r{done}/{len(todo)} logins done")
             ctx.err.flush()
 
-    results = _errors(client(ctx).call_many(requests, on_done=tick))
+    results = client(ctx).call_many(requests, on_done=tick)
     if progress and done and len(todo) > 1:
         ctx.err.write("\r\033[K")
     return results

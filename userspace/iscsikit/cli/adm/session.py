@@ -90,7 +90,7 @@ def print_tree(ctx, sessions, flags: int, prefix: str = "") -> None:
             say(f"\t\tSID: {s.sid}")
             managed = states.get(s.sid)
             conn_state = {"LOGGED_IN": "LOGGED IN", "RECOVERING": "FAILED", "FAILED": "FAILED",
-                          "LOGGING_OUT": "IN LOGOUT"}.get(managed, "Unknown")
+                          "LOGGING_OUT": "IN LOGOUT", "LOGGING_IN": "IN LOGIN"}.get(managed, "Unknown")
             say(f"\t\tiSCSI Connection State: {conn_state}")
             say(f"\t\tiSCSI Session State: {s.state}")
             say(f"\t\tInternal iscsid Session State: {'NO CHANGE' if managed else 'Unknown'}")
