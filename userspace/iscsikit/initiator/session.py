@@ -399,7 +399,7 @@ class Initiator:
             while isinstance(event, LoginRequest):
                 stage = machine.state
                 raw = event.encode()
-                self.nl.send_pdu(ks.handle, ks.sid, ks.cid, raw[:48], event.data)
+                self._send_login_pdu(ks, raw[:48], event.data, deadline)
                 payload = recv_pdu(ks.sid, deadline - time.monotonic())
                 if payload == CONN_LOST:
                     # the target's last Login Response (a refusal) may be passed up just after
@@ -435,6 +435,24 @@ class Initiator:
             raise SessionError(ExitCode.LOGIN, f"{where}: the target did not accept RDMAExtensions=Yes, "
                                                f"which {tmpl.name} needs", "operational")
         return event
+
+    def _send_login_pdu(self, ks: KernelSession, header: bytes, data: bytes, deadline: float) -> None:
+        """SEND_PDU of a Login Request, again while the kernel still holds the last one's task.
+
+        libiscsi.c __iscsi_complete_pdu passes a Login Response up (iscsi_recv_pdu) before it
+        frees the login task (iscsi_complete_task), and __iscsi_conn_send_pdu refuses a new
+        Login while that task is busy ("Login/Text in progress", -EPERM): a quick answer to
+        the RECV_PDU can beat the kernel to it (seen over iser in the guest)."""
+        pause = 0.002
+        while True:
+            try:
+                self.nl.send_pdu(ks.handle, ks.sid, ks.cid, header, data)
+                return
+            except KernelError as e:
+                if e.errno != errno.EPERM or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     @contextlib.contextmanager
     def _own_pdus(self, _sid: int):
