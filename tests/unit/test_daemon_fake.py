@@ -208,6 +208,17 @@ def test_login_makes_a_kernel_session_that_sessions_lists(lab):
     assert lab.portal.connections == 1 and lab.portal.logins[0].isid & 0xFFFFFF == sid
 
 
+def test_sessions_without_devices_skips_the_device_walk(lab):
+    """-m session -P N only wants the daemon's states: the same rows, no "disks" (no SCSI walk)."""
+    d = lab.daemon()
+    sid = d.client.login(lab.request())["sid"]
+    lab.kernel.add_lun(sid, 0, "sdq")
+    [full] = d.client.sessions()
+    [light] = d.client.sessions(devices=False)
+    assert full["disks"] == ["sdq"] and "disks" not in light
+    assert {k: v for k, v in full.items() if k != "disks"} == light
+
+
 def test_a_no_wait_login_is_answered_at_once_and_still_logs_in(lab):
     # iscsiadm -W: the reply says queued while the login is still under way (a target that
     # accepts the connection and says nothing: a waited login could only answer 8 or 11)

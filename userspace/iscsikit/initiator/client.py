@@ -60,8 +60,10 @@ class Client:
     def logout(self, sid: int) -> dict:
         return self.call("logout", {"sid": int(sid)})
 
-    def sessions(self, timeout: float = 10) -> list[dict]:
-        return self.call("sessions", timeout=timeout)
+    def sessions(self, timeout: float = 10, devices: bool = True) -> list[dict]:
+        """Every kernel session with the daemon's view of it; devices=False leaves out
+        "disks" (no walk of the SCSI devices: what a listing of states needs)."""
+        return self.call("sessions", {} if devices else {"devices": False}, timeout=timeout)
 
     def stats(self, sid: int) -> dict:
         return self.call("stats", {"sid": int(sid)}, timeout=30)

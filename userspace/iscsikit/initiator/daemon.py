@@ -71,14 +71,16 @@ def node_from_args(args: dict) -> NodeConfig:
     if args.get("username"):
         chap = ChapCredentials(args["username"], args.get("password", "").encode(),
                                args.get("username_in") or None,
-                               args["password_in"].encode() if args.get("password_in") else None)
+                               args["password_in"].encode() if args.get("password_in") else None,
+                               **({"algorithms": tuple(args["chap_algs"].split(","))}
+                                  if args.get("chap_algs") else {}))
     # protocol.check_request has refused any key that is not a LOGIN_ARGS row; the
     # rows and NodeConfig's fields are the same names (test_daemon_protocol checks it)
     kw = {k: v for k, v in args.items() if k not in CHAP_ARGS}
     return NodeConfig(chap=chap, **kw)
 
 
-CHAP_ARGS = ("username", "password", "username_in", "password_in")
+CHAP_ARGS = ("username", "password", "username_in", "password_in", "chap_algs")
 
 
 def node_from_sysfs(sysfs: Sysfs, s) -> NodeConfig | None:
@@ -655,17 +657,18 @@ class Daemon:
         s = self.sysfs.session(sid, luns=False)
         return getattr(s, "transport", None) or "tcp"
 
-    async def op_sessions(self, _args: dict) -> list[dict]:
+    async def op_sessions(self, args: dict) -> list[dict]:
         out = []
+        devices = args.get("devices", True)
         # Sysfs.sessions() skips a session that goes away while it is read (a logout in flight)
-        for s in self.sysfs.sessions():
+        for s in self.sysfs.sessions(luns=devices):
             sid = s.sid
             m = self.sessions.get(sid)
             out.append({"sid": sid, "target": s.target, "address": s.address, "port": s.port, "tpgt": s.tpgt,
                         "kernel_state": s.state, "managed": m is not None,
                         "state": m.state if m else None, "adopted": bool(m and m.adopted),
                         "recoveries": m.recoveries if m else 0,
-                        "disks": [l.block for l in s.luns if l.block]})
+                        **({"disks": [l.block for l in s.luns if l.block]} if devices else {})})
         return out
 
 

@@ -23,7 +23,8 @@ from iscsikit.proto.chap import ChapCredentials
 from iscsikit.proto.errors import AuthenticationFailure, LocalProtocolError, RemoteProtocolError
 from .errors import IscsiError, login_exit_code
 from .exitcodes import MESSAGES, ExitCode
-from iscsikit.proto.fullfeature import ScsiExchange, ScsiResult, Sequencer, ping_answer
+from iscsikit.proto.fullfeature import (ScsiExchange, ScsiResult, Sequencer, WriteExchange, WriteLimits,
+                                        ping_answer)
 from iscsikit.proto.login import (DISCOVERY_ISID, LoginConfig, LoginFailure, LoginMachine,
                                   LoginRedirect, LoginState, LoginSuccess)
 from iscsikit.proto.negotiation import Parameters
@@ -159,6 +160,18 @@ class Session:
         command = self.sequencer.scsi_command(cdb, lun=lun, expected_length=expected_length)
         exchange = ScsiExchange(command)
         self.send(command)
+        return self._finish(exchange, timeout)
+
+    def write(self, cdb: bytes, data: bytes, *, lun: int = 0,
+              timeout: float = DEFAULT_REPLY_TIMEOUT) -> ScsiResult:
+        """A SCSI write of `data`, shaped by what the login negotiated (proto's WriteExchange:
+        immediate data, unsolicited Data-Out, R2Ts)."""
+        exchange = WriteExchange(self.sequencer, cdb, data, WriteLimits.from_parameters(self.parameters), lun=lun)
+        for pdu in exchange.start():
+            self.send(pdu)
+        return self._finish(exchange, timeout)
+
+    def _finish(self, exchange: "ScsiExchange | WriteExchange", timeout: float) -> ScsiResult:
         while True:
             reply = self.recv(timeout)
             if isinstance(reply, NopIn) and reply.itt == 0xFFFFFFFF:
@@ -168,7 +181,10 @@ class Session:
                 result = exchange.receive(reply)
             except RemoteProtocolError as exc:
                 raise LoginError(ExitCode.ERR, str(exc)) from None
-            if result is not None:
+            if isinstance(result, list):        # Data-Out an R2T asked for
+                for pdu in result:
+                    self.send(pdu)
+            elif result is not None:
                 return result
 
     def _unsolicited(self, pdu: Pdu) -> None:

@@ -51,6 +51,7 @@ LOGIN_ARGS: tuple[Arg, ...] = (
     # CHAP (node.session.auth.*): the secrets travel only on this root-only socket
     Arg("username", _STR, False), Arg("password", _STR, False),
     Arg("username_in", _STR, False), Arg("password_in", _STR, False),
+    Arg("chap_algs", _STR, False),        # node.session.auth.chap_algs: CHAP_A offer, in order
 )
 
 # The streamed CLI run (the fast `iscsiadm`): what the command's behaviour depends on.
@@ -70,7 +71,9 @@ REQUESTS: dict[str, tuple[Arg, ...]] = {
     "version": (),
     "login": LOGIN_ARGS + LOGIN_OPTIONS,
     "logout": (Arg("sid", _INT),),
-    "sessions": (),
+    # devices=False: no walk of each session's SCSI devices ("disks" left out); what a
+    # listing that only wants the daemon's states asks for
+    "sessions": (Arg("devices", _BOOL, False),),
     "stats": (Arg("sid", _INT),),
     "rescan": (Arg("sid", _INT),),
     "stop": (),

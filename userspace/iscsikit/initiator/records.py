@@ -364,5 +364,14 @@ def login_request(nid, values: dict[str, str], initiator_name: str | None = None
         req.update(username=values["node.session.auth.username"],
                    password=values.get("node.session.auth.password", ""),
                    username_in=values.get("node.session.auth.username_in") or "",
-                   password_in=values.get("node.session.auth.password_in") or "")
+                   password_in=values.get("node.session.auth.password_in") or "",
+                   chap_algs=_chap_algs(values))
     return req
+
+
+def _chap_algs(values: dict[str, str]) -> str:
+    """The record's chap_algs, in its order (open-iscsi offers CHAP_A in that order), each once;
+    the table's default (MD5) when the record names none it knows."""
+    f = FIELD_BY_KEY["node.session.auth.chap_algs"]
+    kept = [a for a in (values.get(f.key) or "").split(",") if a in f.values]
+    return ",".join(dict.fromkeys(kept)) or f.default

@@ -37,7 +37,7 @@ def _digest(v: str) -> str:
 
 def _daemon_states(ctx) -> dict[int, str]:
     try:
-        return {s["sid"]: s["state"] for s in client(ctx).sessions(timeout=5) if s.get("managed")}
+        return {s["sid"]: s["state"] for s in client(ctx).sessions(timeout=5, devices=False) if s.get("managed")}
     except mgmt.MgmtError:
         return {}
 
@@ -81,9 +81,11 @@ def print_tree(ctx, sessions, flags: int, prefix: str = "") -> None:
             say(f"\t\tIface Name: {s.iface_name or 'default'}")
             say(f"\t\tIface Transport: {s.transport}")
             say(f"\t\tIface Initiatorname: {s.initiator_name}")
-            # a host whose transport has no ipaddress attribute (ib_iser) is "[default]" in iscsiadm
+            # a host whose transport has no ipaddress attribute (ib_iser) is "[default]" in iscsiadm;
+            # open-iscsi brackets an IPv6 iface address too (usr/iface.c iface_print)
             has_ip = os.path.exists(host_sysfs(ctx.env).path("class", "iscsi_host", host, "ipaddress"))
-            say(f"\t\tIface IPaddress: {_attr('iscsi_host', host, 'ipaddress') if has_ip else '[default]'}")
+            ip = (_bracket(_attr('iscsi_host', host, 'ipaddress', '')) or '<empty>') if has_ip else '[default]'
+            say(f"\t\tIface IPaddress: {ip}")
             say(f"\t\tIface HWaddress: {_attr('iscsi_host', host, 'hwaddress', 'default')}")
             say(f"\t\tIface Netdev: {_attr('iscsi_host', host, 'netdev', 'default')}")
         if flags & STATE:
