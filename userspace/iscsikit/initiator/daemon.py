@@ -34,7 +34,7 @@ from ..proto.chap import ChapCredentials
 from .exitcodes import ExitCode
 from . import mgmt, protocol
 from .errors import IscsiError
-from .session import LOGOUT_TIMEOUT, Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
+from .session import CONN_LOST, LOGOUT_TIMEOUT, Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
 
 log = logging.getLogger("iscsikitd")
 
@@ -109,6 +109,7 @@ def node_from_sysfs(sysfs: Sysfs, s) -> NodeConfig | None:
     return NodeConfig(target=s.target, address=s.address, port=s.port or 3260, tpgt=s.tpgt,
                       initiator_name=s.initiator_name, iface_name=s.iface_name or "default", chap=chap,
                       net_ifacename=host_attr("netdev"), hwaddress=host_attr("hwaddress"),
+                      transport=s.transport,
                       **({"replacement_timeout": int(tmo)} if tmo and tmo.lstrip("-").isdigit() else {}))
 
 
@@ -254,6 +255,9 @@ class Daemon:
                 break
             sid = ev.fields.get("sid")
             m = self.sessions.get(sid)
+            if ev.type == KEv.CONN_ERROR and sid in self.pdu_queues:
+                # a login through the kernel waits on this queue: the connection is gone
+                self.pdu_queues[sid].put(CONN_LOST)
             if ev.type == KEv.CONN_ERROR and m is not None:
                 err = ev["error"]
                 name = ConnErr(err).name if err in ConnErr._value2member_map_ else "?"
@@ -354,6 +358,16 @@ class Daemon:
             m.attempts, m.recovering_since, m.timed_out = 0, None, False
             self.set_state(m, "LOGGED_IN")
             return
+
+    @contextlib.contextmanager
+    def pdu_route(self, sid: int):
+        """For a worker thread's login through the kernel (a KERNEL_EP transport's first
+        login): the session's RECV_PDUs are queued from before its first SEND_PDU."""
+        self.pdu_queues[sid] = queue.Queue()
+        try:
+            yield self.recv_pdu
+        finally:
+            self.pdu_queues.pop(sid, None)
 
     def recv_pdu(self, sid: int, timeout: float) -> bytes | None:
         """For a worker thread: the next PDU the kernel passed up for `sid`."""
@@ -539,7 +553,7 @@ class Daemon:
                 asyncio.run_coroutine_threadsafe(register(ks), self.loop).result()
 
             try:
-                ks = await self.blocking(self.initiator.login, node, created, False)
+                ks = await self.blocking(self.initiator.login, node, created, False, self.pdu_route)
             except IscsiError as e:
                 self._forget_login(node)
                 log.info("login to %s at %s,%s refused (stage %s, exit %d): %s", node.target, node.address,
@@ -620,11 +634,14 @@ class Daemon:
                 return False
 
         try:
-            transport = m.ks.node.transport if m else "tcp"
+            transport = m.ks.node.transport if m else self._sysfs_transport(sid)
+            # the kernel endpoint of a KERNEL_EP transport's connection, disconnected first
+            ep = {"ep": m.ks.ep} if m and m.ks.ep is not None else {}
             # node.conn[0].timeo.logout_timeout of the record it logged in with (an adopted
             # session's node comes from sysfs: the record table's default)
             timeout = float(m.ks.node.logout_timeout) if m and m.ks.node.logout_timeout > 0 else LOGOUT_TIMEOUT
-            await self.blocking(lambda: self.initiator.logout(sid, transport, timeout=timeout, wait_for=wait_for))
+            await self.blocking(lambda: self.initiator.logout(sid, transport, timeout=timeout, wait_for=wait_for,
+                                                              **ep))
         finally:
             for kind in steps:
                 self.logout_waiters.pop((kind, sid), None)
@@ -649,7 +666,8 @@ class Daemon:
         fut = self.loop.create_future()
         self.stats_waiters[sid] = fut
         # Sent from the events socket: the result is multicast to it, and a refusal comes back to it.
-        handle = self.initiator.transport_handle("tcp")
+        # the session's own transport: the kernel calls that transport's get_stats on the conn
+        handle = self.initiator.transport_handle(self._sysfs_transport(sid))
         self.events.post(Ev.GET_STATS, handle, sid=sid, cid=0)
         try:
             stats, custom = await asyncio.wait_for(fut, 10)
@@ -658,6 +676,13 @@ class Daemon:
         finally:
             self.stats_waiters.pop(sid, None)
         return {"sid": sid, "stats": stats, "custom": custom}
+
+    def _sysfs_transport(self, sid: int) -> str:
+        m = self.sessions.get(sid)
+        if m is not None:
+            return m.ks.node.transport
+        s = self.sysfs.session(sid, luns=False)
+        return getattr(s, "transport", None) or "tcp"
 
     async def op_sessions(self, args: dict) -> list[dict]:
         out = []

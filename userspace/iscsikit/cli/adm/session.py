@@ -3,6 +3,8 @@ printed in iscsiadm 2.1.8's shapes (-P 0..3, and --json)."""
 
 from __future__ import annotations
 
+import os
+
 from ...initiator.exitcodes import ExitCode
 from . import messages as msg
 from .context import OPS
@@ -78,10 +80,13 @@ def print_tree(ctx, sessions, flags: int, prefix: str = "") -> None:
         if flags & IFACE:
             say("\t\t**********\n\t\tInterface:\n\t\t**********")
             say(f"\t\tIface Name: {s.iface_name or 'default'}")
-            say("\t\tIface Transport: tcp")
+            say(f"\t\tIface Transport: {s.transport}")
             say(f"\t\tIface Initiatorname: {s.initiator_name}")
+            # a host whose transport has no ipaddress attribute (ib_iser) is "[default]" in iscsiadm;
             # open-iscsi brackets an IPv6 iface address too (usr/iface.c iface_print)
-            say(f"\t\tIface IPaddress: {_bracket(_attr('iscsi_host', host, 'ipaddress', '')) or '<empty>'}")
+            has_ip = os.path.exists(host_sysfs(ctx.env).path("class", "iscsi_host", host, "ipaddress"))
+            ip = (_bracket(_attr('iscsi_host', host, 'ipaddress', '')) or '<empty>') if has_ip else '[default]'
+            say(f"\t\tIface IPaddress: {ip}")
             say(f"\t\tIface HWaddress: {_attr('iscsi_host', host, 'hwaddress', 'default')}")
             say(f"\t\tIface Netdev: {_attr('iscsi_host', host, 'netdev', 'default')}")
         if flags & STATE:
@@ -194,7 +199,7 @@ def session_mode(ctx) -> int:
         return _session_record(ctx, sessions)
     if ctx.json:
         import json
-        ctx.say(json.dumps([{"sid": s.sid, "transport": "tcp", "target": s.target, "address": s.address,
+        ctx.say(json.dumps([{"sid": s.sid, "transport": s.transport, "target": s.target, "address": s.address,
                              "port": s.port, "tpgt": s.tpgt, "state": s.state, "host": s.host_no,
                              "disks": [l.block for l in s.luns if l.block]} for s in sessions], indent=2))
         return 0
@@ -202,7 +207,7 @@ def session_mode(ctx) -> int:
     if level == 0:
         for s in sorted(sessions, key=lambda x: x.sid):
             flash = "(flash)" if s.creator == FLASH_CREATOR else "(non-flash)"
-            ctx.say(f"tcp: [{s.sid}] {_bracket(s.address or '')}:{s.port},{s.tpgt} {s.target} {flash}")
+            ctx.say(f"{s.transport}: [{s.sid}] {_bracket(s.address or '')}:{s.port},{s.tpgt} {s.target} {flash}")
         return 0
     _print_tree(ctx, sessions, level)
     return 0
