@@ -105,3 +105,23 @@ def test_iser_data_segment_limits_take_the_smaller_declaration():
     assert T.data_segment_limits(template("tcp"), p) == (8192, 1 << 20)
     assert T.rdma_accepted(template("iser"), p)
     assert not T.rdma_accepted(template("iser"), Parameters(negotiated={"RDMAExtensions": False}, ours={}, theirs={}))
+
+
+@pytest.mark.parametrize("key", ["net_ifacename", "hwaddress", "ipaddress"])
+def test_an_iser_iface_with_a_binding_is_refused_not_ignored(key):
+    """ib_iser's EP_CONNECT takes only the destination (iscsi_iser.c iscsi_iser_ep_connect):
+    an iface that names a netdev, MAC or source address would be silently unrouted."""
+    sent = []
+
+    class Netlink:
+        def ep_connect(self, *args):
+            sent.append(args)
+            return 1
+
+    ini = S.Initiator(object(), Netlink())
+    node = S.NodeConfig(target="iqn.2026-11.org.example:t", address="192.0.2.2", transport="iser",
+                        iface_name="rdma0", **{key: "x"})
+    with pytest.raises(S.SessionError) as e:
+        ini._ep_connect(7, node, deadline=0)
+    assert e.value.exit_code == 7 and f"iface.{key} x" in str(e.value) and "iface rdma0" in str(e.value)
+    assert sent == []      # nothing reached the kernel

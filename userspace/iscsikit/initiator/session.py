@@ -495,6 +495,13 @@ class Initiator:
         (iscsi_iser.c), so routing chooses the source, as it does for iscsid's iser logins.
         """
         where = f"{node.address},{node.port}"
+        bound = [f"{k} {v}" for k, v in (("iface.net_ifacename", node.net_ifacename),
+                                         ("iface.hwaddress", node.hwaddress),
+                                         ("iface.ipaddress", node.ipaddress)) if v]
+        if bound:
+            # refused, not accepted and ignored: the kernel would route the connection anyway
+            raise SessionError(ExitCode.INVAL, f"iface {node.iface_name}: {node.transport} connects through the "
+                                               f"kernel, which binds no source: unset {', '.join(bound)}", "connect")
         try:
             ep = self.nl.ep_connect(handle, node.address, node.port)
         except KernelError as e:
