@@ -6,7 +6,7 @@ for configfs, as in test_target_cli.py. Every command runs twice, through the
 forwarder with the server up and through the Python iscsikit-target-local in its
 own process: stdout, stderr and the exit code must be the same bytes, and the
 server must have run exactly the commands it serves (a refused one is the
-fallback's). The guest does the same against LIO (tests/vm/test_target_served.py).
+fallback's). The guest does the same against LIO (tests/vm/test_target_warm_server.py).
 """
 
 from __future__ import annotations
