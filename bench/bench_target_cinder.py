@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import guest_probe
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     clear_at = max(args.sizes) if args.clear_at is None else args.clear_at
     env = {"BENCH_SIZES": " ".join(map(str, args.sizes)), "BENCH_REF_MAX": str(args.ref_max),
-           "BENCH_CLEAR_AT": str(clear_at)}
+           "BENCH_CLEAR_AT": str(clear_at), "BENCH_REPS": os.environ.get("BENCH_REPS", "2")}
     with tempfile.TemporaryDirectory(prefix="cinder-before-") as tmp:
         if args.before:
             # extracted before the guest boots: the guest sees the host's tree as it was then
@@ -51,9 +53,24 @@ def main(argv=None) -> int:
                                  capture_output=True, check=True).stdout
             subprocess.run(["tar", "-x", "-C", tmp], input=tar, check=True)
             env["BENCH_BEFORE"] = f"{tmp}/userspace"
-        doc = guest_probe.run("cinder_probe.py", env, memory_mb=3072, timeout=7200, modules=MODULES)
+        # the host is shared: its load average beside the numbers, sampled through the run
+        samples: list[float] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(10):
+                samples.append(os.getloadavg()[0])
+        threading.Thread(target=sample, daemon=True).start()
+        try:
+            doc = guest_probe.run("cinder_probe.py", env, memory_mb=3072, timeout=7200, modules=MODULES)
+        finally:
+            done.set()
     if doc is None:
         return 1
+    if samples:
+        print(f"host load average (1 min) during the run: {min(samples):.1f}-{max(samples):.1f}, "
+              f"mean {sum(samples) / len(samples):.1f} ({len(samples)} samples)")
+        doc["results"].append({"host_load_1min": samples})
     results = doc["results"]
     for res in results:
         print(json.dumps(res), flush=True)
