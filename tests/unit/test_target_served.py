@@ -173,3 +173,19 @@ def test_a_bad_request_is_refused_and_the_server_goes_on(world, server):
             assert b'"ok":false' in reply, (line, reply)
     assert server.runs == []
     assert run(world, "iscsikit-target", "ls", "/", socket_path=server.path)[0] == 0 and len(server.runs) == 1
+
+
+def test_an_output_larger_than_a_frame_arrives_whole(world, server, monkeypatch):
+    """`ls /iscsi` of 1000 targets is more than protocol.MAX_FRAME in one print: it goes in
+    frames the forwarder takes (one frame of it made the forwarder give up, exit 18)."""
+    from iscsikit.cli import target as cli
+    text = "".join(f"o- volume-{i:06d} {'.' * 100} [é {i}]\n" for i in range(30000))
+    assert len(text.encode()) > 3 * protocol.MAX_FRAME
+
+    def big(_argv):
+        print(text, end="")
+        print("warned", file=sys.stderr)
+        return 0
+    monkeypatch.setattr(cli, "main", big)
+    rc, out, err = run(world, "iscsikit-target", "ls", "/", socket_path=server.path)
+    assert (rc, out.decode(), err) == (0, text, b"warned\n") and len(server.runs) == 1

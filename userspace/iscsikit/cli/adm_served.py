@@ -49,8 +49,12 @@ class FrameStream:
 
     def flush(self) -> None:
         if self._parts:
-            self._write(self._kind, "".join(self._parts).encode("utf-8", "surrogateescape"))
+            data = "".join(self._parts).encode("utf-8", "surrogateescape")
             self._parts, self._size = [], 0
+            # one write may be larger than a frame (`ls /iscsi` of 1000 targets is >1 MiB):
+            # the client refuses a frame over protocol.MAX_FRAME, so it goes in pieces
+            for i in range(0, len(data), self.LIMIT):
+                self._write(self._kind, data[i:i + self.LIMIT])
 
     def isatty(self) -> bool:
         return self._tty
