@@ -71,8 +71,9 @@ class Isnsd:
     def adm(self, *args):
         return subprocess.run(["isnsadm", "--config", self.adm_conf, *args], capture_output=True, text=True)
 
-    def register(self, entity, target, portal):
-        p = self.adm("--register", f"entity={entity}", f"portal={portal}", f"target={target}")
+    def register(self, entity, portal, *targets):
+        # one entity: a portal belongs to one network entity, as LIO's one listener serves both
+        p = self.adm("--register", f"entity={entity}", f"portal={portal}", *(f"target={t}" for t in targets))
         assert p.returncode == 0, p.stderr
 
     def stop(self):
@@ -85,13 +86,12 @@ def setup(server):
     lio.clear()
     lio.target(T1, "/var/tmp/lio/isns1.img")
     lio.target(T2, "/var/tmp/lio/isns2.img")
-    server.register("lio-isns1", T1, "127.0.0.1:3260")
-    server.register("lio-isns2", T2, "127.0.0.1:3260")
+    server.register("lio", "127.0.0.1:3260", T1, T2)
 
 
 def action(server, name):
     if name == "drop_t2":
-        p = server.adm("--deregister", "entity=lio-isns2")
+        p = server.adm("--deregister", f"iscsi-name={T2}")
         assert p.returncode == 0, p.stderr
 
 
