@@ -14,10 +14,8 @@ Prints one JSON report."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -103,33 +101,15 @@ class Syns:
     """TCP SYNs to port 3261 on the loopback wire: one per connect attempt."""
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-        self.sock.bind(("lo", 0))
-        self.sock.settimeout(0.2)
         self.times = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.wire = lio.LoopbackTcp(self._segment)
 
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                frame, meta = self.sock.recvfrom(2048)
-            except socket.timeout:
-                continue
-            if meta[2] == socket.PACKET_OUTGOING:     # each loopback frame is seen twice
-                continue
-            ip = frame[14:]
-            if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 6:
-                continue
-            tcp = ip[(ip[0] & 0xF) * 4:]
-            if int.from_bytes(tcp[2:4], "big") == 3261 and tcp[13] & 0x12 == 0x02:   # SYN, no ACK
-                self.times.append(time.monotonic())
+    def _segment(self, _sport, dport, flags, _payload):
+        if dport == 3261 and flags & 0x12 == 0x02:      # SYN, no ACK
+            self.times.append(time.monotonic())
 
     def close(self):
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
+        self.wire.close()
         return self.times
 
 
