@@ -1,5 +1,9 @@
-"""Comparing two iscsiadm transcripts (open-iscsi's and iscsikit's, from a differential probe):
-what differs, step by step, after each side is normalised."""
+"""Two iscsiadm transcripts (open-iscsi's and iscsikit's) of a differential probe: the step
+runner that makes them in the guest (the probes import it), and what differs, step by step,
+after each side is normalised (the tests on the host)."""
+
+import subprocess
+import time
 
 # iscsiadm tries systemctl to start iscsid when its socket is missing; the guest has no systemd.
 SYSTEMD_NOISE = ("System has not been booted with systemd", "Failed to connect to bus")
@@ -33,3 +37,22 @@ def differences(ref: list[dict], ours: list[dict], normalize) -> str:
         if want != got:
             diffs.append(f"{' '.join(a['argv'])}\n  open-iscsi: {want!r}\n  iscsikit:   {got!r}")
     return "\n".join(diffs)
+
+
+def run_steps(cmd: list[str], steps: list, placeholders=dict, action=None, timeout: float = 180) -> list[dict]:
+    """Run each step through `cmd` (an iscsiadm): a step is an argv, in which an argument
+    that is a key of `placeholders()` (read afresh before each step: SID, HOST) is replaced
+    by its value, or a tuple (`"lio"`, name) handed to `action(name)`, which changes the
+    target between command lines the same way for both runs. One row per argv step."""
+    out = []
+    for step in steps:
+        if isinstance(step, tuple):
+            action(step[1])
+            continue
+        values = placeholders()
+        argv = [values.get(a, a) for a in step]
+        t0 = time.monotonic()
+        p = subprocess.run(cmd + argv, capture_output=True, text=True, timeout=timeout)
+        out.append({"argv": argv, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr,
+                    "seconds": round(time.monotonic() - t0, 2)})
+    return out

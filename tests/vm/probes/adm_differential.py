@@ -10,7 +10,9 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lio  # noqa: E402
+from transcripts import run_steps  # noqa: E402
 
 T1 = "iqn.2026-11.org.iscsikit.test:cli1"
 T2 = "iqn.2026-11.org.iscsikit.test:cli2"
@@ -60,16 +62,11 @@ def reset_db():
 
 def current_sid():
     ids = sorted(os.listdir("/sys/class/iscsi_session"))
-    return ids[0].removeprefix("session") if ids else "0"
+    return {"SID": ids[0].removeprefix("session") if ids else "0"}
 
 
 def run_all(cmd, steps):
-    out = []
-    for argv in steps:
-        argv = [current_sid() if a == "SID" else a for a in argv]
-        p = subprocess.run(cmd + argv, capture_output=True, text=True, timeout=180)
-        out.append({"argv": argv, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr})
-    return out
+    return run_steps(cmd, steps, current_sid)
 
 
 os.makedirs("/etc/target", exist_ok=True)

@@ -14,7 +14,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lio  # noqa: E402
+from transcripts import run_steps  # noqa: E402
 from rtslib import FabricModule, RTSRoot  # noqa: E402
 
 T1 = "iqn.2026-11.org.iscsikit.test:surf1"
@@ -170,23 +172,12 @@ def lio_action(name):
 def ids():
     sids = sorted(os.listdir("/sys/class/iscsi_session"))
     hosts = sorted(os.listdir("/sys/class/iscsi_host"))
-    return (sids[0].removeprefix("session") if sids else "0",
-            hosts[0].removeprefix("host") if hosts else "0")
+    return {"SID": sids[0].removeprefix("session") if sids else "0",
+            "HOST": hosts[0].removeprefix("host") if hosts else "0"}
 
 
 def run_all(cmd, steps):
-    out = []
-    for step in steps:
-        if isinstance(step, tuple):
-            lio_action(step[1])
-            continue
-        sid, host = ids()
-        argv = [sid if a == "SID" else host if a == "HOST" else a for a in step]
-        t0 = time.monotonic()
-        p = subprocess.run(cmd + argv, capture_output=True, text=True, timeout=180)
-        out.append({"argv": argv, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr,
-                    "seconds": round(time.monotonic() - t0, 2)})
-    return out
+    return run_steps(cmd, steps, ids, lio_action)
 
 
 def kill_step(cmd, proc):

@@ -12,10 +12,8 @@ Targets are made through iscsikit's target/ code (Manager.apply of a saveconfig)
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
 import lio  # noqa: E402
@@ -101,38 +99,18 @@ class ChapWire:
     """CHAP_A keys on the loopback wire while a login runs: (tcp source port, value)."""
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-        self.sock.bind(("lo", 0))
-        self.sock.settimeout(0.2)
         self.seen = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.wire = lio.LoopbackTcp(self._segment)
 
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                frame, meta = self.sock.recvfrom(70000)
-            except socket.timeout:
-                continue
-            if meta[2] == socket.PACKET_OUTGOING:     # each loopback frame is seen twice
-                continue
-            ip = frame[14:]
-            if len(ip) < 20 or ip[0] >> 4 != 4:
-                continue
-            tcp = ip[(ip[0] & 0xF) * 4:]
-            sport = int.from_bytes(tcp[0:2], "big")
-            payload = tcp[(tcp[12] >> 4) * 4:]
-            at = payload.find(b"CHAP_A=")
-            while at >= 0:
-                end = payload.find(b"\0", at)
-                self.seen.append((sport, payload[at + 7:end].decode(errors="replace")))
-                at = payload.find(b"CHAP_A=", end)
+    def _segment(self, sport, _dport, _flags, payload):
+        at = payload.find(b"CHAP_A=")
+        while at >= 0:
+            end = payload.find(b"\0", at)
+            self.seen.append((sport, payload[at + 7:end].decode(errors="replace")))
+            at = payload.find(b"CHAP_A=", end)
 
     def close(self):
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
+        self.wire.close()
         # the initiator's offer travels to port 3260, the target's choice from it
         return {"offered": [v for p, v in self.seen if p != 3260], "chosen": [v for p, v in self.seen if p == 3260]}
 

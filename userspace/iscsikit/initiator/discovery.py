@@ -105,6 +105,24 @@ def found_nodes(db: ndb.NodeDB, rec: ndb.Record, found, ifaces: list[str] | None
     return out
 
 
+def isns_nodes(db: ndb.NodeDB, rec: ndb.Record, groups, ifaces: list[str] | None = None) -> list[ndb.Node]:
+    """The node records an iSNS query (`groups`: proto.isns.PortalGroup) found, not written:
+    one per portal group per iface, linked to the iSNS server (usr/discovery.c)."""
+    address, port = rec["discovery.sendtargets.address"], rec["discovery.sendtargets.port"]
+    out = []
+    for g in groups:
+        for iface in ifaces or [R.DEFAULT_IFACE]:
+            nid = ndb.NodeId(g.target, g.address, g.port, g.tag, iface)
+            values = db.new_node_values(nid, discovery_type="isns")
+            values.update({"node.discovery_address": address, "node.discovery_port": str(port)})
+            out.append(ndb.Node(R.NODE_FIELDS, values, nid))
+    return out
+
+
+# a discovery record's type -> node.discovery_type of the records it finds
+NODE_TYPE = {"sendtargets": "send_targets", "isns": "isns"}
+
+
 def apply(db: ndb.NodeDB, rec: ndb.Record, nodes: list[ndb.Node], op: int,
           in_use: set[tuple] = frozenset()) -> list[str]:
     """Apply discovery operations `op` to the database; returns iscsiadm's error lines
@@ -113,9 +131,12 @@ def apply(db: ndb.NodeDB, rec: ndb.Record, nodes: list[ndb.Node], op: int,
     if op & OP_NONPERSISTENT and not op & (OP_NEW | OP_DELETE | OP_UPDATE):
         return []
     address, port = rec["discovery.sendtargets.address"], R.atoi(rec["discovery.sendtargets.port"])
+    dtype = rec["discovery.type"]
     errors = []
     with db.locked():
-        if db.read_discovery("sendtargets", address, port) is None:
+        # an iSNS server's record is written only by discoverydb (exec_disc2_op); the
+        # records it found are linked under its folder all the same
+        if dtype == "sendtargets" and db.read_discovery(dtype, address, port) is None:
             db.write_discovery(rec)
         wanted = {n.id for n in nodes}
         if op & OP_DELETE:
@@ -126,7 +147,7 @@ def apply(db: ndb.NodeDB, rec: ndb.Record, nodes: list[ndb.Node], op: int,
                     v = db.read_node(nid).values
                 except ndb.DBError:
                     continue
-                if (v.get("node.discovery_type") != "send_targets" or v.get("node.discovery_address") != address
+                if (v.get("node.discovery_type") != NODE_TYPE[dtype] or v.get("node.discovery_address") != address
                         or R.atoi(v.get("node.discovery_port") or "0") != port):
                     continue
                 if (nid.target, nid.address, nid.port) in in_use:
@@ -142,7 +163,7 @@ def apply(db: ndb.NodeDB, rec: ndb.Record, nodes: list[ndb.Node], op: int,
                     continue   # idbm_add_node without overwrite keeps the record as it is
                 db.write_node(node)
                 if node.id.tpgt != ndb.UNKNOWN_TPGT:
-                    db.link_discovered("sendtargets", address, port, node.id)
+                    db.link_discovered(dtype, address, port, node.id)
     return errors
 
 
