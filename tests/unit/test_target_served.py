@@ -189,3 +189,35 @@ def test_an_output_larger_than_a_frame_arrives_whole(world, server, monkeypatch)
     monkeypatch.setattr(cli, "main", big)
     rc, out, err = run(world, "iscsikit-target", "ls", "/", socket_path=server.path)
     assert (rc, out.decode(), err) == (0, text, b"warned\n") and len(server.runs) == 1
+
+
+def test_ls_on_the_clients_terminal_runs_in_its_own_process(world, server):
+    """Colours depend on the client's stdout: `ls` on its terminal goes through configshell,
+    which the server never runs; a create on a terminal is still served."""
+    import pty
+
+    def on_pty(argv0: str, *args: str, env_extra=None):
+        master, slave = pty.openpty()
+        env = {"PATH": "/usr/bin:/bin", "ISCSIKIT_TARGET_SOCKET": server.path, "COLUMNS": "100",
+               "TERM": "xterm", **(env_extra or {})}
+        p = subprocess.run([str(world / argv0), "--configfs", str(world / "configfs"), *args], stdout=slave,
+                           stderr=subprocess.PIPE, env=env, cwd=world, timeout=120)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
+        return p.returncode, out, p.stderr
+    before = len(server.runs)
+    warm = on_pty("iscsikit-target", "ls", "/")
+    assert warm == on_pty("iscsikit-target-local", "ls", "/") and warm[0] == 0
+    assert b"\x1b[" in warm[1] and len(server.runs) == before        # coloured, and not served
+    plain = on_pty("iscsikit-target", "ls", "/", env_extra={"NO_COLOR": "1"})
+    assert b"\x1b[" not in plain[1] and len(server.runs) == before + 1   # no colours: served
+    assert on_pty("iscsikit-target", "/iscsi", "create", "iqn.bad")[0] == 2 and len(server.runs) == before + 2

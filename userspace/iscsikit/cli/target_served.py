@@ -55,9 +55,29 @@ def warm() -> None:
         importlib.import_module(name)
 
 
-def servable(argv: list[str]) -> bool:
-    """argv[0] first, as the client was called."""
-    return target.servable(list(argv[1:]))
+class _Terminal:
+    """Stands for the client's stdout/stderr while servable() decides: whether a command
+    draws colours (and so goes through configshell) depends on the client's terminal."""
+
+    def __init__(self, tty: bool):
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def servable(argv: list[str], env: dict | None = None, tty: list | None = None) -> bool:
+    """argv[0] first, as the client was called; decided in the client's environment and
+    with its terminals (`ls` on a terminal draws colours through configshell: not served)."""
+    tty = list(tty or (False, False, False))
+    with LOCK, _client_process(env or {}, None, _Terminal(bool(tty[1])), _Terminal(bool(tty[2]))):
+        return target.servable(list(argv[1:]))
 
 
 @contextlib.contextmanager

@@ -74,7 +74,7 @@ def _request(line: bytes):
         args = protocol.check_request("cli", req.get("args", {}))
     except protocol.RequestError as e:
         return None, mgmt.fail(ExitCode.INVALID_MGMT_REQ, str(e))
-    if not all(isinstance(a, str) for a in args["argv"]) or not target_served.servable(args["argv"]):
+    if not all(isinstance(a, str) for a in args["argv"]) or not target_served.servable(args["argv"], args["env"], args["tty"]):
         # the interactive shell and the configshell commands run in the client's own process
         return None, mgmt.fail(ExitCode.OP_NOT_SUPP, "not a command this server runs")
     return args, None
