@@ -265,7 +265,11 @@ def _connect(portal: Portal, deadline: _Deadline, connect_timeout: float,
     except LoginError as exc:
         exc.stage = "connect"
         raise
-    netdev = bind.netdev()
+    try:
+        netdev = bind.netdev()
+    except LoginError as exc:
+        exc.stage = "connect"        # no connection could be made: a recovery waits as after a refused connect
+        raise
     try:
         infos = socket.getaddrinfo(portal.host, portal.port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     except OSError as exc:
@@ -274,7 +278,8 @@ def _connect(portal: Portal, deadline: _Deadline, connect_timeout: float,
         want = socket.AF_INET6 if ":" in bind.ipaddress else socket.AF_INET
         infos = [i for i in infos if i[0] == want]
         if not infos:
-            raise LoginError(ExitCode.TRANS, f"iface {bind.iface}: ipaddress {bind.ipaddress} cannot reach {portal}")
+            raise LoginError(ExitCode.TRANS, f"iface {bind.iface}: ipaddress {bind.ipaddress} cannot reach {portal}",
+                             "connect")
     error: OSError | None = None
     for family, kind, proto, _name, address in infos:
         sock = socket.socket(family, kind, proto)
@@ -286,7 +291,7 @@ def _connect(portal: Portal, deadline: _Deadline, connect_timeout: float,
                     sock.bind((bind.ipaddress, 0))
                 except OSError as exc:
                     raise LoginError(ExitCode.TRANS, f"iface {bind.iface}: cannot bind source address "
-                                                     f"{bind.ipaddress}: {exc.strerror or exc}") from None
+                                                     f"{bind.ipaddress}: {exc.strerror or exc}", "connect") from None
             sock.settimeout(timeout)
             sock.connect(address)
         except socket.timeout:
