@@ -26,10 +26,18 @@ OSBRICK_PROBE = Path(__file__).parent / "probes" / "osbrick_mpath_probe.py"
 MODULES = LAB_MODULES + ("dm_multipath", "scsi_dh_alua")
 
 
+def _load() -> str:
+    """The host's 1-minute load average (the machine is shared: it says how busy the run was)."""
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
+
+
 def run(g: Guest, rounds: int, cut: float, stack: str = "iscsikit", profile: bool = False) -> dict:
+    load = _load()
     r = g.run([sys.executable, str(PROBE), str(rounds), str(cut), stack], timeout=600 + rounds * (cut + 60),
               env={"MP_TIMELINE": "1"} if profile else None)
     rep = json.loads(r.out.strip().splitlines()[-1])
+    rep["load_before"], rep["load_after"] = load, _load()
     if os.environ.get("BENCH_KEEP"):         # the whole report, for a closer look
         Path(os.environ["BENCH_KEEP"], f"multipath-{stack}-{rounds}x{cut:g}.json").write_text(json.dumps(rep, indent=1))
     return rep
@@ -86,6 +94,9 @@ def table(rep: dict) -> str:
         fo, fb = [r["failover_s"] for r in rs], [r["failback_s"] for r in rs]
         lines.append(f"| median (min-max) | {statistics.median(fo)} ({min(fo)}-{max(fo)}) "
                      f"| {statistics.median(fb)} ({min(fb)}-{max(fb)}) | {sum(r['back'] for r in rs)}/{len(rs)} |")
+    lines.append(f"\noptimized path's kernel timers: recovery_tmo {rep.get('recovery_tmo')}, "
+                 f"{rep.get('conn_timers')}; host load average before / after: {rep.get('load_before')} / "
+                 f"{rep.get('load_after')}")
     w = rep.get("writer", {})
     lines.append(f"\nwriter: {w.get('writes')} verified 64 KiB writes, errors {w.get('errors')}, "
                  f"verify errors {w.get('verify_errors')}, final verify errors {w.get('final_verify_errors')}, "

@@ -326,6 +326,10 @@ def multipath(s1, s2):
     out["by_path"] = {a: os.path.realpath(f"/dev/disk/by-path/ip-{a}:3260-iscsi-{IQN}-lun-0")
                       for a in (A, B)}
     out["rtpg"] = sh(["sg_rtpg", "-d", f"/dev/{d1}"], check=False).stdout
+    # the NOP-Out timers the kernel got for the optimized path (iscsid and we pass the record's
+    # noop_out_timeout / noop_out_interval as PING_TMO / RECV_TMO)
+    out["conn_timers"] = {k: sysfs.attr("iscsi_connection", f"connection{s1}:0", k) for k in ("ping_tmo", "recv_tmo")}
+    out["recovery_tmo"] = sysfs.attr("iscsi_session", f"session{s1}", "recovery_tmo")
     start_multipathd()
     wwid = out["wwids"][0]
     if not lio.until(lambda: os.path.exists(f"/dev/mapper/{wwid}"), 60):
