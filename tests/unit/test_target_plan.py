@@ -142,6 +142,17 @@ def test_alua_changed_state_writes_only_that_value():
     assert steps[0].values == {"name": "ao", "alua_access_state": 1}
 
 
+def test_alua_status_is_written_after_a_changed_state():
+    # the kernel marks the status "Altered by Implicit ALUA" on a state write: the file's goes last
+    current, desired = _with_groups(load(), state=0), _with_groups(load(), state=1)
+    for cfg, status in ((current, 0), (desired, 0)):
+        next(iter(cfg.storage_objects.values())).alua_tpgs[1] = {
+            "alua_access_status": status, **next(iter(cfg.storage_objects.values())).alua_tpgs[1]}
+    [step] = plan(current, desired)
+    assert list(step.values) == ["name", "alua_access_state", "alua_access_status"]
+    assert step.values["alua_access_status"] == 0
+
+
 def test_alua_missing_group_is_made_before_a_lun_moves_into_it():
     current = _with_groups(load(), group="ao", lun_group="ao")
     desired = _with_groups(load(), group="ao", lun_group="ano")

@@ -62,7 +62,11 @@ def main():
     out["ano_id"] = read(f"{core}/alua/ano/tg_pt_gp_id") if os.path.isdir(f"{core}/alua/ano") else None
     out["lun_group"] = read(f"{lun}/alua_tg_pt_gp").splitlines()[0]
     out["kept"] = (os.stat(lun).st_ino, read(f"{core}/wwn/vpd_unit_serial")) == before
-    # the same file again: nothing left to change
+    # the same file again: nothing left to change (dry_run lists what would be)
+    out["again_dry"] = ikt("restoreconfig", "/tmp/alua-changed.json", "clear_existing=true", "dry_run=true")
+    out["groups_after"] = {g: {f: read(f"{core}/alua/{g}/{f}") for f in ("alua_access_state", "alua_access_status",
+                                                                          "alua_access_type", "preferred")}
+                           for g in os.listdir(f"{core}/alua")}
     out["again"] = ikt("restoreconfig", "/tmp/alua-changed.json", "clear_existing=true")
     ikt("clearconfig", "confirm=true")
     print(json.dumps(out))

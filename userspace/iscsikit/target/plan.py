@@ -95,9 +95,18 @@ def _alua_steps(add, cur: StorageObject, new: StorageObject) -> None:
             continue
         wanted = {k: v for k, v in g.items() if k != "name" and v is not None}
         if name not in running:
-            add(Step("alua_create", obj=new, values={"name": name, **wanted}))
+            add(Step("alua_create", obj=new, values={"name": name, **_status_last(wanted, wanted)}))
         elif (vals := {k: v for k, v in wanted.items() if _norm(running[name].get(k)) != _norm(v)}):
-            add(Step("alua_attrs", obj=new, values={"name": name, **vals}))
+            add(Step("alua_attrs", obj=new, values={"name": name, **_status_last(vals, wanted)}))
+
+
+def _status_last(vals: dict, wanted: dict) -> dict:
+    """A state write sets the group's alua_access_status to "Altered by Implicit ALUA"
+    (target_core_alua.c core_alua_do_transition_tg_pt): the file's status goes after it."""
+    if "alua_access_state" in vals and "alua_access_status" in wanted:
+        vals = {k: v for k, v in vals.items() if k != "alua_access_status"}
+        vals["alua_access_status"] = wanted["alua_access_status"]
+    return vals
 
 
 def _so_same(cur: StorageObject, new: StorageObject) -> bool:
