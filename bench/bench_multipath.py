@@ -92,8 +92,8 @@ def table(rep: dict) -> str:
     rs = rep.get("rounds", [])
     if rs:
         fo, fb = [r["failover_s"] for r in rs], [r["failback_s"] for r in rs]
-        lines.append(f"| median (min-max) | {statistics.median(fo)} ({min(fo)}-{max(fo)}) "
-                     f"| {statistics.median(fb)} ({min(fb)}-{max(fb)}) | {sum(r['back'] for r in rs)}/{len(rs)} |")
+        lines.append(f"| median (min-max) | {statistics.median(fo):.2f} ({min(fo)}-{max(fo)}) "
+                     f"| {statistics.median(fb):.2f} ({min(fb)}-{max(fb)}) | {sum(r['back'] for r in rs)}/{len(rs)} |")
     lines.append(f"\noptimized path's kernel timers: recovery_tmo {rep.get('recovery_tmo')}, "
                  f"{rep.get('conn_timers')}; host load average before / after: {rep.get('load_before')} / "
                  f"{rep.get('load_after')}")
@@ -146,8 +146,8 @@ def main() -> int:
             ref = run(g, args.rounds, args.cut, "open-iscsi", profile=args.profile)
             print(f"## open-iscsi 2.1.8: {args.rounds} rounds, {args.cut:g} s cut\n\n{table(ref)}\n", flush=True)
             (fo, fb), (rfo, rfb) = medians(ours), medians(ref)
-            print(f"median failover {fo} s vs {rfo} s ({fo / rfo:.2f}x); "
-                  f"median failback {fb} s vs {rfb} s ({fb / rfb:.2f}x)\n", flush=True)
+            print(f"median failover {fo:.2f} s vs {rfo:.2f} s ({fo / rfo:.2f}x); "
+                  f"median failback {fb:.2f} s vs {rfb:.2f} s ({fb / rfb:.2f}x)\n", flush=True)
             if args.profile:
                 print(profile_table({"iscsikit": ours, "open-iscsi": ref}) + "\n", flush=True)
                 for stack, rep in (("iscsikit", ours), ("open-iscsi", ref)):
