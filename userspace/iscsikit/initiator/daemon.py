@@ -31,13 +31,19 @@ from ..kernel.constants import ConnErr, Ev, KEv
 from ..kernel.netlink import IscsiNetlink, decode_stats
 from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
+from ..proto.keys import KEY_BY_NAME
 from .exitcodes import ExitCode
 from . import mgmt, protocol, reopen
 from .errors import IscsiError
+from .records import atoi
 from .session import CONN_LOST, LOGOUT_TIMEOUT, Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
 
 log = logging.getLogger("iscsikitd")
 
+# a first login that fails with one of these is tried again while initial_login_retry_max x
+# login_timeout lasts (usr/initiator.c iscsi_login_eh, iscsi_retry_initial_login); an
+# authentication failure (24) or a fatal status (19) ends it at once, as iscsi_login_is_fatal_err
+RETRIED_LOGIN_CODES = frozenset({ExitCode.TRANS, ExitCode.TRANS_TIMEOUT, ExitCode.PDU_TIMEOUT, ExitCode.LOGIN})
 # worker threads started with the daemon: one per login of a typical `-L all` burst
 WARM_WORKERS = 32
 # the longest a login request waits for its SCSI scan beyond what is left of its login_timeout
@@ -123,6 +129,9 @@ class Daemon:
         self.initiator = Initiator(self.sysfs, netlink(groups=0))
         self.events = netlink()
         self.schedule = schedule            # when a failed session's reconnect attempts start (reopen.py)
+        # a first login's failed connect waits this before it is tried again (iscsid's
+        # ISCSI_CONN_ERR_REOPEN_DELAY, as a recovery's: reopen.py)
+        self.conn_retry_delay = schedule.connect_failed
         self.cli_runner = cli_runner
         self.cli_runs: set[asyncio.Task] = set()
         self.watchers: set[asyncio.StreamWriter] = set()
@@ -552,14 +561,10 @@ class Daemon:
                 asyncio.run_coroutine_threadsafe(register(ks), self.loop).result()
 
             try:
-                ks = await self.blocking(self.initiator.login, node, created, False, self.pdu_route)
+                ks = await self._first_login(node, created)
             except IscsiError as e:
-                self._forget_login(node)
                 log.info("login to %s at %s,%s refused (stage %s, exit %d): %s", node.target, node.address,
                          node.port, getattr(e, "stage", "login"), e.exit_code, e)
-                raise
-            except BaseException:
-                self._forget_login(node)
                 raise
             m = self.sessions[ks.sid]
             m.state = "LOGGED_IN"       # watchers meet it here, logged in (session_added)
@@ -570,6 +575,48 @@ class Daemon:
         if node.scan == "auto":
             result.update(await self._scan(ks, max(MIN_SCAN_WAIT, node.login_timeout - (time.monotonic() - start))))
         return result
+
+    async def _first_login(self, node: NodeConfig, created: Callable) -> KernelSession:
+        """The first login, tried again as iscsid 2.1.8 does (usr/initiator.c iscsi_login_eh,
+        iscsi_retry_initial_login, __session_conn_reopen, session_conn_poll): while
+        initial_login_retry_max x login_timeout seconds have not passed since the first
+        connect, a failure in RETRIED_LOGIN_CODES is tried again. A failed connect waits
+        CONN_RETRY_DELAY first; the first retry then waits the record's DefaultTime2Wait.
+        When the time is up, a connect failure ends as 8 (iscsid's login timer reports it).
+        A failure to bind the iface (a missing netdev) is not tried again."""
+        start = time.monotonic()
+        window = max(0, node.initial_login_retry_max) * node.login_timeout
+        t2w = float(atoi(node.operational.get("DefaultTime2Wait") or KEY_BY_NAME["DefaultTime2Wait"].open_iscsi))
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.blocking(self.initiator.login, node, created, False, self.pdu_route)
+            except SessionError as e:
+                self._forget_login(node)
+                if e.exit_code not in RETRIED_LOGIN_CODES or e.stage == "bind":
+                    raise
+                failure = e
+            except BaseException:
+                self._forget_login(node)
+                raise
+            if failure.stage == "connect":
+                await asyncio.sleep(self.conn_retry_delay)
+            if time.monotonic() - start > window or self.stopping.is_set():
+                log.info("login to %s at %s,%s: giving up after %d attempt(s) in %.0f s "
+                         "(initial_login_retry_max %d x login_timeout %g s)", node.target, node.address, node.port,
+                         attempt, time.monotonic() - start, node.initial_login_retry_max, node.login_timeout)
+                if failure.stage == "connect":
+                    raise SessionError(ExitCode.TRANS_TIMEOUT, str(failure), "connect") from None
+                raise failure
+            log.info("login to %s at %s,%s: attempt %d failed (%s); trying again", node.target, node.address,
+                     node.port, attempt, failure)
+            if t2w:
+                await asyncio.sleep(t2w)
+                t2w = 0.0        # iscsid waits it once (def_time2wait = 0 after the first reopen)
+                if time.monotonic() - start > window:
+                    # iscsid's reopen timer ran out: its login error handler reports 8
+                    raise SessionError(ExitCode.TRANS_TIMEOUT, str(failure), failure.stage) from None
 
     def _forget_login(self, node: NodeConfig) -> None:
         """A failed first login: its LOGGING_IN entry goes (the worker unwound the kernel's session)."""

@@ -26,7 +26,7 @@ import dataclasses
 
 # the outcomes of one attempt that decide the next delay
 REFUSED = "refused"                       # connected, then the login failed (refused, lost, timed out)
-CONNECT_FAILED = "connect_failed"         # no TCP connection (refused, unreachable, timed out, netdev down)
+CONNECT_FAILED = "connect_failed"         # no TCP connection (refused, unreachable, timed out, iface's netdev down)
 INTERNAL = "internal"                     # the kernel refused a request (STOP_CONN, BIND_CONN, ...)
 
 DEFAULT_TIME2WAIT = 2.0            # the record's node.session.iscsi.DefaultTime2Wait
@@ -38,9 +38,9 @@ REFUSED_INTERVAL = 1.0             # between the starts of a refused attempt and
 @dataclasses.dataclass(frozen=True)
 class Schedule:
     """The delays, in seconds; unit tests scale them down through Daemon(schedule=...).
-    `first`: before the first attempt after the connection error; None: the session's
-    negotiated DefaultTime2Wait (the record's default when it has none, e.g. adopted)."""
-    first: float | None = None
+    `first`: before the first attempt after the connection error when the session has no
+    negotiated DefaultTime2Wait (an adopted one: sysfs does not show it for iscsi_tcp)."""
+    first: float = DEFAULT_TIME2WAIT
     connect_failed: float = CONN_ERR_REOPEN_DELAY
     internal: float = INTERNAL_ERR_REOPEN_DELAY
     refused_interval: float = REFUSED_INTERVAL
@@ -57,17 +57,15 @@ class Schedule:
 
 
     def first_delay(self, negotiated: dict) -> float:
-        if self.first is not None:
-            return self.first
-        try:
-            return float(negotiated.get("DefaultTime2Wait", DEFAULT_TIME2WAIT))
-        except (TypeError, ValueError):
-            return DEFAULT_TIME2WAIT
+        """DefaultTime2Wait as the session's last login negotiated it (RFC 7143 §13.15: the
+        larger of both offers), else `first`."""
+        t2w = negotiated.get("DefaultTime2Wait")
+        return float(t2w) if isinstance(t2w, int) else self.first
 
 
 def outcome_of(stage: str) -> str:
     """A failed attempt's outcome from its error's stage (SessionError.stage)."""
-    if stage == "connect":
+    if stage in ("connect", "bind"):       # bind: the iface's netdev missing, down or address-less
         return CONNECT_FAILED
     if stage == "kernel":
         return INTERNAL
