@@ -4,12 +4,9 @@ that leaves the server, a server that is not there) through Debian's open-iscsi 
 through iscsikit in one guest, against one open-isns server where LIO's two targets are
 registered (probes/isns_story.py): exit code, stdout and stderr equal."""
 
-import json
-import os
-import re
 
 import pytest
-from transcripts import differences, drop_noise
+from transcripts import differences, drop_noise, dumped, without_sids
 
 
 # libisns's own log lines in the reference's stderr (its socket layer, not iscsiadm's words)
@@ -18,19 +15,14 @@ LIBISNS_NOISE = ("socket disconnect, killing socket", "Warning: Timed out while 
 
 def normalize(text: str) -> str:
     text = "".join(line for line in text.splitlines(True) if not line.startswith(LIBISNS_NOISE))
-    text = re.sub(r"\[sid: \d+,", "[sid: N,", text)
-    text = re.sub(r"^tcp: \[\d+\]", "tcp: [N]", text, flags=re.M)
+    text = without_sids(text)
     return drop_noise(text)
 
 
 @pytest.fixture(scope="module")
 def transcripts(run_probe):
     report = run_probe("isns_story.py")
-    dump = os.environ.get("ISCSIKIT_TRANSCRIPT_DUMP")   # for reading a failure in full
-    if dump:
-        with open(dump, "w") as f:
-            json.dump(report, f, indent=1)
-    return report
+    return dumped(report)
 
 
 def _in_sid_order_free(steps):

@@ -2,6 +2,9 @@
 runner that makes them in the guest (the probes import it), and what differs, step by step,
 after each side is normalised (the tests on the host)."""
 
+import json
+import os
+import re
 import subprocess
 import time
 
@@ -25,6 +28,21 @@ def drop_reason(text: str) -> str:
         after_report = "initiator reported error (" in line
         out.append(line)
     return "".join(out)
+
+
+def without_sids(text: str) -> str:
+    """Session ids differ between two runs of one story: "[sid: N," and "tcp: [N]"."""
+    text = re.sub(r"\[sid: \d+,", "[sid: N,", text)
+    return re.sub(r"^tcp: \[\d+\]", "tcp: [N]", text, flags=re.M)
+
+
+def dumped(report: dict) -> dict:
+    """`report`, also written to $ISCSIKIT_TRANSCRIPT_DUMP when set (to read a failure in full)."""
+    path = os.environ.get("ISCSIKIT_TRANSCRIPT_DUMP")
+    if path:
+        with open(path, "w") as f:
+            json.dump(report, f, indent=1)
+    return report
 
 
 def differences(ref: list[dict], ours: list[dict], normalize) -> str:

@@ -8,7 +8,6 @@ the same way for both runs (discovery CHAP on/off, a target removed)."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -114,11 +113,6 @@ STEPS = [
 ]
 
 
-def reset_db():
-    for d in ("nodes", "send_targets", "static", "isns", "fw", "ifaces"):
-        shutil.rmtree(f"/etc/iscsi/{d}", ignore_errors=True)
-
-
 def setup_lio():
     lio.clear()
     lio.target(T1, "/var/tmp/lio/surf1.img")
@@ -203,7 +197,7 @@ with open("/etc/iscsi/iscsid.conf", "w") as f:   # the guest's overlay: the host
     f.write(CONF + "\niscsid.safe_logout = Yes\n")
 
 # --- the reference: Debian's iscsid + iscsiadm ---
-reset_db()
+lio.reset_db()
 setup_lio()
 iscsid = lio.start_iscsid()
 try:
@@ -216,7 +210,7 @@ finally:
         iscsid.wait(timeout=30)
 
 # --- iscsikit: iscsikitd + the forwarding iscsiadm ---
-reset_db()
+lio.reset_db()
 setup_lio()
 os.environ["ISCSIKIT_SOCKET"] = "/run/iscsikit/surface.sock"
 ours = subprocess.Popen([f"{VENV}/iscsikitd", "--socket", "/run/iscsikit/surface.sock", "--log-level", "debug"],
@@ -233,7 +227,7 @@ finally:
 report["daemon_log_tail"] = open("/tmp/iscsikitd-surface.log").read()[-3000:]
 with open("/etc/iscsi/iscsid.conf", "w") as f:
     f.write(CONF)
-reset_db()
+lio.reset_db()
 lio_action("no_discovery_auth")
 lio.clear()
 time.sleep(0)

@@ -11,7 +11,6 @@ Targets are made through iscsikit's target/ code (Manager.apply of a saveconfig)
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -53,11 +52,6 @@ def make_target(iqn, portal, chap=False, mutual=False):
         "storage_objects": [{"plugin": "fileio", "name": iqn.rsplit(":", 1)[1], "dev": backing,
                              "size": 16 << 20, "write_back": False}],
         "targets": [{"wwn": iqn, "fabric": "iscsi", "tpgs": [tpg]}]}))
-
-
-def reset_db():
-    for d in ("nodes", "send_targets", "static", "isns", "fw", "ifaces"):
-        shutil.rmtree(f"/etc/iscsi/{d}", ignore_errors=True)
 
 
 def node_files():
@@ -144,7 +138,7 @@ lio.clear()
 try:
     make_target(T6, "[::1]")
     # --- IPv6, the reference: Debian's iscsid + iscsiadm ---
-    reset_db()
+    lio.reset_db()
     iscsid = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     lio.until(lio.iscsid_ready, 60)
@@ -155,7 +149,7 @@ try:
         iscsid.terminate()
         iscsid.wait(timeout=30)
     # --- IPv6, iscsikit ---
-    reset_db()
+    lio.reset_db()
     os.environ["ISCSIKIT_SOCKET"] = "/run/iscsikit/chapv6.sock"
     ours = subprocess.Popen([f"{VENV}/iscsikitd", "--socket", "/run/iscsikit/chapv6.sock"],
                             stdout=subprocess.DEVNULL, stderr=open(f"{SCRATCH}/iscsikitd.log", "wb"))
@@ -164,7 +158,7 @@ try:
         report["iscsikit"] = ipv6_steps([f"{VENV}/iscsiadm"])
         lio.clear()
         # --- chap_algs (iscsikit) ---
-        reset_db()
+        lio.reset_db()
         make_target(TC, P4, chap=True)
         r = run([f"{VENV}/iscsiadm"], ["-m", "node", "-o", "new", "-T", TC, "-p", P4])
         assert r["rc"] == 0, r
@@ -186,6 +180,6 @@ try:
         ours.terminate()
         ours.wait(timeout=30)
 finally:
-    reset_db()
+    lio.reset_db()
     lio.clear()
 print(json.dumps(report))

@@ -15,7 +15,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lio  # noqa: E402
+from transcripts import run_steps  # noqa: E402
 
 T1 = "iqn.2026-12.org.iscsikit.test:isns1"
 T2 = "iqn.2026-12.org.iscsikit.test:isns2"
@@ -96,19 +98,7 @@ def action(server, name):
 
 
 def run_all(cmd, server):
-    out = []
-    for step in STEPS:
-        if isinstance(step, tuple):
-            action(server, step[1])
-            continue
-        p = subprocess.run(cmd + step, capture_output=True, text=True, timeout=180)
-        out.append({"argv": step, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr})
-    return out
-
-
-def reset_db():
-    for d in ("nodes", "send_targets", "static", "isns", "fw", "ifaces"):
-        shutil.rmtree(f"/etc/iscsi/{d}", ignore_errors=True)
+    return run_steps(cmd, STEPS, action=lambda name: action(server, name))
 
 
 os.makedirs("/etc/target", exist_ok=True)
@@ -117,7 +107,7 @@ os.makedirs("/run/lock/iscsi", exist_ok=True)
 lio.INITIATOR = open("/etc/iscsi/initiatorname.iscsi").read().split("InitiatorName=")[1].split()[0]
 report = {}
 try:
-    reset_db()
+    lio.reset_db()
     server = Isnsd()
     setup(server)
     iscsid = lio.start_iscsid()
@@ -129,7 +119,7 @@ try:
         iscsid.wait(timeout=30)
         server.stop()
 
-    reset_db()
+    lio.reset_db()
     server = Isnsd()
     setup(server)
     sock = "/run/iscsikit/isns.sock"
@@ -144,7 +134,7 @@ try:
         server.stop()
     report["daemon_log"] = open("/tmp/iscsikitd-isns.log").read()[-3000:]
 finally:
-    reset_db()
+    lio.reset_db()
     lio.clear()
     time.sleep(0)
 print(json.dumps(report))

@@ -16,6 +16,14 @@ def clear():
     RTSRoot().clear_existing(confirm=True)
 
 
+def reset_db():
+    """Empty the guest's /etc/iscsi record folders (its overlay: the host's stay), so each
+    implementation of a differential starts from the same empty database."""
+    import shutil
+    for d in ("nodes", "send_targets", "static", "isns", "fw", "ifaces"):
+        shutil.rmtree(f"/etc/iscsi/{d}", ignore_errors=True)
+
+
 def target(name, path, size=64 << 20, port=3260, chap=None, mutual=None, digests_required=False):
     """One fileio LUN behind iqn `name` on 127.0.0.1:port; CHAP (user, secret) with an ACL when given."""
     with open(path, "ab") as f:   # rtslib records the size but leaves a new file empty

@@ -92,28 +92,25 @@ def exchange(rec: ndb.Record, initiator_name: str | None, bind: login_io.Binding
 
 
 def found_nodes(db: ndb.NodeDB, rec: ndb.Record, found, ifaces: list[str] | None = None) -> list[ndb.Node]:
-    """The node records discovery `rec` found (not written): one per portal per iface."""
-    address, port = rec["discovery.sendtargets.address"], rec["discovery.sendtargets.port"]
-    out = []
-    for t in found:
-        for p in t.portals:
-            for iface in ifaces or [R.DEFAULT_IFACE]:
-                nid = ndb.NodeId(t.name, p.host, p.port, p.tpgt, iface)
-                values = db.new_node_values(nid, discovery_type="send_targets")
-                values.update({"node.discovery_address": address, "node.discovery_port": str(port)})
-                out.append(ndb.Node(R.NODE_FIELDS, values, nid))
-    return out
+    """The node records SendTargets discovery `rec` found (not written): one per portal per iface."""
+    return _nodes(db, rec, ((t.name, p.host, p.port, p.tpgt) for t in found for p in t.portals), ifaces)
 
 
 def isns_nodes(db: ndb.NodeDB, rec: ndb.Record, groups, ifaces: list[str] | None = None) -> list[ndb.Node]:
     """The node records an iSNS query (`groups`: proto.isns.PortalGroup) found, not written:
     one per portal group per iface, linked to the iSNS server (usr/discovery.c)."""
+    return _nodes(db, rec, ((g.target, g.address, g.port, g.tag) for g in groups), ifaces)
+
+
+def _nodes(db: ndb.NodeDB, rec: ndb.Record, portals, ifaces: list[str] | None) -> list[ndb.Node]:
+    """A record per (target, address, port, tag) per iface, linked to discovery `rec`."""
     address, port = rec["discovery.sendtargets.address"], rec["discovery.sendtargets.port"]
+    node_type = NODE_TYPE[rec["discovery.type"]]
     out = []
-    for g in groups:
+    for target, host, tport, tag in portals:
         for iface in ifaces or [R.DEFAULT_IFACE]:
-            nid = ndb.NodeId(g.target, g.address, g.port, g.tag, iface)
-            values = db.new_node_values(nid, discovery_type="isns")
+            nid = ndb.NodeId(target, host, tport, tag, iface)
+            values = db.new_node_values(nid, discovery_type=node_type)
             values.update({"node.discovery_address": address, "node.discovery_port": str(port)})
             out.append(ndb.Node(R.NODE_FIELDS, values, nid))
     return out

@@ -214,6 +214,12 @@ def _default_record(ctx: Ctx, address: str, port: int, dtype: str = "sendtargets
     return ndb.Record(fields, values)
 
 
+def _operations(ctx: Ctx) -> int:
+    """The discovery operations -o asked for; none: new, delete and update (iscsiadm's compat)."""
+    op = ctx.op & (OPS["new"] | OPS["delete"] | OPS["update"] | OPS["nonpersistent"])
+    return op or OPS["new"] | OPS["delete"] | OPS["update"]
+
+
 def discovery_run(ctx: Ctx, rec, write_record: bool) -> int:
     """SendTargets in the client, as iscsiadm (do_software_sendtargets): the record's auth
     and timeouts; the records the operations (-o; none: new, delete and update) ask for;
@@ -221,9 +227,7 @@ def discovery_run(ctx: Ctx, rec, write_record: bool) -> int:
     from ...initiator import discovery
     if rec["discovery.type"] == "isns":
         return isns_run(ctx, rec, write_record)
-    op = ctx.op & (OPS["new"] | OPS["delete"] | OPS["update"] | OPS["nonpersistent"])
-    if not op:
-        op = OPS["new"] | OPS["delete"] | OPS["update"]
+    op = _operations(ctx)
     db = ctx.db
     if write_record and not op & OPS["nonpersistent"]:
         db.write_discovery(rec)
@@ -251,9 +255,7 @@ def isns_run(ctx: Ctx, rec, write_record: bool) -> int:
     """iSNS discovery in the client, as iscsiadm (do_isns): the server's portal groups
     become node records (discovery_type isns) under the same operations as SendTargets."""
     from ...initiator import discovery, isns
-    op = ctx.op & (OPS["new"] | OPS["delete"] | OPS["update"] | OPS["nonpersistent"])
-    if not op:
-        op = OPS["new"] | OPS["delete"] | OPS["update"]
+    op = _operations(ctx)
     db = ctx.db
     if write_record and not op & OPS["nonpersistent"]:
         db.write_discovery(rec)
