@@ -8,6 +8,15 @@ QEMU runs in its own session (a Ctrl-C in the terminal reaches us, not it)
 and with PR_SET_PDEATHSIG, so even a SIGKILL of this process takes QEMU
 with it. Create the Guest in the thread that lives longest (pytest's main
 thread): the death signal follows the thread that started QEMU.
+
+    with Guest(init="systemd") as g:    # systemd is PID 1 on the overlay root
+        g.run("systemctl start iscsikitd.socket", check=True)
+        print(g.journal())              # the journal lines since the last call
+        console = g.shutdown()          # a clean `systemctl poweroff`; the console, journal included
+
+With init="systemd" the services the host itself enables (/etc/systemd/system/*.wants)
+are masked in the guest: they are the host's, not the lab's (a database, open-iscsi's
+iscsid, tgtd ...), and would only slow the boot and hold the kernel's iSCSI.
 """
 
 from __future__ import annotations
@@ -40,6 +49,26 @@ PR_SET_PDEATHSIG = 1
 # decides the agent itself is stuck.
 AGENT_GRACE = 30.0
 CONSOLE_TAIL = 15
+INITS = ("shell", "systemd")
+# the kernel's command line is at most 2048 bytes on x86 (COMMAND_LINE_SIZE)
+CMDLINE_MAX = 2048
+# where Guest.journal() keeps its place in the guest's journal
+JOURNAL_CURSOR = "/run/iscsikit-lab-journal.cursor"
+# masked in a systemd guest besides the host's own services: a console login, and boot
+# bookkeeping that costs seconds under TCG and that no test reads
+LAB_MASKED = ("console-getty.service", "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount",
+              "systemd-update-utmp.service", "systemd-update-utmp-runlevel.service")
+
+
+def host_enabled_services(root: Path = Path("/etc/systemd/system")) -> list[str]:
+    """The services, sockets, timers and paths the host's admin enabled (its *.wants and
+    *.requires folders), but none of iscsikit's own: the lab masks these under systemd."""
+    names = set()
+    for folder in list(root.glob("*.wants")) + list(root.glob("*.requires")):
+        for unit in folder.iterdir():
+            if unit.suffix in (".service", ".socket", ".timer", ".path") and not unit.name.startswith("iscsikit"):
+                names.add(unit.name)
+    return sorted(names)
 
 
 @dataclass
@@ -83,6 +112,7 @@ class Guest:
     boot_timeout: float = 240.0
     share: Path | None = None           # a host folder the guest may write, at the same path
     extra_append: str = ""
+    init: str = "shell"                 # PID 1: a shell (fast), or "systemd" (units, journal, udev)
     qemu: str = "qemu-system-x86_64"
 
     boot_seconds: float = field(default=0.0, init=False)      # wall time, QEMU start to agent ready
@@ -124,14 +154,27 @@ class Guest:
         if accel not in ("tcg", "kvm"):
             raise LabError(f"unknown accelerator {accel!r}", "use tcg or kvm")
         self.accel_used = accel
+        if self.init not in INITS:
+            raise LabError(f"unknown init {self.init!r}", "use shell or systemd")
+        systemd = []
+        if self.init == "systemd":
+            # the journal also goes to the console (kept by shutdown()), so the lines of a
+            # shutdown, after the agent has gone, can still be read from the host
+            masks = ",".join([*host_enabled_services(), *LAB_MASKED])
+            systemd = ["ik.init=systemd", "systemd.unit=multi-user.target", "systemd.journald.forward_to_console=1",
+                       f"ik.mask={masks}"]
         append = " ".join([
             "console=ttyS0", "quiet", "panic=-1", "mitigations=off",
             f"ik.modules={kernel.modules}",
             f"ik.python={sys.executable}",
             f"ik.agent={Path(agent_module.__file__).resolve()}",
             *( [f"ik.share={self.share}"] if self.share else [] ),
+            *systemd,
             self.extra_append,
         ]).strip()
+        if len(append) >= CMDLINE_MAX:
+            raise LabError(f"the guest's kernel command line is {len(append)} bytes (at most {CMDLINE_MAX - 1})",
+                           "enable fewer services on the host, or boot with init='shell'")
         for value in (str(kernel.modules), sys.executable, str(self.share or "")):
             if any(c.isspace() for c in value):
                 raise LabError(f"path {value!r} has white space, which the kernel command line cannot carry",
@@ -353,6 +396,31 @@ class Guest:
         """Start a background process in the guest (its output to `log`); return its pid."""
         reply = self._request({"op": "spawn", "log": log, "env": env, "cwd": cwd, **self._command(cmd)}, timeout=60)
         return reply["pid"]
+
+    def journal(self, *args: str, timeout: float = 60.0) -> str:
+        """The guest's journal (init="systemd") since the previous call, or since boot on the first;
+        `args` go to journalctl (e.g. "-u", "iscsikit-login.service")."""
+        if self.init != "systemd":
+            raise GuestError("the journal needs Guest(init='systemd')")
+        r = self.run(["journalctl", "--no-pager", "-o", "short-monotonic", "--cursor-file", JOURNAL_CURSOR, *args],
+                     timeout=timeout)
+        if r.rc not in (0, 1):   # 1: nothing new since the cursor
+            raise GuestCommandError(r)
+        return r.out
+
+    def shutdown(self, timeout: float = 180.0) -> str:
+        """Power the guest off cleanly (`systemctl poweroff`: every unit is stopped in order) and
+        return its console, which holds the journal up to the end; the Guest is closed after."""
+        if self.init != "systemd":
+            raise GuestError("a clean shutdown needs Guest(init='systemd')")
+        self.spawn(["systemctl", "poweroff", "--no-block"])
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise self._failure(f"the guest did not power off within {timeout:.0f} s") from None
+        text = (self._workdir / "console.log").read_text(errors="replace")
+        self.close()
+        return text
 
     def uptime(self) -> float:
         return float(self.run(["cat", "/proc/uptime"], check=True).out.split()[0])

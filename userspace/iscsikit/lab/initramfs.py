@@ -3,8 +3,10 @@
 It is built once per kernel (and per version of the init script) and cached.
 Its /init mounts the host's root read-only over 9p, lays a tmpfs overlay on it
 so the guest can write without touching the host, binds the guest kernel's
-modules over /lib/modules/<version>, and switch_roots into the agent
-(`agent.py`) with which the host runs commands.
+modules over /lib/modules/<version> (with a tmpfs overlay of their own, so DKMS
+can add a module and depmod can index it), and switch_roots into the agent
+(`agent.py`) with which the host runs commands: PID 1 is then a shell, or with
+`ik.init=systemd` systemd itself, which starts the agent as a unit.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ for a in $(cat /proc/cmdline); do
     ik.python=*) python="${a#ik.python=}" ;;
     ik.agent=*) agent="${a#ik.agent=}" ;;
     ik.share=*) share="${a#ik.share=}" ;;
+    ik.init=*) init="${a#ik.init=}" ;;
+    ik.mask=*) masks="${a#ik.mask=}" ;;
   esac
 done
 kver=$(uname -r)
@@ -51,8 +55,13 @@ mkdir -p /lower /up /newroot
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose @ROOT_TAG@ /lower || die "cannot mount the host root over 9p"
 mount -t tmpfs -o mode=0755 tmpfs /up && mkdir /up/u /up/w
 mount -t overlay -o lowerdir=/lower,upperdir=/up/u,workdir=/up/w overlay /newroot || die "cannot mount the overlay"
-mkdir -p "/newroot/lib/modules/$kver"
-mount --bind "/lower$hostmods" "/newroot/lib/modules/$kver" || die "cannot bind the guest modules from $hostmods"
+mkdir -p "/newroot/lib/modules/$kver" /up/mu /up/mw
+mount -t overlay -o "lowerdir=/lower$hostmods,upperdir=/up/mu,workdir=/up/mw" overlay "/newroot/lib/modules/$kver" || die "cannot lay the guest modules from $hostmods"
+if [ "$init" = systemd ]; then
+  # systemd-tmpfiles --boot --remove empties /tmp and /var/tmp: on the overlay that is a
+  # whiteout for every file the host has there (minutes under TCG); the guest's own are empty
+  mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp && mount -t tmpfs -o mode=1777 tmpfs /newroot/var/tmp || die "cannot mount /tmp"
+fi
 if [ -n "$share" ]; then
   mkdir -p "/newroot$share"
   mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 @SHARE_TAG@ "/newroot$share" || die "cannot mount the share"
@@ -68,6 +77,21 @@ ip link set lo up
 hostname iscsikit-lab
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
 cd /
+if [ "$init" = systemd ]; then
+  # systemd as PID 1 on the overlay root; the agent is a unit, started once multi-user.target is
+  # reached (the boot's jobs are done); the unit lives in the overlay only, never on the host
+  units=/newroot/etc/systemd/system
+  mkdir -p "$units/multi-user.target.wants"
+  # the units the host names in ik.mask= (comma-separated) are masked in the overlay's /etc
+  IFS=,
+  for u in $masks; do ln -sf /dev/null "$units/$u"; done
+  unset IFS
+  printf '%s\n' '[Unit]' "Description=iscsikit lab agent: runs the host's commands" 'After=multi-user.target' \
+    '[Service]' 'Environment=HOME=/root LANG=C.UTF-8' "ExecStart=$python -I -S $agent" \
+    > "$units/iscsikit-lab-agent.service"
+  ln -sf ../iscsikit-lab-agent.service "$units/multi-user.target.wants/iscsikit-lab-agent.service"
+  exec switch_root /newroot /lib/systemd/systemd
+fi
 # PID 1 stays a shell so that orphans are reaped; when the agent goes, the guest powers off.
 exec switch_root /newroot /bin/sh -c '"$0" -I -S "$1"; echo o > /proc/sysrq-trigger; sleep 60' "$python" "$agent"
 """.replace("@ROOT_TAG@", ROOT_TAG).replace("@SHARE_TAG@", SHARE_TAG)
@@ -114,7 +138,7 @@ def _write_tree(tree: Path, modules: list[Path], busybox: str) -> None:
     for d in ("bin", "proc", "sys", "dev", "mods"):
         (tree / d).mkdir()
     shutil.copy2(busybox, tree / "bin" / "busybox")
-    for applet in ("sh", "mount", "insmod", "mkdir", "cat", "echo", "sleep", "switch_root", "ip", "hostname", "uname"):
+    for applet in ("sh", "mount", "insmod", "mkdir", "cat", "echo", "sleep", "switch_root", "ip", "hostname", "uname", "ln", "printf"):
         os.symlink("busybox", tree / "bin" / applet)
     names = []
     for m in modules:
