@@ -18,45 +18,25 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-# Debian's tools run on Debian's python3, whatever interpreter runs the tests
-SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+from debian_build import REPO, SYSTEM_PATH, build, tree_files
+
 UNITDIR = "lib/systemd/system"
 UDEVDIR = "lib/udev/rules.d"
 DBUSDIR = "usr/share/dbus-1/system.d"
 PACKAGES = ("python3-iscsikit", "iscsikit", "iscsikit-iscsiadm", "iscsikit-lio-dkms")
 
 
-def tree_files() -> list[str]:
-    out = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"],
-                         capture_output=True, check=True).stdout
-    return [p for p in out.decode().split("\0") if p and (REPO / p).is_file()]
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     base = tmp_path_factory.mktemp("deb")
-    src = base / "src"
-    for rel in tree_files():
-        dest = src / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes((REPO / rel).read_bytes())
-        dest.chmod((REPO / rel).stat().st_mode & 0o777)
-    env = {**os.environ, "PATH": SYSTEM_PATH}
-    proc = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=src, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     debs = {}
-    for deb in base.glob("*.deb"):
-        name = deb.name.split("_")[0]
-        if name.endswith("-dbgsym"):
-            continue  # debhelper's detached debug symbols of the forwarder
+    for name, deb in build(base).items():
         root = base / "x" / name
         root.parent.mkdir(exist_ok=True)
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
         fields = subprocess.run(["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, check=True).stdout
         debs[name] = {"deb": deb, "root": root, "control": fields}
-    return {"base": base, "debs": debs, "env": env}
+    return {"base": base, "debs": debs, "env": {**os.environ, "PATH": SYSTEM_PATH}}
 
 
 def shipped(built, pkg: str) -> set[str]:

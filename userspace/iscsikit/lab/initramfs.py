@@ -80,6 +80,9 @@ cd /
 if [ "$init" = systemd ]; then
   # systemd as PID 1 on the overlay root; the agent is a unit, started once multi-user.target is
   # reached (the boot's jobs are done); the unit lives in the overlay only, never on the host
+  # a host that is itself a container has /.dockerenv: systemd would then take the guest for
+  # one and ignore the kernel's command line (systemd.unit=, journald's forward_to_console)
+  rm -f /newroot/.dockerenv /newroot/run/.containerenv
   units=/newroot/etc/systemd/system
   mkdir -p "$units/multi-user.target.wants"
   # the units the host names in ik.mask= (comma-separated) are masked in the overlay's /etc
@@ -138,7 +141,7 @@ def _write_tree(tree: Path, modules: list[Path], busybox: str) -> None:
     for d in ("bin", "proc", "sys", "dev", "mods"):
         (tree / d).mkdir()
     shutil.copy2(busybox, tree / "bin" / "busybox")
-    for applet in ("sh", "mount", "insmod", "mkdir", "cat", "echo", "sleep", "switch_root", "ip", "hostname", "uname", "ln", "printf"):
+    for applet in ("sh", "mount", "insmod", "mkdir", "cat", "echo", "sleep", "switch_root", "ip", "hostname", "uname", "ln", "printf", "rm"):
         os.symlink("busybox", tree / "bin" / applet)
     names = []
     for m in modules:
