@@ -81,8 +81,10 @@ if [ "$init" = systemd ]; then
   # systemd as PID 1 on the overlay root; the agent is a unit, started once multi-user.target is
   # reached (the boot's jobs are done); the unit lives in the overlay only, never on the host
   # a host that is itself a container has /.dockerenv: systemd would then take the guest for
-  # one and ignore the kernel's command line (systemd.unit=, journald's forward_to_console)
-  rm -f /newroot/.dockerenv /newroot/run/.containerenv
+  # one and ignore the kernel's command line (systemd.unit=, journald's forward_to_console);
+  # and its policy-rc.d (exit 101) would stop every maintainer script from starting or
+  # stopping a unit: the guest is a real boot, so neither is kept in its overlay
+  rm -f /newroot/.dockerenv /newroot/run/.containerenv /newroot/usr/sbin/policy-rc.d
   units=/newroot/etc/systemd/system
   mkdir -p "$units/multi-user.target.wants"
   # the units the host names in ik.mask= (comma-separated) are masked in the overlay's /etc
