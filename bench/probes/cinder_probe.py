@@ -27,6 +27,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DIR = "/tmp/cinder"
 HOST = "iqn.1994-05.com.redhat:compute1"
 PREFIX = "iqn.2010-10.org.openstack:volume-"
+REPS = int(os.environ.get("BENCH_REPS", "2"))
+# another checkout's userspace/ (e.g. the commit before a change), timed beside ours: "before"
+BEFORE = os.environ.get("BENCH_BEFORE")
 
 
 def volume_commands(name: str) -> list[list[str]]:
@@ -57,9 +60,9 @@ def saveconfig_for(n: int) -> dict:
     return {"fabric_modules": [], "storage_objects": sos, "targets": targets}
 
 
-def timed(argv, out=subprocess.DEVNULL) -> float:
+def timed(argv, out=subprocess.DEVNULL, env=None) -> float:
     t = time.monotonic()
-    r = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, text=True, timeout=3600)
+    r = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, text=True, timeout=3600, env=env)
     dt = round(time.monotonic() - t, 3)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(argv)}: exit {r.returncode}: {r.stderr[-800:]}")
@@ -83,18 +86,28 @@ def one_size(n: int, ref: bool) -> dict:
     res["python_floor"] = min(timed([sys.executable, "-c", "pass"]) for _ in range(3))
     res["ours_restore"] = timed([IKT, "restoreconfig", path, "clear_existing=true"])
     assert n_targets() == n, n_targets()
-    cmds = volume_commands(f"x{n}")
-    res["ours_steps"] = [timed([IKT, *c]) for c in cmds]
-    with open(f"{DIR}/ls-ours.txt", "w") as f:
-        res["ours_ls"] = timed([IKT, "ls", "/iscsi"], out=f)
-    res["ours_ls_lines"] = sum(1 for _ in open(f"{DIR}/ls-ours.txt"))
+    made = 0
+    # each tool exports REPS more volumes, one command per process; a step's time is its
+    # fastest run (the host is shared: a slow run is another guest's load, not ours)
+    tools = [("ours", [IKT], None)]
+    if BEFORE:
+        tools.append(("before", [IKT], dict(os.environ, PYTHONPATH=BEFORE)))
     if ref:
-        cmds = volume_commands(f"y{n}")
-        res["ref_steps"] = [timed(["targetcli", *c]) for c in cmds]
-        with open(f"{DIR}/ls-ref.txt", "w") as f:
-            res["ref_ls"] = timed(["targetcli", "ls", "/iscsi"], out=f)
-        res["ref_ls_lines"] = sum(1 for _ in open(f"{DIR}/ls-ref.txt"))
-    assert n_targets() == n + 1 + int(ref), n_targets()
+        tools.append(("ref", ["targetcli"], None))
+    for tool, argv0, env in tools:
+        steps, ls = [], []
+        for rep in range(REPS):
+            cmds = volume_commands(f"{tool[0]}{rep}n{n}")
+            steps.append([timed([*argv0, *c], env=env) for c in cmds])
+            with open(f"{DIR}/ls-{tool}.txt", "w") as f:
+                ls.append(timed([*argv0, "ls", "/iscsi"], out=f, env=env))
+            made += 1
+        res[f"{tool}_steps_all"], res[f"{tool}_ls_all"] = steps, ls
+        res[f"{tool}_steps"] = [min(run[i] for run in steps) for i in range(len(steps[0]))]
+        res[f"{tool}_ls"] = min(ls)
+        res[f"{tool}_ls_lines"] = sum(1 for _ in open(f"{DIR}/ls-{tool}.txt"))
+    res["python_floor_after"] = min(timed([sys.executable, "-c", "pass"]) for _ in range(3))
+    assert n_targets() == n + made, n_targets()
     res["ours_max_step"] = max(res["ours_steps"] + [res["ours_ls"]])
     if ref:
         ours = sum(res["ours_steps"]) + res["ours_ls"]

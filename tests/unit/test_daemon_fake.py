@@ -208,6 +208,55 @@ def test_login_makes_a_kernel_session_that_sessions_lists(lab):
     assert lab.portal.connections == 1 and lab.portal.logins[0].isid & 0xFFFFFF == sid
 
 
+def test_sessions_without_devices_skips_the_device_walk(lab):
+    """-m session -P N only wants the daemon's states: the same rows, no "disks" (no SCSI walk)."""
+    d = lab.daemon()
+    sid = d.client.login(lab.request())["sid"]
+    lab.kernel.add_lun(sid, 0, "sdq")
+    [full] = d.client.sessions()
+    [light] = d.client.sessions(devices=False)
+    assert full["disks"] == ["sdq"] and "disks" not in light
+    assert {k: v for k, v in full.items() if k != "disks"} == light
+
+
+def test_a_no_wait_login_is_answered_at_once_and_still_logs_in(lab):
+    # iscsiadm -W: the reply says queued while the login is still under way (a target that
+    # accepts the connection and says nothing: a waited login could only answer 8 or 11)
+    d = lab.daemon()
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        nid = NodeId(TARGET, "127.0.0.1", silent.getsockname()[1], 1, "default")
+        req = records.login_request(nid, {"node.conn[0].timeo.login_timeout": "2"}, INITIATOR)
+        assert d.client.login({**req, "wait": False}) == {"queued": True}
+        conn, _ = silent.accept()          # the queued login did connect
+        conn.close()
+        assert [s for s in d.client.sessions() if s["state"] == "LOGGED_IN"] == []
+    finally:
+        silent.close()
+    _wait(lambda: lab.kernel.sysfs.session_ids() == [])   # the failed login leaves nothing
+    # and a queued login to a target that answers makes its session
+    assert d.client.login({**lab.request(), "wait": False}) == {"queued": True}
+    _wait(lambda: [s["state"] for s in d.client.sessions()] == ["LOGGED_IN"])
+    assert len(lab.kernel.sysfs.session_ids()) == 1
+
+
+def test_logout_waits_the_records_logout_timeout(lab, monkeypatch):
+    from iscsikit.initiator.session import Initiator
+    d = lab.daemon()
+    seen = []
+    real = Initiator.logout
+
+    def logout(self, sid, transport="tcp", timeout=None, wait_for=None):
+        seen.append(timeout)
+        return real(self, sid, transport, timeout=timeout, wait_for=wait_for)
+    monkeypatch.setattr(Initiator, "logout", logout)
+    sid = d.client.login(lab.request(**{"node__conn[0]__timeo__logout_timeout": "4"}))["sid"]
+    d.client.logout(sid)
+    sid = d.client.login(lab.request())["sid"]
+    d.client.logout(sid)
+    assert seen == [4.0, 15.0]
+
+
 def test_concurrent_logins_of_one_node_make_one_session(lab):
     d = lab.daemon()
     results = d.client.call_many([("login", lab.request())] * 4)

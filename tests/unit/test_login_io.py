@@ -114,7 +114,7 @@ def test_silent_target_times_out(server):
     try:
         with pytest.raises(LoginError) as info:
             login(("127.0.0.1", srv.port), "iqn.2024-01.org.example:t", login_timeout=0.3)
-        assert info.value.exit_code == ExitCode.PDU_TIMEOUT
+        assert info.value.exit_code == ExitCode.TRANS_TIMEOUT
     finally:
         stop.set()
 

@@ -226,7 +226,7 @@ def test_a_stopping_daemon_releases_logouts_waiting_for_kernel_events(tmp_path):
     waited = []
 
     class Initiator:
-        def logout(self, sid, transport, wait_for):
+        def logout(self, sid, transport, wait_for, timeout=15):
             t = time.monotonic()
             first = wait_for(KEv.UNBIND_SESSION, sid, 15)    # released by the stop
             second = wait_for(KEv.RECV_PDU, sid, 15)         # asked after the stop: no wait

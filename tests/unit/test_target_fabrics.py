@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -281,3 +282,48 @@ def test_one_shot_ls_draws_exactly_what_the_shell_draws(tree, tmp_path):
         assert fast.returncode == shell.returncode == 0, (fast.stderr, shell.stderr)
         assert fast.stdout == shell.stdout, f"{path}:\n{fast.stdout}\n---\n{shell.stdout}"
         assert "mapped_lun0" in fast.stdout or path == "/backstores/fileio"
+
+
+def _ikt_on_a_pty(tree, tmp_path, env_extra, *argv):
+    """The CLI with its stdout on a real terminal (a pty), as a user at a shell runs it."""
+    import pty
+    import subprocess
+    env = dict(os.environ, TERM="xterm-256color", COLUMNS="132", LINES="40", **env_extra)
+    if "NO_COLOR" not in env_extra:
+        env.pop("NO_COLOR", None)
+    master, slave = pty.openpty()
+    import fcntl
+    import struct
+    import termios
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 132, 0, 0))
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "iscsikit.cli.target", "--configfs", tree,
+                              "--save-file", str(tmp_path / "s.json"), *argv],
+                             stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:         # EIO: the child closed its end
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert p.wait(timeout=120) == 0, b"".join(chunks)
+    finally:
+        os.close(master)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_ls_on_a_terminal_is_coloured_unless_no_color_is_set(tree, tmp_path):
+    """The same `ls` on a pty: colours (configshell's ANSI codes) by default, none at all
+    with NO_COLOR (https://no-color.org), and the same tree either way."""
+    coloured = _ikt_on_a_pty(tree, tmp_path, {}, "ls")
+    plain = _ikt_on_a_pty(tree, tmp_path, {"NO_COLOR": "1"}, "ls")
+    assert "\x1b[" in coloured, coloured
+    assert "\x1b" not in plain, plain
+    assert LOOP in plain and "vhost" in plain
+    nodes = re.compile(r"o- (\S+) [. ]*\[(.*)\]")
+    assert nodes.findall(re.sub(r"\x1b\[[0-9;]*m", "", coloured)) == nodes.findall(plain)
+    assert len(nodes.findall(plain)) > 10

@@ -6,9 +6,8 @@ equal, modulo session ids and the reference's own systemd chatter."""
 import re
 
 import pytest
+from transcripts import differences, drop_noise
 
-# iscsiadm tries systemctl to start iscsid when its socket is missing; the guest has no systemd.
-SYSTEMD_NOISE = ("System has not been booted with systemd", "Failed to connect to bus")
 
 
 def normalize(text: str) -> str:
@@ -17,7 +16,7 @@ def normalize(text: str) -> str:
     text = re.sub(r"^(\t\w+): \d+$", r"\1: N", text, flags=re.M)
     text = re.sub(r"^tcp: \[\d+\]", "tcp: [N]", text, flags=re.M)
     text = re.sub(r"SID: \d+", "SID: N", text)
-    return "".join(l for l in text.splitlines(True) if not l.startswith(SYSTEMD_NOISE))
+    return drop_noise(text)
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +30,8 @@ def test_every_command_line_answers_as_open_iscsi(transcripts):
         return ["SID" if a.isdigit() and i and argv[i - 1] == "-r" else a for i, a in enumerate(argv)]
 
     assert [shape(s["argv"]) for s in ref] == [shape(s["argv"]) for s in ours]
-    diffs = []
-    for a, b in zip(ref, ours):
-        want = (a["rc"], normalize(a["stdout"]), normalize(a["stderr"]))
-        got = (b["rc"], normalize(b["stdout"]), normalize(b["stderr"]))
-        if want != got:
-            diffs.append((" ".join(a["argv"]), want, got))
-    assert not diffs, "\n".join(f"{argv}\n  open-iscsi: {w!r}\n  iscsikit:   {g!r}" for argv, w, g in diffs)
+    diffs = differences(ref, ours, normalize)
+    assert not diffs, diffs
 
 
 def test_the_transcript_covers_the_exit_codes_that_matter(transcripts):

@@ -84,11 +84,7 @@ report = {}
 
 # --- the reference: Debian's iscsid + iscsiadm ---
 reset_db()
-# its own session: at shutdown iscsid signals its whole process group (kill(0, SIGTERM))
-iscsid = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True)
-lio.until(lambda: os.path.exists("/run/iscsid.pid") or subprocess.run(
-    ["iscsiadm", "-m", "session"], capture_output=True).returncode in (0, 21), 60)
+iscsid = lio.start_iscsid()
 try:
     report["open_iscsi"] = run_all(["iscsiadm"], STEPS)
 finally:

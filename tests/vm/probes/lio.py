@@ -4,6 +4,7 @@ import hashlib
 import mmap
 import os
 import random
+import subprocess
 import time
 
 from rtslib import LUN, TPG, FabricModule, FileIOStorageObject, NetworkPortal, NodeACL, RTSRoot, Target
@@ -64,6 +65,33 @@ def wait_disk(sysfs, sid, timeout=30):
     return until(disk, timeout)
 
 
+def write_read_ok(sysfs, sid, timeout=30):
+    """64 KiB written with O_DIRECT to the session's first disk and read back equal."""
+    disk = wait_disk(sysfs, sid, timeout)
+    if not disk:
+        return False
+    buf, back = mmap.mmap(-1, 65536), mmap.mmap(-1, 65536)
+    buf.write(os.urandom(65536))
+
+    def opened():
+        # the node can exist a moment before sd has the disk (ENXIO): retried, not failed
+        try:
+            return os.open(f"/dev/{disk}", os.O_RDWR | os.O_DIRECT)
+        except OSError:
+            return None
+    fd = until(opened, timeout)
+    if fd is None:
+        return False
+    try:
+        os.pwritev(fd, [buf], 0)
+        os.preadv(fd, [back], 0)
+        return back[:] == buf[:]
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def verified_io(dev, backing, total=32 << 20, block=64 << 10, seed=1):
     """Write `total` bytes at random block-aligned offsets with O_DIRECT, read back; compare with the backing file."""
     size = os.path.getsize(backing)
@@ -94,3 +122,14 @@ def verified_io(dev, backing, total=32 << 20, block=64 << 10, seed=1):
             if hashlib.sha256(f.read(block)).hexdigest() != digest:
                 bad_file += 1
     return {"blocks": len(expect), "written": total, "bad_dev": bad_dev, "bad_file": bad_file}
+
+
+def start_iscsid():
+    """Debian's iscsid in the foreground, in its own session (at shutdown it signals its whole
+    process group: kill(0, SIGTERM)); returned once iscsiadm can reach it."""
+    import subprocess
+    iscsid = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    until(lambda: os.path.exists("/run/iscsid.pid") or subprocess.run(
+        ["iscsiadm", "-m", "session"], capture_output=True).returncode in (0, 21), 60)
+    return iscsid

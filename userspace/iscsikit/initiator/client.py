@@ -1,7 +1,7 @@
 """The one door to iscsikitd: every Python caller (the CLI, autologin, D-Bus, tests) uses `Client`.
 
     c = Client()                      # $ISCSIKIT_SOCKET or /run/iscsikit/iscsikitd.sock
-    c.login(records.login_request(...)) -> {"sid", "host_no"}
+    c.login(records.login_request(...)) -> {"sid", "host_no", "scan"}   # scan: done | running | failed: …
     c.logout(sid); c.sessions(); c.stats(sid); c.rescan(sid); c.version(); c.stop()
     for ev in c.watch(): ...          # session_added, state_changed, ... (protocol.EVENTS)
     c.run_cli(argv, env, tty, out, err) -> exit code    # a CLI run in the warm daemon
@@ -60,8 +60,10 @@ class Client:
     def logout(self, sid: int) -> dict:
         return self.call("logout", {"sid": int(sid)})
 
-    def sessions(self, timeout: float = 10) -> list[dict]:
-        return self.call("sessions", timeout=timeout)
+    def sessions(self, timeout: float = 10, devices: bool = True) -> list[dict]:
+        """Every kernel session with the daemon's view of it; devices=False leaves out
+        "disks" (no walk of the SCSI devices: what a listing of states needs)."""
+        return self.call("sessions", {} if devices else {"devices": False}, timeout=timeout)
 
     def stats(self, sid: int) -> dict:
         return self.call("stats", {"sid": int(sid)}, timeout=30)

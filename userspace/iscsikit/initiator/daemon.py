@@ -34,7 +34,7 @@ from ..proto.chap import ChapCredentials
 from .exitcodes import ExitCode
 from . import mgmt, protocol
 from .errors import IscsiError
-from .session import Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
+from .session import LOGOUT_TIMEOUT, Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
 
 log = logging.getLogger("iscsikitd")
 
@@ -42,6 +42,10 @@ FIRST_RETRY_DELAY = 2.0       # DefaultTime2Wait before the first reconnect (fac
 MAX_RETRY_DELAY = 5.0
 # worker threads started with the daemon: one per login of a typical `-L all` burst
 WARM_WORKERS = 32
+# the longest a login request waits for its SCSI scan beyond what is left of its login_timeout
+# (at least this long): a scan stuck in SCSI error handling (a connection that broke during it,
+# now in recovery) must not hold the answer; the scan goes on, and the reply says so
+MIN_SCAN_WAIT = 2.0
 # a watcher that lets this much of the event stream pile up unread is cut off (and told
 # so by the closed socket) rather than growing the daemon's memory without bound
 WATCH_BACKLOG = 1 << 20
@@ -50,10 +54,12 @@ WATCH_BACKLOG = 1 << 20
 @dataclasses.dataclass
 class Managed:
     ks: KernelSession
-    state: str = "LOGGED_IN"          # LOGGED_IN | RECOVERING | FAILED | LOGGING_OUT
+    state: str = "LOGGED_IN"          # protocol.SESSION_STATES
     adopted: bool = False
     recovery: asyncio.Task | None = None
     recoveries: int = 0
+    # a connection error the kernel reported while the first login was still handing over
+    pending_error: bool = False
 
 
 def _node_key(node: NodeConfig) -> tuple:
@@ -118,6 +124,7 @@ class Daemon:
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="iscsikitd")
         self.sessions: dict[int, Managed] = {}
         self.node_locks: dict[tuple, asyncio.Lock] = {}
+        self._queued_logins: set[asyncio.Task] = set()   # -W logins still running (held: asyncio keeps weak refs)
         # logout steps awaited by a worker thread, by (KEv.UNBIND_SESSION or KEv.RECV_PDU, sid)
         self.logout_waiters: dict[tuple[KEv, int], asyncio.Future] = {}
         # RECV_PDU payloads of sessions whose recovery login runs through the kernel
@@ -243,6 +250,8 @@ class Daemon:
                 self.publish("connection_error", sid, error=err, name=name)
                 if m.state == "LOGGED_IN":
                     self.start_recovery(m)
+                elif m.state == "LOGGING_IN":
+                    m.pending_error = True      # recovered as soon as the hand-over is done
             elif ev.type == KEv.RECV_PDU and sid in self.pdu_queues:
                 self.pdu_queues[sid].put(ev.payload)
             elif (ev.type, sid) in self.logout_waiters and is_logout_step(ev, ev.type, sid):
@@ -263,7 +272,7 @@ class Daemon:
                     if not fut.done():
                         fut.set_exception(SessionError(ExitCode.INTERNAL, f"kernel refused GET_STATS ({err})"))
                 self.stats_waiters.clear()
-            elif ev.type == KEv.DESTROY_SESSION and m is not None and m.state != "LOGGING_OUT":
+            elif ev.type == KEv.DESTROY_SESSION and m is not None and m.state not in ("LOGGING_OUT", "LOGGING_IN"):
                 self.sessions.pop(sid, None)
                 self.publish("session_removed", sid, target=m.ks.node.target, reason="destroyed")
 
@@ -471,16 +480,79 @@ class Daemon:
         return None
 
     async def op_login(self, args: dict) -> dict:
+        args = dict(args)
+        if not args.pop("wait", True):
+            # iscsiadm -W: answered once the request is in; the login goes on here
+            task = self.loop.create_task(self._login(args))
+            self._queued_logins.add(task)
+            task.add_done_callback(self._queued_login_done)
+            return {"queued": True}
+        return await self._login(args)
+
+    def _queued_login_done(self, task: asyncio.Task) -> None:
+        self._queued_logins.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("queued login failed: %s", task.exception())
+
+    async def _login(self, args: dict) -> dict:
         node = node_from_args(args)
+        start = time.monotonic()
         lock = self.node_locks.setdefault(_node_key(node), asyncio.Lock())
         async with lock:
             # Checked under the node's lock: concurrent logins of one node give exactly one session.
             if (sid := self._existing(node)) is not None:
                 raise SessionError(ExitCode.SESS_EXISTS, f"session {sid} to {node.target} at {node.address},{node.port} already present")
-            ks = await self.blocking(self.initiator.login, node)
-            self.sessions[ks.sid] = Managed(ks)
-            self.publish_added(self.sessions[ks.sid])
-        return {"sid": ks.sid, "host_no": ks.host_no}
+
+            async def register(ks: KernelSession) -> None:
+                self.sessions[ks.sid] = Managed(ks, state="LOGGING_IN")
+
+            def created(ks: KernelSession) -> None:
+                # in the worker, before any socket is bound: the kernel's events for this sid
+                # (a connection error during the hand-over or the scan) find their session
+                asyncio.run_coroutine_threadsafe(register(ks), self.loop).result()
+
+            try:
+                ks = await self.blocking(self.initiator.login, node, created, False)
+            except IscsiError as e:
+                self._forget_login(node)
+                log.info("login to %s at %s,%s refused (stage %s, exit %d): %s", node.target, node.address,
+                         node.port, getattr(e, "stage", "login"), e.exit_code, e)
+                raise
+            except BaseException:
+                self._forget_login(node)
+                raise
+            m = self.sessions[ks.sid]
+            m.state = "LOGGED_IN"       # watchers meet it here, logged in (session_added)
+            self.publish_added(m)
+            if m.pending_error:
+                self.start_recovery(m)
+        result = {"sid": ks.sid, "host_no": ks.host_no}
+        if node.scan == "auto":
+            result.update(await self._scan(ks, max(MIN_SCAN_WAIT, node.login_timeout - (time.monotonic() - start))))
+        return result
+
+    def _forget_login(self, node: NodeConfig) -> None:
+        """A failed first login: its LOGGING_IN entry goes (the worker unwound the kernel's session)."""
+        key = _node_key(node)
+        for sid, m in list(self.sessions.items()):
+            if m.state == "LOGGING_IN" and _node_key(m.ks.node) == key:
+                del self.sessions[sid]
+
+    async def _scan(self, ks: KernelSession, wait: float) -> dict:
+        """Scan the session's host, waiting at most `wait` seconds; the scan goes on after that."""
+        scan = self.loop.run_in_executor(self.pool, self.sysfs.scan_host, ks.host_no)
+        try:
+            await asyncio.wait_for(asyncio.shield(scan), wait)
+        except asyncio.TimeoutError:
+            scan.add_done_callback(lambda f: f.cancelled() or f.exception() is None or
+                                   log.warning("session %d: scan failed: %s", ks.sid, f.exception()))
+            log.warning("session %d: SCSI scan still running after %.1f s; its devices may appear later",
+                        ks.sid, wait)
+            return {"scan": "running"}
+        except OSError as e:
+            log.warning("session %d: SCSI scan failed: %s", ks.sid, e)
+            return {"scan": f"failed: {e.strerror or e}"}
+        return {"scan": "done"}
 
     async def op_logout(self, args: dict) -> dict:
         sid = int(args["sid"])
@@ -490,6 +562,8 @@ class Daemon:
                 raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
         elif m.state == "LOGGING_OUT":
             raise SessionError(ExitCode.BUSY, f"session {sid} is already logging out")
+        elif m.state == "LOGGING_IN":
+            raise SessionError(ExitCode.BUSY, f"session {sid} is still logging in")
         if m is not None:
             if m.recovery and not m.recovery.done():
                 m.recovery.cancel()
@@ -518,7 +592,10 @@ class Daemon:
 
         try:
             transport = m.ks.node.transport if m else "tcp"
-            await self.blocking(lambda: self.initiator.logout(sid, transport, wait_for=wait_for))
+            # node.conn[0].timeo.logout_timeout of the record it logged in with (an adopted
+            # session's node comes from sysfs: the record table's default)
+            timeout = float(m.ks.node.logout_timeout) if m and m.ks.node.logout_timeout > 0 else LOGOUT_TIMEOUT
+            await self.blocking(lambda: self.initiator.logout(sid, transport, timeout=timeout, wait_for=wait_for))
         finally:
             for kind in steps:
                 self.logout_waiters.pop((kind, sid), None)
@@ -553,17 +630,18 @@ class Daemon:
             self.stats_waiters.pop(sid, None)
         return {"sid": sid, "stats": stats, "custom": custom}
 
-    async def op_sessions(self, _args: dict) -> list[dict]:
+    async def op_sessions(self, args: dict) -> list[dict]:
         out = []
+        devices = args.get("devices", True)
         # Sysfs.sessions() skips a session that goes away while it is read (a logout in flight)
-        for s in self.sysfs.sessions():
+        for s in self.sysfs.sessions(luns=devices):
             sid = s.sid
             m = self.sessions.get(sid)
             out.append({"sid": sid, "target": s.target, "address": s.address, "port": s.port, "tpgt": s.tpgt,
                         "kernel_state": s.state, "managed": m is not None,
                         "state": m.state if m else None, "adopted": bool(m and m.adopted),
                         "recoveries": m.recoveries if m else 0,
-                        "disks": [l.block for l in s.luns if l.block]})
+                        **({"disks": [l.block for l in s.luns if l.block]} if devices else {})})
         return out
 
 

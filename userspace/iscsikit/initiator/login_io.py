@@ -13,6 +13,7 @@ parameters and the sequence numbers, ready to be handed to the kernel.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 import time
@@ -24,7 +25,7 @@ from .errors import IscsiError, login_exit_code
 from .exitcodes import MESSAGES, ExitCode
 from iscsikit.proto.fullfeature import ScsiExchange, ScsiResult, Sequencer, ping_answer
 from iscsikit.proto.login import (DISCOVERY_ISID, LoginConfig, LoginFailure, LoginMachine,
-                                  LoginRedirect, LoginSuccess)
+                                  LoginRedirect, LoginState, LoginSuccess)
 from iscsikit.proto.negotiation import Parameters
 from iscsikit.proto.pdu import LoginRequest, LogoutResponse, NopIn, Pdu
 from iscsikit.proto.reader import PduReader
@@ -33,9 +34,11 @@ from iscsikit.proto.sendtargets import (DiscoveredTarget, Portal, SendTargetsExc
 
 DEFAULT_LOGIN_TIMEOUT = 15.0      # discovery.sendtargets.timeo.login_timeout (records.py); sessions pass theirs
 DEFAULT_CONNECT_TIMEOUT = 15.0
-DEFAULT_REPLY_TIMEOUT = 30.0      # discovery.sendtargets.timeo.active_timeout
-MAX_REDIRECTS = 4
+DEFAULT_REPLY_TIMEOUT = 30.0      # discovery.sendtargets.timeo.active_timeout: the whole text exchange
+MAX_REDIRECTS = 4                 # Login Redirects followed in one login (all within its login_timeout)
 MAX_READ = 64 * 1024
+
+log = logging.getLogger(__name__)
 
 
 def default_initiator_name() -> str:
@@ -45,9 +48,11 @@ def default_initiator_name() -> str:
 class LoginError(IscsiError):
     """A failed discovery or login, with the exit code iscsiadm would return."""
 
-    def __init__(self, exit_code: ExitCode, message: str) -> None:
+    def __init__(self, exit_code: ExitCode, message: str, stage: str = "login") -> None:
         code = ExitCode(exit_code)
         self.message = message
+        # where it failed (connect, security, operational, redirect, sendtargets, ...): for the log
+        self.stage = stage
         super().__init__(code, f"{message} ({MESSAGES[code]}, exit code {int(code)})")
         self.exit_code = code
 
@@ -131,7 +136,10 @@ class Session:
         self._channel.send(pdu)
 
     def recv(self, timeout: float = DEFAULT_REPLY_TIMEOUT) -> Pdu:
-        pdu = self._channel.recv(_Deadline(timeout), ExitCode.PDU_TIMEOUT, "waiting for a reply")
+        return self.recv_until(_Deadline(timeout), "waiting for a reply")
+
+    def recv_until(self, deadline: _Deadline, what: str) -> Pdu:
+        pdu = self._channel.recv(deadline, ExitCode.PDU_TIMEOUT, what)
         self.sequencer.observe(pdu)
         return pdu
 
@@ -196,13 +204,17 @@ class Session:
 
 
 def _connect(portal: Portal, deadline: _Deadline, connect_timeout: float) -> socket.socket:
-    timeout = min(connect_timeout, deadline.remaining(ExitCode.TRANS_TIMEOUT, f"connecting to {portal}"))
+    try:
+        timeout = min(connect_timeout, deadline.remaining(ExitCode.TRANS_TIMEOUT, f"connecting to {portal}"))
+    except LoginError as exc:
+        exc.stage = "connect"
+        raise
     try:
         sock = socket.create_connection(portal.address, timeout=timeout)
     except socket.timeout:
-        raise LoginError(ExitCode.TRANS_TIMEOUT, f"timed out connecting to {portal}") from None
+        raise LoginError(ExitCode.TRANS_TIMEOUT, f"timed out connecting to {portal}", "connect") from None
     except OSError as exc:
-        raise LoginError(ExitCode.TRANS, f"cannot connect to {portal}: {exc.strerror or exc}") from None
+        raise LoginError(ExitCode.TRANS, f"cannot connect to {portal}: {exc.strerror or exc}", "connect") from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -224,8 +236,10 @@ def login(portal: "Portal | str | tuple[str, int]", target: str | None = None, *
     config = LoginConfig(
         initiator_name=initiator_name or default_initiator_name(), target_name=target, chap=chap,
         isid=DISCOVERY_ISID if isid is None else isid, operational=dict(operational or {}))
-    for _ in range(max_redirects + 1):
-        deadline = _Deadline(login_timeout)
+    # one login timer for every hop: a chain of redirects is bounded by login_timeout, as one login is
+    deadline = _Deadline(login_timeout)
+    first = portal
+    for hop in range(max_redirects + 1):
         sock = _connect(portal, deadline, connect_timeout)
         try:
             outcome = _login_exchange(_Channel(sock, portal), config, deadline, random_bytes)
@@ -236,25 +250,38 @@ def login(portal: "Portal | str | tuple[str, int]", target: str | None = None, *
             return outcome
         sock.close()
         if isinstance(outcome, LoginFailure):
-            raise LoginError(login_exit_code(outcome.outcome), f"{portal}: {outcome.message}")
+            raise LoginError(login_exit_code(outcome.outcome), f"{portal}: {outcome.message}",
+                             "status") from None
+        # RFC 7143 §11.13.5: 0x0101 moved temporarily, 0x0102 moved permanently; either way this
+        # login goes on at the TargetAddress (parsed and checked by proto: host, port 1-65535, tag)
+        log.info("login to %s at %s redirected (%s) to %s", target or "discovery", portal,
+                 "permanent" if outcome.permanent else "temporary", outcome.portal)
         portal = Portal(outcome.portal.host, outcome.portal.port, outcome.portal.tpgt)
-    raise LoginError(ExitCode.LOGIN, f"more than {max_redirects} redirects")
+    raise LoginError(ExitCode.LOGIN, f"{first}: more than {max_redirects} redirects", "redirect")
 
 
 def _login_exchange(channel: _Channel, config: LoginConfig, deadline: _Deadline,
                     random_bytes: Callable[[int], bytes]) -> "Session | LoginFailure | LoginRedirect":
     machine = LoginMachine(config, random_bytes=random_bytes)
+    stage = machine.state
     try:
         event: object = machine.start()
         while isinstance(event, LoginRequest):
             channel.send(event)
-            event = machine.receive(channel.recv(deadline, ExitCode.PDU_TIMEOUT, "during login"))
+            # the login timer ran out: 8, as open-iscsi answers a login that timed out
+            pdu = channel.recv(deadline, ExitCode.TRANS_TIMEOUT, "during login")
+            stage = machine.state
+            event = machine.receive(pdu)
     except AuthenticationFailure as exc:
-        raise LoginError(ExitCode.LOGIN_AUTH_FAILED, f"{channel.portal}: {exc}") from None
+        raise LoginError(ExitCode.LOGIN_AUTH_FAILED, f"{channel.portal}: {exc}", _stage(stage)) from None
     except RemoteProtocolError as exc:
-        raise LoginError(ExitCode.LOGIN, f"{channel.portal}: protocol error: {exc}") from None
+        raise LoginError(protocol_error_code(stage, config), f"{channel.portal}: protocol error: {exc}",
+                         _stage(stage)) from None
     except LocalProtocolError as exc:
-        raise LoginError(ExitCode.INTERNAL, f"{channel.portal}: {exc}") from None
+        raise LoginError(ExitCode.INTERNAL, f"{channel.portal}: {exc}", _stage(stage)) from None
+    except LoginError as exc:
+        exc.stage = _stage(stage)
+        raise
     if not isinstance(event, LoginSuccess):
         return event  # type: ignore[return-value]
     params = event.parameters
@@ -265,6 +292,19 @@ def _login_exchange(channel: _Channel, config: LoginConfig, deadline: _Deadline,
     sequencer = Sequencer(cmdsn=event.exp_cmdsn, exp_statsn=event.exp_statsn,
                           max_cmdsn=event.max_cmdsn, first_itt=config.itt + 1)
     return Session(channel.portal, config.target_name, event, sequencer, channel)
+
+
+def _stage(state: LoginState) -> str:
+    """The login stage a failure happened in, for the daemon's log (security, operational, ...)."""
+    return state.name.lower()
+
+
+def protocol_error_code(stage: LoginState, config: LoginConfig) -> ExitCode:
+    """A target that breaks the protocol: 5, or 19 inside CHAP (a malformed CHAP_A, CHAP_I or
+    CHAP_C), where open-iscsi's authentication code gives up for good."""
+    if stage is LoginState.SECURITY and config.chap is not None:
+        return ExitCode.FATAL_LOGIN
+    return ExitCode.LOGIN
 
 
 def discover(portal: "Portal | str | tuple[str, int]", *, initiator_name: str | None = None,
@@ -282,13 +322,16 @@ def discover(portal: "Portal | str | tuple[str, int]", *, initiator_name: str | 
         seq = session.sequencer
         exchange = SendTargetsExchange(itt=seq.next_itt(), cmdsn=seq.cmdsn,
                                        exp_statsn=seq.exp_statsn, default_portal=session.portal)
+        # active_timeout bounds the whole exchange, not each PDU: a target that answers with a
+        # NOP-In or an empty continuation every second would otherwise never run out of time
+        deadline = _Deadline(reply_timeout)
         session.send(exchange.request())
         while True:
-            pdu = session.recv(reply_timeout)
+            pdu = session.recv_until(deadline, "waiting for the SendTargets response")
             try:
                 outcome = exchange.receive(pdu)
             except RemoteProtocolError as exc:
-                raise LoginError(ExitCode.ERR, f"{portal}: {exc}") from None
+                raise LoginError(ExitCode.ERR, f"{portal}: {exc}", "sendtargets") from None
             if isinstance(outcome, list):
                 break
             if outcome is not None:

@@ -46,7 +46,7 @@ LOGIN_ARGS: tuple[Arg, ...] = (
     Arg("noop_out_timeout", _INT, False), Arg("abort_timeout", _INT, False),
     Arg("lu_reset_timeout", _INT, False), Arg("tgt_reset_timeout", _INT, False),
     Arg("fast_abort", _BOOL, False), Arg("cmds_max", _INT, False), Arg("queue_depth", _INT, False),
-    Arg("scan", _STR, False), Arg("login_timeout", _NUM, False),
+    Arg("scan", _STR, False), Arg("login_timeout", _NUM, False), Arg("logout_timeout", _NUM, False),
     Arg("operational", (dict,), False),
     # CHAP (node.session.auth.*): the secrets travel only on this root-only socket
     Arg("username", _STR, False), Arg("password", _STR, False),
@@ -61,11 +61,18 @@ CLI_ARGS: tuple[Arg, ...] = (
     Arg("tty", (list,)),                  # [stdin, stdout, stderr] is a terminal
 )
 
+# How the login request is answered, not what is logged in: wait false (iscsiadm -W)
+# is answered {"queued": true} at once, the login going on in the daemon (its outcome
+# reaches the watchers as session_added, or the daemon's log when it fails).
+LOGIN_OPTIONS: tuple[Arg, ...] = (Arg("wait", _BOOL, False),)
+
 REQUESTS: dict[str, tuple[Arg, ...]] = {
     "version": (),
-    "login": LOGIN_ARGS,
+    "login": LOGIN_ARGS + LOGIN_OPTIONS,
     "logout": (Arg("sid", _INT),),
-    "sessions": (),
+    # devices=False: no walk of each session's SCSI devices ("disks" left out); what a
+    # listing that only wants the daemon's states asks for
+    "sessions": (Arg("devices", _BOOL, False),),
     "stats": (Arg("sid", _INT),),
     "rescan": (Arg("sid", _INT),),
     "stop": (),
@@ -84,13 +91,14 @@ CLI_ENV = ("ISCSIKIT_DB_ROOT", "ISCSIKIT_SYSFS_ROOT", "ISCSIKIT_SOCKET", "ISCSIK
 EVENTS: dict[str, tuple[str, ...]] = {
     "session_added": ("target", "address", "port", "tpgt", "iface", "host_no", "adopted"),
     "session_removed": ("target", "reason"),               # logout | destroyed
-    "state_changed": ("state", "previous"),                # LOGGED_IN | RECOVERING | FAILED | LOGGING_OUT
+    "state_changed": ("state", "previous"),                # SESSION_STATES
     "connection_error": ("error", "name"),                 # enum iscsi_err (kernel/constants.ConnErr)
     "recovery_started": (),
     "recovery_succeeded": ("attempts", "seconds"),
     "recovery_failed": ("attempts", "seconds", "reason"),  # gave up: replacement_timeout passed
 }
-SESSION_STATES = ("LOGGED_IN", "RECOVERING", "FAILED", "LOGGING_OUT")
+# LOGGING_IN: the kernel session exists and its first login runs (its events are routed already)
+SESSION_STATES = ("LOGGING_IN", "LOGGED_IN", "RECOVERING", "FAILED", "LOGGING_OUT")
 
 # Frames of a streamed CLI run: one kind byte, a 4-byte big-endian length, the data.
 # Binary, not JSON lines, so the forwarding client (cli/fastadm.c) stays a few lines

@@ -328,6 +328,7 @@ _LOGIN_KEYS = {
     "tgt_reset_timeout": "node.session.err_timeo.tgt_reset_timeout",
     "cmds_max": "node.session.cmds_max", "queue_depth": "node.session.queue_depth",
     "scan": "node.session.scan", "login_timeout": "node.conn[0].timeo.login_timeout",
+    "logout_timeout": "node.conn[0].timeo.logout_timeout",
 }
 # operational keys offered as the record says (the others: proto/keys.py's defaults)
 _OPERATIONAL = ((_CI, "MaxRecvDataSegmentLength"), (_SI, "FirstBurstLength"), (_SI, "MaxBurstLength"),

@@ -36,7 +36,7 @@ from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
 from ..proto.errors import AuthenticationFailure, ProtocolError
 from .exitcodes import ExitCode
-from ..proto.login import LoginConfig, LoginFailure, LoginMachine, LoginSuccess
+from ..proto.login import LoginConfig, LoginFailure, LoginMachine, LoginRedirect, LoginSuccess
 from ..proto.pdu import LoginRequest, LoginResponse, LogoutRequest, LogoutResponse
 from ..proto.reader import PduReader
 from . import login_io
@@ -80,6 +80,7 @@ class NodeConfig:
     queue_depth: int = _default("queue_depth")
     scan: str = _default("scan")         # auto | manual
     login_timeout: float = _default("login_timeout")
+    logout_timeout: float = _default("logout_timeout")   # the Logout's waits (devices gone, Response)
     operational: dict = field(default_factory=dict)
 
     def login_keys(self) -> dict:
@@ -159,8 +160,9 @@ def _params_after_login(success: LoginSuccess) -> list[tuple[Param, str]]:
 class SessionError(IscsiError):
     """A login or logout that failed, with the exit code iscsiadm gives for it."""
 
-    def __init__(self, exit_code: int, message: str):
+    def __init__(self, exit_code: int, message: str, stage: str = "login"):
         super().__init__(exit_code, message)
+        self.stage = stage      # connect, security, operational, kernel, ...: for the daemon's log
 
 
 class Initiator:
@@ -209,7 +211,8 @@ class Initiator:
                                   chap=node.chap, isid=isid_for(sid), operational=node.login_keys(),
                                   login_timeout=node.login_timeout)
         except login_io.LoginError as e:
-            raise SessionError(e.exit_code, str(e)) from None
+            # the reason only: the exit code's own text is the CLI's to print
+            raise SessionError(e.exit_code, e.message, e.stage) from None
 
     def _set_params(self, handle: int, sid: int, cid: int, rows: list[tuple[Param, str]]) -> None:
         for _param, e in self.nl.set_params(handle, sid, cid, rows):
@@ -223,7 +226,12 @@ class Initiator:
         self._set_params(handle, sid, cid, _params_before_login(node, initiator_name) + _params_after_login(conn.login))
         self.nl.start_conn(handle, sid, cid)
 
-    def login(self, node: NodeConfig) -> KernelSession:
+    def login(self, node: NodeConfig, created: Callable[[KernelSession], None] | None = None,
+              scan: bool = True) -> KernelSession:
+        """`created(ks)` is called as soon as the kernel session exists, before any connection
+        is bound to it: from then on the kernel may report errors for it, and whoever routes
+        events must know it (a daemon registers it there). `scan`: scan the host here when the
+        record says auto (a daemon scans it itself, so that the scan's wait is bounded)."""
         handle = self.transport_handle(node.transport)
         initiator_name = node.initiator_name or login_io.default_initiator_name()
         nl = self.nl
@@ -237,24 +245,26 @@ class Initiator:
             handle = self.transport_handle(node.transport, fresh=True)
             sid, host_no = nl.create_session(handle, initial_cmdsn=0, cmds_max=node.cmds_max,
                                              queue_depth=node.queue_depth)
+        ks = KernelSession(sid, host_no, 0, handle, node, {}, initiator_name)
         cid = None
         conn: login_io.Session | None = None
         try:
+            if created is not None:
+                created(ks)
             conn = self._login_conn(node, sid, initiator_name)
-            cid = nl.create_conn(handle, sid, 0)
+            cid = ks.cid = nl.create_conn(handle, sid, 0)
             self._hand_over(handle, sid, cid, node, conn, initiator_name)
-            negotiated = dict(conn.parameters.negotiated)
+            ks.negotiated = dict(conn.parameters.negotiated)
         except BaseException as e:
             self._unwind(handle, sid, cid, bound=cid is not None)
             if conn is not None:
                 conn.close()
             if isinstance(e, KernelError):
-                raise SessionError(ExitCode.INTERNAL, f"kernel refused the session: {e}") from None
+                raise SessionError(ExitCode.INTERNAL, f"kernel refused the session: {e}", "kernel") from None
             raise
         # The kernel holds its own reference to the socket now; ours is no longer needed.
         conn.detach().close()
-        ks = KernelSession(sid, host_no, cid, handle, node, negotiated, initiator_name)
-        if node.scan == "auto":
+        if scan and node.scan == "auto":
             self.sysfs.scan_host(host_no)
         return ks
 
@@ -278,26 +288,20 @@ class Initiator:
         object's own socket is read).
         """
         node = ks.node
-        try:
-            sock = login_io.connect((node.address, node.port), node.login_timeout)
-        except login_io.LoginError as e:
-            raise SessionError(e.exit_code, str(e)) from None
-        with sock:
-            try:
-                self.nl.bind_conn(ks.handle, ks.sid, ks.cid, sock.fileno(), is_leading=True)
-                self._set_params(ks.handle, ks.sid, ks.cid, _params_before_login(node, ks.initiator_name))
-                success = self._login_through_kernel(ks, recv_pdu or self._recv_pdu)
-                self._set_params(ks.handle, ks.sid, ks.cid, _params_after_login(success))
-                self.nl.start_conn(ks.handle, ks.sid, ks.cid)
-            except KernelError as e:
-                with contextlib.suppress(KernelError):
-                    self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
-                raise SessionError(ExitCode.INTERNAL, f"kernel refused the reconnected session: {e}") from None
-            except SessionError:
-                # give the socket back: the next attempt binds a new one
-                with contextlib.suppress(KernelError):
-                    self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
-                raise
+        portal: tuple[str, int] = (node.address, node.port)
+        # a redirect (0x0101 temporary, 0x0102 permanent) is followed here too, bounded as in
+        # the first login; each new recovery starts again at the record's portal
+        for _hop in range(login_io.MAX_REDIRECTS + 1):
+            outcome = self._reconnect(ks, portal, recv_pdu or self._recv_pdu)
+            if isinstance(outcome, LoginSuccess):
+                break
+            log.info("session %d: reconnect to %s,%s redirected (%s) to %s", ks.sid, portal[0], portal[1],
+                     "permanent" if outcome.permanent else "temporary", outcome.portal)
+            portal = outcome.portal.address
+        else:
+            raise SessionError(ExitCode.LOGIN, f"{node.address},{node.port}: more than "
+                                               f"{login_io.MAX_REDIRECTS} redirects", "redirect")
+        success = outcome
         ks.negotiated = dict(success.parameters.negotiated)
         # as iscsid 2.1.8 does: devices the recovery timeout took offline are set running again
         for lun in self.sysfs.luns(ks.sid):
@@ -306,15 +310,50 @@ class Initiator:
                         open(self.sysfs.path("bus", "scsi", "devices", lun.hctl, "state"), "w") as f:
                     f.write("running")
 
-    def _login_through_kernel(self, ks: KernelSession, recv_pdu) -> LoginSuccess:
+    def _reconnect(self, ks: KernelSession, portal: tuple[str, int], recv_pdu) -> "LoginSuccess | LoginRedirect":
+        """One reconnect: a new socket bound to the session, the login through the kernel, and
+        on success the negotiated values and START_CONN; a redirect gives the socket back."""
         node = ks.node
+        try:
+            sock = login_io.connect(portal, node.login_timeout)
+        except login_io.LoginError as e:
+            raise SessionError(e.exit_code, e.message, e.stage) from None
+        with sock:
+            try:
+                self.nl.bind_conn(ks.handle, ks.sid, ks.cid, sock.fileno(), is_leading=True)
+                self._set_params(ks.handle, ks.sid, ks.cid, _params_before_login(node, ks.initiator_name))
+                outcome = self._login_through_kernel(ks, recv_pdu, portal)
+                if isinstance(outcome, LoginRedirect):
+                    with contextlib.suppress(KernelError):
+                        self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
+                    return outcome
+                self._set_params(ks.handle, ks.sid, ks.cid, _params_after_login(outcome))
+                self.nl.start_conn(ks.handle, ks.sid, ks.cid)
+            except KernelError as e:
+                with contextlib.suppress(KernelError):
+                    self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
+                raise SessionError(ExitCode.INTERNAL, f"kernel refused the reconnected session: {e}",
+                                   "kernel") from None
+            except SessionError:
+                # give the socket back: the next attempt binds a new one
+                with contextlib.suppress(KernelError):
+                    self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
+                raise
+        return outcome
+
+    def _login_through_kernel(self, ks: KernelSession, recv_pdu,
+                              portal: tuple[str, int] | None = None) -> "LoginSuccess | LoginRedirect":
+        node = ks.node
+        where = "%s,%s" % (portal or (node.address, node.port))
         config = LoginConfig(initiator_name=ks.initiator_name, target_name=node.target, chap=node.chap,
                              isid=isid_for(ks.sid), operational=node.login_keys())
         machine = LoginMachine(config, random_bytes=os.urandom)
         deadline = time.monotonic() + node.login_timeout
+        stage = machine.state
         try:
             event = machine.start()
             while isinstance(event, LoginRequest):
+                stage = machine.state
                 raw = event.encode()
                 self.nl.send_pdu(ks.handle, ks.sid, ks.cid, raw[:48], event.data)
                 payload = recv_pdu(ks.sid, deadline - time.monotonic())
@@ -331,14 +370,12 @@ class Initiator:
                     pdu = dataclasses.replace(pdu, itt=event.itt)
                 event = machine.receive(pdu)
         except AuthenticationFailure as e:
-            raise SessionError(ExitCode.LOGIN_AUTH_FAILED, f"{node.address},{node.port}: {e}") from None
+            raise SessionError(ExitCode.LOGIN_AUTH_FAILED, f"{where}: {e}", "security") from None
         except ProtocolError as e:
-            raise SessionError(ExitCode.LOGIN, f"{node.address},{node.port}: protocol error: {e}") from None
+            raise SessionError(login_io.protocol_error_code(stage, config), f"{where}: protocol error: {e}",
+                               stage.name.lower()) from None
         if isinstance(event, LoginFailure):
-            raise SessionError(login_exit_code(event.outcome), f"{node.address},{node.port}: {event.message}")
-        if not isinstance(event, LoginSuccess):
-            raise SessionError(ExitCode.LOGIN, f"{node.address},{node.port}: redirected during recovery "
-                                               "(following a redirect on reconnect is not supported yet)")
+            raise SessionError(login_exit_code(event.outcome), f"{where}: {event.message}", "status")
         return event
 
     def _recv_pdu(self, sid: int, timeout: float) -> bytes | None:

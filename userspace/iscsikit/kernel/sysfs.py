@@ -97,6 +97,40 @@ class Sysfs:
                                blocks[0] if blocks else None))
         return sorted(out, key=lambda l: l.lun)
 
+    def session_in_use(self, sid: int, proc: str = "/proc") -> bool:
+        """A disk of session `sid` is mounted or swapped on, directly, through a partition or
+        through a holder (dm, md) that is: what open-iscsi's usr/mntcheck.c session_in_use
+        counts for iscsid.safe_logout. Devices are matched by major:minor, not by name."""
+        used = set()
+        try:
+            with open(os.path.join(proc, "self", "mountinfo")) as f:
+                used.update(line.split()[2] for line in f if len(line.split()) > 2)
+        except OSError:
+            pass
+        try:
+            with open(os.path.join(proc, "swaps")) as f:
+                for line in list(f)[1:]:
+                    try:
+                        rdev = os.stat(line.split()[0]).st_rdev
+                    except (OSError, IndexError):
+                        continue
+                    used.add(f"{os.major(rdev)}:{os.minor(rdev)}")
+        except OSError:
+            pass
+
+        def users(syspath: str, depth: int = 0) -> int:
+            if depth > 8:      # holders form a DAG; a loop in a fake tree must not hang us
+                return 0
+            count = 1 if _read(os.path.join(syspath, "dev")) in used else 0
+            for part in _listdir(syspath):
+                pdir = os.path.join(syspath, part)
+                if "DEVTYPE=partition" in (_read(os.path.join(pdir, "uevent")) or "").split():
+                    count += users(pdir, depth + 1)
+            for holder in _listdir(os.path.join(syspath, "holders")):
+                count += users(os.path.realpath(os.path.join(syspath, "holders", holder)), depth + 1)
+            return count
+        return any(users(self.path("class", "block", lun.block)) for lun in self.luns(sid) if lun.block)
+
     def session(self, sid: int, luns: bool = True) -> Session | None:
         """The session's attributes; `luns=False` skips walking its SCSI devices (luns is ())."""
         sdir = self.path("class", "iscsi_session", f"session{sid}")

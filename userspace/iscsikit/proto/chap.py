@@ -205,12 +205,13 @@ class ChapInitiator:
         if raw_a is None or raw_i is None or raw_c is None:
             raise RemoteProtocolError("CHAP challenge lacks CHAP_A, CHAP_I or CHAP_C")
         try:
-            algorithm = ChapAlgorithm(int(raw_a)) if raw_a.isdigit() and len(raw_a) < 4 else None
+            algorithm = ChapAlgorithm(int(raw_a)) if raw_a.isascii() and raw_a.isdigit() and len(raw_a) < 4 else None
         except ValueError:
             algorithm = None
         if algorithm not in self.credentials.algorithms:
             raise RemoteProtocolError(f"target chose CHAP_A={raw_a[:16]!r}, which was not offered")
-        if not raw_i.isdigit() or len(raw_i) > 3 or int(raw_i) > 255:
+        # isascii: "²".isdigit() is true, and int() refuses it
+        if not (raw_i.isascii() and raw_i.isdigit()) or len(raw_i) > 3 or int(raw_i) > 255:
             raise RemoteProtocolError(f"CHAP_I={raw_i[:16]!r} is not 0..255")
         challenge = decode_binary(raw_c, "CHAP_C")
         if not 0 < len(challenge) <= MAX_CHALLENGE:

@@ -177,7 +177,8 @@ def parse_number(text: str) -> int:
             if not 2 < len(text) <= 18:
                 raise ValueError
             return int(text[2:], 16)
-        if not text.isdigit() or len(text) > 20:
+        # isascii: str.isdigit() also says yes to "²" and other digits int() refuses
+        if not (text.isascii() and text.isdigit()) or len(text) > 20:
             raise ValueError
         return int(text)
     except ValueError:
@@ -187,7 +188,10 @@ def parse_number(text: str) -> int:
 def parse_value(key: Key, text: str) -> int | bool | str:
     """Check a single received value against its key row; return it typed."""
     if key.kind is Kind.NUMBER:
-        value = parse_number(text)
+        try:
+            value = parse_number(text)
+        except RemoteProtocolError:
+            raise RemoteProtocolError(f"{key.name}: bad numerical value {text[:40]!r}") from None
         if not key.low <= value <= key.high:
             raise RemoteProtocolError(f"{key.name}={value} out of range {key.low}..{key.high}")
         return value

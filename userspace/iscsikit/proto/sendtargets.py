@@ -20,6 +20,10 @@ from .pdu import RESERVED_TAG, NopIn, Pdu, Reject, TextRequest, TextResponse
 DEFAULT_PORT = 3260
 MAX_TARGET_NAME = 223       # RFC 7143 §4.2.7.1: iSCSI names are at most 223 bytes
 MAX_RESPONSE_TEXT = 1 << 20
+# A peer controls how many PDUs one SendTargets takes; these bound it (the text size alone does
+# not: an empty F=0 response, or a NOP-In, adds nothing to it). 1 MiB in 4 KiB pieces is 256.
+MAX_CONTINUATIONS = 256
+MAX_UNSOLICITED = 16        # NOP-Ins answered during one exchange
 NO_TPGT = -1
 
 _HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9_]([A-Za-z0-9_\-]{0,62})(\.[A-Za-z0-9_\-]{1,63})*\.?\Z")
@@ -134,6 +138,8 @@ class SendTargetsExchange:
         self.targets: list[DiscoveredTarget] | None = None
         self._text = bytearray()
         self._started = False
+        self.continuations = 0
+        self.unsolicited = 0
 
     def request(self) -> TextRequest:
         if self._started:
@@ -158,6 +164,9 @@ class SendTargetsExchange:
         if not self._started or self.done:
             raise LocalProtocolError("no SendTargets request outstanding")
         if isinstance(pdu, NopIn):
+            self.unsolicited += 1
+            if self.unsolicited > MAX_UNSOLICITED:
+                raise RemoteProtocolError(f"more than {MAX_UNSOLICITED} NOP-Ins during SendTargets")
             return ping_answer(pdu, self.cmdsn, self.exp_statsn)
         if isinstance(pdu, Reject):
             raise RemoteProtocolError(f"target rejected the Text Request (reason {pdu.reason:#04x})")
@@ -172,6 +181,9 @@ class SendTargetsExchange:
         if len(self._text) > self.max_text:
             raise RemoteProtocolError(f"SendTargets response longer than {self.max_text} bytes")
         if not pdu.final and pdu.ttt != RESERVED_TAG:
+            self.continuations += 1
+            if self.continuations > MAX_CONTINUATIONS:
+                raise RemoteProtocolError(f"SendTargets response continued more than {MAX_CONTINUATIONS} times")
             return self._text_request(b"", pdu.ttt)
         if pdu.cont:
             raise RemoteProtocolError("C=1 without a Target Transfer Tag to continue with")

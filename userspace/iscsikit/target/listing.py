@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 
 from .model import LUN, Config, MappedLUN, NodeACL, Portal, StorageObject, TPG
 
@@ -188,6 +187,19 @@ def tree(cfg: Config) -> Node:
     return Node("/", "/", ("", None), root_kids)
 
 
+def snapshot_for(root: str, path: str) -> Config:
+    """The running configuration `ls path` draws, read with as few configfs files as it
+    can (each costs ~0.5 ms in the lab guest, and 1000 targets have ~12,000): below
+    /iscsi/WWN only that target; below any fabric, of the storage objects only those a
+    LUN exports and of each only its file or device; /backstores and / read them all."""
+    from . import configfs
+    parts = [p for p in path.split("/") if p]
+    if not parts or parts[0] == "backstores":
+        return configfs.snapshot(root, attributes=False, light=True)
+    targets = {parts[1].lower()} if parts[0] == "iscsi" and len(parts) > 1 else None
+    return configfs.snapshot(root, attributes=False, light="dev", targets=targets, sos=set())
+
+
 def find(root: Node, path: str) -> Node | None:
     node = root
     for part in [p for p in path.split("/") if p]:
@@ -198,9 +210,10 @@ def find(root: Node, path: str) -> Node | None:
 
 
 def _sort_key(s: str):
-    # configshell sorts names ending in digits numerically (lun2 before lun10)
-    m = re.search(r"(.*?)(\d+$)", s)
-    return (m.group(1), int(m.group(2))) if m else (s, 0)
+    # configshell sorts names ending in digits numerically (lun2 before lun10):
+    # its (.*?)(\d+$), without a regex search per node (9,000 at 1000 targets)
+    head = s.rstrip("0123456789")
+    return (head, int(s[len(head):])) if len(head) < len(s) else (s, 0)
 
 
 def render(node: Node, width: int = MAX_WIDTH) -> str:

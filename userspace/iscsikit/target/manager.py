@@ -14,7 +14,6 @@ import copy
 import fcntl
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 from . import configfs, saveconfig
 from .errors import NotFoundError, TargetError
@@ -34,7 +33,7 @@ class Manager:
 
     @contextlib.contextmanager
     def locked(self):
-        Path(self.lock_file).parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(self.lock_file), exist_ok=True)
         fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -153,8 +152,9 @@ class Manager:
         path = path or self.save_file
         text = saveconfig.dumps(self.state())
         try:
-            if Path(path).read_text() == text:
-                return path         # unchanged: no write, no backup
+            with open(path) as f:
+                if f.read() == text:
+                    return path         # unchanged: no write, no backup
         except (OSError, UnicodeDecodeError):
             pass
         if os.path.abspath(path) == os.path.abspath(self.save_file):

@@ -16,10 +16,10 @@ single values are in validate.py.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 
 from . import fabrics, validate
 from .errors import ValidationError
+from .record import dataclass, field
 
 PLUGINS = ("fileio", "block", "ramdisk", "user", "pscsi")
 # configfs HBA directory prefix per plugin (core/<prefix>_<N>/<name>)

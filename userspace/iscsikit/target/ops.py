@@ -34,10 +34,9 @@ PREFS = {
 def generate_iqn() -> str:
     """rtslib's form: iqn.2003-01.org.linux-iscsi.<host>.<arch>:sn.<12 hex>."""
     import socket
-    import uuid
     host = socket.gethostname().split(".")[0].replace("_", "").lower() or "localhost"
     arch = os.uname().machine.replace("_", "").lower()
-    return f"iqn.2003-01.org.linux-iscsi.{host}.{arch}:sn.{uuid.uuid4().hex[:12]}"
+    return f"iqn.2003-01.org.linux-iscsi.{host}.{arch}:sn.{os.urandom(6).hex()}"
 
 
 # ---- storage objects ----------------------------------------------------------------

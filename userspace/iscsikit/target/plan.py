@@ -18,10 +18,10 @@ later one fails.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 
 from . import fabrics
 from .model import Config, StorageObject
+from .record import dataclass, field
 
 # Steps sort by phase first; inside a phase they keep the order they were made in.
 PHASES = [

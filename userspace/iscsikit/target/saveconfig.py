@@ -15,13 +15,18 @@ secrets.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from . import fabrics, validate
 from .errors import NotFoundError, ValidationError
 from .model import (
     PLUGIN_ALIASES, Chap, Config, Discovery, LUN, MappedLUN, NodeACL, Portal, StorageObject, Target, TPG,
 )
+
+def _path(p):
+    """pathlib, imported when a file is read or written: not every one-shot command does."""
+    from pathlib import Path
+    return Path(p)
+
 
 DEFAULT_SAVE_FILE = "/etc/target/saveconfig.json"
 # targetcli's default for its max_backup_files preference (targetcli/ui_node.py)
@@ -294,7 +299,7 @@ def dumps(cfg: Config) -> str:
 
 
 def load(path: str | os.PathLike, warnings: list | None = None) -> Config:
-    p = Path(path)
+    p = _path(path)
     try:
         text = p.read_text()
     except FileNotFoundError:
@@ -312,7 +317,7 @@ def load(path: str | os.PathLike, warnings: list | None = None) -> Config:
 def write_atomic(path: str | os.PathLike, text: str | bytes, mode: int = 0o600, binary: bool = False) -> None:
     """Replace `path` with `text` so a reader sees the old file or the new one, never half."""
     import tempfile
-    p = Path(path)
+    p = _path(path)
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
@@ -339,7 +344,7 @@ def write_atomic(path: str | os.PathLike, text: str | bytes, mode: int = 0o600, 
 def save(cfg: Config, path: str | os.PathLike = DEFAULT_SAVE_FILE) -> None:
     text = dumps(cfg)
     try:
-        if Path(path).read_text() == text:
+        if _path(path).read_text() == text:
             return              # nothing changed: no write, no backup
     except (OSError, UnicodeDecodeError):
         pass
@@ -358,7 +363,7 @@ def save(cfg: Config, path: str | os.PathLike = DEFAULT_SAVE_FILE) -> None:
 # file already there writes nothing and backs up nothing.
 
 def backup_dir(path: str | os.PathLike) -> Path:
-    return Path(path).parent / "backup"
+    return _path(path).parent / "backup"
 
 
 def list_backups(path: str | os.PathLike) -> list[Path]:
@@ -367,7 +372,7 @@ def list_backups(path: str | os.PathLike) -> list[Path]:
 
 
 def max_backup_files(path: str | os.PathLike, preference: int = MAX_BACKUP_FILES) -> int:
-    conf = Path(path).parent / "targetcli.conf"
+    conf = _path(path).parent / "targetcli.conf"
     n = int(preference)
     try:
         for line in conf.read_text().splitlines():
@@ -394,7 +399,7 @@ def backup(path: str | os.PathLike, new_text: str, max_files: int = MAX_BACKUP_F
     """Keep the file's current content before `new_text` replaces it; the new backup or None."""
     import gzip
     import time
-    p = Path(path)
+    p = _path(path)
     try:
         old = p.read_bytes()
     except FileNotFoundError:

@@ -13,15 +13,30 @@ import re
 
 from .errors import ValidationError
 
+
+class _LazyPattern:
+    """A regular expression compiled when first matched: a one-shot command uses two or
+    three of this module's patterns, and compiling all of them cost ~0.1 s in the lab guest."""
+    __slots__ = ("source", "_compiled")
+
+    def __init__(self, source: str):
+        self.source, self._compiled = source, None
+
+    def match(self, text: str):
+        if self._compiled is None:
+            self._compiled = re.compile(self.source)
+        return self._compiled.match(text)
+
+
 # ---- names and WWNs -------------------------------------------------------
 
 # RFC 3720/3722: lower-case letters, digits, '-', '.', ':'.  Two domain labels
 # are required because rtslib (and so Debian's targetcli) rejects fewer, and a
 # file we write must restore there too.  Underscores are rejected for the same
 # reason (rtslib #135).
-_IQN = re.compile(r"^iqn\.(\d{4})-(\d{2})\.[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)+(:[a-z0-9.:-]*)?$")
-_NAA = re.compile(r"^naa\.[125c-f][0-9a-f]{15}$")
-_EUI = re.compile(r"^eui\.[0-9a-f]{16}$")
+_IQN = _LazyPattern(r"^iqn\.(\d{4})-(\d{2})\.[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)+(:[a-z0-9.:-]*)?$")
+_NAA = _LazyPattern(r"^naa\.[125c-f][0-9a-f]{15}$")
+_EUI = _LazyPattern(r"^eui\.[0-9a-f]{16}$")
 MAX_ISCSI_NAME = 223
 
 
@@ -52,7 +67,7 @@ def wwn(value: str, what: str = "WWN") -> str:
     raise ValidationError(f"{what} {value!r} must start with iqn., naa. or eui.")
 
 
-_SO_NAME = re.compile(r"^[A-Za-z0-9_.:+@-]+$")
+_SO_NAME = _LazyPattern(r"^[A-Za-z0-9_.:+@-]+$")
 
 
 def so_name(value: str) -> str:
@@ -65,7 +80,7 @@ def so_name(value: str) -> str:
     return value
 
 
-_UNIT_SERIAL = re.compile(r"^[\x21-\x7e]{1,254}$")
+_UNIT_SERIAL = _LazyPattern(r"^[\x21-\x7e]{1,254}$")
 
 
 def unit_serial(value: str) -> str:
@@ -75,7 +90,7 @@ def unit_serial(value: str) -> str:
     return value
 
 
-_ALIAS = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_ALIAS = _LazyPattern(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 def alias(value: str) -> str:
@@ -87,7 +102,7 @@ def alias(value: str) -> str:
 
 # ---- numbers --------------------------------------------------------------
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$", re.I)
+_SIZE = _LazyPattern(r"(?i)^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
@@ -182,15 +197,22 @@ def portal_port(value) -> int:
     return integer(value, 1, 65535, "portal port")
 
 
+_PORTAL_KEYS: dict = {}
+
+
 def portal_key(ip: str, port: int) -> tuple:
-    """Two spellings of one address (`[::0]`, `[::]`) are the same portal."""
-    bare = ip[1:-1] if ip.startswith("[") else ip
-    return (ipaddress.ip_address(bare), int(port))
+    """Two spellings of one address (`[::0]`, `[::]`) are the same portal.  Remembered:
+    a snapshot of 1000 targets asks for the same 0.0.0.0:3260 1000 times."""
+    key = _PORTAL_KEYS.get((ip, port))
+    if key is None:
+        bare = ip[1:-1] if ip.startswith("[") else ip
+        key = _PORTAL_KEYS[(ip, port)] = (ipaddress.ip_address(bare), int(port))
+    return key
 
 
 # ---- CHAP -------------------------------------------------------------------
 
-_CHAP = re.compile(r"^[\x21-\x7e]{1,255}$")
+_CHAP = _LazyPattern(r"^[\x21-\x7e]{1,255}$")
 CHAP_FIELDS = ("userid", "password", "mutual_userid", "mutual_password")
 
 
@@ -324,7 +346,7 @@ def _attr_value(name: str, value, table: dict, where: str):
         return text
 
 
-_ATTR_NAME = re.compile(r"^[a-z0-9_]{1,64}$")
+_ATTR_NAME = _LazyPattern(r"^[a-z0-9_]{1,64}$")
 
 
 def attribute_name(name: str, where: str) -> str:
@@ -371,7 +393,7 @@ def path(value: str, what: str = "path") -> str:
     return text
 
 
-_TCMU_CFG = re.compile(r"^[A-Za-z0-9_]+/[^:\n]*$")
+_TCMU_CFG = _LazyPattern(r"^[A-Za-z0-9_]+/[^:\n]*$")
 
 
 def tcmu_config(value: str) -> str:

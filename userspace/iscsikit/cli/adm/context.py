@@ -65,6 +65,13 @@ class Ctx:
     submode: str | None = None
     killiscsid: str | None = None
     no_wait: bool = False
+    ping_ip: str | None = None       # -a (iface -C ping)
+    packet_size: int = 32            # -b
+    ping_count: int = 1              # -c
+    ping_interval: int = 0           # -i
+    index: str | None = None         # -x (host -C chap|flashnode)
+    portal_type: str | None = None   # -A (flashnode)
+    debug: int = 0                   # -d
 
     def __init__(self, argv0: str, out, err, db: "ndb.NodeDB | None" = None, env=None,
                  err_tty: bool | None = None, **options) -> None:
@@ -99,6 +106,11 @@ class Ctx:
 
     def error(self, line: str) -> None:
         self.err.write(f"{PROG}: {line}\n")
+
+    def debug_line(self, level: int, line: str) -> None:
+        """-d N: iscsikit's own debug lines on stderr, level N and below (never a secret)."""
+        if self.debug >= level:
+            self.err.write(f"{PROG}: {line}\n")
 
     def raw_error(self, line: str) -> None:
         self.err.write(line + "\n")
@@ -168,3 +180,17 @@ def _store(ctx: Ctx, o: Opt) -> None:
         ctx.killiscsid = a
     elif o.letter == "W":
         ctx.no_wait = True
+    elif o.letter == "a":
+        ctx.ping_ip = a
+    elif o.letter == "b":
+        ctx.packet_size = R.atoi(a)
+    elif o.letter == "c":
+        ctx.ping_count = R.atoi(a)
+    elif o.letter == "i":
+        ctx.ping_interval = R.atoi(a)
+    elif o.letter == "x":
+        ctx.index = a
+    elif o.letter == "A":
+        ctx.portal_type = a
+    elif o.letter == "d":
+        ctx.debug = R.atoi(a)

@@ -13,9 +13,89 @@ def _iface_line(rec: ndb.Record) -> str:
             f"{v['iface.ipaddress']},{v['iface.net_ifacename']},{v['iface.initiatorname']}")
 
 
+# transports iscsikit drives: software ones, with no network settings of their own (the
+# iface's iface.ipaddress etc. configure an offload card's port; iscsi_tcp has none)
+_SOFTWARE = ("tcp", "iser")
+
+
+def _net_param_count(recs) -> int:
+    """iface_get_param_count: the network settings these ifaces would send the kernel."""
+    return sum(1 for r in recs if (r["iface.transport_name"] or "tcp") not in _SOFTWARE)
+
+
+def _apply(ctx: Ctx, name: str | None) -> int:
+    if name is None:
+        raise ctx.fail("Apply requires iface.")
+    try:
+        rec = ctx.db.read_iface(name)
+    except ndb.DBError as e:
+        raise ctx.fail(f"Could not read iface {name} ({e.code}).", e.code) from None
+    if _net_param_count([rec]):
+        # an offload transport's port settings: no such transport is loaded here
+        raise ctx.fail("Can't find transport.")
+    ctx.error("Nothing to configure.")
+    ctx.say(f"{name} applied.")
+    return 0
+
+
+def _applyall(ctx: Ctx) -> int:
+    from .host import _hosts, host_no
+    number = host_no(ctx)
+    if number not in _hosts(ctx):
+        raise ctx.fail(f"Could not match host{number} to ifaces.")
+    # the ifaces of a software host: none with network settings to send
+    ctx.error("Nothing to configure.")
+    ctx.say(f"Applied settings to ifaces attached to host{number}.")
+    return 0
+
+
+def _ping(ctx: Ctx, name: str | None) -> int:
+    """-C ping: iscsiadm asks the transport to ping from the iface's port (ISCSI_UEVENT_PING).
+    iscsi_tcp has no ping (drivers/scsi/iscsi_tcp.c sets no ->send_ping): the kernel
+    answers ENOSYS, and iscsiadm prints one failed ping per count."""
+    import time
+    if name is None:
+        raise ctx.fail("Ping requires iface.")
+    if not ctx.ping_ip:
+        raise ctx.fail("Ping requires destination ipaddress.")
+    if ctx.packet_size <= 0:
+        raise ctx.fail(f"Invalid packet size: {ctx.packet_size}.")
+    if ctx.ping_count <= 0:
+        raise ctx.fail(f"Invalid number of packets to transmit: {ctx.ping_count}.")
+    if ctx.ping_interval < 0:
+        raise ctx.fail(f"Invalid timing interval: {ctx.ping_interval}.")
+    try:
+        rec = ctx.db.read_iface(name)
+    except ndb.DBError as e:
+        ctx.error(f"Could not read iface {name} ({e.code}).")
+        return e.code
+    from .login import host_sysfs
+    if host_sysfs(ctx.env).transport(rec["iface.transport_name"] or "tcp") is None:
+        raise ctx.fail("Can't find transport.")
+    import socket
+    try:
+        socket.getaddrinfo(ctx.ping_ip, None)
+    except OSError:
+        raise ctx.fail("Invalid IP address.") from None
+    for i in range(1, ctx.ping_count + 1):
+        ctx.say(f"Ping {i} failed: {MESSAGES[ExitCode.OP_NOT_SUPP]}")
+        if i < ctx.ping_count:
+            ctx.out.flush()
+            time.sleep(ctx.ping_interval)
+    return ExitCode.OP_NOT_SUPP
+
+
 def mode_iface(ctx: Ctx) -> int:
     db, op = ctx.db, ctx.op
     name = ctx.ifaces[0] if ctx.ifaces else None
+    if len(ctx.ifaces) > 1:
+        ctx.error(f"iface mode only accepts one interface. Using the first one {name}.")
+    if ctx.submode == "ping":
+        return _ping(ctx, name)
+    if op == OPS["apply"]:
+        return _apply(ctx, name)
+    if op == OPS["applyall"]:
+        return _applyall(ctx)
     if op in (0, OPS["show"]) and name is None:
         names = db.iface_names() + list(R.BUILTIN_IFACES)
         recs = [db.read_iface(n) for n in names]

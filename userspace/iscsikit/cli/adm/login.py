@@ -56,6 +56,9 @@ def _report_failure(ctx, what: str, e: mgmt.MgmtError) -> int:
     ctx.error(what)
     code = ExitCode(e.exit_code) if e.exit_code in ExitCode._value2member_map_ else ExitCode.ERR
     ctx.error(f"initiator reported error ({int(code)} - {MESSAGES[code]})")
+    if e.exit_code != ExitCode.ISCSID_NOTCONN and str(e):
+        # one line more than iscsiadm prints (its lines stay as they are): the daemon's reason
+        ctx.error(f"reason: {e}")
     return code
 
 
@@ -69,11 +72,14 @@ def _sessions_of(ctx, nodes: list[ndb.NodeId]):
     return [s for s in host_sysfs(ctx.env).sessions(luns=False) if (s.target, s.address, s.port) in wanted]
 
 
-def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = None) -> int:
+def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = None,
+               summary: bool = True) -> int:
     """Log `nodes` in through the daemon, as iscsiadm prints it; `nodes` may be lazy
     (-L all reads records as it goes): each request leaves as soon as it is built, so
     the daemon logs in the first nodes while the next records are still being read.
-    `existing`: session_portals(), when the caller has read it already."""
+    `existing`: session_portals(), when the caller has read it already. `summary`: end a
+    failure with "Could not log into all portals" (node mode's login_portals does; the logins
+    after a discovery or from firmware do not)."""
     existing = session_portals(ctx.env) if existing is None else existing
     todo: list = []
     rc = 0
@@ -101,7 +107,10 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = N
             ctx.say(f"Logging in to {_node_label(nid)}")
             if name is None:
                 name = ctx.db.initiator_name()
-            yield "login", R.login_request(nid, record.values, name)
+            req = R.login_request(nid, record.values, name)
+            if ctx.no_wait:
+                req["wait"] = False     # -W: iscsiadm returns once the requests are sent
+            yield "login", req
 
     # The daemon logs nodes in concurrently; results are printed in record order once all are in.
     results = _login_all(ctx, requests(), todo)
@@ -109,22 +118,29 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = N
         ctx.error(msg.NO_RECORDS)
         return ExitCode.NO_OBJS_FOUND
     failed = bool(rc)
-    for nid, e in zip(todo, results):
-        if e is None:
-            ctx.say(f"Login to {_node_label(nid)} successful.")
+    for nid, r in zip(todo, results):
+        if not isinstance(r, mgmt.MgmtError):
+            if not ctx.no_wait:   # -W: no result to report (iscsi_login_portal_nowait)
+                ctx.say(f"Login to {_node_label(nid)} successful.")
+            scan = r.get("scan", "done") if isinstance(r, dict) else "done"
+            if scan != "done":
+                # logged in, but its disks are not (yet) there: say so, the exit code stays 0
+                ctx.error(f"session {r['sid']}: SCSI scan {scan}; its devices may appear later")
             continue
+        e = r
         # report every failure (a bare `rc or _report_failure(...)` skipped all but the first)
         code = _report_failure(ctx, f"Could not login to {_node_label(nid)}.", e)
         rc = rc or code
         failed = True
-    if failed:
+    if failed and summary:
         ctx.error("Could not log into all portals")
     return rc
 
 
 def _login_all(ctx, requests: Iterable[tuple[str, dict]], todo: list) -> list:
     """Send every login as it comes; on a terminal, keep one progress line on stderr
-    (`todo` grows as the requests are built: its length is the count so far)."""
+    (`todo` grows as the requests are built: its length is the count so far). Each
+    result is the daemon's reply or the MgmtError it answered with."""
     progress = ctx.err_tty
     done = 0
 
@@ -135,7 +151,7 @@ def _login_all(ctx, requests: Iterable[tuple[str, dict]], todo: list) -> list:
             ctx.err.write(f"\r{done}/{len(todo)} logins done")
             ctx.err.flush()
 
-    results = _errors(client(ctx).call_many(requests, on_done=tick))
+    results = client(ctx).call_many(requests, on_done=tick)
     if progress and done and len(todo) > 1:
         ctx.err.write("\r\033[K")
     return results
@@ -152,7 +168,10 @@ def _logout(ctx, sessions) -> int:
         return ExitCode.NO_OBJS_FOUND
     for s in sessions:
         ctx.say(f"Logging out of session {_session_label(s)}")
-    results = dict(zip(sessions, _errors(client(ctx).call_many([("logout", {"sid": s.sid}) for s in sessions]))))
+    busy = _in_use(ctx, sessions)
+    todo = [s for s in sessions if s not in busy]
+    results = dict(zip(todo, _errors(client(ctx).call_many([("logout", {"sid": s.sid}) for s in todo]))))
+    results.update(busy)
     rc = 0
     for s in sessions:
         e = results[s]
@@ -164,6 +183,20 @@ def _logout(ctx, sessions) -> int:
     if rc:
         ctx.error("Could not logout of all requested sessions")
     return rc
+
+
+def _in_use(ctx, sessions) -> dict:
+    """iscsid.safe_logout = Yes: the sessions whose disks are mounted or in use, each with
+    the refusal iscsid answers (28; usr/initiator.c session_logout_task)."""
+    if (ctx.db.iscsid_conf().get("iscsid.safe_logout") or "No") != "Yes":
+        return {}
+    fs = host_sysfs(ctx.env)
+    busy = {}
+    for s in sessions:
+        if fs.session_in_use(s.sid, ctx.env.get("ISCSIKIT_PROC_ROOT", "/proc")):
+            busy[s] = mgmt.MgmtError(ExitCode.BUSY, f"Session {s.sid} is actively in use for mounted storage, "
+                                     "and iscsid.safe_logout is configured.")
+    return busy
 
 
 def node_logout(ctx, nodes: list[ndb.NodeId]) -> int:

@@ -90,7 +90,9 @@ def _run(ctx: Ctx, argv: list[str]) -> int:
         if o.letter == "?":
             getopt_error(o)
         if letters is not None and o.letter not in letters:
-            raise ctx.fail(f"{mode} mode: option '-{o.letter}' is not allowed/supported")
+            # iscsiadm names discoverydb "discovery" here (its mode_paras table)
+            raise ctx.fail(f"{'discovery' if mode == 'discoverydb' else mode} mode: option "
+                           f"'-{o.letter}' is not allowed/supported")
         if o.letter != "m":
             _store(ctx, o)
     ctx.mode = mode

@@ -106,26 +106,7 @@ def mode_node(ctx: Ctx) -> int:
     if op == OPS["new"]:
         return _node_new(ctx, address, port, tpgt)
     if op == OPS["update"]:
-        pairs = ctx.pairs()
-        if not pairs:
-            raise ctx.fail(msg.UPDATE_NEEDS_PAIRS)
-        ids = matching()
-        if not ids:
-            return _no(ctx, msg.NO_RECORDS)
-        rc = 0
-        for nid in ids:
-            try:
-                for warning in ctx.db.update_node(nid, pairs):
-                    ctx.error(warning)
-            except R.RecordError as e:
-                for line in e.lines:
-                    ctx.error(line)
-                if not e.summary:
-                    return e.code
-                rc = rc or e.code
-        if rc:
-            ctx.error(f"Could not execute operation on all records: {MESSAGES[ExitCode(rc)]}")
-        return rc
+        return update_records(ctx, matching())
     ids = matching()
     if not ids:
         return _no(ctx, msg.NO_RECORDS)
@@ -140,6 +121,29 @@ def mode_node(ctx: Ctx) -> int:
             rc = rc or ExitCode.SESS_EXISTS
             continue
         ctx.db.delete_node(nid)
+    if rc:
+        ctx.error(f"Could not execute operation on all records: {MESSAGES[ExitCode(rc)]}")
+    return rc
+
+
+def update_records(ctx: Ctx, ids: list[ndb.NodeId]) -> int:
+    """-o update with the -n/-v pairs on records `ids` (node mode, and session mode's -r SID)."""
+    pairs = ctx.pairs()
+    if not pairs:
+        raise ctx.fail(msg.UPDATE_NEEDS_PAIRS)
+    if not ids:
+        return _no(ctx, msg.NO_RECORDS)
+    rc = 0
+    for nid in ids:
+        try:
+            for warning in ctx.db.update_node(nid, pairs):
+                ctx.error(warning)
+        except R.RecordError as e:
+            for line in e.lines:
+                ctx.error(line)
+            if not e.summary:
+                return e.code
+            rc = rc or e.code
     if rc:
         ctx.error(f"Could not execute operation on all records: {MESSAGES[ExitCode(rc)]}")
     return rc

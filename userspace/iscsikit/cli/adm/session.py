@@ -35,52 +35,76 @@ def _digest(v: str) -> str:
 
 def _daemon_states(ctx) -> dict[int, str]:
     try:
-        return {s["sid"]: s["state"] for s in client(ctx).sessions(timeout=5) if s.get("managed")}
+        return {s["sid"]: s["state"] for s in client(ctx).sessions(timeout=5, devices=False) if s.get("managed")}
     except mgmt.MgmtError:
         return {}
 
 
+# what a tree shows (open-iscsi's session_info.h SESSION_INFO_* flags)
+IFACE, STATE, TIMEOUTS, AUTH, PARAMS, DEVICES, HOST_DEVS = 1, 2, 4, 8, 16, 32, 64
+SESSION_LEVELS = {1: IFACE | STATE, 2: IFACE | STATE | TIMEOUTS | AUTH | PARAMS,
+                  3: IFACE | STATE | TIMEOUTS | AUTH | PARAMS | DEVICES | HOST_DEVS}
+
+
+def versions(ctx) -> None:
+    ctx.say("iSCSI Transport Class version 2.0-870")
+    ctx.say("version 2.1.8")
+
+
 def _print_tree(ctx, sessions, level: int) -> None:
     if level >= 3:   # iscsiadm heads only the -P 3 tree with the versions
-        ctx.say("iSCSI Transport Class version 2.0-870")
-        ctx.say("version 2.1.8")
+        versions(ctx)
+    print_tree(ctx, sorted(sessions, key=lambda x: (x.target or "", x.sid)), SESSION_LEVELS[min(level, 3)])
+
+
+def print_tree(ctx, sessions, flags: int, prefix: str = "") -> None:
+    """open-iscsi's session_info_print_tree: the parts `flags` names, each line after `prefix`
+    (`-m host -P 2..4` prints its host's sessions one tab in)."""
     states = _daemon_states(ctx)
     _attr = _attr_reader(ctx)
-    for s in sorted(sessions, key=lambda x: (x.target or "", x.sid)):
+
+    def say(text: str) -> None:
+        for line in text.split("\n"):
+            ctx.say(prefix + line)
+    for s in sessions:
         sess, conn, host = f"session{s.sid}", f"connection{s.sid}:0", f"host{s.host_no}"
         flash = "(flash)" if s.creator == FLASH_CREATOR else "(non-flash)"
-        ctx.say(f"Target: {s.target} {flash}")
+        say(f"Target: {s.target} {flash}")
         cur_addr = _attr("iscsi_connection", conn, "address", s.address or "")
         cur_port = _attr("iscsi_connection", conn, "port", str(s.port))
-        ctx.say(f"\tCurrent Portal: {_bracket(cur_addr)}:{cur_port},{s.tpgt}")
-        ctx.say(f"\tPersistent Portal: {_bracket(s.address or '')}:{s.port},{s.tpgt}")
-        ctx.say("\t\t**********\n\t\tInterface:\n\t\t**********")
-        ctx.say(f"\t\tIface Name: {s.iface_name or 'default'}")
-        ctx.say("\t\tIface Transport: tcp")
-        ctx.say(f"\t\tIface Initiatorname: {s.initiator_name}")
-        ctx.say(f"\t\tIface IPaddress: {_attr('iscsi_host', host, 'ipaddress')}")
-        ctx.say(f"\t\tIface HWaddress: {_attr('iscsi_host', host, 'hwaddress', 'default')}")
-        ctx.say(f"\t\tIface Netdev: {_attr('iscsi_host', host, 'netdev', 'default')}")
-        ctx.say(f"\t\tSID: {s.sid}")
-        managed = states.get(s.sid)
-        conn_state = {"LOGGED_IN": "LOGGED IN", "RECOVERING": "FAILED", "FAILED": "FAILED",
-                      "LOGGING_OUT": "IN LOGOUT"}.get(managed, "Unknown")
-        ctx.say(f"\t\tiSCSI Connection State: {conn_state}")
-        ctx.say(f"\t\tiSCSI Session State: {s.state}")
-        ctx.say(f"\t\tInternal iscsid Session State: {'NO CHANGE' if managed else 'Unknown'}")
-        if level >= 2:
-            ctx.say("\t\t*********\n\t\tTimeouts:\n\t\t*********")
-            ctx.say(f"\t\tRecovery Timeout: {_attr('iscsi_session', sess, 'recovery_tmo')}")
-            ctx.say(f"\t\tTarget Reset Timeout: {_attr('iscsi_session', sess, 'tgt_reset_tmo')}")
-            ctx.say(f"\t\tLUN Reset Timeout: {_attr('iscsi_session', sess, 'lu_reset_tmo')}")
-            ctx.say(f"\t\tAbort Timeout: {_attr('iscsi_session', sess, 'abort_tmo')}")
-            ctx.say("\t\t*****\n\t\tCHAP:\n\t\t*****")
+        say(f"\tCurrent Portal: {_bracket(cur_addr)}:{cur_port},{s.tpgt}")
+        say(f"\tPersistent Portal: {_bracket(s.address or '')}:{s.port},{s.tpgt}")
+        if flags & IFACE:
+            say("\t\t**********\n\t\tInterface:\n\t\t**********")
+            say(f"\t\tIface Name: {s.iface_name or 'default'}")
+            say("\t\tIface Transport: tcp")
+            say(f"\t\tIface Initiatorname: {s.initiator_name}")
+            say(f"\t\tIface IPaddress: {_attr('iscsi_host', host, 'ipaddress')}")
+            say(f"\t\tIface HWaddress: {_attr('iscsi_host', host, 'hwaddress', 'default')}")
+            say(f"\t\tIface Netdev: {_attr('iscsi_host', host, 'netdev', 'default')}")
+        if flags & STATE:
+            say(f"\t\tSID: {s.sid}")
+            managed = states.get(s.sid)
+            conn_state = {"LOGGED_IN": "LOGGED IN", "RECOVERING": "FAILED", "FAILED": "FAILED",
+                          "LOGGING_OUT": "IN LOGOUT", "LOGGING_IN": "IN LOGIN"}.get(managed, "Unknown")
+            say(f"\t\tiSCSI Connection State: {conn_state}")
+            say(f"\t\tiSCSI Session State: {s.state}")
+            say(f"\t\tInternal iscsid Session State: {'NO CHANGE' if managed else 'Unknown'}")
+        if flags & TIMEOUTS:
+            say("\t\t*********\n\t\tTimeouts:\n\t\t*********")
+            say(f"\t\tRecovery Timeout: {_attr('iscsi_session', sess, 'recovery_tmo')}")
+            say(f"\t\tTarget Reset Timeout: {_attr('iscsi_session', sess, 'tgt_reset_tmo')}")
+            say(f"\t\tLUN Reset Timeout: {_attr('iscsi_session', sess, 'lu_reset_tmo')}")
+            say(f"\t\tAbort Timeout: {_attr('iscsi_session', sess, 'abort_tmo')}")
+        if flags & AUTH:
+            say("\t\t*****\n\t\tCHAP:\n\t\t*****")
             for name in ("username", "password", "username_in", "password_in"):
                 value = _attr("iscsi_session", sess, name)
                 if name.startswith("password") and not ctx.show_secrets:
                     value = "********"
-                ctx.say(f"\t\t{name}: {value}")
-            ctx.say("\t\t************************\n\t\tNegotiated iSCSI params:\n\t\t************************")
+                say(f"\t\t{name}: {value}")
+        if flags & PARAMS:
+            say("\t\t************************\n\t\tNegotiated iSCSI params:\n\t\t************************")
             for label, kind, name, attr, fmt in (
                 ("HeaderDigest", "iscsi_connection", conn, "header_digest", _digest),
                 ("DataDigest", "iscsi_connection", conn, "data_digest", _digest),
@@ -91,14 +115,33 @@ def _print_tree(ctx, sessions, level: int) -> None:
                 ("ImmediateData", "iscsi_session", sess, "immediate_data", _yes_no),
                 ("InitialR2T", "iscsi_session", sess, "initial_r2t", _yes_no),
                 ("MaxOutstandingR2T", "iscsi_session", sess, "max_outstanding_r2t", str)):
-                ctx.say(f"\t\t{label}: {fmt(_attr(kind, name, attr))}")
-        if level >= 3:
-            ctx.say("\t\t************************\n\t\tAttached SCSI devices:\n\t\t************************")
-            ctx.say(f"\t\tHost Number: {s.host_no}\tState: {_attr('scsi_host', host, 'state', 'running')}")
+                say(f"\t\t{label}: {fmt(_attr(kind, name, attr))}")
+        if flags & DEVICES:
+            say("\t\t************************\n\t\tAttached SCSI devices:\n\t\t************************")
+            if flags & HOST_DEVS:   # -m session -P 3 heads the devices with their host; -m host -P 4 not
+                say(f"\t\tHost Number: {s.host_no}\tState: {_attr('scsi_host', host, 'state', 'running')}")
             for lun in s.luns:
-                ctx.say(f"\t\tscsi{s.host_no} Channel 00 Id 0 Lun: {lun.lun}")
+                say(f"\t\tscsi{s.host_no} Channel 00 Id 0 Lun: {lun.lun}")
                 if lun.block:
-                    ctx.say(f"\t\t\tAttached scsi disk {lun.block}\t\tState: {lun.state}")
+                    say(f"\t\t\tAttached scsi disk {lun.block}\t\tState: {lun.state}")
+
+
+def _session_record(ctx, sessions) -> int:
+    """`-r SID` with -o show|update or -S: iscsiadm drops to node mode with the record of
+    the session's target, portal and iface (exec_node_op)."""
+    s = sessions[0]
+    nids = ctx.db.find_nodes(s.target, s.address, s.port, s.iface_name or "default")
+    if ctx.op & OPS["update"]:
+        from .node import update_records
+        return update_records(ctx, nids)
+    if not nids:
+        ctx.error(msg.NO_RECORDS)
+        return ExitCode.NO_OBJS_FOUND
+    for nid in nids:
+        node = ctx.db.read_node(nid)
+        for line in node.lines(show_secrets=ctx.show_secrets):
+            ctx.say(line)
+    return 0
 
 
 def session_mode(ctx) -> int:
@@ -107,7 +150,14 @@ def session_mode(ctx) -> int:
     # the SCSI devices are walked only for the listings that print them
     sessions = _select_sessions(ctx, luns=ctx.json or (ctx.print_level or 0) >= 3)
     if not sessions:
-        ctx.error(msg.NO_ACTIVE_SESSIONS if ctx.sid is None else f"Could not get session info for sid {ctx.sid}")
+        if ctx.sid is not None:
+            ctx.error(f"Could not get session info for sid {ctx.sid}")
+        elif ctx.logout:
+            ctx.error(msg.NO_MATCHING_SESSIONS)
+        elif ctx.rescan or ctx.stats:
+            ctx.error(msg.NO_SESSION)       # for_each_session's answer
+        else:
+            ctx.error(msg.NO_ACTIVE_SESSIONS)
         return ExitCode.NO_OBJS_FOUND
     if ctx.logout:
         return _logout(ctx, sessions)
@@ -115,6 +165,10 @@ def session_mode(ctx) -> int:
         return _print_stats(ctx, sessions)
     if ctx.rescan:
         return _rescan(ctx, sessions)
+    if ctx.sid is not None and not ctx.json and (ctx.op & (OPS["show"] | OPS["update"])
+                                or (ctx.op == 0 and (ctx.print_level is None or ctx.print_level <= 0))):
+        # iscsiadm prints a session's tree only for -P 1..3; otherwise it runs node ops on its record
+        return _session_record(ctx, sessions)
     if ctx.json:
         import json
         ctx.say(json.dumps([{"sid": s.sid, "transport": "tcp", "target": s.target, "address": s.address,

@@ -1,0 +1,21 @@
+"""Comparing two iscsiadm transcripts (open-iscsi's and iscsikit's, from a differential probe):
+what differs, step by step, after each side is normalised."""
+
+# iscsiadm tries systemctl to start iscsid when its socket is missing; the guest has no systemd.
+SYSTEMD_NOISE = ("System has not been booted with systemd", "Failed to connect to bus")
+
+
+def drop_noise(text: str) -> str:
+    return "".join(l for l in text.splitlines(True) if not l.startswith(SYSTEMD_NOISE))
+
+
+def differences(ref: list[dict], ours: list[dict], normalize) -> str:
+    """'' when every step has the same exit code, stdout and stderr after normalize();
+    otherwise one paragraph per differing step."""
+    diffs = []
+    for a, b in zip(ref, ours):
+        want = (a["rc"], normalize(a["stdout"]), normalize(a["stderr"]))
+        got = (b["rc"], normalize(b["stdout"]), normalize(b["stderr"]))
+        if want != got:
+            diffs.append(f"{' '.join(a['argv'])}\n  open-iscsi: {want!r}\n  iscsikit:   {got!r}")
+    return "\n".join(diffs)
