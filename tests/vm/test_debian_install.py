@@ -190,7 +190,9 @@ EOF
     # and the shutdown: installed again, the automatic node logged in, then a clean poweroff
     sh(g, "dpkg -i " + " ".join(str(debs[p]) for p in PACKAGES[:3]) + " 2>&1 && systemctl start iscsikit-target.service iscsikit-login.service")
     sh(g, f"for i in $(seq 100); do iscsiadm -m session 2>/dev/null | grep -q {AUTO} && exit 0; sleep 0.3; done; exit 1")
-    console = g.shutdown()
+    # PID 1's own status lines are coloured; the journal's lines come through journald, which can
+    # only make a line show up later than it happened, never earlier
+    console = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", g.shutdown())
     logout = console.rfind("Logout of [sid:")   # the last one: the shutdown's
     network = console.find("Stopped target network.target")
     assert logout != -1 and network != -1, console[-4000:]
