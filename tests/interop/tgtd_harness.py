@@ -12,8 +12,15 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "vm", "probes"))
+import matrix  # noqa: E402
+
+from iscsikit.initiator import nodedb as ndb, records  # noqa: E402
+from iscsikit.initiator.login_io import login  # noqa: E402
 
 TGTD = shutil.which("tgtd") or "/usr/sbin/tgtd"
 TGTADM = shutil.which("tgtadm") or "/usr/sbin/tgtadm"
@@ -129,3 +136,55 @@ class Tgtd:
         if outgoing:
             args.append("--outgoing")
         self._tgtadm(*args)
+
+
+# -- issue 14's negotiation matrix against tgtd ------------------------------------
+
+TEST_UNIT_READY = bytes(6)
+
+
+def _rw10(opcode: int, offset: int, length: int) -> bytes:
+    lba, blocks = offset // 512, length // 512
+    return bytes([opcode, 0]) + lba.to_bytes(4, "big") + b"\x00" + blocks.to_bytes(2, "big") + b"\x00"
+
+
+def _negotiated(session) -> dict:
+    """The session's parameters, by the names the initiator's sysfs gives them."""
+    p = session.parameters
+    n = p.negotiated
+    yes_no = {True: "Yes", False: "No"}
+    return {"initial_r2t": yes_no[n["InitialR2T"]], "immediate_data": yes_no[n["ImmediateData"]],
+            "first_burst_len": n["FirstBurstLength"], "max_burst_len": n["MaxBurstLength"],
+            "max_recv_dlength": p.max_recv_data_segment, "max_xmit_dlength": p.max_xmit_data_segment}
+
+
+def matrix_row(tgtd, iqn: str, tid: int, row: dict, seed: int) -> dict:
+    """One row of issue 14's negotiation matrix (tests/vm/probes/matrix.py): the row's target
+    values set on tid, its initiator values in a node record that records.login_request
+    turns into the offer; log in (userspace), write 8 MiB in mixed block sizes through
+    proto's WriteExchange, read it back. What happened, as data."""
+    sides = matrix.sides(row)
+    for key, value in sides["target"].items():
+        tgtd.set_param(tid, key, str(value))
+    nid = ndb.NodeId(iqn, "127.0.0.1", tgtd.port, 1, "default")
+    values = {matrix.RECORD_KEYS[k]: str(v) for k, v in sides["initiator"].items()}
+    offer = records.login_request(nid, values)["operational"]
+    res = {"extents": 0, "bad": []}
+    with login(tgtd.portal, iqn, operational=offer) as session:
+        res["negotiated"] = _negotiated(session)
+        session.scsi(TEST_UNIT_READY, lun=1)          # the power-on unit attention
+        t0 = time.monotonic()
+        for off, length in matrix.extents():
+            data = matrix.pattern(seed, off, length)
+            result = session.write(_rw10(0x2A, off, length), data, lun=1)
+            if result.status != 0:
+                res["bad"].append(off)
+            res["extents"] += 1
+        t1 = time.monotonic()
+        for off, length in matrix.extents():
+            result = session.scsi(_rw10(0x28, off, length), lun=1, expected_length=length)
+            if result.status != 0 or result.data != matrix.pattern(seed, off, length):
+                res["bad"].append(off)
+        res["write_s"], res["read_s"] = round(t1 - t0, 3), round(time.monotonic() - t1, 3)
+        session.logout()
+    return res

@@ -259,3 +259,66 @@ def test_an_unexpected_error_is_one_line_and_exit_9_not_a_traceback(root, monkey
     monkeypatch.setattr(node, "mode_node", broken)
     assert run(root, "-m", "node") == (9, "", "iscsiadm: internal error: ValueError: invalid literal for "
                                               "int() with base 10: '²'\n")
+
+
+# -- several sessions per record (issue 19) ------------------------------------------------
+class _Recorder:
+    """The daemon's client for node_login: records the login requests, all succeed."""
+
+    def __init__(self, sent):
+        self.sent = sent
+
+    def call_many(self, requests, on_done=None):
+        out = []
+        for op, args in requests:
+            self.sent.append((op, args))
+            out.append({"sid": len(self.sent)})
+        return out
+
+
+@pytest.fixture
+def logins(root, monkeypatch):
+    from iscsikit.cli.adm import login
+    sent, up = [], {}
+    monkeypatch.setattr(login, "client", lambda ctx: _Recorder(sent))
+    monkeypatch.setattr(login, "session_counts", lambda env=None: dict(up))
+    # with a tpgt: a record without one is open-iscsi's legacy single-iface file
+    for iface in ("ifa", "ifb"):
+        run(root, "-m", "iface", "-I", iface, "-o", "new")
+        run(root, "-m", "node", "-T", T, "-p", "192.0.2.10:3260,1", "-I", iface, "-o", "new")
+    return sent, up
+
+
+def test_a_second_iface_to_one_portal_is_a_second_session(root, logins):
+    sent, up = logins
+    up[(T, "192.0.2.10", 3260, "ifa")] = 1
+    rc, out, err = run(root, "-m", "node", "-T", T, "-p", "192.0.2.10", "-I", "ifb", "--login")
+    assert (rc, err) == (0, "") and [a["iface_name"] for _, a in sent] == ["ifb"]
+    assert "multiple" not in sent[0][1]
+    # the same iface again: iscsiadm's refusal, exit 15, nothing sent
+    rc, out, err = run(root, "-m", "node", "-T", T, "-p", "192.0.2.10", "-I", "ifa", "--login")
+    assert rc == 15 and "iscsiadm: ifa: 1 session requested, but 1 already present." in lines(err)
+    assert len(sent) == 1
+
+
+def test_nr_sessions_makes_the_missing_sessions_marked_multiple(root, logins):
+    sent, up = logins
+    run(root, "-m", "node", "-T", T, "-p", "192.0.2.10", "-I", "ifa", "-o", "update",
+        "-n", "node.session.nr_sessions", "-v", "3")
+    up[(T, "192.0.2.10", 3260, "ifa")] = 1
+    rc, out, err = run(root, "-m", "node", "-T", T, "-p", "192.0.2.10", "-I", "ifa", "--login")
+    assert rc == 0 and len(sent) == 2 and all(a["multiple"] for _, a in sent)
+    assert lines(out).count(f"Logging in to [iface: ifa, target: {T}, portal: 192.0.2.10,3260] (multiple)") == 2
+    up[(T, "192.0.2.10", 3260, "ifa")] = 3
+    rc, out, err = run(root, "-m", "node", "-T", T, "-p", "192.0.2.10", "-I", "ifa", "--login")
+    assert rc == 15 and "iscsiadm: ifa: 3 sessions requested, but 3 already present." in lines(err)
+
+
+def test_bound_iface_keys_reach_the_login_request(root, logins):
+    sent, _ = logins
+    run(root, "-m", "iface", "-I", "ifa", "-o", "update", "-n", "iface.net_ifacename", "-v", "veth7")
+    run(root, "-m", "node", "-T", T, "-p", "192.0.2.10", "-I", "ifa", "-o", "update",
+        "-n", "node.session.reopen_max", "-v", "4")
+    assert run(root, "-m", "node", "-T", T, "-p", "192.0.2.10", "-I", "ifa", "--login")[0] == 0
+    args = sent[0][1]
+    assert (args["net_ifacename"], args["hwaddress"], args["ipaddress"], args["reopen_max"]) == ("veth7", "", "", 4)

@@ -23,7 +23,7 @@ from iscsikit.cli import adm_served
 from iscsikit.initiator import client as client_mod
 from iscsikit.initiator import nodedb as ndb
 from iscsikit.initiator import protocol, records
-from iscsikit.initiator.daemon import CHAP_ARGS, Daemon, Managed
+from iscsikit.initiator.daemon import CHAP_ARGS, Daemon, Managed, node_from_args
 from iscsikit.initiator.mgmt import MgmtError
 from iscsikit.kernel.fake import FakeKernel
 from iscsikit.initiator.session import KernelSession, NodeConfig
@@ -62,6 +62,21 @@ def test_login_request_takes_open_iscsis_defaults_from_the_record_table():
                                        "node.session.auth.username": "u", "node.session.auth.password": "p",
                                        "node.conn[0].timeo.login_timeout": "7"})
     assert (chap["username"], chap["password"], chap["login_timeout"]) == ("u", "p", 7)
+
+
+def test_chap_algs_reach_the_login_in_the_records_order():
+    nid = ndb.NodeId(TARGET, "192.0.2.10", 3260, 1, "default")
+    chap = {"node.session.auth.authmethod": "CHAP", "node.session.auth.username": "u",
+            "node.session.auth.password": "p" * 12}
+    def algorithms(values):
+        req = protocol.check_request("login", records.login_request(nid, {**chap, **values}))
+        return req["chap_algs"], [a.name for a in node_from_args(req).chap.algorithms]
+    # open-iscsi's record default is MD5 alone (facts §3.6): a record without the key offers only it
+    assert algorithms({}) == ("MD5", ["MD5"])
+    assert algorithms({"node.session.auth.chap_algs": "SHA3-256,SHA256,SHA1,MD5"}) == \
+        ("SHA3-256,SHA256,SHA1,MD5", ["SHA3_256", "SHA256", "SHA1", "MD5"])
+    assert algorithms({"node.session.auth.chap_algs": "SHA256,MD5,SHA256"}) == ("SHA256,MD5", ["SHA256", "MD5"])
+    assert "chap_algs" not in records.login_request(nid, {"node.session.auth.chap_algs": "SHA256"})
 
 
 def test_events_are_checked_against_their_rows():

@@ -172,3 +172,21 @@ def test_batch_sends_one_datagram_and_matches_replies_in_order(monkeypatch):
     assert decode(sent[1], Ev.SET_PARAM).payload == b"iqn.x\0"
     assert [(p, e.errno) for p, e in refusals] == [(netlink.Param.TARGET_NAME, 107)]
     assert [e.type for e in nl.events] == [KEv.CONN_ERROR]
+
+
+def test_ep_connect_carries_the_portal_as_a_sockaddr_storage():
+    """TRANSPORT_EP_CONNECT: the uevent, then struct sockaddr_in(6) padded to 128 bytes
+    (family host-endian, port and address in network order)."""
+    import socket
+    import struct
+    from iscsikit.kernel.constants import Ev
+    from iscsikit.kernel.netlink import decode, encode, parse_sockaddr, sockaddr
+    v4 = sockaddr("192.0.2.2", 3260)
+    assert len(v4) == 128 and v4[:8] == struct.pack("<H", socket.AF_INET) + b"\x0c\xbc" + bytes([192, 0, 2, 2])
+    assert parse_sockaddr(v4) == ("192.0.2.2", 3260)
+    v6 = sockaddr("2001:db8::7", 3261)
+    assert v6[:2] == struct.pack("<H", socket.AF_INET6) and v6[8:24] == socket.inet_pton(socket.AF_INET6, "2001:db8::7")
+    assert parse_sockaddr(v6) == ("2001:db8::7", 3261)
+    msg = encode(Ev.TRANSPORT_EP_CONNECT, 7, v4, non_blocking=1)
+    ev = decode(msg, Ev.TRANSPORT_EP_CONNECT)
+    assert ev["non_blocking"] == 1 and ev.payload == v4 and len(msg) == 16 + 56 + 128

@@ -37,8 +37,9 @@ def test_flag_values():
 
 def test_transport_table():
     assert template("tcp").module == "iscsi_tcp"
+    assert template("iser").module == "ib_iser" and template("iser").rdma
     with pytest.raises(TransportNotSupported, match="not supported yet"):
-        template("iser")
+        template("bnx2i")
     with pytest.raises(TransportNotSupported, match="unknown transport"):
         template("carrier-pigeon")
 
@@ -73,3 +74,54 @@ def test_a_stale_transport_handle_is_read_again_once():
     with pytest.raises(KernelError) as e:
         ini.login(S.NodeConfig(target="iqn.2026-11.org.example:t", address="127.0.0.1"))
     assert e.value.errno == errno.ENOMEM and tried == [1111, 2222]
+
+
+def test_iser_login_keys_follow_rfc7145_and_the_caps():
+    """Over iser: RDMAExtensions=Yes, the two RFC 7145 declarations instead of
+    MaxRecvDataSegmentLength (withdrawn from the offer), digests None (ib_iser's caps 0x89)."""
+    from iscsikit.initiator import transports as T
+    from iscsikit.proto.login import LoginConfig
+    keys = T.login_keys(template("iser"), 0x89, {"HeaderDigest": "CRC32C,None", "DataDigest": "None",
+                                                  "MaxRecvDataSegmentLength": "262144"})
+    offer = dict(LoginConfig(initiator_name="iqn.2026-11.org.example:i", target_name="iqn.2026-11.org.example:t",
+                             operational=keys).operational_offer())
+    assert offer["RDMAExtensions"] == "Yes"
+    assert offer["InitiatorRecvDataSegmentLength"] == "8192" and offer["TargetRecvDataSegmentLength"] == "8192"
+    assert "MaxRecvDataSegmentLength" not in offer
+    assert offer["HeaderDigest"] == "None"
+    # tcp: unchanged, digests kept (its caps 0x39 have them)
+    tcp = T.login_keys(template("tcp"), 0x39, {"HeaderDigest": "CRC32C", "MaxRecvDataSegmentLength": "262144"})
+    assert tcp == {"HeaderDigest": "CRC32C", "MaxRecvDataSegmentLength": "262144"}
+
+
+def test_iser_data_segment_limits_take_the_smaller_declaration():
+    from iscsikit.initiator import transports as T
+    from iscsikit.proto.negotiation import Parameters
+    p = Parameters(negotiated={"RDMAExtensions": True},
+                   ours={"InitiatorRecvDataSegmentLength": 8192, "TargetRecvDataSegmentLength": 8192},
+                   theirs={"InitiatorRecvDataSegmentLength": 4096, "TargetRecvDataSegmentLength": 262144,
+                           "MaxRecvDataSegmentLength": 1 << 20})
+    assert T.data_segment_limits(template("iser"), p) == (4096, 8192)
+    assert T.data_segment_limits(template("tcp"), p) == (8192, 1 << 20)
+    assert T.rdma_accepted(template("iser"), p)
+    assert not T.rdma_accepted(template("iser"), Parameters(negotiated={"RDMAExtensions": False}, ours={}, theirs={}))
+
+
+@pytest.mark.parametrize("key", ["net_ifacename", "hwaddress", "ipaddress"])
+def test_an_iser_iface_with_a_binding_is_refused_not_ignored(key):
+    """ib_iser's EP_CONNECT takes only the destination (iscsi_iser.c iscsi_iser_ep_connect):
+    an iface that names a netdev, MAC or source address would be silently unrouted."""
+    sent = []
+
+    class Netlink:
+        def ep_connect(self, *args):
+            sent.append(args)
+            return 1
+
+    ini = S.Initiator(object(), Netlink())
+    node = S.NodeConfig(target="iqn.2026-11.org.example:t", address="192.0.2.2", transport="iser",
+                        iface_name="rdma0", **{key: "x"})
+    with pytest.raises(S.SessionError) as e:
+        ini._ep_connect(7, node, deadline=0)
+    assert e.value.exit_code == 7 and f"iface.{key} x" in str(e.value) and "iface rdma0" in str(e.value)
+    assert sent == []      # nothing reached the kernel

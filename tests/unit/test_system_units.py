@@ -173,10 +173,14 @@ def test_select_by_netdev(world):
     assert names(autologin.select(db, None)) == ["bymac", "byname", "other", "unbound"]
 
 
-def fake_session(sysfs: Path, sid: int, target: str, address="192.0.2.1", port=3260):
+def fake_session(sysfs: Path, sid: int, target: str, address="192.0.2.1", port=3260, iface=None):
+    """A session as the kernel shows it; its ifacename is its record's iface (the world's table)."""
     s = sysfs / "class" / "iscsi_session" / f"session{sid}"
     s.mkdir(parents=True)
     (s / "targetname").write_text(target + "\n")
+    name = target[len(T):] if target.startswith(T) else ""
+    iface = iface or {"byname": "byname", "bymac": "bymac", "manual": "byname", "other": "other"}.get(name, "default")
+    (s / "ifacename").write_text(iface + "\n")
     (s / "state").write_text("LOGGED_IN\n")
     c = sysfs / "class" / "iscsi_connection" / f"connection{sid}:0"
     c.mkdir(parents=True)

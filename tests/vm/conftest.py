@@ -36,3 +36,15 @@ def run_probe(guest):
         except GuestCommandError as e:
             pytest.fail(e.result.err[-4000:])
     return run
+
+
+@pytest.fixture(scope="session")
+def soft_roce(guest):
+    """Soft-RoCE up in the shared guest (rxe on a guest-only veth pair, 192.0.2.0/24);
+    the test fails with lab/soft_roce.py's one line when the kernel lacks a module."""
+    from iscsikit.lab import soft_roce as sr
+    from iscsikit.lab.errors import LabError
+    try:
+        return sr.up(guest)
+    except LabError as e:
+        pytest.fail(str(e))

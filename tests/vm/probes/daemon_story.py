@@ -32,17 +32,7 @@ sysfs = Sysfs()
 
 
 def start_daemon(tag):
-    log = open(f"/tmp/iscsikitd-{tag}.log", "wb")
-    p = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "iscsikitd"), "--socket", SOCK,
-                          "--log-level", "debug"], stdout=log, stderr=log)
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        try:
-            Client(timeout=5).version()
-            return p
-        except MgmtError:
-            time.sleep(0.1)
-    raise SystemExit(f"daemon did not come up: {open(f'/tmp/iscsikitd-{tag}.log').read()}")
+    return lio.start_iscsikitd(SOCK, f"/tmp/iscsikitd-{tag}.log", "--log-level", "debug")
 
 
 def call(op, **args):

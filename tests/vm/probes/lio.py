@@ -45,6 +45,36 @@ def target(name, path, size=64 << 20, port=3260, chap=None, mutual=None, digests
     return tpg
 
 
+def start_iscsikitd(sock, log_path, *args):
+    """iscsikitd from this interpreter's folder on `sock`, once it answers (SystemExit if not in 60 s)."""
+    import subprocess
+    import sys
+    from iscsikit.initiator.client import Client, MgmtError
+    log = open(log_path, "wb")
+    p = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "iscsikitd"), "--socket", sock, *args],
+                         stdout=log, stderr=log)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        try:
+            Client(sock, timeout=5).version()
+            return p
+        except MgmtError:
+            time.sleep(0.1)
+    raise SystemExit(f"daemon did not come up: {open(log_path).read()}")
+
+
+def iscsid_ready():
+    """open-iscsi's iscsid answers on its abstract socket (usr/mgmt_ipc.c ISCSIADM_NAMESPACE).
+    Before that, Debian's iscsiadm tries to start it through systemd and says so on stderr."""
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect("\0ISCSIADM_ABSTRACT_NAMESPACE")
+            return True
+        except OSError:
+            return False
+
+
 def until(pred, timeout, interval=0.1):
     """pred()'s first truthy value, polled every `interval` for `timeout` seconds; else its last value."""
     end = time.monotonic() + timeout

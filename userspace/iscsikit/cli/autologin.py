@@ -82,7 +82,8 @@ def select(db: ndb.NodeDB, netdev: str | None) -> list[ndb.NodeId]:
 
 
 def _has_session(nid: ndb.NodeId, sessions) -> bool:
-    return (nid.target, nid.address, nid.port) in sessions
+    from .adm.login import node_key
+    return node_key(nid) in sessions
 
 
 def login(db: ndb.NodeDB, nodes: list[ndb.NodeId], out=None, err=None) -> int:
@@ -90,7 +91,7 @@ def login(db: ndb.NodeDB, nodes: list[ndb.NodeId], out=None, err=None) -> int:
     from . import adm
     from .adm import login as adm_session
     out, err = out or sys.stdout, err or sys.stderr
-    present = adm_session.session_portals()
+    present = adm_session.session_counts()
     todo = []
     for nid in nodes:
         if _has_session(nid, present):
@@ -104,7 +105,7 @@ def login(db: ndb.NodeDB, nodes: list[ndb.NodeId], out=None, err=None) -> int:
     rc = adm_session.node_login(ctx, todo, existing=present)
     if rc == ExitCode.SESS_EXISTS:
         # another trigger won the race for one of these nodes: done, if every node is now up
-        present = adm_session.session_portals()
+        present = adm_session.session_counts()
         if all(_has_session(n, present) for n in todo):
             return 0
     return rc

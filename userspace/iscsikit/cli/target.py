@@ -274,7 +274,7 @@ def _run_fast(manager, name: str, context: tuple, pos: list, kw: dict) -> int:
         if name == "ls":
             from ..target import listing
             manager.ensure_loaded()
-            node = listing.find(listing.tree(listing.snapshot_for(manager.root, context[0])), context[0])
+            node = listing.find(listing.tree(listing.snapshot_for(manager.root, context[0]), manager.root), context[0])
             if node is None:
                 print(f"iscsikit-target: no such path {context[0]}", file=sys.stderr)
                 return 3

@@ -34,12 +34,15 @@ from ..proto.chap import ChapCredentials
 from .exitcodes import ExitCode
 from . import mgmt, protocol
 from .errors import IscsiError
-from .session import LOGOUT_TIMEOUT, Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
+from .session import CONN_LOST, LOGOUT_TIMEOUT, Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
 
 log = logging.getLogger("iscsikitd")
 
 FIRST_RETRY_DELAY = 2.0       # DefaultTime2Wait before the first reconnect (facts §2.3)
-MAX_RETRY_DELAY = 5.0
+# later attempts: 1 s, then x1.5 each, at most 3 s (iscsid requeues a failed connect after 3 s),
+# so a path that returns is back within a few seconds however long it was gone
+RETRY_BASE, RETRY_GROWTH = 1.0, 1.5
+MAX_RETRY_DELAY = 3.0
 # worker threads started with the daemon: one per login of a typical `-L all` burst
 WARM_WORKERS = 32
 # the longest a login request waits for its SCSI scan beyond what is left of its login_timeout
@@ -58,6 +61,9 @@ class Managed:
     adopted: bool = False
     recovery: asyncio.Task | None = None
     recoveries: int = 0
+    attempts: int = 0                          # reconnect attempts of the recovery under way
+    recovering_since: float | None = None      # its start (time.monotonic())
+    timed_out: bool = False                    # replacement_timeout passed: the kernel failed the I/O
     # a connection error the kernel reported while the first login was still handing over
     pending_error: bool = False
 
@@ -71,14 +77,16 @@ def node_from_args(args: dict) -> NodeConfig:
     if args.get("username"):
         chap = ChapCredentials(args["username"], args.get("password", "").encode(),
                                args.get("username_in") or None,
-                               args["password_in"].encode() if args.get("password_in") else None)
+                               args["password_in"].encode() if args.get("password_in") else None,
+                               **({"algorithms": tuple(args["chap_algs"].split(","))}
+                                  if args.get("chap_algs") else {}))
     # protocol.check_request has refused any key that is not a LOGIN_ARGS row; the
     # rows and NodeConfig's fields are the same names (test_daemon_protocol checks it)
     kw = {k: v for k, v in args.items() if k not in CHAP_ARGS}
     return NodeConfig(chap=chap, **kw)
 
 
-CHAP_ARGS = ("username", "password", "username_in", "password_in")
+CHAP_ARGS = ("username", "password", "username_in", "password_in", "chap_algs")
 
 
 def node_from_sysfs(sysfs: Sysfs, s) -> NodeConfig | None:
@@ -93,11 +101,15 @@ def node_from_sysfs(sysfs: Sysfs, s) -> NodeConfig | None:
         password_in = attr("password_in")
         chap = ChapCredentials(username, (attr("password") or "").encode(), attr("username_in"),
                                password_in.encode() if password_in else None)
+    def host_attr(name):
+        return sysfs.attr("iscsi_host", f"host{s.host_no}", name) or ""
     tmo = attr("recovery_tmo")
     if tmo == "off":      # -1, never give up, as scsi_transport_iscsi.c shows it; not the default
         tmo = "-1"
     return NodeConfig(target=s.target, address=s.address, port=s.port or 3260, tpgt=s.tpgt,
                       initiator_name=s.initiator_name, iface_name=s.iface_name or "default", chap=chap,
+                      net_ifacename=host_attr("netdev"), hwaddress=host_attr("hwaddress"),
+                      transport=s.transport,
                       **({"replacement_timeout": int(tmo)} if tmo and tmo.lstrip("-").isdigit() else {}))
 
 
@@ -243,6 +255,9 @@ class Daemon:
                 break
             sid = ev.fields.get("sid")
             m = self.sessions.get(sid)
+            if ev.type == KEv.CONN_ERROR and sid in self.pdu_queues:
+                # a login through the kernel waits on this queue: the connection is gone
+                self.pdu_queues[sid].put(CONN_LOST)
             if ev.type == KEv.CONN_ERROR and m is not None:
                 err = ev["error"]
                 name = ConnErr(err).name if err in ConnErr._value2member_map_ else "?"
@@ -284,12 +299,16 @@ class Daemon:
         m.recovery = asyncio.ensure_future(self.recover(m, stopped))
 
     async def recover(self, m: Managed, stopped: bool) -> None:
-        """ERL0 recovery: stop once (RECOVER), then reconnect and re-login with backoff.
+        """ERL0 recovery as iscsid does it (facts §2.3): stop once (RECOVER), then reconnect
+        and re-login with backoff until it works, the session is logged out, or
+        node.session.reopen_max attempts are spent (0, the default: no limit).
 
-        It gives up when the session's replacement_timeout has passed: by then the
-        kernel has failed the I/O and taken the devices offline, and retrying forever
-        (open-iscsi's default) only hides a dead target; the session stays FAILED
-        until it is logged out or logged in again.
+        replacement_timeout is not ours to act on: it is the kernel's recovery_tmo (sent
+        as SESS_RECOVERY_TMO at login), after which the kernel fails the queued I/O and
+        takes the devices offline, so dm-multipath fails over. Reconnecting goes on past
+        it, and a path that comes back is set running again (reinstate), so multipath
+        fails back. When reopen_max is spent the session is shut down, as iscsid's
+        session_conn_shutdown does.
         """
         ks = m.ks
         start = time.monotonic()
@@ -301,23 +320,34 @@ class Daemon:
                 log.warning("session %d: stop for recovery failed: %s", ks.sid, e)
         delay = self.first_retry_delay
         attempt = 0
+        m.attempts, m.recovering_since, m.timed_out = 0, start, False
         while True:
             await asyncio.sleep(delay)
             attempt += 1
+            m.attempts = attempt
             self.pdu_queues[ks.sid] = queue.Queue()
             try:
                 await self.blocking(self.initiator.reinstate, ks, self.recv_pdu)
             except (SessionError, OSError) as e:
                 elapsed = time.monotonic() - start
-                if 0 <= limit <= elapsed:
-                    log.error("session %d: gave up after %d attempts in %.0f s (replacement_timeout %d): %s",
-                              ks.sid, attempt, elapsed, limit, e)
+                if 0 <= limit <= elapsed and not m.timed_out:
+                    m.timed_out = True
+                    log.warning("session %d: replacement_timeout %d s passed: queued I/O failed; "
+                                "reconnecting goes on", ks.sid, limit)
+                    self.publish("recovery_timed_out", ks.sid, seconds=round(elapsed, 3))
+                reopen_max = ks.node.reopen_max
+                if reopen_max > 0 and attempt >= reopen_max:
+                    log.error("session %d: giving up after %d attempts in %.0f s (reopen_max %d): %s",
+                              ks.sid, attempt, elapsed, reopen_max, e)
                     self.publish("recovery_failed", ks.sid, attempts=attempt, seconds=round(elapsed, 3),
                                  reason=str(e))
                     self.set_state(m, "FAILED")
+                    m.recovery = None      # the shutdown below must not cancel this task
+                    with contextlib.suppress(IscsiError, OSError):
+                        await self.logout_session(ks.sid, reason="reopen_max")
                     return
                 log.info("session %d: reconnect attempt %d failed: %s", ks.sid, attempt, e)
-                delay = min(self.max_retry_delay, 1.0 + attempt * 0.5)
+                delay = min(self.max_retry_delay, RETRY_BASE * RETRY_GROWTH ** (attempt - 1))
                 continue
             finally:
                 self.pdu_queues.pop(ks.sid, None)
@@ -325,8 +355,19 @@ class Daemon:
             elapsed = time.monotonic() - start
             log.info("session %d: recovered after %d attempt(s), %.1f s", ks.sid, attempt, elapsed)
             self.publish("recovery_succeeded", ks.sid, attempts=attempt, seconds=round(elapsed, 3))
+            m.attempts, m.recovering_since, m.timed_out = 0, None, False
             self.set_state(m, "LOGGED_IN")
             return
+
+    @contextlib.contextmanager
+    def pdu_route(self, sid: int):
+        """For a worker thread's login through the kernel (a KERNEL_EP transport's first
+        login): the session's RECV_PDUs are queued from before its first SEND_PDU."""
+        self.pdu_queues[sid] = queue.Queue()
+        try:
+            yield self.recv_pdu
+        finally:
+            self.pdu_queues.pop(sid, None)
 
     def recv_pdu(self, sid: int, timeout: float) -> bytes | None:
         """For a worker thread: the next PDU the kernel passed up for `sid`."""
@@ -500,7 +541,7 @@ class Daemon:
         lock = self.node_locks.setdefault(_node_key(node), asyncio.Lock())
         async with lock:
             # Checked under the node's lock: concurrent logins of one node give exactly one session.
-            if (sid := self._existing(node)) is not None:
+            if not node.multiple and (sid := self._existing(node)) is not None:
                 raise SessionError(ExitCode.SESS_EXISTS, f"session {sid} to {node.target} at {node.address},{node.port} already present")
 
             async def register(ks: KernelSession) -> None:
@@ -512,7 +553,7 @@ class Daemon:
                 asyncio.run_coroutine_threadsafe(register(ks), self.loop).result()
 
             try:
-                ks = await self.blocking(self.initiator.login, node, created, False)
+                ks = await self.blocking(self.initiator.login, node, created, False, self.pdu_route)
             except IscsiError as e:
                 self._forget_login(node)
                 log.info("login to %s at %s,%s refused (stage %s, exit %d): %s", node.target, node.address,
@@ -555,7 +596,9 @@ class Daemon:
         return {"scan": "done"}
 
     async def op_logout(self, args: dict) -> dict:
-        sid = int(args["sid"])
+        return await self.logout_session(int(args["sid"]))
+
+    async def logout_session(self, sid: int, reason: str = "logout") -> dict:
         m = self.sessions.get(sid)
         if m is None:
             if self.sysfs.session(sid, luns=False) is None:
@@ -591,17 +634,20 @@ class Daemon:
                 return False
 
         try:
-            transport = m.ks.node.transport if m else "tcp"
+            transport = m.ks.node.transport if m else self._sysfs_transport(sid)
+            # the kernel endpoint of a KERNEL_EP transport's connection, disconnected first
+            ep = {"ep": m.ks.ep} if m and m.ks.ep is not None else {}
             # node.conn[0].timeo.logout_timeout of the record it logged in with (an adopted
             # session's node comes from sysfs: the record table's default)
             timeout = float(m.ks.node.logout_timeout) if m and m.ks.node.logout_timeout > 0 else LOGOUT_TIMEOUT
-            await self.blocking(lambda: self.initiator.logout(sid, transport, timeout=timeout, wait_for=wait_for))
+            await self.blocking(lambda: self.initiator.logout(sid, transport, timeout=timeout, wait_for=wait_for,
+                                                              **ep))
         finally:
             for kind in steps:
                 self.logout_waiters.pop((kind, sid), None)
             self.sessions.pop(sid, None)
         # after the kernel's session is gone (a failed logout raised above, leaving it)
-        self.publish("session_removed", sid, target=m.ks.node.target if m else "", reason="logout")
+        self.publish("session_removed", sid, target=m.ks.node.target if m else "", reason=reason)
         return {"sid": sid}
 
     async def op_rescan(self, args: dict) -> dict:
@@ -620,7 +666,8 @@ class Daemon:
         fut = self.loop.create_future()
         self.stats_waiters[sid] = fut
         # Sent from the events socket: the result is multicast to it, and a refusal comes back to it.
-        handle = self.initiator.transport_handle("tcp")
+        # the session's own transport: the kernel calls that transport's get_stats on the conn
+        handle = self.initiator.transport_handle(self._sysfs_transport(sid))
         self.events.post(Ev.GET_STATS, handle, sid=sid, cid=0)
         try:
             stats, custom = await asyncio.wait_for(fut, 10)
@@ -629,6 +676,13 @@ class Daemon:
         finally:
             self.stats_waiters.pop(sid, None)
         return {"sid": sid, "stats": stats, "custom": custom}
+
+    def _sysfs_transport(self, sid: int) -> str:
+        m = self.sessions.get(sid)
+        if m is not None:
+            return m.ks.node.transport
+        s = self.sysfs.session(sid, luns=False)
+        return getattr(s, "transport", None) or "tcp"
 
     async def op_sessions(self, args: dict) -> list[dict]:
         out = []
@@ -641,6 +695,11 @@ class Daemon:
                         "kernel_state": s.state, "managed": m is not None,
                         "state": m.state if m else None, "adopted": bool(m and m.adopted),
                         "recoveries": m.recoveries if m else 0,
+                        "iface": m.ks.node.iface_name if m else s.iface_name,
+                        "reopen_attempts": m.attempts if m else 0,
+                        "recovering_for": round(time.monotonic() - m.recovering_since, 3)
+                        if m and m.recovering_since is not None else None,
+                        "io_failed": bool(m and m.timed_out),
                         **({"disks": [l.block for l in s.luns if l.block]} if devices else {})})
         return out
 

@@ -50,9 +50,18 @@ def _seconds(values: dict[str, str], key: str) -> float:
     return float(n if n > 0 else R.atoi(field.default))
 
 
-def exchange(rec: ndb.Record, initiator_name: str | None):
-    """SendTargets=All with discovery record `rec`'s auth and timeouts; DiscoveryError
-    carries iscsiadm's lines for a failure."""
+def binding(db: ndb.NodeDB, iface: str | None) -> login_io.Binding:
+    """Where discovery through `iface` connects from (its record's netdev, MAC, address)."""
+    if not iface or iface in R.BUILTIN_IFACES or not db.iface_exists(iface):
+        return login_io.UNBOUND
+    v = db.read_iface(iface).values
+    return login_io.Binding(iface, v.get("iface.net_ifacename", ""), v.get("iface.hwaddress", ""),
+                            v.get("iface.ipaddress", ""))
+
+
+def exchange(rec: ndb.Record, initiator_name: str | None, bind: login_io.Binding = login_io.UNBOUND):
+    """SendTargets=All with discovery record `rec`'s auth and timeouts, connecting through
+    `bind` (an iface's binding); DiscoveryError carries iscsiadm's lines for a failure."""
     v = rec.values
     address, port = v["discovery.sendtargets.address"], R.atoi(v["discovery.sendtargets.port"])
     try:
@@ -65,7 +74,8 @@ def exchange(rec: ndb.Record, initiator_name: str | None):
     try:
         return login_io.discover((address, port), initiator_name=initiator_name, chap=chap,
                                  connect_timeout=_seconds(v, f"{_TIMEO}.login_timeout"),
-                                 login_timeout=login, reply_timeout=_seconds(v, f"{_TIMEO}.active_timeout"))
+                                 login_timeout=login, reply_timeout=_seconds(v, f"{_TIMEO}.active_timeout"),
+                                 bind=bind)
     except login_io.LoginError as e:
         code = ExitCode(e.exit_code)
         if code == ExitCode.LOGIN_AUTH_FAILED:
@@ -148,4 +158,9 @@ def sendtargets(db: ndb.NodeDB, address: str, port: int, ifaces: list[str] | Non
     """Discover at address:port with its discovery record (made from the defaults when
     there is none) and record what was found; DiscoveryError when the exchange fails."""
     rec = db.read_discovery("sendtargets", address, port) or db.create_discovery("sendtargets", address, port)
-    return record(db, address, port, exchange(rec, db.initiator_name()), ifaces)
+    # one exchange per iface, each through its binding (iscsiadm's idbm_bind_ifaces_to_nodes)
+    nids = []
+    for iface in ifaces or [None]:
+        nids += record(db, address, port, exchange(rec, db.initiator_name(), binding(db, iface)),
+                       [iface] if iface else None)
+    return nids

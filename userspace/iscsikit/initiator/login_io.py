@@ -21,9 +21,11 @@ from typing import Callable, Mapping
 
 from iscsikit.proto.chap import ChapCredentials
 from iscsikit.proto.errors import AuthenticationFailure, LocalProtocolError, RemoteProtocolError
+from ..kernel.netdev import Netdevs
 from .errors import IscsiError, login_exit_code
 from .exitcodes import MESSAGES, ExitCode
-from iscsikit.proto.fullfeature import ScsiExchange, ScsiResult, Sequencer, ping_answer
+from iscsikit.proto.fullfeature import (ScsiExchange, ScsiResult, Sequencer, WriteExchange, WriteLimits,
+                                        ping_answer)
 from iscsikit.proto.login import (DISCOVERY_ISID, LoginConfig, LoginFailure, LoginMachine,
                                   LoginRedirect, LoginState, LoginSuccess)
 from iscsikit.proto.negotiation import Parameters
@@ -159,6 +161,18 @@ class Session:
         command = self.sequencer.scsi_command(cdb, lun=lun, expected_length=expected_length)
         exchange = ScsiExchange(command)
         self.send(command)
+        return self._finish(exchange, timeout)
+
+    def write(self, cdb: bytes, data: bytes, *, lun: int = 0,
+              timeout: float = DEFAULT_REPLY_TIMEOUT) -> ScsiResult:
+        """A SCSI write of `data`, shaped by what the login negotiated (proto's WriteExchange:
+        immediate data, unsolicited Data-Out, R2Ts)."""
+        exchange = WriteExchange(self.sequencer, cdb, data, WriteLimits.from_parameters(self.parameters), lun=lun)
+        for pdu in exchange.start():
+            self.send(pdu)
+        return self._finish(exchange, timeout)
+
+    def _finish(self, exchange: "ScsiExchange | WriteExchange", timeout: float) -> ScsiResult:
         while True:
             reply = self.recv(timeout)
             if isinstance(reply, NopIn) and reply.itt == 0xFFFFFFFF:
@@ -168,7 +182,10 @@ class Session:
                 result = exchange.receive(reply)
             except RemoteProtocolError as exc:
                 raise LoginError(ExitCode.ERR, str(exc)) from None
-            if result is not None:
+            if isinstance(result, list):        # Data-Out an R2T asked for
+                for pdu in result:
+                    self.send(pdu)
+            elif result is not None:
                 return result
 
     def _unsolicited(self, pdu: Pdu) -> None:
@@ -203,26 +220,96 @@ class Session:
         self.close()
 
 
-def _connect(portal: Portal, deadline: _Deadline, connect_timeout: float) -> socket.socket:
+@dataclasses.dataclass(frozen=True)
+class Binding:
+    """Where an iface's connections leave from, as open-iscsi binds them (usr/io.c
+    bind_conn_to_iface): `hwaddress`, else `net_ifacename`, names the netdev the socket
+    is bound to (SO_BINDTODEVICE); `ipaddress` is bound as the source address (iscsid
+    refuses that for iscsi_tcp; we bind it, so an iface can pick one of several
+    addresses on one netdev). Resolved at every connect: discovery, the first login
+    and each recovery login, so a netdev that went away is named when it is missing."""
+
+    iface: str = "default"
+    net_ifacename: str = ""
+    hwaddress: str = ""
+    ipaddress: str = ""
+
+    def netdev(self, netdevs: Netdevs | None = None) -> str | None:
+        """The netdev to bind to, checked present, up and addressed; None when unbound."""
+        netdevs = netdevs or Netdevs()
+        if self.hwaddress:
+            name = netdevs.by_hwaddress(self.hwaddress)
+            if name is None:
+                raise LoginError(ExitCode.TRANS, f"iface {self.iface}: no netdev has hwaddress {self.hwaddress}")
+        elif self.net_ifacename:
+            name = self.net_ifacename
+        else:
+            return None
+        dev = netdevs.get(name)
+        if dev is None:
+            raise LoginError(ExitCode.TRANS, f"iface {self.iface}: netdev {name} does not exist")
+        if not dev.up:
+            raise LoginError(ExitCode.TRANS, f"iface {self.iface}: netdev {name} is down")
+        if not dev.addresses:
+            raise LoginError(ExitCode.TRANS, f"iface {self.iface}: netdev {name} has no IP address")
+        return name
+
+
+UNBOUND = Binding()
+
+
+def _connect(portal: Portal, deadline: _Deadline, connect_timeout: float,
+             bind: Binding = UNBOUND) -> socket.socket:
     try:
         timeout = min(connect_timeout, deadline.remaining(ExitCode.TRANS_TIMEOUT, f"connecting to {portal}"))
     except LoginError as exc:
         exc.stage = "connect"
         raise
+    netdev = bind.netdev()
     try:
-        sock = socket.create_connection(portal.address, timeout=timeout)
-    except socket.timeout:
-        raise LoginError(ExitCode.TRANS_TIMEOUT, f"timed out connecting to {portal}", "connect") from None
+        infos = socket.getaddrinfo(portal.host, portal.port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     except OSError as exc:
         raise LoginError(ExitCode.TRANS, f"cannot connect to {portal}: {exc.strerror or exc}", "connect") from None
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+    if bind.ipaddress:
+        want = socket.AF_INET6 if ":" in bind.ipaddress else socket.AF_INET
+        infos = [i for i in infos if i[0] == want]
+        if not infos:
+            raise LoginError(ExitCode.TRANS, f"iface {bind.iface}: ipaddress {bind.ipaddress} cannot reach {portal}")
+    error: OSError | None = None
+    for family, kind, proto, _name, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            if netdev:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, netdev.encode() + b"\0")
+            if bind.ipaddress:
+                try:
+                    sock.bind((bind.ipaddress, 0))
+                except OSError as exc:
+                    raise LoginError(ExitCode.TRANS, f"iface {bind.iface}: cannot bind source address "
+                                                     f"{bind.ipaddress}: {exc.strerror or exc}") from None
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except socket.timeout:
+            sock.close()
+            raise LoginError(ExitCode.TRANS_TIMEOUT, f"timed out connecting to {portal}", "connect") from None
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    via = f" through {netdev}" if netdev else ""
+    raise LoginError(ExitCode.TRANS, f"cannot connect to {portal}{via}: {error.strerror or error}", "connect")
 
 
-def connect(portal: "Portal | str | tuple[str, int]", timeout: float = DEFAULT_CONNECT_TIMEOUT) -> socket.socket:
+def connect(portal: "Portal | str | tuple[str, int]", timeout: float = DEFAULT_CONNECT_TIMEOUT,
+            bind: Binding = UNBOUND) -> socket.socket:
     """A connected TCP socket to `portal` (for a login that another party drives)."""
     portal = as_portal(portal)
-    return _connect(portal, _Deadline(timeout), timeout)
+    return _connect(portal, _Deadline(timeout), timeout, bind)
 
 
 def login(portal: "Portal | str | tuple[str, int]", target: str | None = None, *,
@@ -230,7 +317,7 @@ def login(portal: "Portal | str | tuple[str, int]", target: str | None = None, *
           isid: int | None = None, operational: Mapping[str, str] | None = None,
           connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
           login_timeout: float = DEFAULT_LOGIN_TIMEOUT, max_redirects: int = MAX_REDIRECTS,
-          random_bytes: Callable[[int], bytes] = os.urandom) -> Session:
+          random_bytes: Callable[[int], bytes] = os.urandom, bind: Binding = UNBOUND) -> Session:
     """Log in to `target` at `portal` (a discovery session when `target` is None)."""
     portal = as_portal(portal)
     config = LoginConfig(
@@ -240,7 +327,7 @@ def login(portal: "Portal | str | tuple[str, int]", target: str | None = None, *
     deadline = _Deadline(login_timeout)
     first = portal
     for hop in range(max_redirects + 1):
-        sock = _connect(portal, deadline, connect_timeout)
+        sock = _connect(portal, deadline, connect_timeout, bind)
         try:
             outcome = _login_exchange(_Channel(sock, portal), config, deadline, random_bytes)
         except BaseException:
@@ -311,13 +398,14 @@ def discover(portal: "Portal | str | tuple[str, int]", *, initiator_name: str | 
              chap: ChapCredentials | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
              login_timeout: float = DEFAULT_LOGIN_TIMEOUT,
              reply_timeout: float = DEFAULT_REPLY_TIMEOUT, logout: bool = False,
-             random_bytes: Callable[[int], bytes] = os.urandom) -> list[DiscoveredTarget]:
+             random_bytes: Callable[[int], bytes] = os.urandom,
+             bind: Binding = UNBOUND) -> list[DiscoveredTarget]:
     """SendTargets=All at `portal`. Like iscsiadm, the connection is closed
     without a Logout unless `logout` is set."""
     portal = as_portal(portal)
     session = login(portal, None, initiator_name=initiator_name, chap=chap,
                     connect_timeout=connect_timeout, login_timeout=login_timeout,
-                    random_bytes=random_bytes)
+                    random_bytes=random_bytes, bind=bind)
     with session:
         seq = session.sequencer
         exchange = SendTargetsExchange(itt=seq.next_itt(), cmdsn=seq.cmdsn,

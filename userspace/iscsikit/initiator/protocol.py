@@ -48,9 +48,16 @@ LOGIN_ARGS: tuple[Arg, ...] = (
     Arg("fast_abort", _BOOL, False), Arg("cmds_max", _INT, False), Arg("queue_depth", _INT, False),
     Arg("scan", _STR, False), Arg("login_timeout", _NUM, False), Arg("logout_timeout", _NUM, False),
     Arg("operational", (dict,), False),
+    Arg("reopen_max", _INT, False),
+    # the iface's binding (login_io.Binding)
+    Arg("net_ifacename", _STR, False), Arg("hwaddress", _STR, False), Arg("ipaddress", _STR, False),
+    # add a session even when one to this (target, portal, iface) is up: iscsiadm's
+    # "(multiple)" (-m session -r SID --op new, node.session.nr_sessions > 1)
+    Arg("multiple", _BOOL, False),
     # CHAP (node.session.auth.*): the secrets travel only on this root-only socket
     Arg("username", _STR, False), Arg("password", _STR, False),
     Arg("username_in", _STR, False), Arg("password_in", _STR, False),
+    Arg("chap_algs", _STR, False),        # node.session.auth.chap_algs: CHAP_A offer, in order
 )
 
 # The streamed CLI run (the fast `iscsiadm`): what the command's behaviour depends on.
@@ -95,7 +102,9 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "connection_error": ("error", "name"),                 # enum iscsi_err (kernel/constants.ConnErr)
     "recovery_started": (),
     "recovery_succeeded": ("attempts", "seconds"),
-    "recovery_failed": ("attempts", "seconds", "reason"),  # gave up: replacement_timeout passed
+    "recovery_timed_out": ("seconds",),                    # replacement_timeout passed: the kernel failed
+                                                           # the queued I/O; reconnecting goes on
+    "recovery_failed": ("attempts", "seconds", "reason"),  # gave up: node.session.reopen_max attempts spent
 }
 # LOGGING_IN: the kernel session exists and its first login runs (its events are routed already)
 SESSION_STATES = ("LOGGING_IN", "LOGGED_IN", "RECOVERING", "FAILED", "LOGGING_OUT")

@@ -329,6 +329,10 @@ _LOGIN_KEYS = {
     "cmds_max": "node.session.cmds_max", "queue_depth": "node.session.queue_depth",
     "scan": "node.session.scan", "login_timeout": "node.conn[0].timeo.login_timeout",
     "logout_timeout": "node.conn[0].timeo.logout_timeout",
+    # recovery: reconnect attempts after a connection error (0: until logged out)
+    "reopen_max": "node.session.reopen_max",
+    # where the iface's connections leave from (login_io.Binding)
+    "net_ifacename": "iface.net_ifacename", "hwaddress": "iface.hwaddress", "ipaddress": "iface.ipaddress",
 }
 # operational keys offered as the record says (the others: proto/keys.py's defaults)
 _OPERATIONAL = ((_CI, "MaxRecvDataSegmentLength"), (_SI, "FirstBurstLength"), (_SI, "MaxBurstLength"),
@@ -340,6 +344,11 @@ def _login_value(name: str, values: dict[str, str]):
     f = FIELD_BY_KEY[_LOGIN_KEYS[name]]
     text = values.get(f.key) or f.default
     return atoi(text) if f.type is Type.INT else text
+
+
+def nr_sessions(values: dict[str, str]) -> int:
+    """node.session.nr_sessions of a record: how many sessions a login makes (at least one)."""
+    return max(1, atoi(values.get("node.session.nr_sessions") or FIELD_BY_KEY["node.session.nr_sessions"].default))
 
 
 def login_default(name: str):
@@ -364,5 +373,14 @@ def login_request(nid, values: dict[str, str], initiator_name: str | None = None
         req.update(username=values["node.session.auth.username"],
                    password=values.get("node.session.auth.password", ""),
                    username_in=values.get("node.session.auth.username_in") or "",
-                   password_in=values.get("node.session.auth.password_in") or "")
+                   password_in=values.get("node.session.auth.password_in") or "",
+                   chap_algs=_chap_algs(values))
     return req
+
+
+def _chap_algs(values: dict[str, str]) -> str:
+    """The record's chap_algs, in its order (open-iscsi offers CHAP_A in that order), each once;
+    the table's default (MD5) when the record names none it knows."""
+    f = FIELD_BY_KEY["node.session.auth.chap_algs"]
+    kept = [a for a in (values.get(f.key) or "").split(",") if a in f.values]
+    return ",".join(dict.fromkeys(kept)) or f.default

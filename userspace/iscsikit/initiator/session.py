@@ -16,6 +16,19 @@ login's CmdSN (0), since login PDUs do not advance it.
 
     connect → CREATE_SESSION → login (plain socket) → CREATE_CONN → BIND_CONN(fd)
       → params A → params B (negotiated) → START_CONN → SCSI scan
+
+A transport whose endpoint the kernel makes (iser; transports.Endpoint.KERNEL_EP)
+has no socket to log in on: the kernel connects, the session is created on
+that endpoint, and the login runs through the kernel as a recovery login does
+(the endpoint path, written once for every such transport):
+
+    EP_CONNECT(portal) → EP_POLL until connected or login_timeout → CREATE_BOUND_SESSION(ep)
+      → CREATE_CONN → BIND_CONN(ep) → params A → login (SEND_PDU / RECV_PDU)
+      → params B → START_CONN → SCSI scan
+
+EP_DISCONNECT ends the endpoint on logout, on every unwind, and after a
+connection error (scsi_transport_iscsi.c iscsi_if_ep_disconnect: the kernel
+keeps the endpoint until userspace lets it go).
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..kernel import kmod
-from ..kernel.constants import Ev, KEv, Param, StopFlag
+from ..kernel.constants import Ev, HostParam, KEv, Param, StopFlag
 from ..kernel.netlink import IscsiNetlink, KernelError
 from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
@@ -42,13 +55,18 @@ from ..proto.reader import PduReader
 from . import login_io
 from .errors import IscsiError, login_exit_code
 from .records import login_default as _default
-from .transports import template
+from .transports import TEMPLATES, Endpoint, Template, data_segment_limits, rdma_accepted, template
+from .transports import login_keys as transport_login_keys
 
 log = logging.getLogger(__name__)
 
 # iscsid's ISID: OUI format (type 0), the 0x023d qualifier, and the sid in the low 24 bits.
 ISID_BASE = 0x00023D000000
 LOGOUT_TIMEOUT = 15.0
+# what a recv_pdu(sid, timeout) gives when the connection failed while a login through the
+# kernel waited (a CONN_ERROR event for the session): the login ends at once, not at its timeout
+CONN_LOST = b""
+LATE_RESPONSE = 1.0      # seconds a login waits after CONN_LOST for a response already on its way
 
 
 def isid_for(sid: int) -> int:
@@ -80,8 +98,24 @@ class NodeConfig:
     queue_depth: int = _default("queue_depth")
     scan: str = _default("scan")         # auto | manual
     login_timeout: float = _default("login_timeout")
+    reopen_max: int = _default("reopen_max")
+    net_ifacename: str = _default("net_ifacename")
+    hwaddress: str = _default("hwaddress")
+    ipaddress: str = _default("ipaddress")
     logout_timeout: float = _default("logout_timeout")   # the Logout's waits (devices gone, Response)
     operational: dict = field(default_factory=dict)
+    # not a record key: this login adds a session beside one to the same (target, portal, iface)
+    multiple: bool = False
+
+    def binding(self) -> login_io.Binding:
+        return login_io.Binding(self.iface_name, self.net_ifacename, self.hwaddress, self.ipaddress)
+
+    def host_params(self) -> list[tuple[HostParam, str]]:
+        """What iscsid sets on the session's host (usr/initiator_common.c iscsi_host_set_params):
+        the iface's netdev and hwaddress, each only when the iface names one, so an unbound
+        session's host shows "(null)" as open-iscsi's do."""
+        return [(p, v) for p, v in ((HostParam.NETDEV_NAME, self.net_ifacename),
+                                    (HostParam.HWADDRESS, self.hwaddress)) if v]
 
     def login_keys(self) -> dict:
         """The operational keys a login offers: the digests, then the record's own keys."""
@@ -97,6 +131,7 @@ class KernelSession:
     node: NodeConfig
     negotiated: dict
     initiator_name: str = ""
+    ep: int | None = None        # the kernel endpoint's handle (KERNEL_EP transports), while one is bound
 
 
 def _flag(value) -> str:
@@ -132,14 +167,15 @@ def _params_before_login(node: NodeConfig, initiator_name: str) -> list[tuple[Pa
     return [(p, v) for p, v in rows if v != ""]
 
 
-def _params_after_login(success: LoginSuccess) -> list[tuple[Param, str]]:
+def _params_after_login(success: LoginSuccess, tmpl: Template = TEMPLATES["tcp"]) -> list[tuple[Param, str]]:
     """List B (facts §2.2): the negotiated values; tcp has no markers, so 12/13 are skipped."""
     params = success.parameters
     n = params.negotiated
     tpgt = success.target_portal_group_tag
+    max_recv, max_xmit = data_segment_limits(tmpl, params)
     rows = [
-        (Param.MAX_RECV_DLENGTH, str(params.max_recv_data_segment)),
-        (Param.MAX_XMIT_DLENGTH, str(params.max_xmit_data_segment)),
+        (Param.MAX_RECV_DLENGTH, str(max_recv)),
+        (Param.MAX_XMIT_DLENGTH, str(max_xmit)),
         (Param.HDRDGST_EN, _flag(params.header_digest)),
         (Param.DATADGST_EN, _flag(params.data_digest)),
         (Param.INITIAL_R2T_EN, _flag(n.get("InitialR2T", "Yes"))),
@@ -172,6 +208,7 @@ class Initiator:
         self.sysfs = sysfs or Sysfs()
         self._nl = netlink
         self._handles: dict[str, int] = {}
+        self._caps: dict[str, int] = {}
 
     @property
     def nl(self) -> IscsiNetlink:
@@ -202,14 +239,20 @@ class Initiator:
         if t.caps & tmpl.required_caps != tmpl.required_caps:
             raise SessionError(ExitCode.TRANS_CAPS, f"transport {name} caps {t.caps:#x} lack {tmpl.required_caps:#x}")
         self._handles[name] = t.handle
+        self._caps[name] = t.caps
         return t.handle
+
+    def login_keys(self, node: NodeConfig) -> dict:
+        """The operational keys `node`'s login offers over its transport (transports.login_keys)."""
+        self.transport_handle(node.transport)
+        return transport_login_keys(template(node.transport), self._caps[node.transport], node.login_keys())
 
     # ---- login -----------------------------------------------------------
     def _login_conn(self, node: NodeConfig, sid: int, initiator_name: str) -> login_io.Session:
         try:
             return login_io.login((node.address, node.port), node.target, initiator_name=initiator_name,
-                                  chap=node.chap, isid=isid_for(sid), operational=node.login_keys(),
-                                  login_timeout=node.login_timeout)
+                                  chap=node.chap, isid=isid_for(sid), operational=self.login_keys(node),
+                                  login_timeout=node.login_timeout, bind=node.binding())
         except login_io.LoginError as e:
             # the reason only: the exit code's own text is the CLI's to print
             raise SessionError(e.exit_code, e.message, e.stage) from None
@@ -226,14 +269,28 @@ class Initiator:
         self._set_params(handle, sid, cid, _params_before_login(node, initiator_name) + _params_after_login(conn.login))
         self.nl.start_conn(handle, sid, cid)
 
+    def _set_host_params(self, handle: int, host_no: int, node: NodeConfig) -> None:
+        for param, value in node.host_params():
+            try:
+                self.nl.set_host_param(handle, host_no, param, value)
+            except KernelError as e:
+                if e.errno != errno.ENOSYS:   # a transport that keeps no host params
+                    raise
+
     def login(self, node: NodeConfig, created: Callable[[KernelSession], None] | None = None,
-              scan: bool = True) -> KernelSession:
+              scan: bool = True, pdu_route: Callable | None = None) -> KernelSession:
         """`created(ks)` is called as soon as the kernel session exists, before any connection
         is bound to it: from then on the kernel may report errors for it, and whoever routes
         events must know it (a daemon registers it there). `scan`: scan the host here when the
-        record says auto (a daemon scans it itself, so that the scan's wait is bounded)."""
+        record says auto (a daemon scans it itself, so that the scan's wait is bounded).
+        `pdu_route(sid)`: a context manager giving the recv_pdu(sid, timeout) a login through
+        the kernel (a KERNEL_EP transport's) reads its responses with (see reinstate; the
+        daemon routes its events socket's RECV_PDUs), this object's own socket by default."""
         handle = self.transport_handle(node.transport)
         initiator_name = node.initiator_name or login_io.default_initiator_name()
+        if template(node.transport).endpoint is Endpoint.KERNEL_EP:
+            return self._login_through_endpoint(node, handle, initiator_name, pdu_route or self._own_pdus,
+                                                created, scan)
         nl = self.nl
         try:
             sid, host_no = nl.create_session(handle, initial_cmdsn=0, cmds_max=node.cmds_max,
@@ -254,6 +311,7 @@ class Initiator:
             conn = self._login_conn(node, sid, initiator_name)
             cid = ks.cid = nl.create_conn(handle, sid, 0)
             self._hand_over(handle, sid, cid, node, conn, initiator_name)
+            self._set_host_params(handle, host_no, node)
             ks.negotiated = dict(conn.parameters.negotiated)
         except BaseException as e:
             self._unwind(handle, sid, cid, bound=cid is not None)
@@ -275,6 +333,10 @@ class Initiator:
         open-iscsi #387; so it is sent once per connection error, before any reconnect.
         """
         self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
+        # the dead connection's endpoint: the kernel's cleanup disconnected it, and it is
+        # freed once userspace says it is done with it (iscsi_if_disconnect_bound_ep)
+        self._ep_disconnect(ks.handle, ks.ep)
+        ks.ep = None
 
     def reinstate(self, ks: KernelSession, recv_pdu: Callable[[int, float], bytes | None] | None = None) -> None:
         """Log the same kernel session in again on a new socket (same ISID, TSIH 0) and restart it.
@@ -288,6 +350,10 @@ class Initiator:
         object's own socket is read).
         """
         node = ks.node
+        if template(node.transport).endpoint is Endpoint.KERNEL_EP:
+            self._reinstate_through_endpoint(ks, recv_pdu or self._recv_pdu)
+            self._revive_luns(ks)
+            return
         portal: tuple[str, int] = (node.address, node.port)
         # a redirect (0x0101 temporary, 0x0102 permanent) is followed here too, bounded as in
         # the first login; each new recovery starts again at the record's portal
@@ -303,6 +369,9 @@ class Initiator:
                                                f"{login_io.MAX_REDIRECTS} redirects", "redirect")
         success = outcome
         ks.negotiated = dict(success.parameters.negotiated)
+        self._revive_luns(ks)
+
+    def _revive_luns(self, ks: KernelSession) -> None:
         # as iscsid 2.1.8 does: devices the recovery timeout took offline are set running again
         for lun in self.sysfs.luns(ks.sid):
             if lun.state in ("offline", "transport-offline"):
@@ -315,7 +384,7 @@ class Initiator:
         on success the negotiated values and START_CONN; a redirect gives the socket back."""
         node = ks.node
         try:
-            sock = login_io.connect(portal, node.login_timeout)
+            sock = login_io.connect(portal, node.login_timeout, node.binding())
         except login_io.LoginError as e:
             raise SessionError(e.exit_code, e.message, e.stage) from None
         with sock:
@@ -346,7 +415,7 @@ class Initiator:
         node = ks.node
         where = "%s,%s" % (portal or (node.address, node.port))
         config = LoginConfig(initiator_name=ks.initiator_name, target_name=node.target, chap=node.chap,
-                             isid=isid_for(ks.sid), operational=node.login_keys())
+                             isid=isid_for(ks.sid), operational=self.login_keys(node))
         machine = LoginMachine(config, random_bytes=os.urandom)
         deadline = time.monotonic() + node.login_timeout
         stage = machine.state
@@ -355,8 +424,18 @@ class Initiator:
             while isinstance(event, LoginRequest):
                 stage = machine.state
                 raw = event.encode()
-                self.nl.send_pdu(ks.handle, ks.sid, ks.cid, raw[:48], event.data)
+                self._send_login_pdu(ks, raw[:48], event.data, deadline)
                 payload = recv_pdu(ks.sid, deadline - time.monotonic())
+                if payload == CONN_LOST:
+                    # the target's last Login Response (a refusal) may be passed up just after
+                    # the error that its closing the connection caused: give it a moment
+                    payload = recv_pdu(ks.sid, min(LATE_RESPONSE, max(0.0, deadline - time.monotonic()))) \
+                        or CONN_LOST
+                if payload == CONN_LOST:
+                    # e.g. ib_isert closing the connection on a refused login before its Login
+                    # Response got through: a transport error, as the kernel reports it
+                    raise SessionError(ExitCode.TRANS, f"{node.address},{node.port}: the connection failed "
+                                                       "during the login")
                 if payload is None:
                     raise SessionError(ExitCode.PDU_TIMEOUT, f"no Login Response within {node.login_timeout:.0f} s")
                 reader = PduReader()
@@ -376,7 +455,150 @@ class Initiator:
                                stage.name.lower()) from None
         if isinstance(event, LoginFailure):
             raise SessionError(login_exit_code(event.outcome), f"{where}: {event.message}", "status")
+        tmpl = template(node.transport)
+        if isinstance(event, LoginSuccess) and not rdma_accepted(tmpl, event.parameters):
+            raise SessionError(ExitCode.LOGIN, f"{where}: the target did not accept RDMAExtensions=Yes, "
+                                               f"which {tmpl.name} needs", "operational")
         return event
+
+    def _send_login_pdu(self, ks: KernelSession, header: bytes, data: bytes, deadline: float) -> None:
+        """SEND_PDU of a Login Request, again while the kernel still holds the last one's task.
+
+        libiscsi.c __iscsi_complete_pdu passes a Login Response up (iscsi_recv_pdu) before it
+        frees the login task (iscsi_complete_task), and __iscsi_conn_send_pdu refuses a new
+        Login while that task is busy ("Login/Text in progress", -EPERM): a quick answer to
+        the RECV_PDU can beat the kernel to it (seen over iser in the guest)."""
+        pause = 0.002
+        while True:
+            try:
+                self.nl.send_pdu(ks.handle, ks.sid, ks.cid, header, data)
+                return
+            except KernelError as e:
+                if e.errno != errno.EPERM or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    @contextlib.contextmanager
+    def _own_pdus(self, _sid: int):
+        yield self._recv_pdu
+
+    # ---- the kernel-endpoint path (transports.Endpoint.KERNEL_EP) ------------
+    def _ep_connect(self, handle: int, node: NodeConfig, deadline: float) -> int:
+        """EP_CONNECT to the portal, then EP_POLL until it is up or `deadline` passes.
+
+        The poll asks with a 1 ms timeout and sleeps between asks, as iscsid's does: the
+        kernel holds its rx_queue_mutex through a request (scsi_transport_iscsi.c
+        iscsi_if_rx), so a long EP_POLL would stall every other session's requests. The
+        endpoint is disconnected on every way out but success. ib_iser takes only the
+        destination: its ep_connect passes no source address to rdma_resolve_addr
+        (iscsi_iser.c), so routing chooses the source, as it does for iscsid's iser logins.
+        """
+        where = f"{node.address},{node.port}"
+        bound = [f"{k} {v}" for k, v in (("iface.net_ifacename", node.net_ifacename),
+                                         ("iface.hwaddress", node.hwaddress),
+                                         ("iface.ipaddress", node.ipaddress)) if v]
+        if bound:
+            # refused, not accepted and ignored: the kernel would route the connection anyway
+            raise SessionError(ExitCode.INVAL, f"iface {node.iface_name}: {node.transport} connects through the "
+                                               f"kernel, which binds no source: unset {', '.join(bound)}", "connect")
+        try:
+            ep = self.nl.ep_connect(handle, node.address, node.port)
+        except KernelError as e:
+            raise SessionError(ExitCode.TRANS, f"cannot connect to {where} over {node.transport}: "
+                                               f"{os.strerror(e.errno)}") from None
+        try:
+            pause = 0.005
+            while True:
+                try:
+                    if self.nl.ep_poll(handle, ep, 1):
+                        return ep
+                except KernelError:
+                    # iscsi_iser_ep_poll answers -1 once the connection attempt failed
+                    # (address or route resolution, rejected or unreachable): no errno to tell
+                    raise SessionError(ExitCode.TRANS, f"cannot connect to {where} over {node.transport}: "
+                                                       "the kernel's connection attempt failed "
+                                                       "(no route, or nothing listening there)") from None
+                if time.monotonic() + pause > deadline:
+                    raise SessionError(ExitCode.TRANS_TIMEOUT, f"timed out connecting to {where} over "
+                                                               f"{node.transport} ({node.login_timeout:.0f} s)")
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+        except BaseException:
+            self._ep_disconnect(handle, ep)
+            raise
+
+    def _ep_disconnect(self, handle: int, ep: int | None) -> None:
+        if ep is None:
+            return
+        try:
+            self.nl.ep_disconnect(handle, ep)
+        except KernelError as e:
+            # EINVAL: the kernel let it go already (a connection error's cleanup, a stop)
+            log.debug("EP_DISCONNECT %d: %s", ep, e)
+
+    def _login_through_endpoint(self, node: NodeConfig, handle: int, initiator_name: str,
+                                pdu_route: Callable, created: Callable | None, scan: bool) -> KernelSession:
+        nl = self.nl
+        ep = self._ep_connect(handle, node, time.monotonic() + node.login_timeout)
+        sid = cid = None
+        bound = False
+        try:
+            sid, host_no = nl.create_bound_session(handle, ep, initial_cmdsn=0, cmds_max=node.cmds_max,
+                                                   queue_depth=node.queue_depth)
+            cid = nl.create_conn(handle, sid, 0)
+            ks = KernelSession(sid, host_no, cid, handle, node, {}, initiator_name, ep=ep)
+            if created is not None:
+                created(ks)
+            with pdu_route(sid) as recv_pdu:
+                nl.bind_conn(handle, sid, cid, ep, is_leading=True)
+                bound = True
+                self._set_params(handle, sid, cid, _params_before_login(node, initiator_name))
+                success = self._endpoint_login(ks, recv_pdu)
+            self._set_params(handle, sid, cid, _params_after_login(success, template(node.transport)))
+            nl.start_conn(handle, sid, cid)
+        except BaseException as e:
+            self._ep_disconnect(handle, ep)
+            if sid is not None:
+                self._unwind(handle, sid, cid, bound)
+            if isinstance(e, KernelError):
+                raise SessionError(ExitCode.INTERNAL, f"kernel refused the session: {e}") from None
+            raise
+        ks.negotiated = dict(success.parameters.negotiated)
+        if scan and node.scan == "auto":
+            self.sysfs.scan_host(host_no)
+        return ks
+
+    def _endpoint_login(self, ks: KernelSession, recv_pdu) -> LoginSuccess:
+        outcome = self._login_through_kernel(ks, recv_pdu)
+        if not isinstance(outcome, LoginSuccess):
+            raise SessionError(ExitCode.LOGIN, f"{ks.node.address},{ks.node.port}: redirected to {outcome.portal} "
+                                               f"(following a redirect over {ks.node.transport} is not supported yet)",
+                               "redirect")
+        return outcome
+
+    def _reinstate_through_endpoint(self, ks: KernelSession, recv_pdu) -> None:
+        """reinstate() for a KERNEL_EP transport: a new endpoint bound to the same connection."""
+        node = ks.node
+        self._ep_disconnect(ks.handle, ks.ep)     # normally gone with stop_for_recovery already
+        ks.ep = None
+        ep = self._ep_connect(ks.handle, node, time.monotonic() + node.login_timeout)
+        try:
+            self.nl.bind_conn(ks.handle, ks.sid, ks.cid, ep, is_leading=True)
+            ks.ep = ep
+            self._set_params(ks.handle, ks.sid, ks.cid, _params_before_login(node, ks.initiator_name))
+            success = self._endpoint_login(ks, recv_pdu)
+            self._set_params(ks.handle, ks.sid, ks.cid, _params_after_login(success, template(node.transport)))
+            self.nl.start_conn(ks.handle, ks.sid, ks.cid)
+        except BaseException as e:
+            self._ep_disconnect(ks.handle, ep)
+            ks.ep = None
+            with contextlib.suppress(KernelError):
+                self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
+            if isinstance(e, KernelError):
+                raise SessionError(ExitCode.INTERNAL, f"kernel refused the reconnected session: {e}") from None
+            raise
+        ks.negotiated = dict(success.parameters.negotiated)
 
     def _recv_pdu(self, sid: int, timeout: float) -> bytes | None:
         deadline = time.monotonic() + timeout
@@ -386,6 +608,8 @@ class Initiator:
                 return None
             if ev.type == KEv.RECV_PDU and ev["sid"] == sid:
                 return ev.payload
+            if ev.type == KEv.CONN_ERROR and ev["sid"] == sid:
+                return CONN_LOST
         return None
 
     def _unwind(self, handle: int, sid: int, cid: int | None, bound: bool) -> None:
@@ -402,7 +626,7 @@ class Initiator:
 
     # ---- logout ----------------------------------------------------------
     def logout(self, sid: int, transport: str = "tcp", timeout: float = LOGOUT_TIMEOUT,
-               wait_for: Callable[[KEv, int, float], bool] | None = None) -> None:
+               wait_for: Callable[[KEv, int, float], bool] | None = None, ep: int | None = None) -> None:
         """iscsid's order (facts §2.4): unbind, and once the kernel says the SCSI devices
         are gone (KEVENT_UNBIND_SESSION), the Logout PDU; then stop and destroy.
 
@@ -410,7 +634,10 @@ class Initiator:
         last commands (sd's SYNCHRONIZE CACHE) against the target closing the session.
         `wait_for(kind, sid, timeout)` waits for KEv.UNBIND_SESSION or, for KEv.RECV_PDU,
         a Logout Response; by default this object's own socket is read, a daemon that
-        routes events passes its own.
+        routes events passes its own. `ep`: the connection's kernel endpoint (KERNEL_EP
+        transports), disconnected first; unknown (an adopted session: sysfs does not link
+        a connection to its endpoint), STOP_CONN disconnects it in the kernel
+        (iscsi_if_stop_conn, 6.1).
         """
         handle = self.transport_handle(transport)
         if self.sysfs.session(sid, luns=False) is None:
@@ -431,12 +658,14 @@ class Initiator:
                 log.info("session %d: no Logout Response within %.0f s", sid, timeout)
         except KernelError as e:
             log.info("session %d: logout PDU not sent (%s); closing without it", sid, e)
-        # stop, destroy the connection, destroy the session: one datagram, answered in
-        # order; only the session's destruction must succeed
+        # (disconnect the endpoint,) stop, destroy the connection, destroy the session: one
+        # datagram, answered in order; only the session's destruction must succeed
         t3 = time.monotonic()
-        *_, destroyed = nl.batch([(Ev.STOP_CONN, handle, b"", {"sid": sid, "cid": 0, "flag": int(StopFlag.TERM)}),
-                                  (Ev.DESTROY_CONN, handle, b"", {"sid": sid, "cid": 0}),
-                                  (Ev.DESTROY_SESSION, handle, b"", {"sid": sid})])
+        ep_step = [(Ev.TRANSPORT_EP_DISCONNECT, handle, b"", {"ep_handle": ep})] if ep is not None else []
+        *_, destroyed = nl.batch(ep_step + [
+            (Ev.STOP_CONN, handle, b"", {"sid": sid, "cid": 0, "flag": int(StopFlag.TERM)}),
+            (Ev.DESTROY_CONN, handle, b"", {"sid": sid, "cid": 0}),
+            (Ev.DESTROY_SESSION, handle, b"", {"sid": sid})])
         log.debug("session %d: logout: unbind sent in %.3f s, devices gone after %.3f s, Logout Response "
                   "after %.3f s, destroyed in %.3f s", sid, t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3)
         if isinstance(destroyed, KernelError):

@@ -1,18 +1,24 @@
 """Transport templates, one row per transport (open-iscsi's iscsi_transport_template).
 
-A row says how a connection's endpoint is made and which capabilities the
-kernel side must show. `tcp` connects from userspace and hands the socket's
-fd to BIND_CONN. `iser` and the offload cards connect in the kernel
-(TRANSPORT_EP_CONNECT / EP_POLL / EP_DISCONNECT); they are declared so the
-table is whole, and refused clearly until their endpoint code exists.
+A row says how a connection's endpoint is made, which capabilities the
+kernel side must show, and whether the transport speaks iSER's login keys.
+`tcp` connects from userspace and hands the socket's fd to BIND_CONN.
+`iser` and the offload cards connect in the kernel (TRANSPORT_EP_CONNECT /
+EP_POLL / EP_DISCONNECT, then BIND_CONN with the endpoint's handle;
+session.py's endpoint path); the offload rows are declared so the table is
+whole, and refused clearly until a card to prove them on exists.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
+from typing import Mapping
 
 from ..kernel.constants import Caps
+
+log = logging.getLogger(__name__)
 
 
 class Endpoint(enum.Enum):
@@ -31,17 +37,26 @@ class Template:
     endpoint: Endpoint
     required_caps: Caps
     supported: bool
+    rdma: bool = False      # iSER: RDMAExtensions and the RFC 7145 data segment keys
 
 
 TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template("tcp", "iscsi_tcp", Endpoint.USERSPACE_TCP, Caps.RECOVERY_L0 | Caps.HDRDGST | Caps.DATADGST, True),
-    Template("iser", "ib_iser", Endpoint.KERNEL_EP, Caps.RECOVERY_L0, False),
+    # ib_iser's caps are RECOVERY_L0 | MULTI_R2T | TEXT_NEGO (0x89 in the lab's 6.1): no digests
+    Template("iser", "ib_iser", Endpoint.KERNEL_EP, Caps.RECOVERY_L0, True, rdma=True),
     Template("bnx2i", "bnx2i", Endpoint.KERNEL_EP, Caps.RECOVERY_L0, False),
     Template("cxgb3i", "cxgb3i", Endpoint.KERNEL_EP, Caps.RECOVERY_L0, False),
     Template("cxgb4i", "cxgb4i", Endpoint.KERNEL_EP, Caps.RECOVERY_L0, False),
     Template("be2iscsi", "be2iscsi", Endpoint.KERNEL_EP, Caps.RECOVERY_L0, False),
     Template("qedi", "qedi", Endpoint.KERNEL_EP, Caps.RECOVERY_L0, False),
 )}
+
+# What an iSER initiator declares it receives in a data segment, and what it sends at most
+# before the target's declaration (RFC 7145 §6.4, §6.5: both default to 8192). Data moves by
+# RDMA; only control PDUs and immediate data use the segment. ib_iser receives login and
+# control PDUs into an 8 KiB buffer (ISER_RX_LOGIN_SIZE, drivers/infiniband/ulp/iser), so
+# a larger InitiatorRecvDataSegmentLength could not be honoured.
+ISER_RECV_DATA_SEGMENT = 8192
 
 
 def template(name: str) -> Template:
@@ -52,3 +67,46 @@ def template(name: str) -> Template:
     if not t.supported:
         raise TransportNotSupported(f"transport {name} ({t.endpoint.value}) is not supported yet")
     return t
+
+
+def login_keys(t: Template, caps: int, keys: Mapping[str, str]) -> dict[str, str | None]:
+    """The operational keys a session over `t` offers, from the node's `keys`.
+
+    - A digest the transport's caps (sysfs) lack is offered as None, as iscsid
+      does (initiator_common.c): ib_iser has no CRC32C, the HCA's CRC covers it.
+    - iSER (RFC 7145 §6.3-6.5): RDMAExtensions=Yes, and InitiatorRecvDataSegmentLength
+      / TargetRecvDataSegmentLength instead of MaxRecvDataSegmentLength, which is
+      withdrawn (None), as open-iscsi's login.c add_params_transport_specific sends them.
+    """
+    out: dict[str, str | None] = dict(keys)
+    for key, cap in (("HeaderDigest", Caps.HDRDGST), ("DataDigest", Caps.DATADGST)):
+        if not caps & cap and out.get(key, "None") != "None":
+            log.info("transport %s has no %s: offering %s=None", t.name, cap.name, key)
+            out[key] = "None"
+    if t.rdma:
+        mine = out.pop("MaxRecvDataSegmentLength", None)
+        out["MaxRecvDataSegmentLength"] = None
+        out["InitiatorRecvDataSegmentLength"] = str(min(int(mine or ISER_RECV_DATA_SEGMENT), ISER_RECV_DATA_SEGMENT))
+        out["TargetRecvDataSegmentLength"] = str(ISER_RECV_DATA_SEGMENT)
+        out["RDMAExtensions"] = "Yes"
+    return out
+
+
+def data_segment_limits(t: Template, parameters) -> tuple[int, int]:
+    """(MAX_RECV_DLENGTH, MAX_XMIT_DLENGTH) for the kernel after a login's `parameters`
+    (proto.negotiation.Parameters): iSER takes the smaller of both sides' declarations
+    of each key (RFC 7145 §6.4-6.5; open-iscsi's login.c takes the MIN likewise)."""
+    if not t.rdma:
+        return parameters.max_recv_data_segment, parameters.max_xmit_data_segment
+    ours, theirs = parameters.ours, parameters.theirs
+    recv = min(ours.get("InitiatorRecvDataSegmentLength", ISER_RECV_DATA_SEGMENT),
+               theirs.get("InitiatorRecvDataSegmentLength", ISER_RECV_DATA_SEGMENT))
+    xmit = min(ours.get("TargetRecvDataSegmentLength", ISER_RECV_DATA_SEGMENT),
+               theirs.get("TargetRecvDataSegmentLength", ISER_RECV_DATA_SEGMENT))
+    return recv, xmit
+
+
+def rdma_accepted(t: Template, parameters) -> bool:
+    """Whether an iSER login really turned iSER on: a target that answers
+    RDMAExtensions=No (or not at all) cannot run the RDMA data path (login.c refuses it too)."""
+    return not t.rdma or parameters.negotiated.get("RDMAExtensions") in (True, "Yes")

@@ -122,6 +122,47 @@ def _layout(rows) -> struct.Struct:
     return struct.Struct("<" + "".join(fmt for _, fmt in rows))
 
 
+# What follows the uevent in TRANSPORT_EP_CONNECT: the portal as a struct sockaddr_in or
+# sockaddr_in6 (family host-endian, port and address in network order), in a buffer of
+# sizeof(struct sockaddr_storage) as iscsid sends it (open-iscsi netlink.c ktransport_ep_connect;
+# scsi_transport_iscsi.c iscsi_if_ep_connect reads it as the struct sockaddr after the uevent).
+SOCKADDR_STORAGE = 128
+SOCKADDR_IN = (("family", "H"), ("port", ">H"), ("addr", "4s"))                        # <netinet/in.h>
+SOCKADDR_IN6 = (("family", "H"), ("port", ">H"), ("flowinfo", ">I"), ("addr", "16s"), ("scope_id", "I"))
+
+
+def _mixed(rows) -> tuple[struct.Struct, ...]:
+    # struct has one byte order per format; sockaddr mixes two, so one Struct per field
+    return tuple(struct.Struct(fmt if fmt[0] in "<>" else "<" + fmt) for _, fmt in rows)
+
+
+_SOCKADDR = {socket.AF_INET: (SOCKADDR_IN, _mixed(SOCKADDR_IN)),
+             socket.AF_INET6: (SOCKADDR_IN6, _mixed(SOCKADDR_IN6))}
+
+
+def sockaddr(host: str, port: int, scope_id: int = 0) -> bytes:
+    """The portal `host` (a numeric IPv4 or IPv6 address) and `port` as EP_CONNECT's payload."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    rows, codecs = _SOCKADDR[family]
+    values = {"family": family, "port": port, "addr": socket.inet_pton(family, host),
+              "flowinfo": 0, "scope_id": scope_id}
+    packed = b"".join(c.pack(values[name]) for (name, _), c in zip(rows, codecs))
+    return packed.ljust(SOCKADDR_STORAGE, b"\0")
+
+
+def parse_sockaddr(data: bytes) -> tuple[str, int]:
+    """sockaddr() read back: (host, port); ValueError for a family it does not know."""
+    family = int.from_bytes(data[:2], "little")
+    if family not in _SOCKADDR:
+        raise ValueError(f"sockaddr family {family}")
+    rows, codecs = _SOCKADDR[family]
+    values, off = {}, 0
+    for (name, _), c in zip(rows, codecs):
+        values[name] = c.unpack_from(data, off)[0]
+        off += c.size
+    return socket.inet_ntop(family, values["addr"]), values["port"]
+
+
 _STATS, _STATS_CUSTOM = _layout(STATS_FIELDS), _layout(STATS_CUSTOM_FIELDS)
 
 
@@ -362,6 +403,26 @@ class IscsiNetlink:
         return self.events.popleft() if self.events else None
 
     # ---- the requests, by name -------------------------------------------
+    def ep_connect(self, handle: int, host: str, port: int, non_blocking: bool = True) -> int:
+        """TRANSPORT_EP_CONNECT: the transport connects to host:port in the kernel; the endpoint's handle."""
+        return self.request(Ev.TRANSPORT_EP_CONNECT, handle, sockaddr(host, port),
+                            non_blocking=int(non_blocking))["handle"]
+
+    def ep_poll(self, handle: int, ep: int, timeout_ms: int) -> bool:
+        """TRANSPORT_EP_POLL: True once connected, False when `timeout_ms` passed first;
+        KernelError when the connect failed (the driver's negative retcode)."""
+        return self.request(Ev.TRANSPORT_EP_POLL, handle, ep_handle=ep, timeout_ms=timeout_ms)["retcode"] > 0
+
+    def ep_disconnect(self, handle: int, ep: int) -> None:
+        self.request(Ev.TRANSPORT_EP_DISCONNECT, handle, ep_handle=ep)
+
+    def create_bound_session(self, handle: int, ep: int, initial_cmdsn: int = 0, cmds_max: int = 128,
+                             queue_depth: int = 32) -> tuple[int, int]:
+        """CREATE_BOUND_SESSION: a session whose Scsi_Host the endpoint's device provides."""
+        r = self.request(Ev.CREATE_BOUND_SESSION, handle, ep_handle=ep, initial_cmdsn=initial_cmdsn,
+                         cmds_max=cmds_max, queue_depth=queue_depth)
+        return r["sid"], r["host_no"]
+
     def create_session(self, handle: int, initial_cmdsn: int = 0, cmds_max: int = 128,
                        queue_depth: int = 32) -> tuple[int, int]:
         r = self.request(Ev.CREATE_SESSION, handle, initial_cmdsn=initial_cmdsn, cmds_max=cmds_max,

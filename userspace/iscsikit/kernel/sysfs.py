@@ -21,8 +21,9 @@ SYSFS = "/sys"
 Transport = namedtuple("Transport", "name handle caps")
 # block: "sdb", or None before the disk driver attached
 Lun = namedtuple("Lun", "lun hctl state block")
+# transport: the iSCSI transport's name, as iscsiadm derives it from the host's proc_name
 Session = namedtuple("Session", "sid host_no target tpgt state creator address port conn_state "
-                                "initiator_name iface_name luns")
+                                "initiator_name iface_name luns transport", defaults=("tcp",))
 
 
 def _read(path: str, default: str | None = None) -> str | None:
@@ -149,7 +150,14 @@ class Sysfs:
                             or _read(self.path("class", "iscsi_host", f"host{host_no}", "initiatorname"))),
             iface_name=_read(os.path.join(sdir, "ifacename")),
             luns=tuple(self.luns(sid)) if luns else (),
+            transport=self.host_transport(host_no),
         )
+
+    def host_transport(self, host_no: int | None) -> str:
+        """The transport of Scsi_Host `host_no`: its proc_name (iscsi_tcp, iscsi_iser, bnx2i)
+        without the "iscsi_" prefix, as open-iscsi's iscsi_sysfs_get_transport_by_host reads it."""
+        name = _read(self.path("class", "scsi_host", f"host{host_no}", "proc_name")) or "iscsi_tcp"
+        return name[len("iscsi_"):] if name.startswith("iscsi_") else name
 
     def sessions(self, luns: bool = True) -> list[Session]:
         return [s for sid in self.session_ids() if (s := self.session(sid, luns)) is not None]

@@ -154,6 +154,14 @@ KEYS: tuple[Key, ...] = (
         high=31, discovery_irrelevant=True),
     Key("IFMarkInt", Kind.TEXT, Rule.IRRELEVANT, None, Sender.BOTH, LOGIN, session_wide=False),
     Key("OFMarkInt", Kind.TEXT, Rule.IRRELEVANT, None, Sender.BOTH, LOGIN, session_wide=False),
+    # -- iSER (RFC 7145 §6): offered only over an RDMA transport (initiator/transports.py), where
+    # the two RecvDataSegmentLength declarations take MaxRecvDataSegmentLength's place
+    Key("RDMAExtensions", Kind.BOOLEAN, Rule.AND, "No", Sender.BOTH, LOGIN, leading_only=True,
+        values=_YES_NO, discovery_irrelevant=True),
+    Key("InitiatorRecvDataSegmentLength", Kind.NUMBER, Rule.DECLARATIVE, "8192", Sender.BOTH, LOGIN,
+        session_wide=False, discovery_irrelevant=True, **_LEN),
+    Key("TargetRecvDataSegmentLength", Kind.NUMBER, Rule.DECLARATIVE, "8192", Sender.BOTH, LOGIN,
+        session_wide=False, discovery_irrelevant=True, **_LEN),
 )
 
 KEY_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}

@@ -108,7 +108,8 @@ class LoginConfig:
         values.update(self.operational)
         if self.discovery:  # open-iscsi forces digests off for discovery (facts §3.7)
             values.update(HeaderDigest="None", DataDigest="None")
-        return [(name, str(value)) for name, value in values.items()]
+        # None withdraws a key from the offer (iSER sends no MaxRecvDataSegmentLength)
+        return [(name, str(value)) for name, value in values.items() if value is not None]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,6 +73,14 @@ def so_summary(so: StorageObject):
     return f"{so.dev} {status}", None
 
 
+ALUA_STATE_NAMES = {0: "Active/optimized", 1: "Active/non-optimized", 2: "Standby", 3: "Unavailable",
+                    4: "LBA dependent", 14: "Offline", 15: "Transitioning"}
+
+
+def alua_group_summary(state):
+    return f"ALUA state: {ALUA_STATE_NAMES.get(state, '?')}", True if state in (0, 1) else None
+
+
 def tpg_summary(tpg: TPG):
     a = tpg.attributes
     gen = "gen-acls" if a.get("generate_node_acls") else "no-gen-acls"
@@ -131,8 +139,17 @@ class Node:
         return self.kids
 
 
-def tree(cfg: Config) -> Node:
-    """The shell's tree (shell.py's UIRoot), as Nodes."""
+def tree(cfg: Config, root: str | None = None) -> Node:
+    """The shell's tree (shell.py's UIRoot), as Nodes. With `root` (configfs), each storage
+    object shows its ALUA groups (target/alua.py), read only when drawn."""
+    def so_node(n, so):
+        def alua_kids(n):
+            from . import alua
+            groups = alua.access_states(root, so)
+            return [Node("alua", n.path, count("ALUA Groups", len(groups)), lambda n: [
+                Node(name, n.path, alua_group_summary(state)) for name, state in groups])]
+        return Node(so.name, n.path, so_summary(so), alua_kids if root and so.plugin != "pscsi" else None)
+
     def root_kids(n):
         kids = [Node("backstores", n.path, ("", None), backstores), Node("iscsi", n.path,
                 count("Targets", len(cfg.targets)), iscsi)]
@@ -149,12 +166,12 @@ def tree(cfg: Config) -> Node:
         for plugin in BACKSTORES:
             sos = [so for so in cfg.storage_objects.values() if so.plugin == plugin]
             kids.append(Node(plugin, n.path, count("Storage Objects", len(sos)), lambda n, sos=sos: [
-                Node(so.name, n.path, so_summary(so)) for so in sos]))
+                so_node(n, so) for so in sos]))
         for h in tcmu_handlers(cfg):
             sos = [so for so in cfg.storage_objects.values()
                    if so.plugin == "user" and (so.config or "").split("/", 1)[0] == h]
             kids.append(Node(f"user:{h}", n.path, count("Storage Objects", len(sos)), lambda n, sos=sos: [
-                Node(so.name, n.path, so_summary(so)) for so in sos]))
+                so_node(n, so) for so in sos]))
         return kids
 
     def iscsi(n):

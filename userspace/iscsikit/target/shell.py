@@ -20,7 +20,7 @@ import sys
 
 from configshell import ConfigNode, ConfigShell, ExecutionError
 
-from . import fabrics, listing, ops, saveconfig, sessions as sessions_mod, validate
+from . import alua, fabrics, listing, ops, saveconfig, sessions as sessions_mod, validate
 from .errors import NotFoundError, TargetError, ValidationError
 from .manager import Manager
 from .model import Config, LUN, MappedLUN, NodeACL, Portal, StorageObject, Target, TPG
@@ -486,6 +486,8 @@ class UIStorageObject(UINode):
         self.so = so
         for name in SO_ATTRIBUTES:
             self.define_config_group_param("attribute", name, "string")
+        if so.plugin != "pscsi":       # pscsi passes the device's own ALUA through
+            UIALUAGroups(self)
 
     def summary(self):
         return listing.so_summary(self.so)
@@ -538,6 +540,78 @@ class UIStorageObject(UINode):
         d.pop("alua_tpgs", None)
         d.update(path=self.path, status=self.so.status)
         return d
+
+
+class UIALUAGroups(UINode):
+    """/backstores/<type>/<name>/alua: the object's ALUA target port groups (target/alua.py)."""
+
+    def __init__(self, parent: UIStorageObject):
+        super().__init__("alua", parent)
+        self.so = parent.so
+        # what `ls` shows comes from the file listing.tree reads too, so both draw the same
+        for name, state in alua.access_states(self.manager.root, self.so):
+            UIALUAGroup(name, state, self)
+
+    def summary(self):
+        return listing.count("ALUA Groups", len(self.children))
+
+    def _alua(self, fn, *args, message=None):
+        try:
+            with self.manager.locked():
+                fn(self.manager.root, self.so, *args)
+        except TargetError as e:
+            self.fail(e)
+        self.get_root().refresh()
+        if message:
+            self.shell.log.info(message)
+
+    def ui_command_create(self, name, tag):
+        '''
+        Creates the ALUA target port group name with id tag (1-65535), as
+        targetcli's alua create; its LUNs are then moved in with
+        "set alua alua_tg_pt_gp_name=name" on each TPG LUN.
+        '''
+        self._alua(alua.create, name, tag, message=f"Created ALUA TG PT Group {name}.")
+
+    def ui_command_delete(self, name):
+        '''Deletes the ALUA target port group name; its LUNs go back to default_tg_pt_gp.'''
+        self._alua(alua.delete, name, message=f"Deleted ALUA TG PT Group {name}.")
+
+    def ui_complete_delete(self, parameters, text, current_param):
+        names = [c.name for c in self.children if c.name.startswith(text) and c.name != alua.DEFAULT_GROUP]
+        return [n + " " for n in names] if len(names) == 1 else names
+
+
+class UIALUAGroup(UINode):
+    batch_groups = ("alua",)
+
+    def __init__(self, name: str, state, parent: UIALUAGroups):
+        super().__init__(name, parent)
+        self.state, self.so = state, parent.so
+        for name in sorted(alua.SETTABLE):
+            self.define_config_group_param("alua", name, "string")
+
+    def summary(self):
+        return listing.alua_group_summary(self.state)
+
+    def ui_getgroup_alua(self, name):
+        try:
+            return alua.get(self.manager.root, self.so, self.name, name)
+        except (TargetError, OSError) as e:
+            return f"<{e}>"
+
+    def ui_setgroup_alua(self, name, value):
+        self.set_group("alua", {name: value})
+
+    def set_group(self, group, values):
+        self.parent._alua(alua.set_values, self.name, values)
+
+    def to_json(self):
+        try:
+            group = {g["name"]: g for g in alua.groups(self.manager.root, self.so)}.get(self.name, {})
+        except TargetError:
+            group = {}
+        return {"path": self.path, "name": self.name, **group}
 
 
 # ---- iSCSI -------------------------------------------------------------------------
@@ -748,16 +822,46 @@ class UILUNs(UINode):
 
 
 class UILUN(UINode):
+    batch_groups = ("alua",)
+
     def __init__(self, lun: LUN, parent):
         super().__init__(f"lun{lun.index}", parent)
         self.lun = lun
+        self.define_config_group_param("alua", "alua_tg_pt_gp_name", "string")
+
+    def _where(self):
+        t = self.parent.tpgnode
+        return t.t.wwn, t.tpg.tag
+
+    def ui_getgroup_alua(self, name):
+        wwn, tag = self._where()
+        try:
+            return alua.lun_group(self.manager.root, wwn, tag, self.lun.index)
+        except TargetError as e:
+            return f"<{e}>"
+
+    def ui_setgroup_alua(self, name, value):
+        self.set_group("alua", {name: value})
+
+    def set_group(self, group, values):
+        """`set alua alua_tg_pt_gp_name=G`: the LUN joins group G of its storage object."""
+        wwn, tag = self._where()
+        so = self.config.storage_objects.get(self.lun.so_key)
+        if so is None:
+            self.fail(NotFoundError(f"no storage object {self.lun.storage_object}"))
+        try:
+            with self.manager.locked():
+                alua.move_lun(self.manager.root, wwn, tag, self.lun.index, so, values["alua_tg_pt_gp_name"])
+        except TargetError as e:
+            self.fail(e)
+        self.get_root().refresh()
 
     def summary(self):
         return listing.lun_summary(self.config, self.lun)
 
     def to_json(self):
         return {"path": self.path, "index": self.lun.index, "storage_object": self.lun.storage_object,
-                "alias": self.lun.alias}
+                "alias": self.lun.alias, "alua_tg_pt_gp_name": self.lun.alua_tg_pt_gp_name}
 
 
 class UIPortals(UINode):

@@ -227,13 +227,16 @@ def discovery_run(ctx: Ctx, rec, write_record: bool) -> int:
     ctx.debug_line(2, "discovery timeouts: login " + v.get("discovery.sendtargets.timeo.login_timeout", "")
                    + ", auth " + v.get("discovery.sendtargets.timeo.auth_timeout", "")
                    + ", active " + v.get("discovery.sendtargets.timeo.active_timeout", ""))
-    try:
-        found = discovery.exchange(rec, db.initiator_name())
-    except discovery.DiscoveryError as e:
-        for line in e.lines:
-            ctx.error(line)
-        return e.exit_code
-    nodes = discovery.found_nodes(db, rec, found, ctx.ifaces or None)
+    # one exchange per iface, each leaving through that iface's netdev or address
+    nodes = []
+    for iface in ctx.ifaces or [None]:
+        try:
+            found = discovery.exchange(rec, db.initiator_name(), discovery.binding(db, iface))
+        except discovery.DiscoveryError as e:
+            for line in e.lines:
+                ctx.error(line)
+            return e.exit_code
+        nodes += discovery.found_nodes(db, rec, found, [iface] if iface else None)
     if not nodes:
         ctx.error("No portals found")
         return ExitCode.NO_OBJS_FOUND

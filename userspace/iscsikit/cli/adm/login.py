@@ -62,25 +62,45 @@ def _report_failure(ctx, what: str, e: mgmt.MgmtError) -> int:
     return code
 
 
+def session_key(s) -> tuple:
+    """What a session is matched to a record by: target, portal and iface, as iscsiadm's
+    __iscsi_match_session does, so a second iface to one portal is a second path."""
+    return (s.target, s.address, s.port, s.iface_name or R.DEFAULT_IFACE)
+
+
+def node_key(nid) -> tuple:
+    return (nid.target, nid.address, nid.port, nid.iface)
+
+
 def session_portals(env=None) -> set[tuple]:
-    """(target, address, port) of every session: what a record is matched against."""
+    """(target, address, port) of every session, whatever its iface."""
     return {(s.target, s.address, s.port) for s in host_sysfs(env).sessions(luns=False)}
 
 
+def session_counts(env=None) -> dict[tuple, int]:
+    """How many sessions there are per session_key(): what a record is matched against."""
+    counts: dict[tuple, int] = {}
+    for s in host_sysfs(env).sessions(luns=False):
+        counts[session_key(s)] = counts.get(session_key(s), 0) + 1
+    return counts
+
+
 def _sessions_of(ctx, nodes: list[ndb.NodeId]):
-    wanted = {(n.target, n.address, n.port) for n in nodes}
-    return [s for s in host_sysfs(ctx.env).sessions(luns=False) if (s.target, s.address, s.port) in wanted]
+    wanted = {node_key(n) for n in nodes}
+    return [s for s in host_sysfs(ctx.env).sessions(luns=False) if session_key(s) in wanted]
 
 
-def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = None,
-               summary: bool = True) -> int:
+def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: dict[tuple, int] | None = None,
+               summary: bool = True, multiple: bool = False) -> int:
     """Log `nodes` in through the daemon, as iscsiadm prints it; `nodes` may be lazy
     (-L all reads records as it goes): each request leaves as soon as it is built, so
     the daemon logs in the first nodes while the next records are still being read.
-    `existing`: session_portals(), when the caller has read it already. `summary`: end a
+    `existing`: session_counts(), when the caller has read it already. `summary`: end a
     failure with "Could not log into all portals" (node mode's login_portals does; the logins
-    after a discovery or from firmware do not)."""
-    existing = session_portals(ctx.env) if existing is None else existing
+    after a discovery or from firmware do not). Each record gets the sessions its
+    node.session.nr_sessions asks for that are not up yet (iscsiadm's iscsi_login_portal);
+    `multiple` (-m session -r SID --op new) adds one more regardless."""
+    existing = session_counts(ctx.env) if existing is None else existing
     todo: list = []
     rc = 0
     seen = False
@@ -90,9 +110,12 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = N
         name = None
         for nid in nodes:
             seen = True
-            if (nid.target, nid.address, nid.port) in existing:
-                # iscsiadm's wording for a record whose session is already up
-                ctx.error(f"{nid.iface}: 1 session requested, but 1 already present.")
+            have = existing.get(node_key(nid), 0)
+            if have and not multiple and not _wants_more(ctx, nid, have):
+                # iscsiadm's wording for a record whose sessions are already up
+                want = _nr_sessions(ctx, nid)
+                ctx.error(f"{nid.iface}: {want} session{'' if want == 1 else 's'} requested, "
+                          f"but {have} already present.")
                 rc = rc or ExitCode.SESS_EXISTS
                 continue
             try:
@@ -103,14 +126,20 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = N
                 ctx.error(str(e))
                 rc = rc or e.code
                 continue
-            todo.append(nid)
-            ctx.say(f"Logging in to {_node_label(nid)}")
+            want = R.nr_sessions(record.values)
+            count = 1 if multiple else want - have
+            several = multiple or want > 1
             if name is None:
                 name = ctx.db.initiator_name()
-            req = R.login_request(nid, record.values, name)
+            request = R.login_request(nid, record.values, name)
+            if several:
+                request["multiple"] = True
             if ctx.no_wait:
-                req["wait"] = False     # -W: iscsiadm returns once the requests are sent
-            yield "login", req
+                request["wait"] = False     # -W: iscsiadm returns once the requests are sent
+            for _ in range(count):
+                todo.append(nid)
+                ctx.say(f"Logging in to {_node_label(nid)}{' (multiple)' if several else ''}")
+                yield "login", dict(request)
 
     # The daemon logs nodes in concurrently; results are printed in record order once all are in.
     results = _login_all(ctx, requests(), todo)
@@ -135,6 +164,18 @@ def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: set[tuple] | None = N
     if failed and summary:
         ctx.error("Could not log into all portals")
     return rc
+
+
+def _nr_sessions(ctx, nid) -> int:
+    try:
+        return R.nr_sessions(ctx.record(nid).values)
+    except ndb.DBError:
+        return 1
+
+
+def _wants_more(ctx, nid, have: int) -> bool:
+    """A record with sessions up asks for more (node.session.nr_sessions above `have`)."""
+    return _nr_sessions(ctx, nid) > have
 
 
 def _login_all(ctx, requests: Iterable[tuple[str, dict]], todo: list) -> list:

@@ -110,10 +110,10 @@ def mode_node(ctx: Ctx) -> int:
     ids = matching()
     if not ids:
         return _no(ctx, msg.NO_RECORDS)
-    live = login.session_portals(ctx.env)
+    live = login.session_counts(ctx.env)
     rc = 0
     for nid in ids:
-        if (nid.target, nid.address, nid.port) in live:
+        if login.node_key(nid) in live:
             # refused, as iscsiadm does (its man page promises a logout, its code refuses)
             ctx.error(f"This command will remove the record [iface: {nid.iface}, target: {nid.target}, "
                       f"portal: {nid.address},{nid.port}], but a session is using it. Logout session then "

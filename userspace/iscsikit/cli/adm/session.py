@@ -3,10 +3,13 @@ printed in iscsiadm 2.1.8's shapes (-P 0..3, and --json)."""
 
 from __future__ import annotations
 
+import os
+
 from ...initiator.exitcodes import ExitCode
 from . import messages as msg
 from .context import OPS
-from .login import FLASH_CREATOR, _bracket, _logout, _print_stats, _rescan, client, host_sysfs, mgmt
+from .login import (FLASH_CREATOR, _bracket, _logout, _print_stats, _rescan, client, host_sysfs, mgmt,
+                    ndb, node_login)
 
 
 def _select_sessions(ctx, luns: bool):
@@ -77,19 +80,21 @@ def print_tree(ctx, sessions, flags: int, prefix: str = "") -> None:
         if flags & IFACE:
             say("\t\t**********\n\t\tInterface:\n\t\t**********")
             say(f"\t\tIface Name: {s.iface_name or 'default'}")
-            say("\t\tIface Transport: tcp")
+            say(f"\t\tIface Transport: {s.transport}")
             say(f"\t\tIface Initiatorname: {s.initiator_name}")
-            say(f"\t\tIface IPaddress: {_attr('iscsi_host', host, 'ipaddress')}")
+            # a host whose transport has no ipaddress attribute (ib_iser) is "[default]" in iscsiadm;
+            # open-iscsi brackets an IPv6 iface address too (usr/iface.c iface_print)
+            has_ip = os.path.exists(host_sysfs(ctx.env).path("class", "iscsi_host", host, "ipaddress"))
+            ip = (_bracket(_attr('iscsi_host', host, 'ipaddress', '')) or '<empty>') if has_ip else '[default]'
+            say(f"\t\tIface IPaddress: {ip}")
             say(f"\t\tIface HWaddress: {_attr('iscsi_host', host, 'hwaddress', 'default')}")
             say(f"\t\tIface Netdev: {_attr('iscsi_host', host, 'netdev', 'default')}")
         if flags & STATE:
             say(f"\t\tSID: {s.sid}")
-            managed = states.get(s.sid)
-            conn_state = {"LOGGED_IN": "LOGGED IN", "RECOVERING": "FAILED", "FAILED": "FAILED",
-                          "LOGGING_OUT": "IN LOGOUT", "LOGGING_IN": "IN LOGIN"}.get(managed, "Unknown")
+            conn_state, internal = _states(states.get(s.sid))
             say(f"\t\tiSCSI Connection State: {conn_state}")
             say(f"\t\tiSCSI Session State: {s.state}")
-            say(f"\t\tInternal iscsid Session State: {'NO CHANGE' if managed else 'Unknown'}")
+            say(f"\t\tInternal iscsid Session State: {internal}")
         if flags & TIMEOUTS:
             say("\t\t*********\n\t\tTimeouts:\n\t\t*********")
             say(f"\t\tRecovery Timeout: {_attr('iscsi_session', sess, 'recovery_tmo')}")
@@ -144,6 +149,27 @@ def _session_record(ctx, sessions) -> int:
     return 0
 
 
+def _new_session(ctx, s) -> int:
+    """`-m session -r SID --op new`: one more session like SID, from SID's node record (iscsiadm
+    rebuilds the record from the session with idbm_create_rec and logs it in "(multiple)")."""
+    iface = s.iface_name or "default"
+    nids = [n for n in ctx.db.find_nodes(s.target, s.address, s.port, iface) if n.tpgt in (s.tpgt, -1)]
+    if not nids:
+        ctx.error(f"no record for session {s.sid} [target: {s.target}, portal: {s.address},{s.port}, "
+                  f"iface: {iface}]")
+        return ExitCode.NO_OBJS_FOUND
+    return node_login(ctx, nids[:1], multiple=True)
+
+
+def _states(managed: str | None) -> tuple[str, str]:
+    """iscsiadm's "iSCSI Connection State" and "Internal iscsid Session State" for a daemon
+    state (usr/iscsi_sysfs.c conn state names; usr/initiator.h r_stage names)."""
+    return {"LOGGED_IN": ("LOGGED IN", "NO CHANGE"), "RECOVERING": ("TRANSPORT WAIT", "REOPEN"),
+            "FAILED": ("FAILED", "CLEANUP"), "LOGGING_OUT": ("IN LOGOUT", "NO CHANGE"),
+            "LOGGING_IN": ("IN LOGIN", "NO CHANGE")}.get(
+                managed, ("Unknown", "Unknown"))
+
+
 def session_mode(ctx) -> int:
     if ctx.op & OPS["new"] and ctx.sid is None:
         raise ctx.fail("session mode: Operation 'new' only allowed with specific session IDs")
@@ -159,6 +185,8 @@ def session_mode(ctx) -> int:
         else:
             ctx.error(msg.NO_ACTIVE_SESSIONS)
         return ExitCode.NO_OBJS_FOUND
+    if ctx.op & OPS["new"]:
+        return _new_session(ctx, sessions[0])
     if ctx.logout:
         return _logout(ctx, sessions)
     if ctx.stats:
@@ -171,7 +199,7 @@ def session_mode(ctx) -> int:
         return _session_record(ctx, sessions)
     if ctx.json:
         import json
-        ctx.say(json.dumps([{"sid": s.sid, "transport": "tcp", "target": s.target, "address": s.address,
+        ctx.say(json.dumps([{"sid": s.sid, "transport": s.transport, "target": s.target, "address": s.address,
                              "port": s.port, "tpgt": s.tpgt, "state": s.state, "host": s.host_no,
                              "disks": [l.block for l in s.luns if l.block]} for s in sessions], indent=2))
         return 0
@@ -179,7 +207,7 @@ def session_mode(ctx) -> int:
     if level == 0:
         for s in sorted(sessions, key=lambda x: x.sid):
             flash = "(flash)" if s.creator == FLASH_CREATOR else "(non-flash)"
-            ctx.say(f"tcp: [{s.sid}] {_bracket(s.address or '')}:{s.port},{s.tpgt} {s.target} {flash}")
+            ctx.say(f"{s.transport}: [{s.sid}] {_bracket(s.address or '')}:{s.port},{s.tpgt} {s.target} {flash}")
         return 0
     _print_tree(ctx, sessions, level)
     return 0

@@ -1,0 +1,317 @@
+"""Issue 16's proofs, in one guest process: iSER through soft-RoCE end to end.
+
+The guest has soft-RoCE up (lab/soft_roce.py: rxe on a guest-only veth pair,
+the target side at 192.0.2.2). The target is built with iscsikit-target (iser
+enabled on its portal through the shell, saved and restored); iscsikitd and
+iscsikit-adm discover over TCP and log in over iser; then Debian's open-iscsi
+does the same (never both daemons at once). The last stdout line is the JSON
+report the test checks.
+"""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import lio  # noqa: E402
+
+from iscsikit.initiator.client import Client, MgmtError  # noqa: E402
+from iscsikit.kernel.sysfs import Sysfs  # noqa: E402
+from iscsikit.lab import soft_roce  # noqa: E402
+
+BIN = os.path.dirname(sys.executable)
+DEBIAN_ADM = "/usr/sbin/iscsiadm"      # open-iscsi 2.1.8, the reference
+IQN = "iqn.2026-11.org.iscsikit.test:iser"
+IQN_TCP_ONLY = "iqn.2026-11.org.iscsikit.test:tcponly"
+ADDR = soft_roce.TARGET_ADDRESS
+USER, SECRET = "iseruser", "iser-secret-1234"
+SOCK = "/run/iscsikit/iser.sock"
+DB = "/tmp/iser-db"
+BACKING = "/tmp/iser-lun.img"
+SAVE = "/tmp/iser-saveconfig.json"
+ENV = {**os.environ, "ISCSIKIT_SOCKET": SOCK, "ISCSIKIT_DB_ROOT": DB, "NO_COLOR": "1"}
+os.environ.update(ISCSIKIT_SOCKET=SOCK)
+sysfs = Sysfs()
+out = {}
+
+
+def run(argv, timeout=120, env=ENV):
+    t0 = time.monotonic()
+    p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+    return {"rc": p.returncode, "out": p.stdout, "err": p.stderr, "s": round(time.monotonic() - t0, 3)}
+
+
+def tgt(*lines):
+    """iscsikit-target with `lines` piped on stdin: one process for many commands (TCG)."""
+    t0 = time.monotonic()
+    p = subprocess.run([os.path.join(BIN, "iscsikit-target"), "--save-file", SAVE], input="\n".join(lines) + "\n",
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    if p.returncode != 0:
+        raise SystemExit(f"iscsikit-target: {p.stderr}{p.stdout}")
+    return {"out": p.stdout, "s": round(time.monotonic() - t0, 3)}
+
+
+def adm(*args, timeout=120):
+    # the forwarding iscsiadm (C): the CLI runs in the warm daemon
+    return run([os.path.join(BIN, "iscsiadm"), *args], timeout=timeout)
+
+
+def leftovers():
+    """What the kernel still has: sessions, connections, iSCSI hosts, endpoints."""
+    def ls(kind):
+        try:
+            return sorted(os.listdir(f"/sys/class/{kind}"))
+        except OSError:
+            return []
+    return {k: ls(k) for k in ("iscsi_session", "iscsi_connection", "iscsi_host", "iscsi_endpoint")}
+
+
+def iser_flag(port):
+    return open(f"/sys/kernel/config/target/iscsi/{IQN}/tpgt_1/np/0.0.0.0:{port}/iser").read().strip()
+
+
+def build_target():
+    with open(BACKING, "wb") as f:
+        f.truncate(64 << 20)
+    tpg = f"/iscsi/{IQN}/tpg1"
+    built = tgt(
+        f"/backstores/fileio create iserlun {BACKING} 64M write_back=false",
+        f"/iscsi create {IQN}",
+        f"{tpg}/luns create /backstores/fileio/iserlun",
+        f"{tpg} set attribute authentication=1 generate_node_acls=1 demo_mode_write_protect=0 cache_dynamic_acls=1",
+        f"{tpg} set auth userid={USER} password={SECRET}",
+        f"{tpg}/portals/0.0.0.0:3260 enable_iser true",
+        # a target with a TCP portal only: ep_connect there finds no iSER listener
+        f"/iscsi create {IQN_TCP_ONLY}",
+        f"/iscsi/{IQN_TCP_ONLY}/tpg1/portals delete 0.0.0.0 3260",
+        f"/iscsi/{IQN_TCP_ONLY}/tpg1/portals create 0.0.0.0 3261",
+        "saveconfig",
+        f"{tpg}/portals ls")
+    saved = json.load(open(SAVE))
+    portals = {t["wwn"]: [p for tp in t["tpgs"] for p in tp["portals"]] for t in saved["targets"]}
+    out["target"] = {"iser_configfs": iser_flag(3260), "saved_portals": portals, "ls": built["out"],
+                     "build_s": built["s"]}
+    # the saved file makes the same tree again: clear, restore, and iser is on in the kernel
+    again = tgt("clearconfig confirm=true", "ls /iscsi", f"restoreconfig {SAVE}")["out"]
+    out["target"].update(cleared_gone="[Targets: 0]" in again, restored_iser_configfs=iser_flag(3260))
+
+
+def start_daemon():
+    log = open("/tmp/iscsikitd-iser.log", "wb")
+    p = subprocess.Popen([os.path.join(BIN, "iscsikitd"), "--socket", SOCK, "--log-level", "debug"],
+                         stdout=log, stderr=log, env=ENV)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        try:
+            Client(timeout=5).version()
+            return p
+        except MgmtError:
+            time.sleep(0.1)
+    raise SystemExit("iscsikitd did not come up: " + open("/tmp/iscsikitd-iser.log").read())
+
+
+def set_chap(tool, target, portal, iface, secret, env=ENV):
+    for key, value in (("node.session.auth.authmethod", "CHAP"), ("node.session.auth.username", USER),
+                       ("node.session.auth.password", secret)):
+        r = run([tool, "-m", "node", "-T", target, "-p", portal, "-I", iface, "-o", "update", "-n", key,
+                 "-v", value], env=env)
+        assert r["rc"] == 0, r
+
+
+def new_node(tool, target, portal, iface, env=ENV):
+    r = run([tool, "-m", "node", "-T", target, "-p", portal, "-I", iface, "-o", "new"], env=env)
+    assert r["rc"] == 0, r
+
+
+class Writer(threading.Thread):
+    """Checksummed sequential O_DIRECT writes (each 64 KiB block carries its number and a
+    digest), over and over across the disk until stopped; then every block written is verified."""
+
+    BLOCK = 64 << 10
+
+    def __init__(self, dev, blocks):
+        super().__init__(daemon=True)
+        self.dev, self.blocks = dev, blocks
+        self.stop = threading.Event()
+        self.errors, self.written, self.last = 0, {}, {}
+        self.max_stall = 0.0
+
+    def run(self):
+        import hashlib
+        import mmap
+        buf = mmap.mmap(-1, self.BLOCK)
+        fd = os.open(self.dev, os.O_RDWR | os.O_DIRECT)
+        rng = random.Random(7)
+        n = 0
+        try:
+            while not self.stop.is_set():
+                i = n % self.blocks
+                data = rng.randbytes(self.BLOCK)
+                buf.seek(0)
+                buf.write(data)
+                t0 = time.monotonic()
+                try:
+                    os.pwritev(fd, [buf], i * self.BLOCK)
+                    self.written[i] = hashlib.sha256(data).hexdigest()
+                except OSError:
+                    self.errors += 1
+                self.max_stall = max(self.max_stall, time.monotonic() - t0)
+                n += 1
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.count = n
+
+    def verify(self):
+        import hashlib
+        import mmap
+        buf = mmap.mmap(-1, self.BLOCK)
+        fd = os.open(self.dev, os.O_RDONLY | os.O_DIRECT)
+        bad = 0
+        try:
+            for i, digest in self.written.items():
+                os.preadv(fd, [buf], i * self.BLOCK)
+                bad += hashlib.sha256(buf[:]).hexdigest() != digest
+        finally:
+            os.close(fd)
+        return bad
+
+
+def outage(sid, disk, kind, enable_path, seconds=10, wait=60):
+    """A checksummed writer on the disk while the path is cut for `seconds`; what it saw."""
+    w = Writer(f"/dev/{disk}", blocks=256)
+    w.start()
+    time.sleep(2)
+    client = Client(timeout=5)
+    link = soft_roce.Link()
+
+    def cut(on):
+        if kind == "tpg":
+            with open(enable_path, "w") as f:
+                f.write("0" if on else "1")
+        else:
+            subprocess.run(link.down_command() if on else link.up_command(), shell=True, check=True)
+    cut(True)
+    time.sleep(seconds)
+    t_back = time.monotonic()
+    cut(False)
+    def logged_in():
+        managed = {s["sid"]: s["state"] for s in client.sessions()}.get(sid)
+        return managed == "LOGGED_IN" and getattr(sysfs.session(sid, luns=False), "state", "") == "LOGGED_IN"
+    up = lio.until(logged_in, wait, 0.2)
+    back_s = round(time.monotonic() - t_back, 1)
+    n0 = len(w.written)
+    lio.until(lambda: len(w.written) > n0 + 16, 20)   # the writer runs again after the recovery
+    w.stop.set()
+    w.join(120)
+    return {"recovered": bool(up), "recovered_after_s": back_s, "io_errors": w.errors,
+            "verify_errors": w.verify() if up else None, "writes": w.count,
+            "max_stall_s": round(w.max_stall, 1), "eps": leftovers()["iscsi_endpoint"]}
+
+
+def ours():
+    portal = f"{ADDR}:3260"
+    disc = adm("-m", "discovery", "-t", "st", "-p", ADDR, "-I", "iser")
+    out["discovery"] = disc
+    set_chap(os.path.join(BIN, "iscsiadm"), IQN, portal, "iser", SECRET)
+    # 3. failures unwind: wrong CHAP, no route, no iSER listener
+    set_chap(os.path.join(BIN, "iscsiadm"), IQN, portal, "iser", "wrong-secret-999")
+    r = adm("-m", "node", "-T", IQN, "-p", portal, "-I", "iser", "--login")
+    out["wrong_chap"] = {"rc": r["rc"], "err": r["err"], "left": leftovers()}
+    set_chap(os.path.join(BIN, "iscsiadm"), IQN, portal, "iser", SECRET)
+    new_node(os.path.join(BIN, "iscsiadm"), IQN, "198.51.100.77:3260", "iser")
+    r = adm("-m", "node", "-T", IQN, "-p", "198.51.100.77:3260", "-I", "iser", "--login")
+    out["no_route"] = {"rc": r["rc"], "err": r["err"], "s": r["s"], "left": leftovers()}
+    new_node(os.path.join(BIN, "iscsiadm"), IQN_TCP_ONLY, f"{ADDR}:3261", "iser")
+    r = adm("-m", "node", "-T", IQN_TCP_ONLY, "-p", f"{ADDR}:3261", "-I", "iser", "--login")
+    out["no_iser_listener"] = {"rc": r["rc"], "err": r["err"], "s": r["s"], "left": leftovers()}
+
+    # 1. login over iser → a disk
+    r = adm("-m", "node", "-T", IQN, "-p", portal, "-I", "iser", "--login")
+    out["login"] = r
+    sid = next(iter(sysfs.session_ids()), None)
+    out["sid"] = sid
+    disk = lio.wait_disk(sysfs, sid) if sid is not None else None
+    out["disk"] = disk
+    out["during"] = leftovers()
+    out["ours_p3"] = adm("-m", "session", "-P", "3")["out"]
+    out["ours_p0"] = adm("-m", "session")["out"]
+    out["debian_on_ours_p3"] = run([DEBIAN_ADM, "-m", "session", "-P", "3"])["out"]
+    out["negotiated"] = {a: open(f"/sys/class/iscsi_connection/connection{sid}:0/{a}").read().strip()
+                         for a in ("max_recv_dlength", "max_xmit_dlength", "header_digest", "data_digest")}
+    out["io"] = lio.verified_io(f"/dev/{disk}", BACKING) if disk else None
+
+    # 2. recovery under a checksummed writer: the target's portal group disabled for 10 s
+    # (LIO drops the connection, refuses logins meanwhile: our daemon stops, disconnects the
+    # endpoint and reconnects a new one until the target is back)
+    out["recovery"] = outage(sid, disk, "tpg", f"/sys/kernel/config/target/iscsi/{IQN}/tpgt_1/enable")
+    if os.environ.get("ISER_LINK_CUT"):
+        # the rxe link itself down 10 s: recorded, not asserted (see the test's docstring)
+        out["link_cut"] = outage(sid, disk, "link", None, wait=40)
+
+    # logout → disk, session, endpoint gone
+    r = adm("-m", "node", "-T", IQN, "-p", portal, "-I", "iser", "--logout")
+    out["logout"] = {"rc": r["rc"], "out": r["out"], "err": r["err"],
+                     "disk_gone": lio.until(lambda: not os.path.exists(f"/dev/{disk}"), 10), "left": leftovers()}
+
+
+def debian():
+    """Debian's open-iscsi over iser to the same target (its own database, the same initiator name)."""
+    os.makedirs("/run/lock/iscsi", exist_ok=True)
+    env = dict(os.environ)
+    # iscsid signals its own process group on exit: its own session, not ours
+    iscsid = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL,
+                              stderr=open("/tmp/iscsid-iser.log", "wb"), start_new_session=True)
+    try:
+        time.sleep(1)
+        run([DEBIAN_ADM, "-m", "discovery", "-t", "st", "-p", ADDR, "-I", "iser"], env=env)
+        set_chap(DEBIAN_ADM, IQN, f"{ADDR}:3260", "iser", SECRET, env=env)
+        r = run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", f"{ADDR}:3260", "-I", "iser", "--login"], env=env)
+        out["debian_login"] = r
+        sid = next(iter(sysfs.session_ids()), None)
+        lio.wait_disk(sysfs, sid)
+        out["debian_p3"] = run([DEBIAN_ADM, "-m", "session", "-P", "3"], env=env)["out"]
+        out["ours_on_debian_p3"] = adm("-m", "session", "-P", "3")["out"]
+        r = run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", f"{ADDR}:3260", "-I", "iser", "--logout"], env=env)
+        out["debian_logout"] = {"rc": r["rc"], "left": lio.until(lambda: not any(leftovers().values()) and leftovers(), 10)
+                                or leftovers()}
+        run([DEBIAN_ADM, "-m", "node", "-o", "delete"], env=env)
+    finally:
+        iscsid.terminate()
+        iscsid.wait(10)
+
+
+def main():
+    os.makedirs(DB, exist_ok=True)
+    os.makedirs("/etc/target", exist_ok=True)     # rtslib's dbroot (lio.clear at the end)
+    # the same initiator name for both initiators, so their -P 3 can be compared
+    with open("/etc/iscsi/initiatorname.iscsi") as f, open(os.path.join(DB, "initiatorname.iscsi"), "w") as g:
+        g.write(f.read())
+    build_target()
+    d = start_daemon()
+    try:
+        ours()
+    finally:
+        Client(timeout=10).stop()
+        d.wait(30)
+    out["daemon_log_has_secret"] = SECRET in open("/tmp/iscsikitd-iser.log").read()
+    debian()
+    lio.clear()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BaseException as e:  # the report says what broke, with the daemon's log
+        import traceback
+        out["error"] = traceback.format_exc()
+        try:
+            out["daemon_log"] = open("/tmp/iscsikitd-iser.log").read()[-6000:]
+        except OSError:
+            pass
+        print(json.dumps(out))

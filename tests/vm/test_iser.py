@@ -1,0 +1,104 @@
+"""Issue 16's proofs: iSER (ib_iser → ib_isert) over soft-RoCE, through the kernel endpoint path.
+
+One guest process runs the whole story (probes/iser_story.py); each test checks
+one part of its report. Would fail if: the endpoint path broke (no session, no
+disk), the wrong transport showed, I/O was lost across the link cut, a failed
+login left a session, host or endpoint behind, or our -P 3 drifted from open-iscsi's.
+"""
+
+import json
+import os
+import re
+
+import pytest
+
+IQN = "iqn.2026-11.org.iscsikit.test:iser"
+NOTHING = {"iscsi_session": [], "iscsi_connection": [], "iscsi_host": [], "iscsi_endpoint": []}
+
+
+@pytest.fixture(scope="module")
+def story(soft_roce, run_probe):
+    res = run_probe("iser_story.py", timeout=600)
+    if os.environ.get("ISCSIKIT_ISER_REPORT"):      # the whole report, for a reader
+        with open(os.environ["ISCSIKIT_ISER_REPORT"], "w") as f:
+            json.dump(res, f, indent=1)
+    assert "error" not in res, res.get("error", "") + res.get("daemon_log", "")
+    return res
+
+
+def test_target_shell_enables_iser_on_the_portal_saves_and_restores_it(story):
+    t = story["target"]
+    assert t["iser_configfs"] == "1" and t["restored_iser_configfs"] == "1" and t["cleared_gone"]
+    assert t["saved_portals"][IQN] == [{"ip_address": "0.0.0.0", "port": 3260, "iser": True, "offload": False}]
+    assert "iser" in t["ls"]
+
+
+def test_discovery_with_iser_iface_over_tcp(story):
+    d = story["discovery"]
+    assert d["rc"] == 0, d
+    assert f"192.0.2.2:3260,1 {IQN}" in d["out"]
+
+
+def test_login_over_iser_gives_a_disk_that_keeps_data(story):
+    assert story["login"]["rc"] == 0, story["login"]
+    assert "Login to [iface: iser, target: " + IQN in story["login"]["out"]
+    assert story["disk"] and story["disk"].startswith("sd")
+    assert len(story["during"]["iscsi_endpoint"]) == 1
+    io = story["io"]
+    assert io["written"] == 32 << 20 and io["bad_dev"] == 0 and io["bad_file"] == 0 and io["blocks"] > 300
+
+
+def test_session_shows_transport_iser_and_debian_agrees(story):
+    assert story["ours_p0"].startswith(f"iser: [{story['sid']}] 192.0.2.2:3260,1 {IQN}")
+    assert "\t\tIface Transport: iser" in story["ours_p3"]
+    assert "\t\tIface Transport: iser" in story["debian_on_ours_p3"]
+    assert "\t\tIface Name: iser" in story["debian_on_ours_p3"]
+    # ib_iser has no digests (caps 0x89): none offered, none on; its conn keeps 128 (ISER_RECV_DATA_SEG_LEN)
+    n = story["negotiated"]
+    assert (n["header_digest"], n["data_digest"], n["max_recv_dlength"]) == ("0", "0", "128")
+    assert n["max_xmit_dlength"] == "8192"     # min(our TargetRecvDataSegmentLength, LIO's)
+
+
+def test_recovery_over_iser_under_a_writer_loses_nothing(story):
+    """The target's TPG disabled for 10 s under a checksummed writer: the daemon stops the
+    connection, lets the dead endpoint go, reconnects a new one and logs in again.
+
+    Not this test: the rxe link itself down for 10 s. In the lab's 6.1 kernel neither
+    Debian's open-iscsi nor iscsikit gets a session back after that (the new RDMA
+    connections time out after the ports come back; open-iscsi's session hits its 120 s
+    recovery timeout): recorded in bench/results/iser.md with ISER_LINK_CUT=1."""
+    rc = story["recovery"]
+    assert rc["recovered"], rc
+    assert rc["io_errors"] == 0 and rc["verify_errors"] == 0, rc
+    assert rc["max_stall_s"] >= 8        # the writer really waited through the outage
+    assert len(rc["eps"]) == 1           # the dead endpoint was let go, the new one is the only one
+
+
+def test_logout_removes_disk_session_and_endpoint(story):
+    lo = story["logout"]
+    assert lo["rc"] == 0, lo
+    assert lo["disk_gone"] and lo["left"] == NOTHING
+
+
+@pytest.mark.parametrize("case,codes", [
+    # 24 when the target's refusal arrives; ib_isert sometimes tears the RDMA connection down
+    # before its Login Response is delivered (seen in 3 of 6 runs): then the login ends on the
+    # connection error at once (4), not at its timeout (11)
+    ("wrong_chap", (24, 4)), ("no_route", (4,)), ("no_iser_listener", (4,))])
+def test_failed_login_unwinds_to_nothing(story, case, codes):
+    r = story[case]
+    assert r["rc"] in codes, r
+    assert r["left"] == NOTHING, r
+
+
+def test_debian_open_iscsi_over_iser_matches_our_session_tree(story):
+    assert story["debian_login"]["rc"] == 0, story["debian_login"]
+    assert story["debian_logout"]["rc"] == 0 and story["debian_logout"]["left"] == NOTHING
+
+    def modulo_sid(text):
+        return re.sub(r"SID: \d+", "SID: N", re.sub(r"scsi\d+ |Host Number: \d+|disk sd\w+", "", text))
+    assert modulo_sid(story["ours_p3"]) == modulo_sid(story["debian_p3"])
+
+
+def test_no_chap_secret_in_the_daemon_log(story):
+    assert story["daemon_log_has_secret"] is False

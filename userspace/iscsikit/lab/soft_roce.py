@@ -1,0 +1,81 @@
+"""Soft-RoCE in the guest: rdma_rxe on a veth pair that exists only there, for iSER.
+
+Debian's 6.1 kernel ships rdma_rxe, ib_iser and ib_isert as modules, and
+iproute2 (Debian 12: 6.1) has the `rdma` command that makes an rxe device on a
+netdev (`rdma link add NAME type rxe netdev DEV`; the rdma_rxe module's old
+`add` parameter is gone in 6.1). The pair carries 192.0.2.1 and 192.0.2.2
+(RFC 5737 documentation addresses); both ends stay in the guest. An initiator
+connects to TARGET_ADDRESS; taking `TARGET_NETDEV` down cuts the RDMA path
+(both rxe ports go down with the veth pair) without touching anything else.
+
+    with Guest() as g:
+        link = soft_roce.up(g)          # LabError, one line, when the kernel lacks a module
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from .errors import LabError
+
+MODULES = ("rdma_rxe", "ib_iser", "ib_isert", "veth")
+INITIATOR_NETDEV, TARGET_NETDEV = "isr0", "isr1"
+INITIATOR_ADDRESS, TARGET_ADDRESS = "192.0.2.1", "192.0.2.2"
+PREFIX = 24
+
+
+@dataclass(frozen=True)
+class Link:
+    initiator_netdev: str = INITIATOR_NETDEV
+    target_netdev: str = TARGET_NETDEV
+    initiator_address: str = INITIATOR_ADDRESS
+    target_address: str = TARGET_ADDRESS
+
+    def down_command(self) -> str:
+        return f"ip link set {self.target_netdev} down"
+
+    def up_command(self) -> str:
+        return f"ip link set {self.target_netdev} up"
+
+
+def _script(link: Link) -> str:
+    q = shlex.quote
+    return f"""
+set -e
+for m in {' '.join(MODULES)}; do
+  modprobe "$m" 2>/dev/null || {{ echo "missing-module $m"; exit 3; }}
+done
+command -v rdma >/dev/null || {{ echo "missing-rdma"; exit 4; }}
+ip link set lo up
+if ! ip link show {q(link.initiator_netdev)} >/dev/null 2>&1; then
+  ip link add {q(link.initiator_netdev)} type veth peer name {q(link.target_netdev)}
+  ip addr add {link.initiator_address}/{PREFIX} dev {q(link.initiator_netdev)}
+  ip addr add {link.target_address}/{PREFIX} dev {q(link.target_netdev)}
+fi
+ip link set {q(link.initiator_netdev)} up
+ip link set {q(link.target_netdev)} up
+for dev in {q(link.initiator_netdev)} {q(link.target_netdev)}; do
+  rdma link show | grep -q "netdev $dev\\b" || rdma link add "rxe_$dev" type rxe netdev "$dev"
+done
+rdma link show
+"""
+
+
+def up(guest, link: Link = Link()) -> Link:
+    """Bring soft-RoCE up in `guest` (idempotent); LabError naming the cause when it cannot."""
+    r = guest.run(_script(link), timeout=120)
+    out = r.out
+    if r.rc == 3:
+        module = out.split("missing-module", 1)[1].split()[0]
+        raise LabError(f"soft-RoCE: the guest kernel has no {module} module "
+                       f"(iSER in the lab needs {', '.join(MODULES)}; Debian's 6.1 image has them: --kernel debian)")
+    if r.rc == 4:
+        raise LabError("soft-RoCE: no `rdma` command (iproute2's): install iproute2 (bash .ci/setup)")
+    if r.rc != 0:
+        raise LabError(f"soft-RoCE: setting up rxe on {link.initiator_netdev}/{link.target_netdev} failed: "
+                       f"{(r.err or out).strip().splitlines()[-1:]}")
+    for dev in (link.initiator_netdev, link.target_netdev):
+        if f"netdev {dev}" not in out:
+            raise LabError(f"soft-RoCE: no rxe device on {dev} after `rdma link add` ({out.strip()!r})")
+    return link
