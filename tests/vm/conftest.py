@@ -38,13 +38,16 @@ def run_probe(guest):
     return run
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def soft_roce(guest):
-    """Soft-RoCE up in the shared guest (rxe on a guest-only veth pair, 192.0.2.0/24);
+    """Soft-RoCE up in the shared guest (rxe on a guest-only veth pair, 192.0.2.0/24) for one
+    test module, and down after it: the multipath story routes 192.0.2.0/24 its own way;
     the test fails with lab/soft_roce.py's one line when the kernel lacks a module."""
     from iscsikit.lab import soft_roce as sr
     from iscsikit.lab.errors import LabError
     try:
-        return sr.up(guest)
+        link = sr.up(guest)
     except LabError as e:
         pytest.fail(str(e))
+    yield link
+    sr.down(guest, link)

@@ -48,6 +48,12 @@ from iscsikit.kernel.sysfs import Sysfs  # noqa: E402
 P = "iqn.2026-11.org.iscsikit.test:auto-"
 NODES = {"bound": ("ifdummy", "automatic"), "manual": ("ifdummy", "manual"),
          "other": ("ifother", "automatic"), "unbound": ("default", "automatic")}
+# An iface bound to dummy0 really binds (SO_BINDTODEVICE): its nodes reach the target at
+# dummy0's own address (a local address, so the kernel carries it over loopback), on a
+# second portal that listens on every address; the others use 127.0.0.1 as before.
+DUMMY_ADDRESS, DUMMY_PORT = "192.0.2.50", 3261
+PORTALS = {name: f"{DUMMY_ADDRESS}:{DUMMY_PORT}" if iface == "ifdummy" else "127.0.0.1"
+           for name, (iface, _startup) in NODES.items()}
 out = {}
 sysfs = Sysfs()
 
@@ -122,8 +128,12 @@ lio.clear()
 daemon = udevd = None
 try:
     # 1. four targets, saved and restored through the target unit's ExecStart
+    from rtslib import NetworkPortal, RTSRoot
     for name in NODES:
         lio.target(P + name, f"/var/tmp/lio/auto-{name}.img", size=8 << 20)
+    for t in RTSRoot().targets:
+        if t.wwn[len(P):] in NODES and PORTALS[t.wwn[len(P):]] != "127.0.0.1":
+            NetworkPortal(next(t.tpgs), "0.0.0.0", DUMMY_PORT)
     from iscsikit.target.manager import Manager
     Manager(save_file=str(SAVE)).save()       # what `iscsikit-target saveconfig` calls, minus a TCG start-up
     lio.clear()
@@ -139,8 +149,8 @@ try:
     a("-m", "iface", "-I", "ifother", "-o", "new")
     a("-m", "iface", "-I", "ifother", "-o", "update", "-n", "iface.net_ifacename", "-v", "veth7")
     for name, (iface, startup) in NODES.items():
-        a("-m", "node", "-T", P + name, "-p", "127.0.0.1", "-I", iface, "-o", "new")
-        a("-m", "node", "-T", P + name, "-p", "127.0.0.1", "-I", iface, "-o", "update",
+        a("-m", "node", "-T", P + name, "-p", PORTALS[name], "-I", iface, "-o", "new")
+        a("-m", "node", "-T", P + name, "-p", PORTALS[name], "-I", iface, "-o", "update",
           "-n", "node.startup", "-v", startup)
 
     dlog = open(SCRATCH / "iscsikitd.log", "wb")
@@ -155,6 +165,7 @@ try:
     # 2. the interface appears down: the unit waits; it comes up: the bound and unbound automatic nodes log in
     t0 = time.monotonic()
     subprocess.run(["ip", "link", "add", "dummy0", "type", "dummy"], check=True)
+    subprocess.run(["ip", "addr", "add", f"{DUMMY_ADDRESS}/32", "dev", "dummy0"], check=True)
     subprocess.run(["udevadm", "settle", "-t", "30"])
     out["settle_seconds"] = round(time.monotonic() - t0, 1)
     wait(lambda: LOG.exists() and "start dummy0" in LOG.read_text(), 10)
@@ -188,7 +199,7 @@ try:
     out["exits_4"] = exits()
 
     # 5. the login unit: ExecStop logs out the automatic nodes only, ExecStart logs in all of them
-    a("-m", "node", "-T", P + "manual", "-p", "127.0.0.1", "--login")
+    a("-m", "node", "-T", P + "manual", "-p", PORTALS["manual"], "--login")
     out["login_stop"] = run(unit_exec("iscsikit-login.service", "ExecStop"))
     out["after_login_stop"] = sessions()
     out["login_start"] = run(unit_exec("iscsikit-login.service", "ExecStart"))

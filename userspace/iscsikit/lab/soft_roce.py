@@ -79,3 +79,13 @@ def up(guest, link: Link = Link()) -> Link:
         if f"netdev {dev}" not in out:
             raise LabError(f"soft-RoCE: no rxe device on {dev} after `rdma link add` ({out.strip()!r})")
     return link
+
+
+def down(guest, link: Link = Link()) -> None:
+    """Remove what up() made (the rxe devices and the veth pair), so later tests in the same
+    guest that use the documentation ranges do not find its addresses and routes there."""
+    guest.run(f"rdma link delete rxe_{shlex.quote(link.initiator_netdev)} 2>/dev/null; "
+              f"rdma link delete rxe_{shlex.quote(link.target_netdev)} 2>/dev/null; "
+              f"ip link delete {shlex.quote(link.initiator_netdev)} 2>/dev/null; "
+              # ib_isert holds iscsi_target_mod, which other tests unload and load again
+              "modprobe -r ib_isert ib_iser rdma_rxe 2>/dev/null; true", timeout=60)
