@@ -55,9 +55,11 @@ CMDLINE_MAX = 2048
 # where Guest.journal() keeps its place in the guest's journal
 JOURNAL_CURSOR = "/run/iscsikit-lab-journal.cursor"
 # masked in a systemd guest besides the host's own services: a console login, and boot
-# bookkeeping that costs seconds under TCG and that no test reads
+# bookkeeping that costs seconds under TCG and that no test reads; and tmp.mount (a tmpfs
+# on /tmp where the distribution enables it): the guest's /tmp is the host's, as under the shell
+# init, so that a checkout or pytest folder under /tmp stays visible (initramfs.COVERED)
 LAB_MASKED = ("console-getty.service", "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount",
-              "systemd-update-utmp.service", "systemd-update-utmp-runlevel.service")
+              "systemd-update-utmp.service", "systemd-update-utmp-runlevel.service", "tmp.mount")
 
 
 def host_enabled_services(root: Path = Path("/etc/systemd/system")) -> list[str]:
@@ -163,11 +165,13 @@ class Guest:
             masks = ",".join([*host_enabled_services(), *LAB_MASKED])
             systemd = ["ik.init=systemd", "systemd.unit=multi-user.target", "systemd.journald.forward_to_console=1",
                        f"ik.mask={masks}"]
+        agent = Path(agent_module.__file__).resolve()
+        self._check_visible(agent)
         append = " ".join([
             "console=ttyS0", "quiet", "panic=-1", "mitigations=off",
             f"ik.modules={kernel.modules}",
             f"ik.python={sys.executable}",
-            f"ik.agent={Path(agent_module.__file__).resolve()}",
+            f"ik.agent={agent}",
             *( [f"ik.share={self.share}"] if self.share else [] ),
             *systemd,
             self.extra_append,
@@ -194,6 +198,17 @@ class Guest:
         if self.share:
             argv += ["-virtfs", f"local,path={self.share},mount_tag={initramfs.SHARE_TAG},security_model=none,multidevs=remap"]
         return argv
+
+    @staticmethod
+    def _check_visible(agent: Path) -> None:
+        """Refuse, before booting, a Python or agent the guest would not see: one under a
+        folder where the guest's /init mounts a filesystem of its own (initramfs.COVERED)."""
+        for what, path in (("the Python", sys.executable), ("the Python", os.path.realpath(sys.executable)),
+                           ("the lab agent", str(agent))):
+            top = initramfs.covered(path)
+            if top is not None:
+                raise LabError(f"{what} {path} lies under {top}, which the guest mounts a filesystem of its own over",
+                               f"run the lab from a checkout and a Python outside {', '.join(initramfs.COVERED)}")
 
     def start(self) -> None:
         if shutil.which(self.qemu) is None:
@@ -277,6 +292,9 @@ class Guest:
                 continue
             if self._proc.poll() is not None:
                 raise self._failure(f"the guest stopped (QEMU exit {self._proc.returncode}) before its agent answered")
+            failed = self._agent_unit_failed()
+            if failed:
+                raise self._failure(f"the guest's {initramfs.AGENT_UNIT} failed: {failed}")
             if time.monotonic() - t0 > self.boot_timeout:
                 raise self._failure(f"the guest's agent did not answer within {self.boot_timeout:.0f} s "
                                     f"(kernel {self.kernel.version}, accel {self.accel_used})")
@@ -295,6 +313,20 @@ class Guest:
                                         "before its agent answered")
                 raise self._failure(f"the agent socket broke during boot ({why})")
             self._buf += chunk
+
+    def _agent_unit_failed(self) -> str:
+        """Under systemd, the console's line saying the agent's unit could not start (its
+        journal is forwarded there), so that the boot fails at once, not after boot_timeout."""
+        if self.init != "systemd":
+            return ""
+        try:
+            text = (self._workdir / "console.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        if f"{initramfs.AGENT_UNIT}: Failed with result" not in text:
+            return ""
+        lines = [l.strip() for l in text.splitlines() if initramfs.AGENT_UNIT in l and "Started" not in l]
+        return " / ".join(lines[:3])
 
     def _read_replies(self) -> None:
         self._sock.settimeout(None)

@@ -28,9 +28,17 @@ from .kernel import Kernel
 BOOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay", "virtio_console")
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
+# Where /init mounts a filesystem of its own over the host's root (besides the guest kernel's
+# /lib/modules/<version>): what the guest runs from the host (its Python, the agent, a
+# checkout and its venv) must lie elsewhere, or the guest cannot see it. guest.py refuses such
+# a path; tests/unit/test_lab_initramfs.py keeps this list and the script's mounts equal.
+COVERED = ("/proc", "/sys", "/dev", "/run")
+
 # Tags QEMU's -virtfs exports go under; guest.py and /init must agree.
 ROOT_TAG = "ikroot"
 SHARE_TAG = "ikshare"
+# the agent's unit under ik.init=systemd (only in the guest's overlay; guest.py reads its failure)
+AGENT_UNIT = "iscsikit-lab-agent.service"
 
 INIT = r"""#!/bin/sh
 # iscsikit lab /init: host root over 9p, tmpfs overlay, then the agent.
@@ -58,9 +66,12 @@ mount -t overlay -o lowerdir=/lower,upperdir=/up/u,workdir=/up/w overlay /newroo
 mkdir -p "/newroot/lib/modules/$kver" /up/mu /up/mw
 mount -t overlay -o "lowerdir=/lower$hostmods,upperdir=/up/mu,workdir=/up/mw" overlay "/newroot/lib/modules/$kver" || die "cannot lay the guest modules from $hostmods"
 if [ "$init" = systemd ]; then
-  # systemd-tmpfiles --boot --remove empties /tmp and /var/tmp: on the overlay that is a
-  # whiteout for every file the host has there (minutes under TCG); the guest's own are empty
-  mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp && mount -t tmpfs -o mode=1777 tmpfs /newroot/var/tmp || die "cannot mount /tmp"
+  # systemd-tmpfiles --boot --remove empties /tmp (tmpfiles.d/tmp.conf's "D /tmp"): on the
+  # overlay that is a whiteout for every file the host has there (minutes under TCG), and it
+  # would hide what the guest runs from the host when that lives under /tmp (a checkout, its
+  # venv, pytest's folders). /tmp stays the host's, as under the shell init: the rule is
+  # switched off in the overlay's /etc (no tmpfs over /tmp either, see COVERED)
+  mkdir -p /newroot/etc/tmpfiles.d && ln -sf /dev/null /newroot/etc/tmpfiles.d/tmp.conf || die "cannot keep /tmp"
 fi
 if [ -n "$share" ]; then
   mkdir -p "/newroot$share"
@@ -93,13 +104,22 @@ if [ "$init" = systemd ]; then
   unset IFS
   printf '%s\n' '[Unit]' "Description=iscsikit lab agent: runs the host's commands" 'After=multi-user.target' \
     '[Service]' 'Environment=HOME=/root LANG=C.UTF-8' "ExecStart=$python -I -S $agent" \
-    > "$units/iscsikit-lab-agent.service"
-  ln -sf ../iscsikit-lab-agent.service "$units/multi-user.target.wants/iscsikit-lab-agent.service"
+    > "$units/@AGENT_UNIT@"
+  ln -sf ../@AGENT_UNIT@ "$units/multi-user.target.wants/@AGENT_UNIT@"
   exec switch_root /newroot /lib/systemd/systemd
 fi
 # PID 1 stays a shell so that orphans are reaped; when the agent goes, the guest powers off.
 exec switch_root /newroot /bin/sh -c '"$0" -I -S "$1"; echo o > /proc/sysrq-trigger; sleep 60' "$python" "$agent"
-""".replace("@ROOT_TAG@", ROOT_TAG).replace("@SHARE_TAG@", SHARE_TAG)
+""".replace("@ROOT_TAG@", ROOT_TAG).replace("@SHARE_TAG@", SHARE_TAG).replace("@AGENT_UNIT@", AGENT_UNIT)
+
+
+def covered(path: str | os.PathLike) -> str | None:
+    """The mount point of COVERED under which `path` lies in the guest, or None."""
+    p = os.path.normpath(os.path.abspath(path))
+    for top in COVERED:
+        if p == top or p.startswith(top + "/"):
+            return top
+    return None
 
 
 def _busybox() -> str:
