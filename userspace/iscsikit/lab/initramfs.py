@@ -102,6 +102,12 @@ if [ "$init" = systemd ]; then
   IFS=,
   for u in $masks; do ln -sf /dev/null "$units/$u"; done
   unset IFS
+  # the generators make units from the host's /etc/fstab, init.d scripts, its databases' ...
+  # on every boot and daemon-reload (seconds each under TCG); the lab needs none of them
+  mkdir -p /newroot/etc/systemd/system-generators
+  for g in /newroot/lib/systemd/system-generators/* /newroot/usr/lib/systemd/system-generators/*; do
+    if [ -e "$g" ]; then ln -sf /dev/null "/newroot/etc/systemd/system-generators/${g##*/}"; fi
+  done
   printf '%s\n' '[Unit]' "Description=iscsikit lab agent: runs the host's commands" 'After=multi-user.target' \
     '[Service]' 'Environment=HOME=/root LANG=C.UTF-8' "ExecStart=$python -I -S $agent" \
     > "$units/@AGENT_UNIT@"
