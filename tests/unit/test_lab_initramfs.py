@@ -37,7 +37,7 @@ def test_every_mount_over_the_host_root_is_a_covered_folder():
 
 
 @pytest.mark.parametrize("path", ["/tmp/X/checkout/.venv/bin/python", "/var/tmp/ck/.venv/bin/python",
-                                  "/work/wt/.venv/bin/python"])
+                                  "/opt/ck/.venv/bin/python"])
 def test_a_checkout_anywhere_but_under_a_covered_folder_is_visible(path):
     assert initramfs.covered(path) is None
 
@@ -45,7 +45,7 @@ def test_a_checkout_anywhere_but_under_a_covered_folder_is_visible(path):
 def test_a_python_under_a_covered_folder_is_refused_before_boot(monkeypatch):
     monkeypatch.setattr(sys, "executable", "/run/venv/bin/python")
     with pytest.raises(LabError) as e:
-        Guest._check_visible(Path("/work/x/agent.py"))
+        Guest._check_visible(Path("/opt/ck/agent.py"))
     assert "/run/venv/bin/python lies under /run" in str(e.value)
     with pytest.raises(LabError):
         Guest._check_visible(Path("/dev/shm/agent.py"))
