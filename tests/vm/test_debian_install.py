@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -93,12 +94,18 @@ def host(tmp_path_factory):
     assert "updates/dkms/iscsikit_lio.ko:" in (farm / "modules.dep").read_text()
     # the share is a host folder the guest sees at the same path (the guest's /tmp is its own)
     with Guest(init="systemd", share=base) as g:
+        STEPS.append((g.guest_uptime, f"boot (uptime at the agent; {g.boot_seconds:.0f} s wall)"))
         yield g, debs
+
+
+# guest seconds per step (printed at the end, `pytest -rP` shows them): where the test's time goes
+STEPS: list[tuple[float, str]] = []
 
 
 def sh(g: Guest, script: str, timeout: float = 300, ok=(0,)) -> str:
     # no tty: debconf's dialog and readline frontends would only fail and fall back (seconds each)
     r = g.run(script, timeout=timeout, env={"DEBIAN_FRONTEND": "noninteractive"})
+    STEPS.append((r.seconds, " ".join(script.split())[:60]))
     if r.rc not in ok or r.timed_out:
         pytest.fail(f"rc {r.rc} (timed out: {r.timed_out}) of:\n{script}\n--- stdout\n{r.out[-3000:]}\n"
                     f"--- stderr\n{r.err[-3000:]}\n--- journal\n{g.journal()[-4000:]}")
@@ -219,7 +226,10 @@ EOF
     sh(g, f"for i in $(seq 100); do iscsiadm -m session 2>/dev/null | grep -q {AUTO} && exit 0; sleep 0.3; done; exit 1")
     # PID 1's own status lines are coloured; the journal's lines come through journald, which can
     # only make a line show up later than it happened, never earlier
+    t0 = time.monotonic()
     console = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", g.shutdown())
+    STEPS.append((time.monotonic() - t0, "poweroff (wall)"))
+    print("\n".join(f"{sec:7.1f} s  {what}" for sec, what in STEPS))
     logout = console.rfind("Logout of [sid:")   # the last one: the shutdown's
     # the first network target to go (the lab has no network service, so network.target may
     # never have been started; network-online.target was, by iscsikit-login's Wants=)
