@@ -331,12 +331,20 @@ _LOGIN_KEYS = {
     "logout_timeout": "node.conn[0].timeo.logout_timeout",
     # recovery: reconnect attempts after a connection error (0: until logged out)
     "reopen_max": "node.session.reopen_max",
+    # the first login is tried again for initial_login_retry_max x login_timeout seconds
+    "initial_login_retry_max": "node.session.initial_login_retry_max",
+    # the cap on what this side sends in one data segment (0: the target's declaration)
+    "max_xmit_dlength": f"{_CI}.MaxXmitDataSegmentLength",
     # where the iface's connections leave from (login_io.Binding)
     "net_ifacename": "iface.net_ifacename", "hwaddress": "iface.hwaddress", "ipaddress": "iface.ipaddress",
 }
 # operational keys offered as the record says (the others: proto/keys.py's defaults)
 _OPERATIONAL = ((_CI, "MaxRecvDataSegmentLength"), (_SI, "FirstBurstLength"), (_SI, "MaxBurstLength"),
-                (_SI, "ImmediateData"), (_SI, "InitialR2T"), (_SI, "MaxOutstandingR2T"))
+                (_SI, "ImmediateData"), (_SI, "InitialR2T"), (_SI, "MaxOutstandingR2T"),
+                # RFC 7143 §13.15-13.16: offered as open-iscsi offers them (usr/login.c
+                # add_params_normal_session); the negotiated DefaultTime2Wait is the wait
+                # before a recovery's first reconnect (daemon.recover)
+                (_SI, "DefaultTime2Wait"), (_SI, "DefaultTime2Retain"))
 
 
 def _login_value(name: str, values: dict[str, str]):
@@ -369,8 +377,12 @@ def login_request(nid, values: dict[str, str], initiator_name: str | None = None
         "fast_abort": (values.get(f"{_SI}.FastAbort") or FIELD_BY_KEY[f"{_SI}.FastAbort"].default) == "Yes",
         "operational": {k: values[f"{p}.{k}"] for p, k in _OPERATIONAL if values.get(f"{p}.{k}")},
     }
-    if values.get("node.session.auth.authmethod") == "CHAP" and values.get("node.session.auth.username"):
-        req.update(username=values["node.session.auth.username"],
+    # iscsid authenticates when the record holds a secret, whatever authmethod says
+    # (usr/initiator_common.c iscsi_setup_authentication); a boot target's record is made so
+    # (idbm_create_rec_from_boot_context copies the iBFT's CHAP strings, authmethod untouched)
+    a = "node.session.auth"
+    if (values.get(f"{a}.authmethod") == "CHAP" and values.get(f"{a}.username")) or values.get(f"{a}.password"):
+        req.update(username=values.get(f"{a}.username") or "",
                    password=values.get("node.session.auth.password", ""),
                    username_in=values.get("node.session.auth.username_in") or "",
                    password_in=values.get("node.session.auth.password_in") or "",
