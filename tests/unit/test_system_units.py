@@ -1,7 +1,7 @@
 """systemd units, udev rules and iscsikit-autologin on the host (the guest proves them against the kernel).
 
-The units name /usr/local/bin (where `pip install` as root puts console
-scripts); `systemd-analyze verify` checks that ExecStart binaries exist, so
+The units name /usr/bin, where the Debian packages (debian/) put the console
+scripts; `systemd-analyze verify` checks that ExecStart binaries exist, so
 the test verifies copies pointing at this venv's bin directory.
 """
 
@@ -25,7 +25,7 @@ from iscsikit.initiator import nodedb as ndb
 REPO = Path(__file__).resolve().parents[2]
 UNITS = REPO / "systemd"
 RULES = REPO / "udev" / "90-iscsikit.rules"
-BIN = "/usr/local/bin/"
+BIN = "/usr/bin/"
 
 
 def unit_files() -> list[Path]:

@@ -62,7 +62,7 @@ def unit_exec(unit, key, **subst):
     """A unit's Exec line as argv, as systemd would run it here (our binaries live in this venv)."""
     for line in (REPO / "systemd" / unit).read_text().splitlines():
         if line.startswith(key + "="):
-            cmd = line.split("=", 1)[1].lstrip("-").replace("/usr/local/bin/", BIN + "/")
+            cmd = line.split("=", 1)[1].lstrip("-").replace("/usr/bin/", BIN + "/")
             for k, v in subst.items():
                 cmd = cmd.replace(k, v)
             return shlex.split(cmd)

@@ -44,7 +44,7 @@ def wait_exit(p, timeout=30):
 
 subprocess.run(["rm", "-rf", str(SCRATCH)])
 SCRATCH.mkdir(parents=True)
-exec_start = shlex.split(unit_value("iscsikitd.service", "ExecStart").replace("/usr/local/bin/", BIN + "/"))
+exec_start = shlex.split(unit_value("iscsikitd.service", "ExecStart").replace("/usr/bin/", BIN + "/"))
 
 # 1. READY=1 through NOTIFY_SOCKET
 notify_path = str(SCRATCH / "notify")

@@ -24,7 +24,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"  {name:<10} {took:7.2f} s  {detail}", flush=True)
 
-    s = lab_story.Story(kernel_spec=args.kernel, accel=args.accel)
+    s = lab_story.Story(kernel_spec=args.kernel, accel=args.accel, init=args.init)
     if not args.json:
         print("iscsikit lab: booting the real kernel in a QEMU guest", flush=True)
         print(f"  {'step':<10} {'seconds':>9}  detail", flush=True)
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "folder (default: host if it can, else debian)")
     lab.add_argument("--accel", choices=("tcg", "kvm"), default=None,
                      help="QEMU accelerator (default tcg; ISCSIKIT_LAB_ACCEL also sets it)")
+    lab.add_argument("--init", choices=("shell", "systemd"), default="shell",
+                     help="the guest's PID 1: a shell (default, fastest), or systemd on the overlay root "
+                          "(the host's own enabled services masked; the journal also on the console)")
     lab.add_argument("--json", action="store_true", help="print the facts and step timings as JSON")
     lab.set_defaults(func=cmd_lab)
     return p

@@ -8,6 +8,15 @@ QEMU runs in its own session (a Ctrl-C in the terminal reaches us, not it)
 and with PR_SET_PDEATHSIG, so even a SIGKILL of this process takes QEMU
 with it. Create the Guest in the thread that lives longest (pytest's main
 thread): the death signal follows the thread that started QEMU.
+
+    with Guest(init="systemd") as g:    # systemd is PID 1 on the overlay root
+        g.run("systemctl start iscsikitd.socket", check=True)
+        print(g.journal())              # the journal lines since the last call
+        console = g.shutdown()          # a clean `systemctl poweroff`; the console, journal included
+
+With init="systemd" the services the host itself enables (/etc/systemd/system/*.wants)
+are masked in the guest: they are the host's, not the lab's (a database, open-iscsi's
+iscsid, tgtd ...), and would only slow the boot and hold the kernel's iSCSI.
 """
 
 from __future__ import annotations
@@ -40,6 +49,28 @@ PR_SET_PDEATHSIG = 1
 # decides the agent itself is stuck.
 AGENT_GRACE = 30.0
 CONSOLE_TAIL = 15
+INITS = ("shell", "systemd")
+# the kernel's command line is at most 2048 bytes on x86 (COMMAND_LINE_SIZE)
+CMDLINE_MAX = 2048
+# where Guest.journal() keeps its place in the guest's journal
+JOURNAL_CURSOR = "/run/iscsikit-lab-journal.cursor"
+# masked in a systemd guest besides the host's own services: a console login, and boot
+# bookkeeping that costs seconds under TCG and that no test reads; and tmp.mount (a tmpfs
+# on /tmp where the distribution enables it): the guest's /tmp is the host's, as under the shell
+# init, so that a checkout or pytest folder under /tmp stays visible (initramfs.COVERED)
+LAB_MASKED = ("console-getty.service", "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount",
+              "systemd-update-utmp.service", "systemd-update-utmp-runlevel.service", "tmp.mount")
+
+
+def host_enabled_services(root: Path = Path("/etc/systemd/system")) -> list[str]:
+    """The services, sockets, timers and paths the host's admin enabled (its *.wants and
+    *.requires folders), but none of iscsikit's own: the lab masks these under systemd."""
+    names = set()
+    for folder in list(root.glob("*.wants")) + list(root.glob("*.requires")):
+        for unit in folder.iterdir():
+            if unit.suffix in (".service", ".socket", ".timer", ".path") and not unit.name.startswith("iscsikit"):
+                names.add(unit.name)
+    return sorted(names)
 
 
 @dataclass
@@ -83,6 +114,7 @@ class Guest:
     boot_timeout: float = 240.0
     share: Path | None = None           # a host folder the guest may write, at the same path
     extra_append: str = ""
+    init: str = "shell"                 # PID 1: a shell (fast), or "systemd" (units, journal, udev)
     # ACPI tables (files, header included) the firmware hands the guest, as a boot ROM leaves
     # an iBFT for iscsi_ibft (QEMU's -acpitable file=)
     acpi_tables: tuple[str, ...] = ()
@@ -127,14 +159,29 @@ class Guest:
         if accel not in ("tcg", "kvm"):
             raise LabError(f"unknown accelerator {accel!r}", "use tcg or kvm")
         self.accel_used = accel
+        if self.init not in INITS:
+            raise LabError(f"unknown init {self.init!r}", "use shell or systemd")
+        systemd = []
+        if self.init == "systemd":
+            # the journal also goes to the console (kept by shutdown()), so the lines of a
+            # shutdown, after the agent has gone, can still be read from the host
+            masks = ",".join([*host_enabled_services(), *LAB_MASKED])
+            systemd = ["ik.init=systemd", "systemd.unit=multi-user.target", "systemd.journald.forward_to_console=1",
+                       f"ik.mask={masks}"]
+        agent = Path(agent_module.__file__).resolve()
+        self._check_visible(agent)
         append = " ".join([
             "console=ttyS0", "quiet", "panic=-1", "mitigations=off",
             f"ik.modules={kernel.modules}",
             f"ik.python={sys.executable}",
-            f"ik.agent={Path(agent_module.__file__).resolve()}",
+            f"ik.agent={agent}",
             *( [f"ik.share={self.share}"] if self.share else [] ),
+            *systemd,
             self.extra_append,
         ]).strip()
+        if len(append) >= CMDLINE_MAX:
+            raise LabError(f"the guest's kernel command line is {len(append)} bytes (at most {CMDLINE_MAX - 1})",
+                           "enable fewer services on the host, or boot with init='shell'")
         for value in (str(kernel.modules), sys.executable, str(self.share or "")):
             if any(c.isspace() for c in value):
                 raise LabError(f"path {value!r} has white space, which the kernel command line cannot carry",
@@ -159,6 +206,17 @@ class Guest:
         if self.share:
             argv += ["-virtfs", f"local,path={self.share},mount_tag={initramfs.SHARE_TAG},security_model=none,multidevs=remap"]
         return argv
+
+    @staticmethod
+    def _check_visible(agent: Path) -> None:
+        """Refuse, before booting, a Python or agent the guest would not see: one under a
+        folder where the guest's /init mounts a filesystem of its own (initramfs.COVERED)."""
+        for what, path in (("the Python", sys.executable), ("the Python", os.path.realpath(sys.executable)),
+                           ("the lab agent", str(agent))):
+            top = initramfs.covered(path)
+            if top is not None:
+                raise LabError(f"{what} {path} lies under {top}, which the guest mounts a filesystem of its own over",
+                               f"run the lab from a checkout and a Python outside {', '.join(initramfs.COVERED)}")
 
     def start(self) -> None:
         if shutil.which(self.qemu) is None:
@@ -242,6 +300,9 @@ class Guest:
                 continue
             if self._proc.poll() is not None:
                 raise self._failure(f"the guest stopped (QEMU exit {self._proc.returncode}) before its agent answered")
+            failed = self._agent_unit_failed()
+            if failed:
+                raise self._failure(f"the guest's {initramfs.AGENT_UNIT} failed: {failed}")
             if time.monotonic() - t0 > self.boot_timeout:
                 raise self._failure(f"the guest's agent did not answer within {self.boot_timeout:.0f} s "
                                     f"(kernel {self.kernel.version}, accel {self.accel_used})")
@@ -260,6 +321,20 @@ class Guest:
                                         "before its agent answered")
                 raise self._failure(f"the agent socket broke during boot ({why})")
             self._buf += chunk
+
+    def _agent_unit_failed(self) -> str:
+        """Under systemd, the console's line saying the agent's unit could not start (its
+        journal is forwarded there), so that the boot fails at once, not after boot_timeout."""
+        if self.init != "systemd":
+            return ""
+        try:
+            text = (self._workdir / "console.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        if f"{initramfs.AGENT_UNIT}: Failed with result" not in text:
+            return ""
+        lines = [l.strip() for l in text.splitlines() if initramfs.AGENT_UNIT in l and "Started" not in l]
+        return " / ".join(lines[:3])
 
     def _read_replies(self) -> None:
         self._sock.settimeout(None)
@@ -361,6 +436,31 @@ class Guest:
         """Start a background process in the guest (its output to `log`); return its pid."""
         reply = self._request({"op": "spawn", "log": log, "env": env, "cwd": cwd, **self._command(cmd)}, timeout=60)
         return reply["pid"]
+
+    def journal(self, *args: str, timeout: float = 60.0) -> str:
+        """The guest's journal (init="systemd") since the previous call, or since boot on the first;
+        `args` go to journalctl (e.g. "-u", "iscsikit-login.service")."""
+        if self.init != "systemd":
+            raise GuestError("the journal needs Guest(init='systemd')")
+        r = self.run(["journalctl", "--no-pager", "-o", "short-monotonic", "--cursor-file", JOURNAL_CURSOR, *args],
+                     timeout=timeout)
+        if r.rc not in (0, 1):   # 1: nothing new since the cursor
+            raise GuestCommandError(r)
+        return r.out
+
+    def shutdown(self, timeout: float = 180.0) -> str:
+        """Power the guest off cleanly (`systemctl poweroff`: every unit is stopped in order) and
+        return its console, which holds the journal up to the end; the Guest is closed after."""
+        if self.init != "systemd":
+            raise GuestError("a clean shutdown needs Guest(init='systemd')")
+        self.spawn(["systemctl", "poweroff", "--no-block"])
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise self._failure(f"the guest did not power off within {timeout:.0f} s") from None
+        text = (self._workdir / "console.log").read_text(errors="replace")
+        self.close()
+        return text
 
     def uptime(self) -> float:
         return float(self.run(["cat", "/proc/uptime"], check=True).out.split()[0])

@@ -3,8 +3,10 @@
 It is built once per kernel (and per version of the init script) and cached.
 Its /init mounts the host's root read-only over 9p, lays a tmpfs overlay on it
 so the guest can write without touching the host, binds the guest kernel's
-modules over /lib/modules/<version>, and switch_roots into the agent
-(`agent.py`) with which the host runs commands.
+modules over /lib/modules/<version> (with a tmpfs overlay of their own, so DKMS
+can add a module and depmod can index it), and switch_roots into the agent
+(`agent.py`) with which the host runs commands: PID 1 is then a shell, or with
+`ik.init=systemd` systemd itself, which starts the agent as a unit.
 """
 
 from __future__ import annotations
@@ -26,9 +28,17 @@ from .kernel import Kernel
 BOOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay", "virtio_console")
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
+# Where /init mounts a filesystem of its own over the host's root (besides the guest kernel's
+# /lib/modules/<version>): what the guest runs from the host (its Python, the agent, a
+# checkout and its venv) must lie elsewhere, or the guest cannot see it. guest.py refuses such
+# a path; tests/unit/test_lab_initramfs.py keeps this list and the script's mounts equal.
+COVERED = ("/proc", "/sys", "/dev", "/run")
+
 # Tags QEMU's -virtfs exports go under; guest.py and /init must agree.
 ROOT_TAG = "ikroot"
 SHARE_TAG = "ikshare"
+# the agent's unit under ik.init=systemd (only in the guest's overlay; guest.py reads its failure)
+AGENT_UNIT = "iscsikit-lab-agent.service"
 
 INIT = r"""#!/bin/sh
 # iscsikit lab /init: host root over 9p, tmpfs overlay, then the agent.
@@ -44,6 +54,8 @@ for a in $(cat /proc/cmdline); do
     ik.python=*) python="${a#ik.python=}" ;;
     ik.agent=*) agent="${a#ik.agent=}" ;;
     ik.share=*) share="${a#ik.share=}" ;;
+    ik.init=*) init="${a#ik.init=}" ;;
+    ik.mask=*) masks="${a#ik.mask=}" ;;
   esac
 done
 kver=$(uname -r)
@@ -51,8 +63,16 @@ mkdir -p /lower /up /newroot
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose @ROOT_TAG@ /lower || die "cannot mount the host root over 9p"
 mount -t tmpfs -o mode=0755 tmpfs /up && mkdir /up/u /up/w
 mount -t overlay -o lowerdir=/lower,upperdir=/up/u,workdir=/up/w overlay /newroot || die "cannot mount the overlay"
-mkdir -p "/newroot/lib/modules/$kver"
-mount --bind "/lower$hostmods" "/newroot/lib/modules/$kver" || die "cannot bind the guest modules from $hostmods"
+mkdir -p "/newroot/lib/modules/$kver" /up/mu /up/mw
+mount -t overlay -o "lowerdir=/lower$hostmods,upperdir=/up/mu,workdir=/up/mw" overlay "/newroot/lib/modules/$kver" || die "cannot lay the guest modules from $hostmods"
+if [ "$init" = systemd ]; then
+  # systemd-tmpfiles --boot --remove empties /tmp (tmpfiles.d/tmp.conf's "D /tmp"): on the
+  # overlay that is a whiteout for every file the host has there (minutes under TCG), and it
+  # would hide what the guest runs from the host when that lives under /tmp (a checkout, its
+  # venv, pytest's folders). /tmp stays the host's, as under the shell init: the rule is
+  # switched off in the overlay's /etc (no tmpfs over /tmp either, see COVERED)
+  mkdir -p /newroot/etc/tmpfiles.d && ln -sf /dev/null /newroot/etc/tmpfiles.d/tmp.conf || die "cannot keep /tmp"
+fi
 if [ -n "$share" ]; then
   mkdir -p "/newroot$share"
   mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 @SHARE_TAG@ "/newroot$share" || die "cannot mount the share"
@@ -68,9 +88,44 @@ ip link set lo up
 hostname iscsikit-lab
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
 cd /
+if [ "$init" = systemd ]; then
+  # systemd as PID 1 on the overlay root; the agent is a unit, started once multi-user.target is
+  # reached (the boot's jobs are done); the unit lives in the overlay only, never on the host
+  # a host that is itself a container has /.dockerenv: systemd would then take the guest for
+  # one and ignore the kernel's command line (systemd.unit=, journald's forward_to_console);
+  # and its policy-rc.d (exit 101) would stop every maintainer script from starting or
+  # stopping a unit: the guest is a real boot, so neither is kept in its overlay
+  rm -f /newroot/.dockerenv /newroot/run/.containerenv /newroot/usr/sbin/policy-rc.d
+  units=/newroot/etc/systemd/system
+  mkdir -p "$units/multi-user.target.wants"
+  # the units the host names in ik.mask= (comma-separated) are masked in the overlay's /etc
+  IFS=,
+  for u in $masks; do ln -sf /dev/null "$units/$u"; done
+  unset IFS
+  # the generators make units from the host's /etc/fstab, init.d scripts, its databases' ...
+  # on every boot and daemon-reload (seconds each under TCG); the lab needs none of them
+  mkdir -p /newroot/etc/systemd/system-generators
+  for g in /newroot/lib/systemd/system-generators/* /newroot/usr/lib/systemd/system-generators/*; do
+    if [ -e "$g" ]; then ln -sf /dev/null "/newroot/etc/systemd/system-generators/${g##*/}"; fi
+  done
+  printf '%s\n' '[Unit]' "Description=iscsikit lab agent: runs the host's commands" 'After=multi-user.target' \
+    '[Service]' 'Environment=HOME=/root LANG=C.UTF-8' "ExecStart=$python -I -S $agent" \
+    > "$units/@AGENT_UNIT@"
+  ln -sf ../@AGENT_UNIT@ "$units/multi-user.target.wants/@AGENT_UNIT@"
+  exec switch_root /newroot /lib/systemd/systemd
+fi
 # PID 1 stays a shell so that orphans are reaped; when the agent goes, the guest powers off.
 exec switch_root /newroot /bin/sh -c '"$0" -I -S "$1"; echo o > /proc/sysrq-trigger; sleep 60' "$python" "$agent"
-""".replace("@ROOT_TAG@", ROOT_TAG).replace("@SHARE_TAG@", SHARE_TAG)
+""".replace("@ROOT_TAG@", ROOT_TAG).replace("@SHARE_TAG@", SHARE_TAG).replace("@AGENT_UNIT@", AGENT_UNIT)
+
+
+def covered(path: str | os.PathLike) -> str | None:
+    """The mount point of COVERED under which `path` lies in the guest, or None."""
+    p = os.path.normpath(os.path.abspath(path))
+    for top in COVERED:
+        if p == top or p.startswith(top + "/"):
+            return top
+    return None
 
 
 def _busybox() -> str:
@@ -114,7 +169,7 @@ def _write_tree(tree: Path, modules: list[Path], busybox: str) -> None:
     for d in ("bin", "proc", "sys", "dev", "mods"):
         (tree / d).mkdir()
     shutil.copy2(busybox, tree / "bin" / "busybox")
-    for applet in ("sh", "mount", "insmod", "mkdir", "cat", "echo", "sleep", "switch_root", "ip", "hostname", "uname"):
+    for applet in ("sh", "mount", "insmod", "mkdir", "cat", "echo", "sleep", "switch_root", "ip", "hostname", "uname", "ln", "printf", "rm"):
         os.symlink("busybox", tree / "bin" / applet)
     names = []
     for m in modules:

@@ -41,6 +41,7 @@ fi
 class Story:
     kernel_spec: str | None = None
     accel: str | None = None
+    init: str = "shell"
     kernel: Kernel | None = None
     guest: Guest | None = None
     facts: dict = field(default_factory=dict)
@@ -57,7 +58,7 @@ def step_initramfs(s: Story) -> str:
 
 
 def step_boot(s: Story) -> str:
-    g = Guest(kernel=s.kernel, **({"accel": s.accel} if s.accel else {}))
+    g = Guest(kernel=s.kernel, init=s.init, **({"accel": s.accel} if s.accel else {}))
     s.guest = g
     g.start()
     s.facts["boot_seconds"] = g.boot_seconds
