@@ -85,7 +85,7 @@ def test_iscsiadm_is_the_c_forwarder_at_both_fixed_paths(built):
 def test_fallback_finds_iscsikit_adm():
     # the forwarder execs "iscsikit-adm" next to the file /proc/self/exe names
     text = (REPO / "userspace/iscsiadm-forward/iscsiadm.c").read_text()
-    assert '"/proc/self/exe"' in text and '"%s/iscsikit-adm"' in text
+    assert '"/proc/self/exe"' in text and '"%s/" FALLBACK' in text and '#define FALLBACK "iscsikit-adm"' in text
 
 
 def test_every_unit_udev_rule_and_bus_policy_is_packaged_unchanged(built):
