@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import time
@@ -12,6 +14,9 @@ import lio  # noqa: E402
 from iscsikit.kernel.sysfs import Sysfs  # noqa: E402
 
 N = int(os.environ.get("BENCH_TARGETS", "32"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))      # -L all / -U all rounds per tool, same boot
+# "debug": the daemon's debug log (each logout's step times) kept and summarised in the output
+DAEMON_LOG = os.environ.get("BENCH_DAEMON_LOG", "warning")
 VENV = os.path.dirname(sys.executable)
 PREFIX = "iqn.2026-11.org.iscsikit.bench:t"
 sysfs = Sysfs()
@@ -40,6 +45,34 @@ def wait(pred, timeout=300):
 
 
 def run_tool(adm, daemon):
+    rounds = [one_round(adm, daemon) for _ in range(ROUNDS)]
+    res = dict(rounds[0])
+    for key in ("login_all_s", "disks_after_s", "logout_all_s"):     # the median round
+        res[key] = statistics.median(r[key] for r in rounds)
+    res["rounds"] = [{k: r[k] for k in ("login_all_s", "disks_after_s", "logout_all_s", "daemon_rss_kib")}
+                     for r in rounds]
+    subprocess.run([adm, "-m", "node", "-o", "delete"], capture_output=True)
+    return res
+
+
+def logout_steps(path: str) -> dict:
+    """The daemon's debug lines "session N: logout: ..." summarised: median seconds per step."""
+    steps: dict[str, list[float]] = {}
+    pat = re.compile(r"logout: (.*)")
+    with open(path) as f:
+        for line in f:
+            m = pat.search(line)
+            if not m:
+                continue
+            for part in m.group(1).split(","):
+                words = part.split()
+                if len(words) >= 3 and words[-1] == "s":
+                    steps.setdefault(" ".join(words[:-2]), []).append(float(words[-2]))
+    return {k: {"median": round(statistics.median(v), 4), "max": round(max(v), 4), "n": len(v)}
+            for k, v in steps.items()}
+
+
+def one_round(adm, daemon):
     res = {}
     subprocess.run([adm, "-m", "discovery", "-t", "st", "-p", "127.0.0.1"], check=True, capture_output=True)
     t0 = time.monotonic()
@@ -56,7 +89,6 @@ def run_tool(adm, daemon):
     res["logout_all_s"] = time.monotonic() - t0
     res["logout_all_rc"] = p.returncode
     wait(lambda: not sysfs.session_ids())
-    subprocess.run([adm, "-m", "node", "-o", "delete"], capture_output=True)
     return res
 
 
@@ -77,13 +109,18 @@ finally:
     iscsid.terminate()
     iscsid.wait(timeout=60)
 
-ours = subprocess.Popen([f"{VENV}/iscsikitd", "--log-level", "warning"], stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL)
+LOG = "/var/tmp/iscsikitd-bench.log"
+log_file = open(LOG, "w")
+ours = subprocess.Popen([f"{VENV}/iscsikitd", "--log-level", DAEMON_LOG], stdout=subprocess.DEVNULL,
+                        stderr=log_file)
 wait(lambda: os.path.exists("/run/iscsikit/iscsikitd.sock"), 120)
 try:
     out["iscsikit"] = run_tool(f"{VENV}/iscsiadm", ours)   # the forwarding client
 finally:
     ours.terminate()
     ours.wait(timeout=60)
+    log_file.close()
+if DAEMON_LOG == "debug":
+    out["iscsikit"]["logout_steps"] = logout_steps(LOG)
 lio.clear()
 print(json.dumps(out))

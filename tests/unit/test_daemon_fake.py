@@ -246,15 +246,15 @@ def test_a_no_wait_login_is_answered_at_once_and_still_logs_in(lab):
 
 
 def test_logout_waits_the_records_logout_timeout(lab, monkeypatch):
-    from iscsikit.initiator.session import Initiator
+    from iscsikit.initiator import daemon as daemon_mod
     d = lab.daemon()
     seen = []
-    real = Initiator.logout
+    real = daemon_mod.logout_steps
 
-    def logout(self, sid, transport="tcp", timeout=None, wait_for=None):
+    def logout_steps(handle, sid, timeout, ep=None):
         seen.append(timeout)
-        return real(self, sid, transport, timeout=timeout, wait_for=wait_for)
-    monkeypatch.setattr(Initiator, "logout", logout)
+        return real(handle, sid, timeout, ep)
+    monkeypatch.setattr(daemon_mod, "logout_steps", logout_steps)
     sid = d.client.login(lab.request(**{"node__conn[0]__timeo__logout_timeout": "4"}))["sid"]
     d.client.logout(sid)
     sid = d.client.login(lab.request())["sid"]
