@@ -22,9 +22,13 @@ PREFIX = "iqn.2026-11.org.iscsikit.bench:t"
 sysfs = Sysfs()
 
 
-def rss_kib(pid: int) -> int:
+def status(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+        return next(int(l.split()[1]) for l in f if l.startswith(key + ":"))
+
+
+def rss_kib(pid: int) -> int:
+    return status(pid, "VmRSS")
 
 
 def rss_by_mapping(pid: int, top: int = 8) -> list[tuple[str, int]]:
@@ -44,14 +48,13 @@ def wait(pred, timeout=300):
     return lio.until(pred, timeout, interval=0.05) or sys.exit("timed out")
 
 
-def run_tool(adm, daemon):
-    rounds = [one_round(adm, daemon) for _ in range(ROUNDS)]
+def summary(rounds: list[dict]) -> dict:
+    """The first round's details, the median of the rounds' numbers, and every round's."""
     res = dict(rounds[0])
-    for key in ("login_all_s", "disks_after_s", "logout_all_s"):     # the median round
+    for key in ("login_all_s", "disks_after_s", "logout_all_s", "daemon_rss_kib"):
         res[key] = statistics.median(r[key] for r in rounds)
     res["rounds"] = [{k: r[k] for k in ("login_all_s", "disks_after_s", "logout_all_s", "daemon_rss_kib")}
                      for r in rounds]
-    subprocess.run([adm, "-m", "node", "-o", "delete"], capture_output=True)
     return res
 
 
@@ -84,11 +87,13 @@ def one_round(adm, daemon):
     res["disks_after_s"] = time.monotonic() - t0
     res["daemon_rss_kib"] = rss_kib(daemon.pid)
     res["rss_by_mapping"] = rss_by_mapping(daemon.pid)
+    res["daemon_threads"] = status(daemon.pid, "Threads")
     t0 = time.monotonic()
     p = subprocess.run([adm, "-m", "node", "-U", "all"], capture_output=True, text=True)
     res["logout_all_s"] = time.monotonic() - t0
     res["logout_all_rc"] = p.returncode
     wait(lambda: not sysfs.session_ids())
+    subprocess.run([adm, "-m", "node", "-o", "delete"], capture_output=True)
     return res
 
 
@@ -100,26 +105,39 @@ for i in range(N):
     lio.target(f"{PREFIX}{i:02d}", f"/var/tmp/lio/t{i:02d}.img", size=4 << 20)
 out = {"targets": N}
 
-iscsid = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True)   # iscsid signals its own process group on exit
-time.sleep(1)
-try:
-    out["open_iscsi"] = run_tool("iscsiadm", iscsid)
-finally:
-    iscsid.terminate()
-    iscsid.wait(timeout=60)
-
 LOG = "/var/tmp/iscsikitd-bench.log"
-log_file = open(LOG, "w")
-ours = subprocess.Popen([f"{VENV}/iscsikitd", "--log-level", DAEMON_LOG], stdout=subprocess.DEVNULL,
-                        stderr=log_file)
-wait(lambda: os.path.exists("/run/iscsikit/iscsikitd.sock"), 120)
-try:
-    out["iscsikit"] = run_tool(f"{VENV}/iscsiadm", ours)   # the forwarding client
-finally:
-    ours.terminate()
-    ours.wait(timeout=60)
-    log_file.close()
+open(LOG, "w").close()
+
+
+def with_iscsid():
+    iscsid = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)   # iscsid signals its own process group on exit
+    time.sleep(1)
+    try:
+        return one_round("iscsiadm", iscsid)
+    finally:
+        iscsid.terminate()
+        iscsid.wait(timeout=60)
+
+
+def with_iscsikitd():
+    with open(LOG, "a") as log_file:
+        ours = subprocess.Popen([f"{VENV}/iscsikitd", "--log-level", DAEMON_LOG], stdout=subprocess.DEVNULL,
+                                stderr=log_file)
+        wait(lambda: os.path.exists("/run/iscsikit/iscsikitd.sock"), 120)
+        try:
+            return one_round(f"{VENV}/iscsiadm", ours)   # the forwarding client
+        finally:
+            ours.terminate()
+            ours.wait(timeout=60)
+
+
+# the tools alternate, round by round, so a change in the host's load falls on both
+rounds = {"open_iscsi": [], "iscsikit": []}
+for _ in range(ROUNDS):
+    rounds["open_iscsi"].append(with_iscsid())
+    rounds["iscsikit"].append(with_iscsikitd())
+out.update({tool: summary(r) for tool, r in rounds.items()})
 if DAEMON_LOG == "debug":
     out["iscsikit"]["logout_steps"] = logout_steps(LOG)
 lio.clear()
