@@ -41,8 +41,13 @@ def main() -> int:
             pairs = [(a[key], b[key]) for a, b in zip(ref["rounds"], ours["rounds"])]
             print(f"{key} by round (open-iscsi / iscsikit = ratio): "
                   + "; ".join(f"{a:.2f} / {b:.2f} = {b / a:.2f}" for a, b in pairs))
+            ratios = sorted(b / a for a, b in pairs)
+            print(f"  {key}: median of the rounds' ratios {ratios[len(ratios) // 2]:.2f}")
     for step, v in ours.get("logout_steps", {}).items():
-        print(f"logout step {step}: median {v['median']:.3f} s, max {v['max']:.3f} s (n {v['n']})")
+        if "median" in v:
+            print(f"logout step {step}: median {v['median']:.3f} s, max {v['max']:.3f} s (n {v['n']})")
+        else:
+            print(f"{step}: {v}")
     for tool, r in (("open-iscsi", ref), ("iscsikit", ours)):
         print(f"{tool} RSS by mapping (KiB): " + ", ".join(f"{os.path.basename(n)} {k}" for n, k in r["rss_by_mapping"]))
     return 0

@@ -71,8 +71,22 @@ def logout_steps(path: str) -> dict:
                 words = part.split()
                 if len(words) >= 3 and words[-1] == "s":
                     steps.setdefault(" ".join(words[:-2]), []).append(float(words[-2]))
-    return {k: {"median": round(statistics.median(v), 4), "max": round(max(v), 4), "n": len(v)}
-            for k, v in steps.items()}
+    out = {k: {"median": round(statistics.median(v), 4), "max": round(max(v), 4), "n": len(v)}
+           for k, v in steps.items()}
+    # the sender's datagrams (kernel_requests.py) and the CLI runs, whole
+    sent, cli = [], []
+    with open(path) as f:
+        for line in f:
+            if m := re.search(r"netlink: (\d+) message\(s\) of (\d+) caller\(s\) answered in ([\d.]+) s, queued ([\d.]+)", line):
+                sent.append(tuple(float(x) for x in m.groups()))
+            elif m := re.search(r"cli run: mode (\w+), exit \d+, ([\d.]+) s", line):
+                cli.append((m.group(1), float(m.group(2))))
+    if sent:
+        out["netlink datagrams"] = {"n": len(sent), "messages": int(sum(s[0] for s in sent)),
+                                    "kernel_s": round(sum(s[2] for s in sent), 3),
+                                    "queued_max_s": round(max(s[3] for s in sent), 4)}
+    out["cli runs"] = [(mode, round(t, 3)) for mode, t in cli if mode == "node"]
+    return out
 
 
 def one_round(adm, daemon):

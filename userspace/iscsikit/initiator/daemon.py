@@ -143,7 +143,7 @@ class Daemon:
         self.sessions: dict[int, Managed] = {}
         self.node_locks: dict[tuple, asyncio.Lock] = {}
         self._queued_logins: set[asyncio.Task] = set()   # -W logins still running (held: asyncio keeps weak refs)
-        # logout steps awaited by a worker thread, by (KEv.UNBIND_SESSION or KEv.RECV_PDU, sid)
+        # logout steps a logout's coroutine awaits, by (KEv.UNBIND_SESSION or KEv.RECV_PDU, sid)
         self.logout_waiters: dict[tuple[KEv, int], asyncio.Future] = {}
         self.logouts: set[asyncio.Task] = set()        # the tasks running a logout's steps
         # RECV_PDU payloads of sessions whose recovery login runs through the kernel

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
+import time
 from collections import deque
 
 from ..kernel.netlink import IscsiNetlink, KernelError, Requests, Uevent
@@ -29,6 +31,8 @@ from ..kernel.netlink import IscsiNetlink, KernelError, Requests, Uevent
 # 64 stay far below the 208 KiB default net.core.rmem_max.
 MAX_MESSAGES = 64
 
+log = logging.getLogger(__name__)
+
 
 class KernelRequests(Requests):
     """`nl`'s requests, sent from one thread (started on the first submission)."""
@@ -36,7 +40,7 @@ class KernelRequests(Requests):
     def __init__(self, nl: IscsiNetlink, max_messages: int = MAX_MESSAGES):
         self.nl = nl
         self.max_messages = max_messages
-        self._queue: deque[tuple[list, concurrent.futures.Future]] = deque()
+        self._queue: deque[tuple[list, concurrent.futures.Future, float]] = deque()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -48,7 +52,7 @@ class KernelRequests(Requests):
         with self._wake:
             if self._closed:
                 raise OSError("NETLINK_ISCSI requests closed")
-            self._queue.append((list(requests), fut))
+            self._queue.append((list(requests), fut, time.monotonic()))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="iscsikitd-netlink", daemon=True)
                 self._thread.start()
@@ -61,7 +65,7 @@ class KernelRequests(Requests):
     async def abatch(self, requests: list[tuple]) -> list[Uevent | KernelError]:
         return await asyncio.wrap_future(self.submit(requests))
 
-    def _take(self) -> list[tuple[list, concurrent.futures.Future]] | None:
+    def _take(self) -> list[tuple[list, concurrent.futures.Future, float]] | None:
         """What goes into the next datagram: every waiting submission that fits (the first always)."""
         with self._wake:
             while not self._queue and not self._closed:
@@ -70,23 +74,26 @@ class KernelRequests(Requests):
                 return None
             taken, count = [], 0
             while self._queue and (not taken or count + len(self._queue[0][0]) <= self.max_messages):
-                requests, fut = self._queue.popleft()
-                taken.append((requests, fut))
-                count += len(requests)
+                taken.append(self._queue.popleft())
+                count += len(taken[-1][0])
             return taken
 
     def _run(self) -> None:
         while (taken := self._take()) is not None:
-            taken = [(r, f) for r, f in taken if f.set_running_or_notify_cancel()]
+            taken = [(r, f, t) for r, f, t in taken if f.set_running_or_notify_cancel()]
+            start = time.monotonic()
             try:
-                results = self.nl.batch([row for requests, _ in taken for row in requests])
+                results = self.nl.batch([row for requests, _, _ in taken for row in requests])
             except BaseException as e:      # the socket itself failed: every caller hears it
-                for _, fut in taken:
+                for _, fut, _ in taken:
                     fut.set_exception(e)
                 continue
             self.datagrams += 1
+            # the kernel's time (its mutex, the requests' work) against the callers' wait for the sender
+            log.debug("netlink: %d message(s) of %d caller(s) answered in %.4f s, queued %.4f s at most",
+                      len(results), len(taken), time.monotonic() - start, start - min(t for _, _, t in taken))
             at = 0
-            for requests, fut in taken:
+            for requests, fut, _ in taken:
                 fut.set_result(results[at:at + len(requests)])
                 at += len(requests)
 
