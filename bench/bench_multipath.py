@@ -26,9 +26,18 @@ OSBRICK_PROBE = Path(__file__).parent / "probes" / "osbrick_mpath_probe.py"
 MODULES = LAB_MODULES + ("dm_multipath", "scsi_dh_alua")
 
 
-def run(g: Guest, rounds: int, cut: float, stack: str = "iscsikit") -> dict:
-    r = g.run([sys.executable, str(PROBE), str(rounds), str(cut), stack], timeout=600 + rounds * (cut + 60))
+def _load() -> str:
+    """The host's 1-minute load average (the machine is shared: it says how busy the run was)."""
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
+
+
+def run(g: Guest, rounds: int, cut: float, stack: str = "iscsikit", profile: bool = False) -> dict:
+    load = _load()
+    r = g.run([sys.executable, str(PROBE), str(rounds), str(cut), stack], timeout=600 + rounds * (cut + 60),
+              env={"MP_TIMELINE": "1"} if profile else None)
     rep = json.loads(r.out.strip().splitlines()[-1])
+    rep["load_before"], rep["load_after"] = load, _load()
     if os.environ.get("BENCH_KEEP"):         # the whole report, for a closer look
         Path(os.environ["BENCH_KEEP"], f"multipath-{stack}-{rounds}x{cut:g}.json").write_text(json.dumps(rep, indent=1))
     return rep
@@ -39,6 +48,43 @@ def medians(rep: dict) -> tuple[float, float]:
     return statistics.median(r["failover_s"] for r in rs), statistics.median(r["failback_s"] for r in rs)
 
 
+# the steps of one round, as path_timeline names them: (label, event, after the cut or the restore)
+FAILOVER_STEPS = (("target FIN/RST", ("target FIN", "target RST", "target FIN RST")), ("session FAILED", ("session FAILED",)),
+                  ("device transport-offline", ("device transport-offline",)), ("dm path failed", ("dm path failed",)))
+FAILBACK_STEPS = (("first SYN", ("initiator SYN",)), ("login-rsp 00/00 final", ("target login-rsp 00/00 final",)),
+                  ("session LOGGED_IN", ("session LOGGED_IN",)), ("device running", ("device running",)),
+                  ("dm path active", ("dm path active",)), ("writes move", ("writes move",)))
+
+
+def step_times(r: dict) -> dict:
+    """Each step's first time: failover steps after the cut, failback steps after the restore."""
+    at = r["restore_at"]
+    out = {}
+    for label, names in FAILOVER_STEPS:
+        ts = [t for t, w in r["timeline"] if w in names and t < at]
+        out[label] = min(ts) if ts else None
+    for label, names in FAILBACK_STEPS:
+        ts = [t - at for t, w in r["timeline"] if w in names and t >= at]
+        out[label] = round(min(ts), 3) if ts else None
+    out["attempts during the cut"] = sum(1 for t, w in r["timeline"] if w == "initiator SYN" and t < at)
+    return out
+
+
+def profile_table(reps: dict) -> str:
+    """Median seconds of each step, per stack, side by side."""
+    labels = [l for l, _ in FAILOVER_STEPS] + ["attempts during the cut"] + [l for l, _ in FAILBACK_STEPS]
+    cols = {stack: [step_times(r) for r in rep.get("rounds", []) if "timeline" in r] for stack, rep in reps.items()}
+    lines = ["| step (median s; failover steps from the cut, failback steps from the restore) | "
+             + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
+    for label in labels:
+        cells = []
+        for rows in cols.values():
+            vals = [r[label] for r in rows if r.get(label) is not None]
+            cells.append(f"{statistics.median(vals):.2f} ({len(vals)}/{len(rows)})" if vals else "-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(rep: dict) -> str:
     lines = ["| round | failover s | failback s | path back |", "| --- | --- | --- | --- |"]
     for i, r in enumerate(rep.get("rounds", []), 1):
@@ -46,8 +92,11 @@ def table(rep: dict) -> str:
     rs = rep.get("rounds", [])
     if rs:
         fo, fb = [r["failover_s"] for r in rs], [r["failback_s"] for r in rs]
-        lines.append(f"| median (min-max) | {statistics.median(fo)} ({min(fo)}-{max(fo)}) "
-                     f"| {statistics.median(fb)} ({min(fb)}-{max(fb)}) | {sum(r['back'] for r in rs)}/{len(rs)} |")
+        lines.append(f"| median (min-max) | {statistics.median(fo):.2f} ({min(fo)}-{max(fo)}) "
+                     f"| {statistics.median(fb):.2f} ({min(fb)}-{max(fb)}) | {sum(r['back'] for r in rs)}/{len(rs)} |")
+    lines.append(f"\noptimized path's kernel timers: recovery_tmo {rep.get('recovery_tmo')}, "
+                 f"{rep.get('conn_timers')}; host load average before / after: {rep.get('load_before')} / "
+                 f"{rep.get('load_after')}")
     w = rep.get("writer", {})
     lines.append(f"\nwriter: {w.get('writes')} verified 64 KiB writes, errors {w.get('errors')}, "
                  f"verify errors {w.get('verify_errors')}, final verify errors {w.get('final_verify_errors')}, "
@@ -66,6 +115,8 @@ def main() -> int:
     ap.add_argument("--no-reference", action="store_true", help="skip open-iscsi's rounds")
     ap.add_argument("--osbrick", action="store_true",
                     help="also os-brick 7.1.1's ISCSIConnector with use_multipath=True (its venv as bench_osbrick.py)")
+    ap.add_argument("--profile", action="store_true",
+                    help="time each step of every round (tests/vm/probes/path_timeline.py) and print them")
     ap.add_argument("--osbrick-only", action="store_true", help="with --osbrick: skip the rounds")
     args = ap.parse_args()
     python = None
@@ -89,14 +140,20 @@ def main() -> int:
                 print(f"error: {rep.get('error')} {rep.get('osbrick_err')}\n")
             if args.osbrick_only:
                 return 0
-        ours = run(g, args.rounds, args.cut)
+        ours = run(g, args.rounds, args.cut, profile=args.profile)
         print(f"## iscsikit: {args.rounds} rounds, {args.cut:g} s cut\n\n{table(ours)}\n", flush=True)
         if not args.no_reference:
-            ref = run(g, args.rounds, args.cut, "open-iscsi")
+            ref = run(g, args.rounds, args.cut, "open-iscsi", profile=args.profile)
             print(f"## open-iscsi 2.1.8: {args.rounds} rounds, {args.cut:g} s cut\n\n{table(ref)}\n", flush=True)
             (fo, fb), (rfo, rfb) = medians(ours), medians(ref)
-            print(f"median failover {fo} s vs {rfo} s ({fo / rfo:.2f}x); "
-                  f"median failback {fb} s vs {rfb} s ({fb / rfb:.2f}x)\n", flush=True)
+            print(f"median failover {fo:.2f} s vs {rfo:.2f} s ({fo / rfo:.2f}x); "
+                  f"median failback {fb:.2f} s vs {rfb:.2f} s ({fb / rfb:.2f}x)\n", flush=True)
+            if args.profile:
+                print(profile_table({"iscsikit": ours, "open-iscsi": ref}) + "\n", flush=True)
+                for stack, rep in (("iscsikit", ours), ("open-iscsi", ref)):
+                    for i, r in enumerate(rep.get("rounds", [])[:2], 1):
+                        print(f"{stack} round {i} (restore at {r.get('restore_at')} s):\n```\n"
+                              + "\n".join(f"{t:8.3f} {w}" for t, w in r.get("timeline", [])) + "\n```\n")
         if args.long:
             rep = run(g, 1, args.long)
             print(f"## one {args.long:g} s cut\n\n{table(rep)}\n")

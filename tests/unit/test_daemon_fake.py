@@ -22,6 +22,7 @@ import pytest
 
 from iscsikit.initiator import mgmt, protocol, records
 from iscsikit.initiator.client import Client
+from iscsikit.initiator import reopen
 from iscsikit.initiator.daemon import Daemon
 from iscsikit.initiator.mgmt import MgmtError
 from iscsikit.initiator.nodedb import NodeId
@@ -50,6 +51,7 @@ class Portal:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connections = 0
+        self.connected_at: list[float] = []     # time.monotonic() of each accepted connection
         self.logins: list[LoginRequest] = []
         self.logouts: list[LogoutRequest] = []
         self.open: list[socket.socket] = []
@@ -83,6 +85,7 @@ class Portal:
                 return
             with self._lock:
                 self.connections += 1
+                self.connected_at.append(time.monotonic())
                 self.open.append(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
@@ -146,12 +149,16 @@ def contextlib_suppress():
     return contextlib.suppress(OSError)
 
 
+# iscsid's reopen schedule (reopen.py) scaled down, each delay distinct from the others
+SCALED = reopen.Schedule(first=0.01, connect_failed=0.3, internal=0.05, refused_interval=0.05)
+
+
 class Running:
     """A Daemon built by its constructor on `kernel`, serving `path` from a thread."""
 
-    def __init__(self, kernel: FakeKernel, path: str):
+    def __init__(self, kernel: FakeKernel, path: str, schedule: reopen.Schedule = SCALED):
         # retries shortened through the daemon's own parameters, not by sleeping less
-        self.daemon = Daemon(path, kernel=kernel, workers=8, first_retry_delay=0.01, max_retry_delay=0.05)
+        self.daemon = Daemon(path, kernel=kernel, workers=8, schedule=schedule)
         self.thread = threading.Thread(target=asyncio.run, args=(self.daemon.run(),), daemon=True)
         self.thread.start()
         self.client = Client(path, timeout=20)
@@ -191,8 +198,8 @@ def lab(tmp_path, monkeypatch):
         def __init__(self):
             self.kernel, self.portal = kernel, portal
 
-        def daemon(self) -> Running:
-            r = Running(kernel, str(tmp_path / f"d{len(started)}.sock"))
+        def daemon(self, schedule: reopen.Schedule = SCALED) -> Running:
+            r = Running(kernel, str(tmp_path / f"d{len(started)}.sock"), schedule)
             started.append(r)
             return r
 
@@ -459,6 +466,65 @@ def test_recovery_goes_on_past_the_replacement_timeout_and_the_path_comes_back(l
     assert (s["sid"], s["state"], s["kernel_state"], s["recoveries"], s["io_failed"]) == \
         (sid, "LOGGED_IN", "LOGGED_IN", 1, False)
     w.close()
+
+
+def test_iscsids_reopen_schedule_is_the_default():
+    # open-iscsi 2.1.8 usr/initiator.c: DefaultTime2Wait (the negotiated one) before the first
+    # reopen, ISCSI_CONN_ERR_REOPEN_DELAY 3 s after a failed connect, 5 s after a refused STOP_CONN;
+    # a refused login: ours 1 s from that attempt's start (iscsid: DefaultTime2Wait again)
+    s = reopen.Schedule()
+    assert s.first_delay({}) == 2.0 and s.first_delay({"DefaultTime2Wait": 5}) == 5.0 and s.first_delay({"DefaultTime2Wait": 0}) == 0
+    assert s.delay(reopen.CONNECT_FAILED) == 3.0 and s.delay(reopen.INTERNAL) == 5.0
+    assert s.delay(reopen.REFUSED, 0.25) == 0.75 and s.delay(reopen.REFUSED, 4.0) == 0.0
+    assert [reopen.outcome_of(st) for st in ("connect", "bind", "kernel", "status", "security", "login")] == \
+        [reopen.CONNECT_FAILED, reopen.CONNECT_FAILED, reopen.INTERNAL, reopen.REFUSED, reopen.REFUSED, reopen.REFUSED]
+
+
+def _attempt_times(d, sid, n, timeout=10.0):
+    """time.monotonic() at which each of the next `n` reconnect attempts of `sid` began."""
+    m = d.daemon.sessions[sid]
+    seen, times = m.attempts, []
+    deadline = time.monotonic() + timeout
+    while len(times) < n:
+        assert time.monotonic() < deadline, f"only {len(times)} attempts"
+        if m.attempts != seen:
+            seen = m.attempts
+            times.append(time.monotonic())
+        time.sleep(0.002)
+    return times
+
+
+def test_reconnect_attempts_follow_the_reopen_schedule_and_a_returning_path_is_used_at_once(lab):
+    # each delay its own size, so a schedule that regresses (a growing backoff, a cap of
+    # seconds after a refusal, no wait after a failed connect) shows in the gaps
+    sched = reopen.Schedule(first=0.4, refused_interval=0.2, connect_failed=1.5, internal=0.05)
+    d = lab.daemon(sched)
+    # the first attempt waits the negotiated DefaultTime2Wait (1: the larger offer), not `first`
+    lab.portal.target.update(policy={"DefaultTime2Wait": "0"})
+    sid = d.client.login(lab.request(node__session__iscsi__DefaultTime2Wait="1"))["sid"]
+    assert d.daemon.sessions[sid].ks.negotiated["DefaultTime2Wait"] == 1
+    lab.portal.target = {"status": (3, 1)}        # LIO with the TPG disabled: target error, retry later
+    n0 = len(lab.portal.connected_at)
+    t0 = time.monotonic()
+    lab.kernel.conn_error(sid, ConnErr.TCP_CONN_CLOSE)
+    _wait(lambda: len(lab.portal.connected_at) >= n0 + 5, 10)
+    refused = lab.portal.connected_at[n0:n0 + 5]
+    assert refused[0] - t0 >= 1.0                  # the negotiated DefaultTime2Wait before the first
+    gaps = [b - a for a, b in zip(refused, refused[1:])]
+    assert all(g >= 0.2 - 0.02 for g in gaps), gaps
+    assert sorted(gaps)[len(gaps) // 2] < 0.5 and max(gaps) < 1.2, gaps    # no backoff growth
+    assert [lg.tsih for lg in lab.portal.logins[-5:]] == [0] * 5    # each a session reinstatement
+    # the target takes logins again: the next attempt, one refused_interval at most, logs in
+    lab.portal.target = {}
+    back = time.monotonic()
+    _wait(lambda: d.daemon.sessions[sid].state == "LOGGED_IN", 5)
+    assert time.monotonic() - back < 0.2 + 0.5
+    # connections refused: attempts connect_failed apart
+    lab.portal.down()
+    times = _attempt_times(d, sid, 3)
+    assert all(b - a >= 1.5 - 0.05 for a, b in zip(times, times[1:])), times
+    lab.portal.up()
+    _wait(lambda: d.daemon.sessions[sid].state == "LOGGED_IN", 5)
 
 
 def test_recovery_gives_up_after_reopen_max_attempts_and_shuts_the_session_down(lab):

@@ -64,6 +64,8 @@ def test_a_missing_netdev_is_named_with_its_iface_and_exit_code_4(listener, bind
         connect(("127.0.0.1", port), 5, binding)
     assert e.value.exit_code == ExitCode.TRANS and message in str(e.value)
     assert peers == []          # nothing was connected
+    # an iface failure (stage bind): a recovery waits ISCSI_CONN_ERR_REOPEN_DELAY, as after a refused connect (reopen.py)
+    assert e.value.stage == "bind"
 
 
 def test_a_down_netdev_is_refused_before_any_connect(tmp_path):

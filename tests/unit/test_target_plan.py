@@ -120,6 +120,62 @@ def test_discovery_auth():
     assert ops(steps) == ["discovery_auth"] and steps[0].values["enable"] is True
 
 
+def _with_groups(cfg, state=0, group="ao", lun_group="ao", tag=10):
+    """The first storage object with a group `group` (tag, state) and LUN 0 of tpg1 in `lun_group`."""
+    so = next(iter(cfg.storage_objects.values()))
+    so.alua_tpgs = [{"name": "default_tg_pt_gp", "tg_pt_gp_id": 0, "alua_access_state": 0},
+                    {"name": group, "tg_pt_gp_id": tag, "alua_access_state": state, "alua_access_type": 1,
+                     "preferred": 0}]
+    for lun in cfg.targets[T].tpgs[1].luns.values():
+        if lun.so_key == so.key:
+            lun.alua_tg_pt_gp_name = lun_group
+    return cfg
+
+
+def test_alua_same_groups_is_no_op():
+    assert plan(_with_groups(load()), _with_groups(load())) == []
+
+
+def test_alua_changed_state_writes_only_that_value():
+    steps = plan(_with_groups(load(), state=0), _with_groups(load(), state=1))
+    assert ops(steps) == ["alua_attrs"]
+    assert steps[0].values == {"name": "ao", "alua_access_state": 1}
+
+
+def test_alua_status_is_written_after_a_changed_state():
+    # the kernel marks the status "Altered by Implicit ALUA" on a state write: the file's goes last
+    current, desired = _with_groups(load(), state=0), _with_groups(load(), state=1)
+    for cfg, status in ((current, 0), (desired, 0)):
+        next(iter(cfg.storage_objects.values())).alua_tpgs[1] = {
+            "alua_access_status": status, **next(iter(cfg.storage_objects.values())).alua_tpgs[1]}
+    [step] = plan(current, desired)
+    assert list(step.values) == ["name", "alua_access_state", "alua_access_status"]
+    assert step.values["alua_access_status"] == 0
+
+
+def test_alua_missing_group_is_made_before_a_lun_moves_into_it():
+    current = _with_groups(load(), group="ao", lun_group="ao")
+    desired = _with_groups(load(), group="ao", lun_group="ano")
+    so = next(iter(desired.storage_objects.values()))
+    so.alua_tpgs.append({"name": "ano", "tg_pt_gp_id": 20, "alua_access_state": 1})
+    steps = plan(current, desired)
+    assert ops(steps) == ["alua_create", "lun_alua"]
+    assert steps[0].values == {"name": "ano", "tg_pt_gp_id": 20, "alua_access_state": 1}
+    assert steps[1].values == {"alua_tg_pt_gp_name": "ano"} and steps[1].tag == 1
+
+
+def test_alua_not_read_or_not_named_is_left_as_it_is():
+    # the running groups were not read (the file names none besides the default): nothing to compare
+    current = _with_groups(load(), lun_group="default_tg_pt_gp")
+    next(iter(current.storage_objects.values())).alua_tpgs = []
+    assert plan(current, load()) == []
+    # a group running but not in the file stays (no alua_delete)
+    desired = _with_groups(load())
+    current = _with_groups(load())
+    next(iter(current.storage_objects.values())).alua_tpgs.append({"name": "extra", "tg_pt_gp_id": 30})
+    assert plan(current, desired) == []
+
+
 # ---- property: any plan, replayed on a model of configfs, reaches the goal ----
 
 class FakeConfigfs:
@@ -173,6 +229,20 @@ class FakeConfigfs:
         self.c.storage_objects[s.obj.key] = copy.deepcopy(s.obj)
 
     def so_attrs(self, s): self.c.storage_objects[s.obj.key].attributes.update(s.values)
+
+    def alua_create(self, s):
+        so = self.c.storage_objects[s.obj.key]
+        assert s.values["name"] not in {g["name"] for g in so.alua_tpgs}
+        so.alua_tpgs.append(dict(s.values))
+
+    def alua_attrs(self, s):
+        so = self.c.storage_objects[s.obj.key]
+        next(g for g in so.alua_tpgs if g["name"] == s.values["name"]).update(s.values)
+
+    def lun_alua(self, s):
+        so = self.c.storage_objects[s.obj.so_key]
+        assert s.values["alua_tg_pt_gp_name"] in {g["name"] for g in so.alua_tpgs}, "no such ALUA group"
+        self._tpg(s).luns[s.obj.index].alua_tg_pt_gp_name = s.values["alua_tg_pt_gp_name"]
 
     def target_create(self, s):
         assert s.target not in self.c.targets

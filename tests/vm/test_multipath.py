@@ -101,3 +101,15 @@ def test_optimized_path_cut_under_a_verified_writer_fails_over_and_back(story):
         # failover within replacement_timeout (5 s) plus multipathd's checker; failback once back
         assert r["failed_seen"] and r["failover_s"] < 15, story["rounds"]
         assert r["back"] and r["failback_s"] < 30, story["rounds"]
+
+
+def test_restore_compares_a_running_objects_alua_groups_and_lun_group(run_probe):
+    # restoreconfig clear_existing=true of a file whose ALUA groups differ from the running
+    # ones: the changed state written, the missing group made, the LUN moved, nothing remade
+    r = run_probe("alua_restore.py", timeout=300)
+    print(r)
+    assert r["build"]["rc"] == 0 and r["restore"]["rc"] == 0, r
+    assert (r["ao_state"], r["ano_state"], r["ano_id"]) == ("1", "2", "20"), r
+    assert r["lun_group"] == "TG Port Alias: ano", r
+    assert r["kept"], r
+    assert r["again"]["rc"] == 0 and "(0 changes)" in r["again"]["out"] + r["again"]["err"], r["again"]

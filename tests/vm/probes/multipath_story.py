@@ -49,6 +49,8 @@ from iscsikit.kernel.sysfs import Sysfs  # noqa: E402
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 CUT = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
 STACK = sys.argv[3] if len(sys.argv) > 3 else "iscsikit"
+# MP_TIMELINE=1 (bench/bench_multipath.py --profile): each round also gets path_timeline's steps
+TIMELINE = bool(os.environ.get("MP_TIMELINE"))
 IQN = "iqn.2026-11.org.iscsikit.test:mpath"
 A, B = "192.0.2.1", "198.51.100.1"
 BIN = os.path.dirname(sys.executable)
@@ -324,6 +326,10 @@ def multipath(s1, s2):
     out["by_path"] = {a: os.path.realpath(f"/dev/disk/by-path/ip-{a}:3260-iscsi-{IQN}-lun-0")
                       for a in (A, B)}
     out["rtpg"] = sh(["sg_rtpg", "-d", f"/dev/{d1}"], check=False).stdout
+    # the NOP-Out timers the kernel got for the optimized path (iscsid and we pass the record's
+    # noop_out_timeout / noop_out_interval as PING_TMO / RECV_TMO)
+    out["conn_timers"] = {k: sysfs.attr("iscsi_connection", f"connection{s1}:0", k) for k in ("ping_tmo", "recv_tmo")}
+    out["recovery_tmo"] = sysfs.attr("iscsi_session", f"session{s1}", "recovery_tmo")
     start_multipathd()
     wwid = out["wwids"][0]
     if not lio.until(lambda: os.path.exists(f"/dev/mapper/{wwid}"), 60):
@@ -351,8 +357,12 @@ def path_state(dev):
     return None
 
 
-def cut_rounds(wwid, d1):
+def cut_rounds(wwid, d1, s1):
     mapdev = f"/dev/mapper/{wwid}"
+    timeline = None
+    if TIMELINE:
+        import path_timeline
+        timeline = path_timeline.Timeline("mpa0", s1, d1, wwid).start()
     stop = threading.Event()
     stats = {"writes": 0, "errors": 0, "verify_errors": 0, "max_stall_s": 0.0}
     expect = {}
@@ -400,9 +410,16 @@ def cut_rounds(wwid, d1):
         t1 = time.monotonic()
         s0 = write_sectors(d1)
         back = lio.until(lambda: path_state(d1) == "active" and write_sectors(d1) > s0, 120, 0.2)
+        t2 = time.monotonic()
         rounds.append({"failover_s": round(failover, 2), "failed_seen": bool(failed),
-                       "failback_s": round(time.monotonic() - t1, 2), "back": bool(back)})
+                       "failback_s": round(t2 - t1, 2), "back": bool(back)})
+        if timeline is not None:
+            time.sleep(0.3)
+            rounds[-1]["restore_at"] = round(t1 - t0, 3)
+            rounds[-1]["timeline"] = timeline.window(t0, t2 + 0.3)
     stop.set()
+    if timeline is not None:
+        timeline.close()
     th.join(60)
     bad = 0
     fd = os.open(mapdev, os.O_RDONLY | os.O_DIRECT)
@@ -479,7 +496,7 @@ def main():
         phase("sessions")
         wwid, d1 = multipath(s1, s2)
         phase("multipath")
-        cut_rounds(wwid, d1)
+        cut_rounds(wwid, d1, s1)
         phase("rounds")
         out["ll_after"] = sh(["multipath", "-ll", wwid], check=False).stdout
     except BaseException:        # the report still goes out: the tests name what is missing

@@ -34,7 +34,7 @@ from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
 from ..proto.keys import KEY_BY_NAME
 from .exitcodes import ExitCode
-from . import mgmt, protocol
+from . import mgmt, protocol, reopen
 from .errors import IscsiError
 from .kernel_requests import KernelRequests
 from .records import atoi
@@ -43,20 +43,10 @@ from .session import (CONN_LOST, LOGOUT_TIMEOUT, Initiator, KernelSession, NodeC
 
 log = logging.getLogger("iscsikitd")
 
-# The first reconnect of a recovery waits the session's negotiated DefaultTime2Wait (RFC 7143
-# §13.15; usr/initiator.c __session_conn_reopen); this one when none is known (an adopted session:
-# sysfs does not show it for iscsi_tcp), RFC 7143's and the record's default
-FIRST_RETRY_DELAY = 2.0
-# iscsid's ISCSI_CONN_ERR_REOPEN_DELAY (usr/initiator.c): a failed connect is tried again after it
-CONN_RETRY_DELAY = 3.0
 # a first login that fails with one of these is tried again while initial_login_retry_max x
 # login_timeout lasts (usr/initiator.c iscsi_login_eh, iscsi_retry_initial_login); an
 # authentication failure (24) or a fatal status (19) ends it at once, as iscsi_login_is_fatal_err
 RETRIED_LOGIN_CODES = frozenset({ExitCode.TRANS, ExitCode.TRANS_TIMEOUT, ExitCode.PDU_TIMEOUT, ExitCode.LOGIN})
-# later attempts: 1 s, then x1.5 each, at most 3 s (iscsid requeues a failed connect after 3 s),
-# so a path that returns is back within a few seconds however long it was gone
-RETRY_BASE, RETRY_GROWTH = 1.0, 1.5
-MAX_RETRY_DELAY = 3.0
 # worker threads started with the daemon: one per login of a typical `-L all` burst
 WARM_WORKERS = 32
 # the longest a login request waits for its SCSI scan beyond what is left of its login_timeout
@@ -133,9 +123,7 @@ class Daemon:
     CLI; without one the request is refused and the client runs the command itself."""
 
     def __init__(self, socket_path: str | None = None, sysfs: Sysfs | None = None, workers: int = 64,
-                 cli_runner: Callable | None = None, kernel=None,
-                 first_retry_delay: float = FIRST_RETRY_DELAY, max_retry_delay: float = MAX_RETRY_DELAY,
-                 conn_retry_delay: float = CONN_RETRY_DELAY):
+                 cli_runner: Callable | None = None, kernel=None, schedule: reopen.Schedule = reopen.Schedule()):
         # `kernel`: where NETLINK_ISCSI and sysfs come from, the real ones when None; unit
         # tests pass kernel/fake.py's FakeKernel (its .netlink(groups) and .sysfs)
         netlink = kernel.netlink if kernel is not None else IscsiNetlink
@@ -146,8 +134,10 @@ class Daemon:
         self.requests = KernelRequests(netlink(groups=0))
         self.initiator = Initiator(self.sysfs, self.requests)
         self.events = netlink()
-        self.first_retry_delay, self.max_retry_delay = first_retry_delay, max_retry_delay
-        self.conn_retry_delay = conn_retry_delay
+        self.schedule = schedule            # when a failed session's reconnect attempts start (reopen.py)
+        # a first login's failed connect waits this before it is tried again (iscsid's
+        # ISCSI_CONN_ERR_REOPEN_DELAY, as a recovery's: reopen.py)
+        self.conn_retry_delay = schedule.connect_failed
         self.cli_runner = cli_runner
         self.cli_runs: set[asyncio.Task] = set()
         self.watchers: set[asyncio.StreamWriter] = set()
@@ -322,8 +312,8 @@ class Daemon:
 
     async def recover(self, m: Managed, stopped: bool) -> None:
         """ERL0 recovery as iscsid does it (facts §2.3): stop once (RECOVER), then reconnect
-        and re-login with backoff until it works, the session is logged out, or
-        node.session.reopen_max attempts are spent (0, the default: no limit).
+        and re-login on iscsid's reopen schedule (reopen.py) until it works, the session is
+        logged out, or node.session.reopen_max attempts are spent (0, the default: no limit).
 
         replacement_timeout is not ours to act on: it is the kernel's recovery_tmo (sent
         as SESS_RECOVERY_TMO at login), after which the kernel fails the queued I/O and
@@ -335,18 +325,21 @@ class Daemon:
         ks = m.ks
         start = time.monotonic()
         limit = ks.node.replacement_timeout
+        # the first attempt waits DefaultTime2Wait as negotiated (iscsid: session->def_time2wait)
+        delay = self.schedule.first_delay(ks.negotiated)
         if not stopped:
             try:
                 await self.blocking(self.initiator.stop_for_recovery, ks)
             except OSError as e:
                 log.warning("session %d: stop for recovery failed: %s", ks.sid, e)
-        delay = self.time2wait(ks)
+                delay = self.schedule.delay(reopen.INTERNAL)
         attempt = 0
         m.attempts, m.recovering_since, m.timed_out = 0, start, False
         while True:
             await asyncio.sleep(delay)
             attempt += 1
             m.attempts = attempt
+            began = time.monotonic()
             self.pdu_queues[ks.sid] = queue.Queue()
             try:
                 await self.blocking(self.initiator.reinstate, ks, self.recv_pdu)
@@ -368,8 +361,10 @@ class Daemon:
                     with contextlib.suppress(IscsiError, OSError):
                         await self.logout_session(ks.sid, reason="reopen_max")
                     return
-                log.info("session %d: reconnect attempt %d failed: %s", ks.sid, attempt, e)
-                delay = min(self.max_retry_delay, RETRY_BASE * RETRY_GROWTH ** (attempt - 1))
+                outcome = reopen.outcome_of(e.stage) if isinstance(e, SessionError) else reopen.INTERNAL
+                delay = self.schedule.delay(outcome, time.monotonic() - began)
+                log.info("session %d: reconnect attempt %d failed (%s): %s; next in %.1f s",
+                         ks.sid, attempt, outcome, e, delay)
                 continue
             finally:
                 self.pdu_queues.pop(ks.sid, None)
@@ -380,13 +375,6 @@ class Daemon:
             m.attempts, m.recovering_since, m.timed_out = 0, None, False
             self.set_state(m, "LOGGED_IN")
             return
-
-    def time2wait(self, ks: KernelSession) -> float:
-        """The wait before a recovery's first reconnect: DefaultTime2Wait as the session's
-        last login negotiated it (RFC 7143 §13.15: the larger of both offers), else
-        first_retry_delay."""
-        t2w = ks.negotiated.get("DefaultTime2Wait")
-        return float(t2w) if isinstance(t2w, int) else self.first_retry_delay
 
     @contextlib.contextmanager
     def pdu_route(self, sid: int):

@@ -24,7 +24,7 @@ import threading
 # typing is not imported: its import is a share of a one-shot command's start-up
 TYPE_CHECKING = False
 
-from . import configfs, fabrics
+from . import alua, configfs, fabrics
 from .errors import ApplyError, TargetError, ValidationError
 from .model import Config, StorageObject
 from .plan import Step
@@ -291,6 +291,38 @@ def _so_attrs(ex: Executor, step: Step) -> Undo:
     so = ex.so(step.obj.key)
     old = ex.writer.set_so_attributes(so, step.values)
     return lambda: ex.writer.set_so_attributes(so, old)
+
+
+# ---- ALUA groups of a kept storage object (a new one gets them at so_create) -------
+
+def _alua_create(ex: Executor, step: Step) -> Undo:
+    so, values = ex.so(step.obj.key), dict(step.values)
+    name = values.pop("name")
+    alua.create(ex.root, so, name, values.pop("tg_pt_gp_id"))
+    try:
+        if values:
+            alua.set_values(ex.root, so, name, values)
+    except BaseException:
+        alua.delete(ex.root, so, name)
+        raise
+    return lambda: alua.delete(ex.root, so, name)
+
+
+def _alua_attrs(ex: Executor, step: Step) -> Undo:
+    so, values = ex.so(step.obj.key), dict(step.values)
+    name = values.pop("name")
+    old = {g["name"]: g for g in alua.groups(ex.root, so)}[name]
+    alua.set_values(ex.root, so, name, values)
+    return lambda: alua.set_values(ex.root, so, name, {k: old[k] for k in values if k in old})
+
+
+def _lun_alua(ex: Executor, step: Step) -> Undo:
+    # the group's name written to the LUN's alua_tg_pt_gp (target_core_configfs.c); any fabric
+    path = f"{ex.writer.tpg_dir(step.target, step.tag, step.fabric)}/lun/lun_{step.obj.index}/alua_tg_pt_gp"
+    first = configfs.read(path).splitlines()
+    old = first[0].split(":", 1)[1].strip() if first and ":" in first[0] else alua.DEFAULT_GROUP
+    configfs.write(path, step.values["alua_tg_pt_gp_name"])
+    return lambda: configfs.write(path, old)
 
 
 # ---- targets and TPGs ------------------------------------------------------------
@@ -575,6 +607,9 @@ HANDLERS = {
     "so_delete": _so_delete,
     "so_create": _so_create,
     "so_attrs": _so_attrs,
+    "alua_create": _alua_create,
+    "alua_attrs": _alua_attrs,
+    "lun_alua": _lun_alua,
     "target_create": _target_create,
     "target_params": _target_params,
     "tpg_create": _tpg_create,

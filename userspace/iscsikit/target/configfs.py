@@ -250,6 +250,13 @@ def _read_so(hba: str, prefix: str, index: int, name: str, attributes: bool,
     return so
 
 
+def _names_alua_groups(so: StorageObject | None) -> bool:
+    """Whether a restore's file names ALUA groups of its own for `so`: only then are the
+    running object's groups read (plan.py compares them); targetcli files list
+    default_tg_pt_gp for every object, which a restore leaves as it is."""
+    return so is not None and any(g.get("name") not in (None, "default_tg_pt_gp") for g in so.alua_tpgs)
+
+
 def _read_alua(d: str) -> list:
     groups = []
     try:
@@ -454,7 +461,7 @@ def snapshot(root: str = ROOT, attributes: bool = True, so_attributes: bool | No
             for name in [e.name for e in _scandir(hd) if e.is_dir()]:
                 wso = wanted.storage_objects.get((PLUGIN_OF_PREFIX[prefix], name)) if wanted else None
                 so = _read_so(hd, prefix, int(idx), name, so_attributes,
-                              want=None if wso is None else wso.attributes, alua=wanted is None, light=light)
+                              want=None if wso is None else wso.attributes, alua=wanted is None or _names_alua_groups(wso), light=light)
                 cfg.storage_objects[so.key] = so
         return cfg
     # A scope: the storage objects named, and those the targets read export.  A LUN's
@@ -477,7 +484,7 @@ def snapshot(root: str = ROOT, attributes: bool = True, so_attributes: bool | No
         prefix, _, idx = hba.rpartition("_")
         wso = wanted.storage_objects.get((plugin, name)) if wanted else None
         so = _read_so(f"{core}/{hba}", prefix, int(idx), name, so_attributes,
-                      want=None if wso is None else wso.attributes, alua=wanted is None, light=light)
+                      want=None if wso is None else wso.attributes, alua=wanted is None or _names_alua_groups(wso), light=light)
         cfg.storage_objects[so.key] = so
     return cfg
 

@@ -28,10 +28,10 @@ PHASES = [
     "tpg_disable",
     "mlun_delete", "acl_delete", "lun_delete", "portal_delete", "tpg_delete", "target_delete",
     "so_delete",
-    "so_create", "so_attrs",
+    "so_create", "so_attrs", "alua_create", "alua_attrs",
     "target_create", "target_params",
     "tpg_create", "tpg_attrs", "tpg_params", "tpg_auth",
-    "lun_create", "portal_create", "portal_flags",
+    "lun_create", "lun_alua", "portal_create", "portal_flags",
     "acl_create", "acl_attrs", "acl_auth", "acl_tag", "acl_depth",
     "mlun_create", "mlun_wp",
     "tpg_enable",
@@ -79,6 +79,34 @@ def _changed(current: dict, desired: dict) -> dict:
 
 def _chap_values(chap) -> dict:
     return {f: getattr(chap, f) for f in ("userid", "password", "mutual_userid", "mutual_password")}
+
+
+def _alua_steps(add, cur: StorageObject, new: StorageObject) -> None:
+    """The ALUA groups the file names for a kept object: made when missing, their values
+    written when they differ (targetcli's integers, configfs.ALUA_RW). Only groups the file
+    names besides default_tg_pt_gp, and only when the running ones were read
+    (configfs._names_alua_groups); groups the file does not name are left as they are."""
+    if not cur.alua_tpgs:
+        return
+    running = {g["name"]: g for g in cur.alua_tpgs}
+    for g in new.alua_tpgs:
+        name = g.get("name")
+        if name in (None, "default_tg_pt_gp"):
+            continue
+        wanted = {k: v for k, v in g.items() if k != "name" and v is not None}
+        if name not in running:
+            add(Step("alua_create", obj=new, values={"name": name, **_status_last(wanted, wanted)}))
+        elif (vals := {k: v for k, v in wanted.items() if _norm(running[name].get(k)) != _norm(v)}):
+            add(Step("alua_attrs", obj=new, values={"name": name, **_status_last(vals, wanted)}))
+
+
+def _status_last(vals: dict, wanted: dict) -> dict:
+    """A state write sets the group's alua_access_status to "Altered by Implicit ALUA"
+    (target_core_alua.c core_alua_do_transition_tg_pt): the file's status goes after it."""
+    if "alua_access_state" in vals and "alua_access_status" in wanted:
+        vals = {k: v for k, v in vals.items() if k != "alua_access_status"}
+        vals["alua_access_status"] = wanted["alua_access_status"]
+    return vals
 
 
 def _so_same(cur: StorageObject, new: StorageObject) -> bool:
@@ -157,6 +185,7 @@ def plan(current: Config, desired: Config) -> list[Step]:
             vals.pop("block_size", None)
             if vals:
                 add(Step("so_attrs", obj=so, values=vals))
+            _alua_steps(add, current.storage_objects[key], so)
         else:
             add(Step("so_create", obj=so))
 
@@ -189,6 +218,9 @@ def plan(current: Config, desired: Config) -> list[Step]:
                 clun = None if new_tpg else ctpg.luns.get(i)
                 if clun is None or clun.so_key != lun.so_key or lun.so_key not in kept_so:
                     add(Step("lun_create", wwn, tag, obj=lun))
+                elif lun.alua_tg_pt_gp_name and clun.alua_tg_pt_gp_name \
+                        and lun.alua_tg_pt_gp_name != clun.alua_tg_pt_gp_name:
+                    add(Step("lun_alua", wwn, tag, obj=lun, values={"alua_tg_pt_gp_name": lun.alua_tg_pt_gp_name}))
             for key, p in dtpg.portals.items():
                 cp = None if new_tpg else ctpg.portals.get(key)
                 if cp is None:

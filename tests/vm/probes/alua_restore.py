@@ -1,0 +1,76 @@
+"""Run in the guest: a restore compares a running object's ALUA groups with the file's (issue 19).
+
+One fileio object with group ao (Active/Optimized) and tpg1's LUN in it, made by one
+iscsikit-target batch and saved. The file is then changed: ao Active/NonOptimized, a new
+group ano (id 20, Standby), the LUN moved into ano. `restoreconfig FILE clear_existing=true`
+must make configfs say so, without remaking the object or the LUN (the same LUN directory
+inode, the same object serial). Reported as JSON.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+BIN = os.path.dirname(sys.executable)
+IKT = os.path.join(BIN, "iscsikit-target")
+IQN = "iqn.2026-11.org.iscsikit.test:alua"
+BACKING = "/tmp/alua.img"
+SAVE = "/tmp/alua-save.json"
+out: dict = {}
+
+
+def ikt(*args, stdin=None):
+    r = subprocess.run([IKT, *args], input=stdin, capture_output=True, text=True, timeout=300)
+    return {"rc": r.returncode, "out": r.stdout[-1500:], "err": r.stderr[-1500:]}
+
+
+def read(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+def main():
+    with open(BACKING, "wb") as f:
+        f.truncate(16 << 20)
+    out["build"] = ikt(stdin="\n".join([
+        f"/backstores/fileio create al {BACKING} 16M write_back=false",
+        f"/iscsi create {IQN}",
+        f"/iscsi/{IQN}/tpg1/luns create /backstores/fileio/al",
+        "/backstores/fileio/al/alua create ao 10",
+        "/backstores/fileio/al/alua/ao set alua alua_access_type=1 alua_access_state=0",
+        f"/iscsi/{IQN}/tpg1/luns/lun0 set alua alua_tg_pt_gp_name=ao",
+        f"saveconfig {SAVE}",
+    ]) + "\n")
+    core = next(f"/sys/kernel/config/target/core/{h}/al" for h in os.listdir("/sys/kernel/config/target/core")
+                if os.path.isdir(f"/sys/kernel/config/target/core/{h}/al"))
+    lun = f"/sys/kernel/config/target/iscsi/{IQN}/tpgt_1/lun/lun_0"
+    before = (os.stat(lun).st_ino, read(f"{core}/wwn/vpd_unit_serial"))
+    with open(SAVE) as f:
+        cfg = json.load(f)
+    so = next(s for s in cfg["storage_objects"] if s["name"] == "al")
+    ao = next(g for g in so["alua_tpgs"] if g["name"] == "ao")
+    ao["alua_access_state"] = 1
+    so["alua_tpgs"].append({**ao, "name": "ano", "tg_pt_gp_id": 20, "alua_access_state": 2})
+    tpg = next(t for t in cfg["targets"] if t["wwn"] == IQN)["tpgs"][0]
+    tpg["luns"][0]["alua_tg_pt_gp_name"] = "ano"
+    with open("/tmp/alua-changed.json", "w") as f:
+        json.dump(cfg, f)
+    out["restore"] = ikt("restoreconfig", "/tmp/alua-changed.json", "clear_existing=true")
+    out["ao_state"] = read(f"{core}/alua/ao/alua_access_state")
+    out["ano_state"] = read(f"{core}/alua/ano/alua_access_state") if os.path.isdir(f"{core}/alua/ano") else None
+    out["ano_id"] = read(f"{core}/alua/ano/tg_pt_gp_id") if os.path.isdir(f"{core}/alua/ano") else None
+    out["lun_group"] = read(f"{lun}/alua_tg_pt_gp").splitlines()[0]
+    out["kept"] = (os.stat(lun).st_ino, read(f"{core}/wwn/vpd_unit_serial")) == before
+    # the same file again: nothing left to change (dry_run lists what would be)
+    out["again_dry"] = ikt("restoreconfig", "/tmp/alua-changed.json", "clear_existing=true", "dry_run=true")
+    out["groups_after"] = {g: {f: read(f"{core}/alua/{g}/{f}") for f in ("alua_access_state", "alua_access_status",
+                                                                          "alua_access_type", "preferred")}
+                           for g in os.listdir(f"{core}/alua")}
+    out["again"] = ikt("restoreconfig", "/tmp/alua-changed.json", "clear_existing=true")
+    ikt("clearconfig", "confirm=true")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
