@@ -19,6 +19,7 @@ import json
 import os
 import sys
 
+import guest_probe
 from iscsikit.lab.guest import Guest
 from iscsikit.target import saveconfig
 from iscsikit.target.model import Config, LUN, MappedLUN, NodeACL, Portal, StorageObject, Target, TPG
@@ -110,8 +111,7 @@ def main(argv=None) -> int:
                     help="only compare our serial executor with the thread pool at N LUNs")
     args = ap.parse_args(argv)
     results = []
-    with Guest(memory_mb=3072) as g:
-        g.modprobe(*MODULES)
+    with guest_probe.guest(memory_mb=3072, modules=MODULES) as g:
         g.run("mkdir -p /run/dbus /tmp/bench; pgrep -x dbus-daemon || dbus-daemon --system --fork", check=False)
         g.run(f"{IKT} ls / >/dev/null", timeout=300)          # warm the guest's .pyc cache
         for n in [] if args.ab else args.sizes:

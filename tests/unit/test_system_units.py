@@ -88,6 +88,14 @@ def test_socket_matches_the_clients_default():
     assert svc["Type"] == "notify" and "iscsikitd.socket" in svc["Requires"]
 
 
+def test_target_server_socket_matches_the_forwarders_default():
+    from iscsikit.cli import target_served
+    d = {k: v for _, k, v in directives(UNITS / "iscsikit-targetd.socket")}
+    assert d["ListenStream"] == target_served.DEFAULT_SOCKET and d["SocketMode"] == "0600"
+    svc = {k: v for _, k, v in directives(UNITS / "iscsikit-targetd.service")}
+    assert svc["Type"] == "notify" and "iscsikit-targetd.socket" in svc["Requires"]
+
+
 def test_login_unit_is_asynchronous_and_stops_before_the_network():
     d = {}
     for _, k, v in directives(UNITS / "iscsikit-login.service"):

@@ -16,8 +16,15 @@
  * argv, so record edits work with the daemon down and every message stays the
  * Python CLI's. ISCSIKIT_ARGV0 tells that CLI the name it was called by.
  *
- * Protocol constants below must equal protocol.py's (tests/unit/test_fastadm.py
- * checks them, and runs this program against a fake daemon).
+ * Built with -DFORWARD_TARGET, the same program is `iscsikit-target`: it forwards
+ * to iscsikit-targetd (cli/targetd.py) and falls back to the Python
+ * iscsikit-target-local; the target's file arguments may be relative, so that
+ * build sends its working directory too. The server, not this program, decides
+ * what it serves (the interactive shell never is): a refusal is a fallback.
+ *
+ * Protocol constants below must equal protocol.py's (tests/unit/test_daemon_protocol.py
+ * and tests/unit/test_target_served.py check them, and run this program against a
+ * real server on the host).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,7 +37,26 @@
 #include <unistd.h>
 
 #define PROTOCOL_VERSION 2
+#ifdef FORWARD_TARGET
+/* mgmt's TARGET_SOCKET, protocol.TARGET_CLI_ENV */
+#define SOCKET_ENV "ISCSIKIT_TARGET_SOCKET"
+#define TARGET_SOCKET "/run/iscsikit/iscsikit-targetd.sock"
+#define SERVED_PATH TARGET_SOCKET
+#define FALLBACK "iscsikit-target-local"
+#define PROG "iscsikit-target"
+#define CLOSED_MSG "the target server closed the connection during the command"
+#define CLI_ENV_KEYS "ISCSIKIT_TARGET_SAVEFILE", "ISCSIKIT_TARGET_WORKERS", "COLUMNS", "TERM", "NO_COLOR"
+#else
+/* mgmt's DEFAULT_SOCKET, protocol.CLI_ENV */
+#define SOCKET_ENV "ISCSIKIT_SOCKET"
 #define DEFAULT_SOCKET "/run/iscsikit/iscsikitd.sock"
+#define SERVED_PATH DEFAULT_SOCKET
+#define FALLBACK "iscsikit-adm"
+#define PROG "iscsiadm"
+#define CLOSED_MSG "iSCSI daemon closed the connection during the command"
+#define CLI_ENV_KEYS "ISCSIKIT_DB_ROOT", "ISCSIKIT_SYSFS_ROOT", "ISCSIKIT_SOCKET", "ISCSIKIT_DEBUG", \
+	"COLUMNS", "TERM", "NO_COLOR"
+#endif
 #define FRAME_OUT 'o'
 #define FRAME_ERR 'e'
 #define FRAME_EXIT 'x'
@@ -39,9 +65,7 @@
 #define MAX_LINE (1 << 20)
 #define EXIT_COMM_ERR 18 /* ISCSID_COMM_ERR: the daemon went away mid-run */
 
-/* protocol.CLI_ENV */
-static const char *const cli_env[] = {"ISCSIKIT_DB_ROOT", "ISCSIKIT_SYSFS_ROOT", "ISCSIKIT_SOCKET", "ISCSIKIT_DEBUG",
-                                      "COLUMNS", "TERM", "NO_COLOR", NULL};
+static const char *const cli_env[] = {CLI_ENV_KEYS, NULL};
 
 struct buf {
 	char *p;
@@ -85,19 +109,19 @@ static void put_json(struct buf *b, const char *s)
 
 static void fallback(char **argv)
 {
-	char self[PATH_MAX], path[PATH_MAX + 16];
+	char self[PATH_MAX], path[PATH_MAX + 32];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
 	if (n < 0) {
-		perror("iscsiadm: /proc/self/exe");
+		perror(PROG ": /proc/self/exe");
 		exit(EXIT_COMM_ERR);
 	}
 	self[n] = 0;
 	char *slash = strrchr(self, '/');
 	*slash = 0;
-	snprintf(path, sizeof path, "%s/iscsikit-adm", self);
+	snprintf(path, sizeof path, "%s/" FALLBACK, self);
 	setenv("ISCSIKIT_ARGV0", argv[0], 1);
 	execv(path, argv);
-	fprintf(stderr, "iscsiadm: cannot run %s: %s\n", path, strerror(errno));
+	fprintf(stderr, PROG ": cannot run %s: %s\n", path, strerror(errno));
 	exit(EXIT_COMM_ERR);
 }
 
@@ -130,10 +154,10 @@ static void write_full(int fd, const char *p, size_t n)
 
 int main(int argc, char **argv)
 {
-	const char *path = getenv("ISCSIKIT_SOCKET");
+	const char *path = getenv(SOCKET_ENV);
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (!path || !*path)
-		path = DEFAULT_SOCKET;
+		path = SERVED_PATH;
 	if (strlen(path) >= sizeof sa.sun_path)
 		fallback(argv);
 	strcpy(sa.sun_path, path);
@@ -166,7 +190,15 @@ int main(int argc, char **argv)
 	puts_(&req, "},\"tty\":[");
 	for (int fd = 0; fd < 3; fd++)
 		puts_(&req, isatty(fd) ? (fd ? ",true" : "true") : (fd ? ",false" : "false"));
-	puts_(&req, "]}}\n");
+	puts_(&req, "]");
+#ifdef FORWARD_TARGET
+	char cwd[PATH_MAX];
+	if (!getcwd(cwd, sizeof cwd))
+		fallback(argv); /* no working directory to name: the command runs here */
+	puts_(&req, ",\"cwd\":");
+	put_json(&req, cwd);
+#endif
+	puts_(&req, "}}\n");
 	write_full(s, req.p, req.len);
 
 	/* the reply line: {"v":2,"ok":true,...} or a refusal, which the Python CLI handles itself */
@@ -219,6 +251,6 @@ int main(int argc, char **argv)
 		else
 			break;
 	}
-	fprintf(stderr, "iscsiadm: iSCSI daemon closed the connection during the command\n");
+	fprintf(stderr, PROG ": " CLOSED_MSG "\n");
 	return EXIT_COMM_ERR;
 }

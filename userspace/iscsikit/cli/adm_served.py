@@ -26,7 +26,7 @@ _RUN_TIME_IMPORTS = ("json", "tempfile", "iscsikit.initiator.login_io", "iscsiki
                      "iscsikit.initiator.isns", "iscsikit.kernel.sysfs", "iscsikit.kernel.ibft")
 
 
-class _FrameStream:
+class FrameStream:
     """A text stream sent back as frames: buffered until flush() (the -L progress line
     flushes) or 64 KiB, so a listing is a few frames, not one loop wake-up per line;
     unbuffered when the client's fd is a terminal."""
@@ -49,8 +49,12 @@ class _FrameStream:
 
     def flush(self) -> None:
         if self._parts:
-            self._write(self._kind, "".join(self._parts).encode("utf-8", "surrogateescape"))
+            data = "".join(self._parts).encode("utf-8", "surrogateescape")
             self._parts, self._size = [], 0
+            # one write may be larger than a frame (`ls /iscsi` of 1000 targets is >1 MiB):
+            # the client refuses a frame over protocol.MAX_FRAME, so it goes in pieces
+            for i in range(0, len(data), self.LIMIT):
+                self._write(self._kind, data[i:i + self.LIMIT])
 
     def isatty(self) -> bool:
         return self._tty
@@ -66,8 +70,8 @@ def warm() -> None:
 
 def run(argv: list[str], env: dict, tty: list[bool], write) -> int:
     """The exit code of `argv` (argv[0] first); stdout/stderr bytes go to write(kind, data)."""
-    out = _FrameStream(write, protocol.FRAME_OUT, bool(tty[1]))
-    err = _FrameStream(write, protocol.FRAME_ERR, bool(tty[2]))
+    out = FrameStream(write, protocol.FRAME_OUT, bool(tty[1]))
+    err = FrameStream(write, protocol.FRAME_ERR, bool(tty[2]))
     argv0 = argv[0] if argv else adm.PROG
     try:
         return adm.run(argv[1:], out=out, err=err, argv0=argv0, env=dict(env), err_tty=bool(tty[2]))

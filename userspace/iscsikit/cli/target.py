@@ -34,10 +34,13 @@ def _parser():
 
 
 class _Args:
-    save_file = os.environ.get("ISCSIKIT_TARGET_SAVEFILE")
     json = False
     configfs = None
     command: list = []
+
+    def __init__(self):
+        # read per run: iscsikit-targetd runs many, each in its client's environment
+        self.save_file = os.environ.get("ISCSIKIT_TARGET_SAVEFILE")
 
 
 def _quick_args(argv: list[str]):
@@ -105,6 +108,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"iscsikit-target: could not save the configuration: {e}", file=sys.stderr)
             return EXIT_FAILED
     return EXIT_OK
+
+
+def servable(argv: list[str]) -> bool:
+    """Whether iscsikit-targetd may run this command line in its warm process
+    (cli/target_served.py): the one-shot commands that main() runs without configshell,
+    whose whole output is what they print. The interactive shell, batch input on stdin,
+    commands through configshell (`ls` on a terminal among them), --help and
+    `sessions --follow` (it runs until interrupted) run in their own process."""
+    args = _quick_args(argv)
+    if args is None or not args.command:
+        return False
+    verb = _root_verb(args.command)
+    if verb is not None:
+        return not (verb[0] == "sessions" and "--follow" in verb[1])
+    return not args.json and _fast_command(args.command) is not None
 
 
 # Whole-configuration verbs used by boot scripts and automation: they need no

@@ -65,8 +65,10 @@ LOGIN_ARGS: tuple[Arg, ...] = (
 CLI_ARGS: tuple[Arg, ...] = (
     Arg("argv", (list,)),                 # argv[0] first, as the client was called
     Arg("env", (dict,)),                  # the client's environment (CLI_ENV: the keys it may read)
-    # no cwd: no iscsiadm option takes a relative path
     Arg("tty", (list,)),                  # [stdin, stdout, stderr] is a terminal
+    # the client's working directory: iscsikit-target's file arguments may be relative;
+    # the iscsiadm forwarder sends none (no iscsiadm option takes a relative path)
+    Arg("cwd", _STR, False),
 )
 
 # How the login request is answered, not what is logged in: wait false (iscsiadm -W)
@@ -110,8 +112,12 @@ EVENTS: dict[str, tuple[str, ...]] = {
 # LOGGING_IN: the kernel session exists and its first login runs (its events are routed already)
 SESSION_STATES = ("LOGGING_IN", "LOGGED_IN", "RECOVERING", "FAILED", "LOGGING_OUT")
 
+# The same for iscsikit-target's one-shot commands, forwarded to iscsikit-targetd
+# (cli/target_served.py); the rest of its environment does not change what a command does.
+TARGET_CLI_ENV = ("ISCSIKIT_TARGET_SAVEFILE", "ISCSIKIT_TARGET_WORKERS", "COLUMNS", "TERM", "NO_COLOR")
+
 # Frames of a streamed CLI run: one kind byte, a 4-byte big-endian length, the data.
-# Binary, not JSON lines, so the forwarding client (cli/fastadm.c) stays a few lines
+# Binary, not JSON lines, so the forwarding client (userspace/iscsiadm-forward/) stays a few lines
 # of C: it copies out/err frames to its fds 1 and 2 and exits with the exit frame's code.
 FRAME_HEADER = 5
 FRAME_OUT = ord("o")      # bytes for stdout

@@ -63,7 +63,9 @@ PARALLEL_OPS = {"so_create", "lun_create", "lun_delete", "mlun_create", "mlun_de
 # Enough to overlap the kernel's waits; more only adds contention on the
 # kernel's per-TPG mutexes (measured in the lab guest: 8 threads ~3.5x on LUN links).
 # ISCSIKIT_TARGET_WORKERS=1 gives the serial executor back (the bench's A/B).
-WORKERS = max(1, int(os.environ.get("ISCSIKIT_TARGET_WORKERS", "8") or 8))
+# Read per run, not at import: iscsikit-targetd serves many runs, each with its client's value.
+def workers() -> int:
+    return max(1, int(os.environ.get("ISCSIKIT_TARGET_WORKERS", "8") or 8))
 
 
 def _across_tpgs(batch: list[Step]) -> list[Step]:
@@ -145,7 +147,7 @@ class Executor:
                     while j < len(steps) and steps[j].op == steps[i].op:
                         j += 1
                 batch = steps[i:j]
-                if len(batch) == 1 or WORKERS == 1:
+                if len(batch) == 1 or workers() == 1:
                     results = []
                     for s in batch:         # serial: nothing runs after a failure
                         results.append(self._do(s))
@@ -154,7 +156,7 @@ class Executor:
                 else:
                     if pool is None:
                         from concurrent.futures import ThreadPoolExecutor
-                        pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lio")
+                        pool = ThreadPoolExecutor(workers(), thread_name_prefix="lio")
                     # submitted round-robin over TPGs: the LUNs of one TPG share the kernel's
                     # per-TPG locks, so concurrent workers are spread over different TPGs
                     futures = dict((id(s), pool.submit(self._do, s)) for s in _across_tpgs(batch))
