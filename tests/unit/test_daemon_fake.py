@@ -56,7 +56,26 @@ class Portal:
         self.logouts: list[LogoutRequest] = []
         self.open: list[socket.socket] = []
         self._lock = threading.Lock()
+        # hold_logouts(n): Logout Responses held until n Logout Requests are in
+        self._hold, self._held, self.all_held = 0, [], False
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def hold_logouts(self, n: int, fallback: float = 10.0):
+        """Answer no Logout until `n` Logout Requests have come (then all at once), so the
+        logouts finish only if they were all under way together; `all_held` says whether
+        that happened, or the fallback released them."""
+        self._hold = n
+
+        def release():
+            with self._lock:
+                self._release()
+        threading.Timer(fallback, release).start()
+
+    def _release(self):
+        held, self._held, self._hold = self._held, [], 0
+        for conn, reply in held:
+            with contextlib_suppress():
+                conn.sendall(reply.encode())
 
     def _accept(self):
         while True:
@@ -90,10 +109,17 @@ class Portal:
                         self.logins.append(pdu)
                         reply = target.handle(pdu)
                     elif isinstance(pdu, LogoutRequest):
-                        self.logouts.append(pdu)
                         statsn += 1
                         reply = LogoutResponse(itt=pdu.itt, statsn=statsn, expcmdsn=pdu.cmdsn,
                                                maxcmdsn=pdu.cmdsn + 1, response=0)
+                        with self._lock:
+                            self.logouts.append(pdu)
+                            if self._hold:
+                                self._held.append((conn, reply))
+                                if len(self._held) >= self._hold:
+                                    self.all_held = True
+                                    self._release()
+                                continue
                     elif isinstance(pdu, NopOut) and pdu.itt != 0xFFFFFFFF:
                         statsn += 1
                         reply = NopIn(itt=pdu.itt, ttt=0xFFFFFFFF, statsn=statsn, expcmdsn=pdu.cmdsn,
@@ -253,15 +279,15 @@ def test_a_no_wait_login_is_answered_at_once_and_still_logs_in(lab):
 
 
 def test_logout_waits_the_records_logout_timeout(lab, monkeypatch):
-    from iscsikit.initiator.session import Initiator
+    from iscsikit.initiator import daemon as daemon_mod
     d = lab.daemon()
     seen = []
-    real = Initiator.logout
+    real = daemon_mod.logout_steps
 
-    def logout(self, sid, transport="tcp", timeout=None, wait_for=None):
+    def logout_steps(handle, sid, timeout, ep=None):
         seen.append(timeout)
-        return real(self, sid, transport, timeout=timeout, wait_for=wait_for)
-    monkeypatch.setattr(Initiator, "logout", logout)
+        return real(handle, sid, timeout, ep)
+    monkeypatch.setattr(daemon_mod, "logout_steps", logout_steps)
     sid = d.client.login(lab.request(**{"node__conn[0]__timeo__logout_timeout": "4"}))["sid"]
     d.client.logout(sid)
     sid = d.client.login(lab.request())["sid"]
@@ -301,6 +327,66 @@ def test_logout_sends_the_logout_pdu_and_leaves_no_kernel_object(lab):
     with pytest.raises(MgmtError) as e:
         d.client.logout(sid)
     assert e.value.exit_code == 21
+
+
+def _log_in_many(lab, d, n: int) -> list[int]:
+    nids = [NodeId(f"{TARGET}{i}", "127.0.0.1", lab.portal.port, 1, "default") for i in range(n)]
+    results = d.client.call_many([("login", records.login_request(nid, {}, INITIATOR)) for nid in nids])
+    return [r["sid"] for r in results]
+
+
+def _kinds_of(kernel, sid: int) -> list:
+    return [k for k, u in kernel.requests if u.get("sid") == sid]
+
+
+LOGOUT_KINDS = [Ev.UNBIND_SESSION, Ev.SEND_PDU, Ev.STOP_CONN, Ev.DESTROY_CONN, Ev.DESTROY_SESSION]
+
+
+def test_concurrent_logouts_are_all_under_way_together(lab):
+    """Six logouts at once (what -U all sends): the target answers none until all six Logout
+    Requests are in, so they finish only if no logout waits for another's response; each
+    session's steps reach the kernel in iscsid's order, the six interleaved, not one after another."""
+    d = lab.daemon()
+    sids = _log_in_many(lab, d, 6)
+    start = len(lab.kernel.requests)
+    lab.portal.hold_logouts(6)
+    results = d.client.call_many([("logout", {"sid": sid}) for sid in sids])
+    assert results == [{"sid": sid} for sid in sids]
+    assert lab.portal.all_held, "the Logout Requests did not all go out before the first response"
+    assert lab.kernel.sessions == {} and d.client.sessions() == []
+    for sid in sids:
+        assert _kinds_of(lab.kernel, sid)[-5:] == LOGOUT_KINDS, sid
+    # every UNBIND went out before the first session was destroyed
+    logout_kinds = [k for k, _ in lab.kernel.requests[start:]]
+    assert logout_kinds.index(Ev.DESTROY_SESSION) > max(i for i, k in enumerate(logout_kinds) if k == Ev.UNBIND_SESSION)
+    assert d.daemon.logout_waiters == {} and d.daemon.logouts == set()
+
+
+def test_a_failed_logout_among_many_leaves_the_others_done_and_no_waiters(lab):
+    """One session's DESTROY_SESSION refused while three others log out at once (their steps
+    share datagrams with it): only that logout fails, with the kernel's refusal; the others
+    are gone; no waiter or logout in flight is left, and a watcher hears no removal of the
+    session the kernel still has."""
+    d = lab.daemon()
+    [w] = d.watchers(1)
+    sids = _log_in_many(lab, d, 4)
+    _events(w, 4)                                    # the four session_added
+    lab.kernel.refuse(Ev.DESTROY_SESSION, sids[1])
+    results = d.client.call_many([("logout", {"sid": sid}) for sid in sids])
+    failed = results[1]
+    assert isinstance(failed, MgmtError) and "DESTROY_SESSION" in str(failed)
+    assert [results[i] for i in (0, 2, 3)] == [{"sid": sids[i]} for i in (0, 2, 3)]
+    assert list(lab.kernel.sessions) == [sids[1]]
+    assert d.daemon.logout_waiters == {} and d.daemon.logouts == set()
+    removed = []
+    while len(removed) < 3:         # published before each reply went out: all here already
+        e = next(w)
+        if e["event"] == "session_removed":
+            removed.append(e["sid"])
+    assert sorted(removed) == sorted(sids[i] for i in (0, 2, 3))
+    # the kernel's session is left as the refusal left it (stopped, no connection), listed unmanaged
+    [left] = d.client.sessions()
+    assert (left["sid"], left["managed"]) == (sids[1], False)
 
 
 def test_a_refused_login_leaves_nothing_in_the_kernel(lab):

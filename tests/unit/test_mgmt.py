@@ -11,7 +11,7 @@ import pytest
 
 from iscsikit.initiator import mgmt, protocol
 from iscsikit.initiator.daemon import Daemon, node_from_args
-from iscsikit.kernel.constants import KEv
+from iscsikit.kernel.constants import Ev
 from iscsikit.kernel.fake import FakeKernel
 
 
@@ -220,36 +220,30 @@ def test_sessions_request_skips_a_session_gone_while_listed(tmp_path):
 
 
 def test_a_stopping_daemon_releases_logouts_waiting_for_kernel_events(tmp_path):
-    """A logout waits for the kernel's events in a worker thread; when the daemon stops,
-    that wait must end, or the thread (joined at exit) keeps the process alive forever."""
-
-    waited = []
-
-    class Initiator:
-        def logout(self, sid, transport, wait_for, timeout=15):
-            t = time.monotonic()
-            first = wait_for(KEv.UNBIND_SESSION, sid, 15)    # released by the stop
-            second = wait_for(KEv.RECV_PDU, sid, 15)         # asked after the stop: no wait
-            waited.append((first, second, time.monotonic() - t))
-
-    class Sysfs:
-        def session(self, sid, luns=True):
-            return object()
+    """A logout's coroutine waits for the kernel's events; when the daemon stops, that wait
+    must end at once (not at logout_timeout), and the session is still destroyed."""
+    kernel = FakeKernel(tmp_path / "sys")
 
     async def scenario():
-        d = Daemon(str(tmp_path / "d.sock"), kernel=FakeKernel(tmp_path / "sys"), workers=2)
-        d.loop = asyncio.get_running_loop()     # what run() sets, without serving
-        d.sysfs, d.initiator = Sysfs(), Initiator()
-        d.stopping = asyncio.Event()
-        task = asyncio.ensure_future(d.op_logout({"sid": 7}))
-        while not d.logout_waiters:
+        d = Daemon(str(tmp_path / "d.sock"), kernel=kernel, workers=2)
+        d.loop = asyncio.get_running_loop()     # what run() sets, without serving: nobody reads
+        d.stopping = asyncio.Event()            # the events socket, so no UNBIND event reaches the waiter
+        sid, _ = d.requests.create_session(kernel.transports["tcp"])
+        t = time.monotonic()
+        task = asyncio.ensure_future(d.op_logout({"sid": sid}))
+        while Ev.UNBIND_SESSION not in kernel.kinds():
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.2)
+        assert not task.done()
         d.stopping.set()
         d.release_logout_waiters()
-        assert await asyncio.wait_for(task, 5) == {"sid": 7}
-        d.pool.shutdown()
+        assert await asyncio.wait_for(task, 5) == {"sid": sid}
+        d.requests.close()
+        d.events.close()
+        return time.monotonic() - t
 
-    asyncio.run(scenario())
-    [(first, second, elapsed)] = waited
-    assert (first, second) == (False, False) and elapsed < 5
+    try:
+        elapsed = asyncio.run(scenario())
+    finally:
+        kernel.close()
+    assert elapsed < 5 and kernel.sessions == {} and kernel.kinds()[-1] == Ev.DESTROY_SESSION

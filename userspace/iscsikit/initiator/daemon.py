@@ -5,8 +5,9 @@ logs nodes in and out, recovers connections, and on start adopts the
 sessions the kernel still has without touching them (open-iscsi #126: iscsid
 relogs every session when it restarts).
 
-Blocking work (a login exchange, netlink requests) runs in worker threads;
-the event loop only routes. Two netlink sockets: one for requests (replies
+Blocking work (a login exchange, a scan) runs in worker threads; a logout's
+steps run as a coroutine on the event loop; every NETLINK_ISCSI request goes
+out from one sender thread (kernel_requests.py). Two netlink sockets: one for requests (replies
 are unicast to it, so it sees no events) and one joined to the events group,
 read by the loop. So a reply is never taken for an event, nor the reverse.
 """
@@ -35,8 +36,10 @@ from ..proto.keys import KEY_BY_NAME
 from .exitcodes import ExitCode
 from . import mgmt, protocol, reopen
 from .errors import IscsiError
+from .kernel_requests import KernelRequests
 from .records import atoi
-from .session import CONN_LOST, LOGOUT_TIMEOUT, Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
+from .session import (CONN_LOST, LOGOUT_TIMEOUT, Initiator, KernelSession, NodeConfig, Send, SessionError,
+                      is_logout_step, logout_steps)
 
 log = logging.getLogger("iscsikitd")
 
@@ -126,7 +129,10 @@ class Daemon:
         netlink = kernel.netlink if kernel is not None else IscsiNetlink
         self.socket_path = socket_path or mgmt.socket_path()
         self.sysfs = sysfs or (kernel.sysfs if kernel is not None else Sysfs())
-        self.initiator = Initiator(self.sysfs, netlink(groups=0))
+        # every request from one thread (kernel_requests.py): logins' worker threads and
+        # logouts' coroutines alike
+        self.requests = KernelRequests(netlink(groups=0))
+        self.initiator = Initiator(self.sysfs, self.requests)
         self.events = netlink()
         self.schedule = schedule            # when a failed session's reconnect attempts start (reopen.py)
         # a first login's failed connect waits this before it is tried again (iscsid's
@@ -140,8 +146,9 @@ class Daemon:
         self.sessions: dict[int, Managed] = {}
         self.node_locks: dict[tuple, asyncio.Lock] = {}
         self._queued_logins: set[asyncio.Task] = set()   # -W logins still running (held: asyncio keeps weak refs)
-        # logout steps awaited by a worker thread, by (KEv.UNBIND_SESSION or KEv.RECV_PDU, sid)
+        # logout steps a logout's coroutine awaits, by (KEv.UNBIND_SESSION or KEv.RECV_PDU, sid)
         self.logout_waiters: dict[tuple[KEv, int], asyncio.Future] = {}
+        self.logouts: set[asyncio.Task] = set()        # the tasks running a logout's steps
         # RECV_PDU payloads of sessions whose recovery login runs through the kernel
         self.pdu_queues: dict[int, queue.Queue] = {}
         # GET_STATS is answered by a multicast event: the requests wait here, by sid
@@ -186,6 +193,9 @@ class Daemon:
             await self.stopping.wait()
             await self.finish_cli_runs()
         self.release_logout_waiters()
+        if self.logouts:
+            # their waits end at once now; the sessions' destruction still goes out
+            await asyncio.wait(list(self.logouts), timeout=10)
         self.loop.remove_reader(self.events.fileno())
         for m in self.sessions.values():
             if m.recovery:
@@ -215,8 +225,7 @@ class Daemon:
             self.pool.submit(meet)
 
     def release_logout_waiters(self) -> None:
-        """On stop: logouts in flight stop waiting for the kernel's events (the loop that
-        routes them is ending) and finish at once, so their threads let the process exit."""
+        """On stop: logouts in flight stop waiting for the kernel's events and finish at once."""
         for fut in self.logout_waiters.values():
             if not fut.done():
                 fut.set_result(False)
@@ -657,44 +666,49 @@ class Daemon:
             if m.recovery and not m.recovery.done():
                 m.recovery.cancel()
             self.set_state(m, "LOGGING_OUT")
-        # Both futures exist before the requests go out: an event that beats the worker
-        # thread to its wait still finds its waiter.
+        # Both futures exist before the requests go out: an event that beats the reply
+        # to its request still finds its waiter.
         steps = {kind: self.loop.create_future() for kind in (KEv.UNBIND_SESSION, KEv.RECV_PDU)}
         for kind, fut in steps.items():
             self.logout_waiters[(kind, sid)] = fut
-
-        async def step_done(kind: KEv, timeout: float) -> bool:
-            try:
-                return await asyncio.wait_for(asyncio.shield(steps[kind]), timeout)
-            except asyncio.TimeoutError:
-                return False
-
-        def wait_for(kind: KEv, _sid: int, timeout: float) -> bool:
-            # bounded here too: a loop that has stopped (the daemon is exiting) never
-            # answers, and a worker blocked forever would keep the process from exiting
-            if self.stopping.is_set():
-                return False
-            try:
-                return asyncio.run_coroutine_threadsafe(step_done(kind, timeout), self.loop).result(timeout + 5)
-            except Exception:
-                return False
-
+        task = asyncio.current_task()
+        self.logouts.add(task)
         try:
             transport = m.ks.node.transport if m else self._sysfs_transport(sid)
             # the kernel endpoint of a KERNEL_EP transport's connection, disconnected first
-            ep = {"ep": m.ks.ep} if m and m.ks.ep is not None else {}
+            ep = m.ks.ep if m else None
             # node.conn[0].timeo.logout_timeout of the record it logged in with (an adopted
             # session's node comes from sysfs: the record table's default)
             timeout = float(m.ks.node.logout_timeout) if m and m.ks.node.logout_timeout > 0 else LOGOUT_TIMEOUT
-            await self.blocking(lambda: self.initiator.logout(sid, transport, timeout=timeout, wait_for=wait_for,
-                                                              **ep))
+            await self.run_logout(logout_steps(self.initiator.transport_handle(transport), sid, timeout, ep), steps)
         finally:
+            self.logouts.discard(task)
             for kind in steps:
                 self.logout_waiters.pop((kind, sid), None)
             self.sessions.pop(sid, None)
         # after the kernel's session is gone (a failed logout raised above, leaving it)
         self.publish("session_removed", sid, target=m.ks.node.target if m else "", reason=reason)
         return {"sid": sid}
+
+    async def run_logout(self, steps, events: dict[KEv, asyncio.Future]) -> None:
+        """session.logout_steps() on the loop: its requests through the one sender (so 32
+        logouts share datagrams instead of contending for a socket), its waits on the
+        futures on_netlink resolves (or False once their timeout passes, or at stop)."""
+        answer = None
+        while True:
+            try:
+                step = steps.send(answer)
+            except StopIteration:
+                return
+            if isinstance(step, Send):
+                answer = await self.requests.abatch(step.requests)
+            elif self.stopping.is_set():
+                answer = False
+            else:
+                try:
+                    answer = await asyncio.wait_for(asyncio.shield(events[step.kind]), step.timeout)
+                except asyncio.TimeoutError:
+                    answer = False
 
     async def op_rescan(self, args: dict) -> dict:
         s = self.sysfs.session(args["sid"], luns=False)

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 from ..kernel import kmod
 from ..kernel.constants import Ev, HostParam, KEv, Param, StopFlag
-from ..kernel.netlink import IscsiNetlink, KernelError
+from ..kernel.netlink import IscsiNetlink, KernelError, send_pdu_request
 from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
 from ..proto.errors import AuthenticationFailure, ProtocolError
@@ -630,49 +630,21 @@ class Initiator:
     # ---- logout ----------------------------------------------------------
     def logout(self, sid: int, transport: str = "tcp", timeout: float = LOGOUT_TIMEOUT,
                wait_for: Callable[[KEv, int, float], bool] | None = None, ep: int | None = None) -> None:
-        """iscsid's order (facts §2.4): unbind, and once the kernel says the SCSI devices
-        are gone (KEVENT_UNBIND_SESSION), the Logout PDU; then stop and destroy.
-
-        Sending the Logout while the kernel still removes the devices races their
-        last commands (sd's SYNCHRONIZE CACHE) against the target closing the session.
-        `wait_for(kind, sid, timeout)` waits for KEv.UNBIND_SESSION or, for KEv.RECV_PDU,
-        a Logout Response; by default this object's own socket is read, a daemon that
-        routes events passes its own. `ep`: the connection's kernel endpoint (KERNEL_EP
-        transports), disconnected first; unknown (an adopted session: sysfs does not link
-        a connection to its endpoint), STOP_CONN disconnects it in the kernel
-        (iscsi_if_stop_conn, 6.1).
-        """
+        """logout_steps() driven here, blocking: requests on this object's socket, and
+        `wait_for(kind, sid, timeout)` for the kernel's events (by default this object's own
+        socket is read). The daemon drives the same steps as a coroutine instead."""
         handle = self.transport_handle(transport)
         if self.sysfs.session(sid, luns=False) is None:
             raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
         wait = wait_for or self._wait_for
-        nl = self.nl
-        t0 = time.monotonic()
-        nl.unbind_session(handle, sid)
-        t1 = time.monotonic()
-        if not wait(KEv.UNBIND_SESSION, sid, timeout):
-            log.info("session %d: devices not removed within %.0f s; logging out all the same", sid, timeout)
-        # The kernel fills ITT, CmdSN and ExpStatSN; a zero header of the right kind is enough.
-        request = LogoutRequest(immediate=True, reason=0, itt=0, cmdsn=0, expstatsn=0)
-        t2 = time.monotonic()
-        try:
-            nl.send_pdu(handle, sid, 0, request.encode())
-            if not wait(KEv.RECV_PDU, sid, timeout):
-                log.info("session %d: no Logout Response within %.0f s", sid, timeout)
-        except KernelError as e:
-            log.info("session %d: logout PDU not sent (%s); closing without it", sid, e)
-        # (disconnect the endpoint,) stop, destroy the connection, destroy the session: one
-        # datagram, answered in order; only the session's destruction must succeed
-        t3 = time.monotonic()
-        ep_step = [(Ev.TRANSPORT_EP_DISCONNECT, handle, b"", {"ep_handle": ep})] if ep is not None else []
-        *_, destroyed = nl.batch(ep_step + [
-            (Ev.STOP_CONN, handle, b"", {"sid": sid, "cid": 0, "flag": int(StopFlag.TERM)}),
-            (Ev.DESTROY_CONN, handle, b"", {"sid": sid, "cid": 0}),
-            (Ev.DESTROY_SESSION, handle, b"", {"sid": sid})])
-        log.debug("session %d: logout: unbind sent in %.3f s, devices gone after %.3f s, Logout Response "
-                  "after %.3f s, destroyed in %.3f s", sid, t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3)
-        if isinstance(destroyed, KernelError):
-            raise destroyed
+        steps = logout_steps(handle, sid, timeout, ep)
+        answer = None
+        while True:
+            try:
+                step = steps.send(answer)
+            except StopIteration:
+                return
+            answer = self.nl.batch(step.requests) if isinstance(step, Send) else wait(step.kind, sid, step.timeout)
 
     def _wait_for(self, kind: KEv, sid: int, timeout: float) -> bool:
         """Read this object's own socket for a logout step's event (one caller at a time:
@@ -685,6 +657,61 @@ class Initiator:
             if is_logout_step(ev, kind, sid):
                 return True
         return False
+
+
+@dataclass(frozen=True)
+class Send:
+    """A logout step: these requests in one datagram; the answer is their results (Uevent or KernelError)."""
+    requests: list
+
+
+@dataclass(frozen=True)
+class Await:
+    """A logout step: the kernel's event `kind` for the session (is_logout_step); the answer is
+    whether it came within `timeout` seconds."""
+    kind: KEv
+    timeout: float
+
+
+def logout_steps(handle: int, sid: int, timeout: float = LOGOUT_TIMEOUT, ep: int | None = None):
+    """The logout in iscsid's order (facts §2.4), as a generator of Send / Await steps, so a
+    blocking caller (Initiator.logout) and the daemon's event loop drive the one sequence:
+    unbind, and once the kernel says the SCSI devices are gone (KEVENT_UNBIND_SESSION), the
+    Logout PDU; then (disconnect the endpoint,) stop, destroy the connection, destroy the session.
+
+    Sending the Logout while the kernel still removes the devices races their last commands
+    (sd's SYNCHRONIZE CACHE) against the target closing the session. A wait that runs out,
+    or a Logout PDU the kernel refuses, does not stop the logout; only the session's
+    destruction must succeed (KernelError raised otherwise; an UNBIND the kernel refuses
+    raises before anything else is sent). `ep`: the connection's kernel endpoint (KERNEL_EP
+    transports), disconnected first; unknown (an adopted session: sysfs does not link a
+    connection to its endpoint), STOP_CONN disconnects it in the kernel (iscsi_if_stop_conn, 6.1).
+    """
+    t0 = time.monotonic()
+    [unbound] = yield Send([(Ev.UNBIND_SESSION, handle, b"", {"sid": sid})])
+    if isinstance(unbound, KernelError):
+        raise unbound
+    t1 = time.monotonic()
+    if not (yield Await(KEv.UNBIND_SESSION, timeout)):
+        log.info("session %d: devices not removed within %.0f s; logging out all the same", sid, timeout)
+    # The kernel fills ITT, CmdSN and ExpStatSN; a zero header of the right kind is enough.
+    request = LogoutRequest(immediate=True, reason=0, itt=0, cmdsn=0, expstatsn=0)
+    t2 = time.monotonic()
+    [sent] = yield Send([send_pdu_request(handle, sid, 0, request.encode())])
+    if isinstance(sent, KernelError):
+        log.info("session %d: logout PDU not sent (%s); closing without it", sid, sent)
+    elif not (yield Await(KEv.RECV_PDU, timeout)):
+        log.info("session %d: no Logout Response within %.0f s", sid, timeout)
+    t3 = time.monotonic()
+    ep_step = [(Ev.TRANSPORT_EP_DISCONNECT, handle, b"", {"ep_handle": ep})] if ep is not None else []
+    *_, destroyed = yield Send(ep_step + [
+        (Ev.STOP_CONN, handle, b"", {"sid": sid, "cid": 0, "flag": int(StopFlag.TERM)}),
+        (Ev.DESTROY_CONN, handle, b"", {"sid": sid, "cid": 0}),
+        (Ev.DESTROY_SESSION, handle, b"", {"sid": sid})])
+    log.debug("session %d: logout: unbind sent in %.3f s, devices gone after %.3f s, Logout Response "
+              "after %.3f s, destroyed in %.3f s", sid, t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3)
+    if isinstance(destroyed, KernelError):
+        raise destroyed
 
 
 def received_pdu(ev) -> object | None:

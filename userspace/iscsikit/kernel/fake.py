@@ -33,8 +33,9 @@ go transport-offline by themselves), offload transports (ep_connect).
 
 Test hooks: `conn_error(sid, error)` (the connection dies as the kernel sees
 it), `add_lun(sid, lun, block)` (what a scan would find), `reload_module()`
-(a new transport handle), `requests` and `kinds()` (every request received, in
-order).
+(a new transport handle), `refuse(kind, sid)` (the next such request fails),
+`busy()` (the kernel's mutex held), `requests` and `kinds()` (every request
+received, in order), `datagrams` (how many messages each datagram carried).
 Sessions outlive the daemon that made them, so a second daemon on the same
 FakeKernel adopts them, as after a restart.
 """
@@ -229,6 +230,9 @@ class FakeKernel:
         self.transports = {"tcp": FIRST_HANDLE}
         self.sessions: dict[int, _Session] = {}
         self.requests: list[tuple[Ev | int, dict]] = []
+        self.datagrams: list[int] = []      # the messages of each datagram handled, in order
+        self.arrived = 0                    # datagrams sent to the kernel, handled or still waiting
+        self._refusals: dict[tuple[Ev, int], int] = {}
         self._lock = threading.RLock()      # the kernel's rx_queue_mutex: one message at a time
         self._members: list[FakeSocket] = []
         self._sockets: list[FakeSocket] = []
@@ -301,7 +305,9 @@ class FakeKernel:
     def _receive(self, sock: FakeSocket, data: bytes) -> None:
         """iscsi_if_rx: each message in turn, each answered to its sender."""
         off = 0
+        self.arrived += 1
         with self._lock:
+            self.datagrams.append(0)
             while off + 16 <= len(data):
                 length = int.from_bytes(data[off:off + 4], "little")
                 raw = data[off:off + max(length, 16)]
@@ -319,8 +325,11 @@ class FakeKernel:
                 payload = raw[lay.codec.size:length]
                 handle = values["transport_handle"]
                 self.requests.append((kind if kind is not None else nlmsg_type, dict(u)))
+                self.datagrams[-1] += 1
                 r_kind, r, err = None, {}, 0
                 try:
+                    if (kind, u.get("sid")) in self._refusals:
+                        raise _Refused(self._refusals.pop((kind, u.get("sid"))))
                     if handle not in self.transports.values():
                         raise _Refused(errno.EINVAL)       # iscsi_if_transport_lookup found nothing
                     if kind not in self._handlers:
@@ -742,6 +751,18 @@ class FakeKernel:
             self.transports[name] += 0x1000
             self._write(os.path.join("class", "iscsi_transport", name), handle=self.transports[name])
             return self.transports[name]
+
+    def refuse(self, kind: Ev, sid: int, err: int = errno.EBUSY) -> None:
+        """The next `kind` request for session `sid` is refused with -err (IF_ERROR)."""
+        with self._lock:
+            self._refusals[(kind, sid)] = err
+
+    @contextlib.contextmanager
+    def busy(self):
+        """The kernel's rx_queue_mutex held, as by another process's long request: every
+        datagram sent meanwhile waits (counted in `arrived`) and is handled after."""
+        with self._lock:
+            yield
 
     def kinds(self) -> list[Ev | int]:
         """The requests received so far, by kind."""

@@ -302,48 +302,12 @@ class KernelError(OSError):
                                    f"({os.strerror(abs(err)) if err else 'unknown'})")
 
 
-class IscsiNetlink:
-    """The NETLINK_ISCSI socket: one request in flight; events set aside in order."""
+class Requests:
+    """The requests by name, over `batch()`: what both the socket (IscsiNetlink) and a
+    sender that shares one socket among many callers (initiator/kernel_requests.py) offer."""
 
-    def __init__(self, groups: int = GROUP_ISCSID, reply_timeout: float = 30.0, sock=None):
-        # `sock`: a stand-in for the AF_NETLINK socket (kernel/fake.py's, as pyroute2's IPRoute
-        # takes ipmock's with use_socket); everything else here runs the same on it
-        self.sock = sock if sock is not None else self._open()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        # bit 1 is group 1; joining needs CAP_NET_ADMIN
-        self.sock.bind((0, 1 << (groups - 1) if groups else 0))
-        self.reply_timeout = reply_timeout
-        self.events: collections.deque[Uevent] = collections.deque()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _open() -> socket.socket:
-        try:
-            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ISCSI)
-        except OSError as e:
-            if e.errno == errno.EPROTONOSUPPORT:
-                raise OSError(e.errno, "NETLINK_ISCSI is not available: load scsi_transport_iscsi "
-                                       "(modprobe iscsi_tcp), and run in the initial network namespace") from None
-            raise
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def __enter__(self) -> "IscsiNetlink":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _recv(self, timeout: float | None) -> bytes | None:
-        if timeout is not None:
-            ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
-            if not ready:
-                return None
-        return self.sock.recv(RECV_BUFFER)
+    def batch(self, requests: list[tuple[Ev, int, bytes, dict]]) -> list[Uevent | KernelError]:
+        raise NotImplementedError
 
     def request(self, kind: Ev, transport_handle: int = 0, payload: bytes = b"", **values) -> Uevent:
         result = self.batch([(kind, transport_handle, payload, values)])[0]
@@ -351,58 +315,6 @@ class IscsiNetlink:
             raise result
         return result
 
-    def batch(self, requests: list[tuple[Ev, int, bytes, dict]]) -> list[Uevent | KernelError]:
-        """Several requests in one datagram; their replies (or errors) in the same order.
-
-        The kernel (iscsi_if_rx) walks every message of a datagram in turn and
-        answers each, so a session's two dozen SET_PARAMs cost one send and one
-        lock hold instead of two dozen round trips. A refused request does not
-        stop the ones after it: each result stands alone.
-        """
-        kinds = [kind for kind, *_ in requests]
-        data = b"".join(_aligned(encode(kind, handle, payload, **values))
-                        for kind, handle, payload, values in requests)
-        results: list[Uevent | KernelError] = []
-        with self._lock:
-            self.sock.sendto(data, (0, 0))
-            deadline = time.monotonic() + self.reply_timeout
-            while len(results) < len(kinds):
-                chunk = self._recv(deadline - time.monotonic())
-                if chunk is None:
-                    results.extend(KernelError(k, -errno.ETIMEDOUT, "no reply within the timeout:")
-                                   for k in kinds[len(results):])
-                    break
-                for raw in split(chunk):
-                    kind = kinds[len(results)] if len(results) < len(kinds) else None
-                    ev = decode(raw, kind)
-                    if kind is not None and ev.type == KEv.IF_ERROR:
-                        results.append(KernelError(kind, ev.iferror, "kernel returned"))
-                    elif kind is not None and ev.type == kind:
-                        if kind in RETCODE_REPLIES and ev["retcode"] < 0:
-                            results.append(KernelError(kind, ev["retcode"], "driver returned"))
-                        else:
-                            results.append(ev)
-                    else:
-                        self.events.append(ev)
-        return results
-
-    def post(self, kind: Ev, transport_handle: int = 0, payload: bytes = b"", **values) -> None:
-        """Send a request whose answer arrives as an event (GET_STATS), without waiting."""
-        with self._lock:
-            self.sock.sendto(encode(kind, transport_handle, payload, **values), (0, 0))
-
-    def next_event(self, timeout: float | None = 0.0) -> Uevent | None:
-        """The oldest event, reading the socket for at most `timeout` seconds (None: wait)."""
-        if self.events:
-            return self.events.popleft()
-        with self._lock:
-            chunk = self._recv(timeout)
-        if chunk is None:
-            return None
-        self.events.extend(decode(raw) for raw in split(chunk))
-        return self.events.popleft() if self.events else None
-
-    # ---- the requests, by name -------------------------------------------
     def ep_connect(self, handle: int, host: str, port: int, non_blocking: bool = True) -> int:
         """TRANSPORT_EP_CONNECT: the transport connects to host:port in the kernel; the endpoint's handle."""
         return self.request(Ev.TRANSPORT_EP_CONNECT, handle, sockaddr(host, port),
@@ -471,6 +383,106 @@ class IscsiNetlink:
         self.request(Ev.DESTROY_CONN, handle, sid=sid, cid=cid)
 
     def send_pdu(self, handle: int, sid: int, cid: int, header: bytes, data: bytes = b"") -> None:
-        padded = data + b"\0" * (-len(data) % 4)
-        self.request(Ev.SEND_PDU, handle, header + padded, sid=sid, cid=cid, hdr_size=len(header),
-                     data_size=len(padded))
+        kind, handle, payload, values = send_pdu_request(handle, sid, cid, header, data)
+        self.request(kind, handle, payload, **values)
+
+
+class IscsiNetlink(Requests):
+    """The NETLINK_ISCSI socket: one request in flight; events set aside in order."""
+
+    def __init__(self, groups: int = GROUP_ISCSID, reply_timeout: float = 30.0, sock=None):
+        # `sock`: a stand-in for the AF_NETLINK socket (kernel/fake.py's, as pyroute2's IPRoute
+        # takes ipmock's with use_socket); everything else here runs the same on it
+        self.sock = sock if sock is not None else self._open()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        # bit 1 is group 1; joining needs CAP_NET_ADMIN
+        self.sock.bind((0, 1 << (groups - 1) if groups else 0))
+        self.reply_timeout = reply_timeout
+        self.events: collections.deque[Uevent] = collections.deque()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _open() -> socket.socket:
+        try:
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ISCSI)
+        except OSError as e:
+            if e.errno == errno.EPROTONOSUPPORT:
+                raise OSError(e.errno, "NETLINK_ISCSI is not available: load scsi_transport_iscsi "
+                                       "(modprobe iscsi_tcp), and run in the initial network namespace") from None
+            raise
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def __enter__(self) -> "IscsiNetlink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _recv(self, timeout: float | None) -> bytes | None:
+        if timeout is not None:
+            ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
+            if not ready:
+                return None
+        return self.sock.recv(RECV_BUFFER)
+
+    def batch(self, requests: list[tuple[Ev, int, bytes, dict]]) -> list[Uevent | KernelError]:
+        """Several requests in one datagram; their replies (or errors) in the same order.
+
+        The kernel (iscsi_if_rx) walks every message of a datagram in turn and
+        answers each, so a session's two dozen SET_PARAMs cost one send and one
+        lock hold instead of two dozen round trips. A refused request does not
+        stop the ones after it: each result stands alone.
+        """
+        kinds = [kind for kind, *_ in requests]
+        data = b"".join(_aligned(encode(kind, handle, payload, **values))
+                        for kind, handle, payload, values in requests)
+        results: list[Uevent | KernelError] = []
+        with self._lock:
+            self.sock.sendto(data, (0, 0))
+            deadline = time.monotonic() + self.reply_timeout
+            while len(results) < len(kinds):
+                chunk = self._recv(deadline - time.monotonic())
+                if chunk is None:
+                    results.extend(KernelError(k, -errno.ETIMEDOUT, "no reply within the timeout:")
+                                   for k in kinds[len(results):])
+                    break
+                for raw in split(chunk):
+                    kind = kinds[len(results)] if len(results) < len(kinds) else None
+                    ev = decode(raw, kind)
+                    if kind is not None and ev.type == KEv.IF_ERROR:
+                        results.append(KernelError(kind, ev.iferror, "kernel returned"))
+                    elif kind is not None and ev.type == kind:
+                        if kind in RETCODE_REPLIES and ev["retcode"] < 0:
+                            results.append(KernelError(kind, ev["retcode"], "driver returned"))
+                        else:
+                            results.append(ev)
+                    else:
+                        self.events.append(ev)
+        return results
+
+    def post(self, kind: Ev, transport_handle: int = 0, payload: bytes = b"", **values) -> None:
+        """Send a request whose answer arrives as an event (GET_STATS), without waiting."""
+        with self._lock:
+            self.sock.sendto(encode(kind, transport_handle, payload, **values), (0, 0))
+
+    def next_event(self, timeout: float | None = 0.0) -> Uevent | None:
+        """The oldest event, reading the socket for at most `timeout` seconds (None: wait)."""
+        if self.events:
+            return self.events.popleft()
+        with self._lock:
+            chunk = self._recv(timeout)
+        if chunk is None:
+            return None
+        self.events.extend(decode(raw) for raw in split(chunk))
+        return self.events.popleft() if self.events else None
+
+def send_pdu_request(handle: int, sid: int, cid: int, header: bytes, data: bytes = b"") -> tuple[Ev, int, bytes, dict]:
+    """SEND_PDU as one batch() row: the BHS, then the data padded to 4 bytes (counted in data_size, as iscsid does)."""
+    padded = data + b"\0" * (-len(data) % 4)
+    return Ev.SEND_PDU, handle, header + padded, {"sid": sid, "cid": cid, "hdr_size": len(header),
+                                                   "data_size": len(padded)}
