@@ -49,6 +49,8 @@ LOGIN_ARGS: tuple[Arg, ...] = (
     Arg("scan", _STR, False), Arg("login_timeout", _NUM, False), Arg("logout_timeout", _NUM, False),
     Arg("operational", (dict,), False),
     Arg("reopen_max", _INT, False),
+    # a first login whose connection fails before the target answered is tried again (iser)
+    Arg("initial_login_retry_max", _INT, False),
     # the iface's binding (login_io.Binding)
     Arg("net_ifacename", _STR, False), Arg("hwaddress", _STR, False), Arg("ipaddress", _STR, False),
     # add a session even when one to this (target, portal, iface) is up: iscsiadm's

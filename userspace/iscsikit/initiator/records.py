@@ -331,6 +331,8 @@ _LOGIN_KEYS = {
     "logout_timeout": "node.conn[0].timeo.logout_timeout",
     # recovery: reconnect attempts after a connection error (0: until logged out)
     "reopen_max": "node.session.reopen_max",
+    # a first login over a kernel endpoint whose connection fails before any Login Response
+    "initial_login_retry_max": "node.session.initial_login_retry_max",
     # where the iface's connections leave from (login_io.Binding)
     "net_ifacename": "iface.net_ifacename", "hwaddress": "iface.hwaddress", "ipaddress": "iface.ipaddress",
 }
