@@ -93,8 +93,9 @@ def test_a_first_login_whose_connection_was_lost_is_made_again(ini, monkeypatch,
     if ok:
         assert run().sid == lost + 1
     else:
-        with pytest.raises(S.LoginConnectionLost):
+        with pytest.raises(S.SessionError) as e:
             run()
+        assert e.value.exit_code == 5 and f"({retries + 1} tries)" in str(e.value)
     calls = [c[0] for c in ini.nl.calls]
     tries = lost + 1 if ok else retries + 1
     assert calls.count("create_bound_session") == tries

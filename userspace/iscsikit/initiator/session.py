@@ -554,14 +554,18 @@ class Initiator:
         login's connection: over iSER a refused login (wrong CHAP) otherwise ends as a
         transport error or an authentication failure by chance (ib_isert closes the RDMA
         connection right behind its refusal; open-iscsi shows the same race)."""
-        for attempt in range(max(0, node.initial_login_retry_max) + 1):
+        retries = max(0, node.initial_login_retry_max)
+        for attempt in range(retries + 1):
             try:
                 return self._endpoint_session(node, handle, initiator_name, pdu_route, created, scan)
             except LoginConnectionLost as e:
-                if attempt >= node.initial_login_retry_max:
-                    raise
+                if attempt >= retries:
+                    # every try lost its connection before the target answered: a failed login
+                    # (5), as iscsid ends it once its retries are spent (seen in the guest:
+                    # Debian's iscsiadm gives 24 when the refusal arrives, else 5)
+                    raise SessionError(ExitCode.LOGIN, f"{e} ({attempt + 1} tries)", "connection") from None
                 log.info("login to %s,%s over %s: %s; trying again (%d of %d)", node.address, node.port,
-                         node.transport, e.message, attempt + 1, node.initial_login_retry_max)
+                         node.transport, e, attempt + 1, retries)
         raise AssertionError("unreachable")
 
     def _endpoint_session(self, node: NodeConfig, handle: int, initiator_name: str,
