@@ -236,6 +236,40 @@ CASES = {
 }
 
 
+# What an initiator must answer to each case that fails in the login phase, on the host (a
+# daemon on kernel/fake.py) and in the guest (the real kernel) alike: (open-iscsi's exit code,
+# words of the reason, the bound in seconds beyond the test's own allowance; None: the login
+# timer's). 8 is open-iscsi's code for a login that timed out (bench/results/hostile.md).
+LOGIN_PHASE = {
+    "silent": (8, "timed out during login", None),
+    "trickle": (8, "timed out during login", None),
+    "close": (4, "closed the connection during login", 1),
+    "garbage": (5, "protocol error", 1),
+    "huge_segment": (5, "exceeds our MaxRecvDataSegmentLength", 1),
+    "never_final": (5, "did not finish in 32 exchanges", 2),
+    "nop_during_login": (5, "unexpected PDU during login", 1),
+    "redirect_loop": (5, "more than 4 redirects", 2),
+    "redirect_bad_port": (5, "bad port", 1),
+    "redirect_nonascii_port": (5, "bad port", 1),
+    "bad_key": (5, "MaxRecvDataSegmentLength: bad numerical value", 1),
+}
+
+
+def bounds(table: dict, timer: float) -> dict:
+    """`table` with each None bound replaced by the login timer the test set."""
+    return {case: (code, words, timer if bound is None else bound) for case, (code, words, bound) in table.items()}
+
+
+def check_refusal(case: str, table: dict, code: int, text: str, seconds: float, allowance: float) -> None:
+    """The checks every hostile case shares, wherever it ran: open-iscsi's exit code, within
+    its bound plus `allowance` (the host's slack, or the guest's measured CLI cost), a message
+    naming the fault, and never a traceback."""
+    want_code, words, bound = table[case]
+    assert (code, seconds <= bound + allowance) == (want_code, True), (case, code, round(seconds, 2), text)
+    assert words in text, (case, text)
+    assert "Traceback" not in text and "internal error" not in text, (case, text)
+
+
 class HostileTarget:
     """Serve `case` on 127.0.0.1:`port` (0: any free port), one thread per connection."""
 

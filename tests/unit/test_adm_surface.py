@@ -14,6 +14,7 @@ import pytest
 from iscsikit.cli import adm
 from iscsikit.initiator import login_io
 from iscsikit.initiator import nodedb as ndb
+from iscsikit.initiator import records as R
 from iscsikit.kernel.sysfs import Sysfs
 from iscsikit.proto import pdu as P
 from iscsikit.proto.keys import encode_text
@@ -147,16 +148,28 @@ def test_isns_is_refused_not_ignored(root):
     assert rc == 17 and out == "" and "iSNS" in err
 
 
-def _ibft(tmp_path):
+MAC = "02:1b:f7:00:00:33"
+
+
+def _ibft(tmp_path, netdev_mac=MAC):
+    """A /sys with what iscsi_ibft shows for one boot NIC and target (the names and shapes of
+    a real table's, tests/vm/test_fw_ibft.py), and a netdev with `netdev_mac`."""
     base = tmp_path / "sys"
+    t0, e0 = "firmware/ibft/target0/", "firmware/ibft/ethernet0/"
     for rel, text in (("firmware/ibft/initiator/initiator-name", "iqn.2026-11.org.example:boot"),
-                      ("firmware/ibft/target0/target-name", A), ("firmware/ibft/target0/ip-addr", "192.0.2.33"),
-                      ("firmware/ibft/target0/port", "3260"), ("firmware/ibft/target0/lun", "0"),
-                      ("firmware/ibft/target0/chap-type", "1"), ("firmware/ibft/target0/chap-name", "boot"),
-                      ("firmware/ibft/target0/chap-secret", "boot-secret-99")):
+                      (t0 + "flags", "3"), (t0 + "target-name", A), (t0 + "ip-addr", "192.0.2.33"),
+                      (t0 + "port", "3260"), (t0 + "lun", "00000000"), (t0 + "nic-assoc", "0"),
+                      (t0 + "chap-type", "2"), (t0 + "chap-name", "boot"), (t0 + "chap-secret", "boot-secret-99"),
+                      (t0 + "rev-chap-name", "tgt"), (t0 + "rev-chap-name-secret", "boot-mutual-77"),
+                      (e0 + "flags", "3"), (e0 + "index", "0"), (e0 + "mac", MAC), (e0 + "ip-addr", "192.0.2.9"),
+                      (e0 + "prefix-len", "24"), (e0 + "subnet-mask", "255.255.255.0"), (e0 + "vlan", "0"),
+                      (e0 + "origin", "1"), ("class/net/boot0/address", netdev_mac)):
         path = base / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
+    # the NIC's PCI function has no netdev (a table tied to the host bridge): found by MAC
+    (base / "devices" / "pci0000:00" / "0000:00:00.0").mkdir(parents=True)
+    os.symlink(base / "devices" / "pci0000:00" / "0000:00:00.0", base / e0 / "device")
     (base / "class" / "iscsi_session").mkdir(parents=True)
     return {"ISCSIKIT_SYSFS_ROOT": str(base)}
 
@@ -165,20 +178,32 @@ def test_fw_modes_from_a_fake_ibft(root, tmp_path):
     env = _ibft(tmp_path)
     rc, out, err = run(root, "-m", "fw", env=env)
     assert (rc, err) == (0, "")
-    assert out.splitlines()[0] == "# BEGIN RECORD 2.1.8" and f"node.name = {A}" in out
-    assert "node.conn[0].address = 192.0.2.33" in out and "node.session.auth.username = boot" in out
-    assert "boot-secret-99" not in out and "node.session.auth.password = ********" in out
+    lines = out.splitlines()
+    assert lines[:5] == ["# BEGIN RECORD 2.1.8", "iface.initiatorname = iqn.2026-11.org.example:boot",
+                         "iface.transport_name = tcp", f"iface.hwaddress = {MAC}", "iface.bootproto = STATIC"]
+    assert "iface.prefix_len = 24" in lines and "iface.net_ifacename = boot0" in lines
+    assert f"node.name = {A}" in lines and "node.conn[0].address = 192.0.2.33" in lines
+    assert "node.session.auth.username_in = tgt" in lines and "node.boot_lun = 00000000" in lines
+    assert "boot-secret-99" not in out and "boot-mutual-77" not in out
+    assert lines.count("node.session.auth.password = ********") == 1
     assert ndb.NodeDB(root).node_ids() == []        # -m fw touches no record
     rc, out, err = run(root, "-m", "discovery", "-t", "fw", env=env)
-    assert (rc, out, err) == (0, f"192.0.2.33:3260,-1 {A}\n", "")
+    assert (rc, out, err) == (0, f"192.0.2.33:3260,1 {A}\n", "")
     (nid,) = ndb.NodeDB(root).node_ids()
     rec = ndb.NodeDB(root).read_node(nid)
-    assert (rec["node.discovery_type"], rec["node.startup"], rec["node.session.auth.username"]) == (
-        "fw", "onboot", "boot")
-    # no table: iscsiadm's line and 21, for both
-    none = {"ISCSIKIT_SYSFS_ROOT": str(tmp_path / "nothing")}
-    for argv in (("-m", "fw"), ("-m", "discovery", "-t", "fw")):
-        assert run(root, *argv, env=none) == (21, "", "iscsiadm: Could not get list of targets from firmware. (err 21)\n")
+    # idbm_create_rec_from_boot_context: the defaults, tag 1, the table's CHAP strings
+    assert (rec["node.discovery_type"], rec["node.startup"], rec["node.tpgt"]) == ("fw", "manual", "1")
+    assert (rec["node.session.auth.username"], rec["node.session.auth.password_in"]) == ("boot", "boot-mutual-77")
+    # ...and the login authenticates with them, authmethod left at its default
+    req = R.login_request(nid, rec.values)
+    assert (req["username"], req["password"], req["username_in"], req["password_in"]) == (
+        "boot", "boot-secret-99", "tgt", "boot-mutual-77")
+    # no table, or a boot NIC no netdev answers to: iscsiadm's line and 21
+    for sys_env in ({"ISCSIKIT_SYSFS_ROOT": str(tmp_path / "nothing")},
+                    _ibft(tmp_path / "other", netdev_mac="02:00:00:00:00:01")):
+        for argv in (("-m", "fw"), ("-m", "discovery", "-t", "fw")):
+            assert run(root, *argv, env=sys_env) == (
+                21, "", "iscsiadm: Could not get list of targets from firmware. (err 21)\n")
 
 
 def test_ping_checks_its_arguments(root):

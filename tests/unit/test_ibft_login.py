@@ -21,10 +21,17 @@ def _table(root):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
     w("initiator/initiator-name", INITIATOR)
+    # one boot NIC (no PCI function link: iscsiadm keeps it without a netdev name)
+    w("ethernet0/flags", "3")
+    w("ethernet0/index", "0")
+    w("ethernet0/mac", "02:1b:f7:00:00:07")
+    for n in ("target0", "target1"):
+        w(f"{n}/flags", "3")
+        w(f"{n}/nic-assoc", "0")
     w("target0/target-name", T0)
     w("target0/ip-addr", "127.0.0.1")
     w("target0/port", "3260")
-    w("target0/lun", "0")
+    w("target0/lun", "00000000")
     w("target0/chap-type", "0")
     w("target1/target-name", T1)
     w("target1/ip-addr", "127.0.0.2")
@@ -33,7 +40,7 @@ def _table(root):
     w("target1/chap-name", "boot-user")
     w("target1/chap-secret", "boot-secret-123")
     w("target1/rev-chap-name", "tgt")
-    w("target1/rev-chap-secret", "target-secret-456")
+    w("target1/rev-chap-name-secret", "target-secret-456")
     (root / "firmware" / "ibft" / "target2").mkdir()   # an empty slot of the table
     (root / "class" / "iscsi_session").mkdir(parents=True)
 
@@ -45,7 +52,18 @@ def test_targets_are_read_in_table_order(tmp_path):
     assert (t0.name, t0.address, t0.port, t0.chap_type) == (T0, "127.0.0.1", 3260, ibft.CHAP_NONE)
     assert (t1.name, t1.address, t1.port, t1.chap_type, t1.username, t1.username_in) == \
         (T1, "127.0.0.2", 3261, ibft.CHAP_MUTUAL, "boot-user", "tgt")
+    assert (t0.lun, t1.password_in, t0.nic.mac, t0.nic.netdev) == ("00000000", "target-secret-456",
+                                                                    "02:1b:f7:00:00:07", None)
     assert ibft.targets(str(tmp_path / "nowhere")) == [] and not ibft.present(str(tmp_path / "nowhere"))
+
+
+def test_a_target_whose_nic_is_invalid_or_missing_is_not_a_boot_target(tmp_path):
+    """fwparam_sysfs.c get_targets: a target needs flags and a usable nic-assoc NIC."""
+    _table(tmp_path)
+    base = tmp_path / "firmware" / "ibft"
+    (base / "target1" / "nic-assoc").write_text("5\n")      # no such NIC
+    (base / "target0" / "flags").write_text("0\n")          # not valid
+    assert ibft.targets(str(tmp_path)) == []
 
 
 def _fake_daemon(path, seen):

@@ -219,6 +219,27 @@ def test_logoutall_automatic_leaves_manual_sessions(world):
     assert rc == 20 and f"sid: 2, target: {T}byname" in out.getvalue() and "sid: 1" not in out.getvalue()
 
 
+def test_logoutall_never_logs_out_a_boot_disk(world):
+    """-U skips the sessions of records with startup onboot or from the firmware (usr/iscsiadm.c
+    __logout_by_startup), so -U all leaves a boot disk and -U onboot logs out nothing."""
+    db, sysfs = world
+    out, err = io.StringIO(), io.StringIO()
+    assert adm.run(["-m", "node", "-T", T + "manual", "-p", "192.0.2.1", "-I", "byname", "-o", "update",
+                    "-n", "node.startup", "-v", "onboot"], out=out, err=err, db=db) == 0
+    assert adm.run(["-m", "node", "-T", T + "unbound", "-p", "192.0.2.1", "-o", "update",
+                    "-n", "node.discovery_type", "-v", "fw"], out=out, err=err, db=db) == 0
+    fake_session(sysfs, 1, T + "manual")
+    fake_session(sysfs, 2, T + "unbound")
+    for which in ("all", "onboot"):
+        out, err = io.StringIO(), io.StringIO()
+        assert adm.run(["-m", "node", "-U", which], out=out, err=err, db=db) == 21, which
+        assert "No matching sessions found" in err.getvalue() and out.getvalue() == ""
+    # the explicit logout of a boot disk's record still goes to the daemon (20: none listens)
+    out, err = io.StringIO(), io.StringIO()
+    assert adm.run(["-m", "node", "-T", T + "manual", "-u"], out=out, err=err, db=db) == 20
+    assert f"sid: 1, target: {T}manual" in out.getvalue()
+
+
 # -- Vagrantfile ----------------------------------------------------------------------
 @pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby not installed (Debian: ruby)")
 def test_vagrantfile_syntax():

@@ -9,17 +9,29 @@ from pathlib import Path
 
 import pytest
 
+import ibft_table
 from iscsikit.lab import story
 from iscsikit.lab.guest import Guest
 from iscsikit.lab.errors import GuestCommandError
+
+# The boot firmware's table: initiator name, boot NIC, boot target (LIO in the guest, mutual CHAP)
+BOOT_TABLE = ("iqn.2026-12.org.iscsikit.test:boot-initiator",
+              ibft_table.BootNic("192.0.2.71", 24, "02:1b:f7:00:00:71", gateway="192.0.2.1"),
+              ibft_table.BootTarget("iqn.2026-12.org.iscsikit.test:boot", "127.0.0.1", 3260, 0,
+                                    chap=("bootuser", "boot-secret-1234"),
+                                    reverse_chap=("boottarget", "boot-mutual-5678")))
 
 # What the lab story loads on both sides of a session, and iblock for block backstores.
 LAB_MODULES = story.LAB_MODULES + ("target_core_iblock",)
 
 
 @pytest.fixture(scope="session")
-def guest():
-    with Guest(kernel=os.environ.get("ISCSIKIT_LAB_KERNEL")) as g:
+def guest(tmp_path_factory):
+    # the firmware leaves an iBFT, as an iSCSI boot ROM would; it shows only once a test loads
+    # iscsi_ibft (test_fw_ibft.py), and is gone again after it
+    table = tmp_path_factory.mktemp("firmware") / "ibft.bin"
+    table.write_bytes(ibft_table.build(*BOOT_TABLE))
+    with Guest(kernel=os.environ.get("ISCSIKIT_LAB_KERNEL"), acpi_tables=(str(table),)) as g:
         g.modprobe(*LAB_MODULES)
         yield g
 

@@ -112,29 +112,20 @@ def login(db: ndb.NodeDB, nodes: list[ndb.NodeId], out=None, err=None) -> int:
 
 
 def firmware_nodes(db: ndb.NodeDB, sysfs_root: str) -> list[ndb.NodeId]:
-    """Write (or refresh) a node record per iBFT boot target, as `iscsiadm -m fw` does, and return them.
+    """Write (or refresh) a node record per iBFT boot target, as `iscsiadm -m discovery -t fw`
+    writes it (cli/adm/host.py fw_record), and return them.
 
-    The records carry the table's initiator name and CHAP, discovery_type fw and
-    node.startup onboot, so `-m node`, `-m session` and logout see them like any other.
-    """
+    One difference, on purpose: node.startup onboot, so that the boot's disks are logged in
+    by this unit and never logged out by a shutdown's `-U all` or `-u`-style cleanup."""
     from ..kernel import ibft
+    from .adm.host import fw_record
     name = ibft.initiator_name(sysfs_root)
     nodes = []
     for t in ibft.targets(sysfs_root):
-        nid = ndb.NodeId(t.name, t.address, t.port, ndb.UNKNOWN_TPGT, R.DEFAULT_IFACE)
-        values = db.new_node_values(nid, discovery_type="fw")
-        values["node.startup"] = "onboot"
-        if name:
-            values["iface.initiatorname"] = name
-        if t.chap_type in (ibft.CHAP_ONE_WAY, ibft.CHAP_MUTUAL) and t.username:
-            values.update({"node.session.auth.authmethod": "CHAP",
-                           "node.session.auth.username": t.username,
-                           "node.session.auth.password": t.password or ""})
-            if t.chap_type == ibft.CHAP_MUTUAL and t.username_in:
-                values.update({"node.session.auth.username_in": t.username_in,
-                               "node.session.auth.password_in": t.password_in or ""})
-        db.write_node(ndb.Node(R.NODE_FIELDS, values, nid))
-        nodes.append(nid)
+        node = fw_record(db, name, t)
+        node.values["node.startup"] = "onboot"
+        db.write_node(node)
+        nodes.append(node.id)
     return nodes
 
 

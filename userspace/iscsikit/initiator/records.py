@@ -371,8 +371,12 @@ def login_request(nid, values: dict[str, str], initiator_name: str | None = None
         "fast_abort": (values.get(f"{_SI}.FastAbort") or FIELD_BY_KEY[f"{_SI}.FastAbort"].default) == "Yes",
         "operational": {k: values[f"{p}.{k}"] for p, k in _OPERATIONAL if values.get(f"{p}.{k}")},
     }
-    if values.get("node.session.auth.authmethod") == "CHAP" and values.get("node.session.auth.username"):
-        req.update(username=values["node.session.auth.username"],
+    # iscsid authenticates when the record holds a secret, whatever authmethod says
+    # (usr/initiator_common.c iscsi_setup_authentication); a boot target's record is made so
+    # (idbm_create_rec_from_boot_context copies the iBFT's CHAP strings, authmethod untouched)
+    a = "node.session.auth"
+    if (values.get(f"{a}.authmethod") == "CHAP" and values.get(f"{a}.username")) or values.get(f"{a}.password"):
+        req.update(username=values.get(f"{a}.username") or "",
                    password=values.get("node.session.auth.password", ""),
                    username_in=values.get("node.session.auth.username_in") or "",
                    password_in=values.get("node.session.auth.password_in") or "",

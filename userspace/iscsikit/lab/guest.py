@@ -83,6 +83,9 @@ class Guest:
     boot_timeout: float = 240.0
     share: Path | None = None           # a host folder the guest may write, at the same path
     extra_append: str = ""
+    # ACPI tables (files, header included) the firmware hands the guest, as a boot ROM leaves
+    # an iBFT for iscsi_ibft (QEMU's -acpitable file=)
+    acpi_tables: tuple[str, ...] = ()
     qemu: str = "qemu-system-x86_64"
 
     boot_seconds: float = field(default=0.0, init=False)      # wall time, QEMU start to agent ready
@@ -148,6 +151,11 @@ class Guest:
             "-device", f"virtserialport,chardev=ikagent,name={agent_module.PORT_NAME}",
             "-device", "virtio-rng-pci",
         ]
+        for table in self.acpi_tables:
+            if "," in str(table):
+                raise LabError(f"ACPI table path {table!r} has a comma, which QEMU's -acpitable cannot carry",
+                               "write the table to a path without commas")
+            argv += ["-acpitable", f"file={table}"]
         if self.share:
             argv += ["-virtfs", f"local,path={self.share},mount_tag={initramfs.SHARE_TAG},security_model=none,multidevs=remap"]
         return argv

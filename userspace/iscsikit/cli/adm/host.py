@@ -165,7 +165,7 @@ def _sysfs_root(ctx: Ctx) -> str:
 
 
 def _fw_targets(ctx: Ctx):
-    from ...kernel import ibft
+    ibft = _ibft()
     root = _sysfs_root(ctx)
     targets = ibft.targets(root) if ibft.present(root) else []
     if not targets:
@@ -175,43 +175,64 @@ def _fw_targets(ctx: Ctx):
     return targets
 
 
-def _fw_record(ctx: Ctx, t, discovery_type: str = "fw") -> "ndb.Node":
-    """A boot target as iscsiadm's idbm_create_rec_from_boot_context makes it."""
-    from ...kernel import ibft
-    nid = ndb.NodeId(t.name, t.address, t.port, ndb.UNKNOWN_TPGT, R.DEFAULT_IFACE)
-    values = ctx.db.new_node_values(nid, discovery_type=discovery_type)
-    values["node.startup"] = "onboot"
-    values["node.conn[0].startup"] = "onboot"
-    name = ibft.initiator_name(_sysfs_root(ctx))
-    if name:
-        values["iface.initiatorname"] = name
-    if t.chap_type in (ibft.CHAP_ONE_WAY, ibft.CHAP_MUTUAL) and t.username:
-        values.update({"node.session.auth.authmethod": "CHAP", "node.session.auth.username": t.username,
-                       "node.session.auth.password": t.password or ""})
-        if t.chap_type == ibft.CHAP_MUTUAL and t.username_in:
-            values.update({"node.session.auth.username_in": t.username_in,
-                           "node.session.auth.password_in": t.password_in or ""})
+# idbm_create_rec_from_boot_context (usr/idbm.c) gives every boot target this tag ("tpgt hard
+# coded to 1"), whatever the target's is
+FW_TPGT = 1
+
+
+def fw_record(db: "ndb.NodeDB", initiator_name: str | None, t, discovery_type: str = "fw") -> "ndb.Node":
+    """A boot target as iscsiadm's idbm_create_rec_from_boot_context makes it: the record
+    defaults (node.startup too), tag 1, the table's initiator name and CHAP strings as they
+    are (authmethod stays the default: the login authenticates when a secret is set, as
+    iscsid's iscsi_setup_authentication does). A software NIC binds no iface."""
+    nid = ndb.NodeId(t.name, t.address, t.port, FW_TPGT, R.DEFAULT_IFACE)
+    values = db.new_node_values(nid, discovery_type=discovery_type)
+    if initiator_name:
+        values["iface.initiatorname"] = initiator_name
+    for key, value in (("username", t.username), ("password", t.password),
+                       ("username_in", t.username_in), ("password_in", t.password_in)):
+        if value:
+            values[f"node.session.auth.{key}"] = value
     return ndb.Node(R.NODE_FIELDS, values, nid)
 
 
-def _fw_print(ctx: Ctx, t) -> None:
-    """fw_print_entry's record (usr/fwparam_ibft/fw_entry.c). The CHAP secrets are
-    masked, unlike iscsiadm: iscsikit prints no secret by default (fw mode has no -S)."""
+def _fw_record(ctx: Ctx, t) -> "ndb.Node":
+    return fw_record(ctx.db, _ibft().initiator_name(_sysfs_root(ctx)), t)
+
+
+def _ibft():
     from ...kernel import ibft
+    return ibft
+
+
+def _fw_print(ctx: Ctx, t) -> None:
+    """fw_print_entry's record (usr/fwparam_ibft/fw_entry.c: dump_initiator, dump_network,
+    dump_target). The CHAP secrets are masked, unlike iscsiadm: iscsikit prints no secret by
+    default (fw mode has no -S)."""
+    ibft, nic = _ibft(), t.nic
     ctx.say(f"# BEGIN RECORD {R.VERSION}")
     name = ibft.initiator_name(_sysfs_root(ctx))
     if name:
         ctx.say(f"iface.initiatorname = {name}")
     ctx.say("iface.transport_name = tcp")
-    ctx.say("iface.bootproto = STATIC")
+    ctx.say(f"iface.hwaddress = {nic.mac}")
+    dhcp = nic.origin == ibft.ORIGIN_DHCP or (nic.dhcp and nic.dhcp != "0.0.0.0")
+    ctx.say(f"iface.bootproto = {'DHCP' if dhcp else 'STATIC'}")
+    for key, value in (("ipaddress", nic.address), ("prefix_len", nic.prefix or None),
+                       ("subnet_mask", nic.mask), ("gateway", nic.gateway), ("primary_dns", nic.primary_dns),
+                       ("secondary_dns", nic.secondary_dns), ("vlan_id", nic.vlan),
+                       ("net_ifacename", nic.netdev)):
+        if value:
+            ctx.say(f"iface.{key} = {value}")
     ctx.say(f"node.name = {t.name}")
     ctx.say(f"node.conn[0].address = {t.address}")
     ctx.say(f"node.conn[0].port = {t.port}")
     for key, value, secret in (("username", t.username, False), ("password", t.password, True),
                                ("username_in", t.username_in, False), ("password_in", t.password_in, True)):
-        if value and t.chap_type != ibft.CHAP_NONE:
+        if value:
             ctx.say(f"node.session.auth.{key} = {'********' if secret else value}")
-    ctx.say(f"node.boot_lun = {t.lun}")
+    if t.lun:
+        ctx.say(f"node.boot_lun = {t.lun}")
     ctx.say("# END RECORD")
 
 

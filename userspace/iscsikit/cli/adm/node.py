@@ -68,9 +68,14 @@ def mode_node(ctx: Ctx) -> int:
         return login.node_login(ctx, nodes)
     if ctx.logout or ctx.logoutall is not None:
         # -U manual/automatic/onboot logs out only the sessions of records with that startup
-        # value (iscsikit-login.service's stop must leave manual sessions alone); -U all, all
-        nodes = matching() if ctx.logout or ctx.logoutall == "all" else list(_loginall_nodes(ctx, ctx.logoutall))
-        return login.node_logout(ctx, nodes)
+        # value (iscsikit-login.service's stop must leave manual sessions alone); -U all, all.
+        # Never a boot disk's: a record with startup onboot or from the firmware is skipped
+        # ("if the user killed this on boot they would not be able to do anything", usr/
+        # iscsiadm.c __logout_by_startup), so -U onboot logs out nothing, as there
+        if ctx.logout:
+            return login.node_logout(ctx, matching())
+        nodes = ctx.db.node_ids() if ctx.logoutall == "all" else list(_loginall_nodes(ctx, ctx.logoutall))
+        return login.node_logout(ctx, [n for n in nodes if not _boot_record(ctx, n)])
     if ctx.rescan:
         return login.node_rescan(ctx, matching())
     if ctx.stats:
@@ -147,6 +152,14 @@ def update_records(ctx: Ctx, ids: list[ndb.NodeId]) -> int:
     if rc:
         ctx.error(f"Could not execute operation on all records: {MESSAGES[ExitCode(rc)]}")
     return rc
+
+
+def _boot_record(ctx: Ctx, nid: ndb.NodeId) -> bool:
+    try:
+        rec = ctx.record(nid)
+    except ndb.DBError:
+        return False
+    return rec["node.startup"] == "onboot" or rec["node.discovery_type"] == "fw"
 
 
 def _loginall_nodes(ctx: Ctx, which: str, unreadable: bool = False) -> Iterator[ndb.NodeId]:
