@@ -293,16 +293,19 @@ def debian():
         time.sleep(1)
         run([DEBIAN_ADM, "-m", "discovery", "-t", "st", "-p", ADDR, "-I", "iser"], env=env)
         # the same wrong secret, as often as ours: iscsid reopens a first login whose connection
-        # failed and then waits login_timeout per try, so both are short here (the race case of
-        # its defaults ends after 120 s with 5)
+        # failed and waits login_timeout per try, so its retries are cut to one here (the race
+        # case of its defaults ends after 120 s with 5)
         set_chap(DEBIAN_ADM, IQN, f"{ADDR}:3260", "iser", "wrong-secret-999", env=env)
-        for key, value in (("node.conn[0].timeo.login_timeout", "5"), ("node.session.initial_login_retry_max", "2")):
+        for key, value in (("node.conn[0].timeo.login_timeout", "15"), ("node.session.initial_login_retry_max", "1")):
             run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", f"{ADDR}:3260", "-I", "iser", "-o", "update",
                  "-n", key, "-v", value], env=env)
         tries = [run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", f"{ADDR}:3260", "-I", "iser", "--login"],
                      env=env, timeout=180) for _ in range(CHAP_TRIES)]
         out["debian_wrong_chap"] = {"rcs": [t["rc"] for t in tries], "s": [t["s"] for t in tries],
                                     "left": leftovers()}
+        # a fresh record (open-iscsi's defaults again) for the login that is compared with ours
+        run([DEBIAN_ADM, "-m", "node", "-o", "delete"], env=env)
+        run([DEBIAN_ADM, "-m", "discovery", "-t", "st", "-p", ADDR, "-I", "iser"], env=env)
         set_chap(DEBIAN_ADM, IQN, f"{ADDR}:3260", "iser", SECRET, env=env)
         r = run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", f"{ADDR}:3260", "-I", "iser", "--login"], env=env)
         out["debian_login"] = r
