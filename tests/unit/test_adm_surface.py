@@ -143,11 +143,6 @@ def test_discovery_timeouts_come_from_the_record(root, monkeypatch):
     assert seen["chap"] is None and seen["login_timeout"] == 15
 
 
-def test_isns_is_refused_not_ignored(root):
-    rc, out, err = run(root, "-m", "discovery", "-t", "isns", "-p", "192.0.2.9")
-    assert rc == 17 and out == "" and "iSNS" in err
-
-
 MAC = "02:1b:f7:00:00:33"
 
 

@@ -42,3 +42,16 @@ def test_every_row_has_a_status_and_a_test_that_exists():
         path, _, name = test.partition("::")
         source = (REPO / path).read_text()
         assert re.search(rf"^def {re.escape(name)}\(", source, re.M), f"{what}: {test} does not exist"
+
+
+def test_every_stored_key_named_is_a_record_key():
+    """The "Stored keys" rows name keys as the record spells them (records.py), so a row cannot
+    claim a key that does not exist (there is no node.session.auth.auth_timeout, say)."""
+    from iscsikit.initiator import records
+    known = set(records.FIELD_BY_KEY) | {f.key for fs in records.DISCOVERY_FIELDS.values() for f in fs}
+    text = TABLE.read_text()
+    section = text[text.index("## Stored keys"):]
+    named = re.findall(r"`((?:node|discovery)\.[^`*]+)`", section)
+    assert len(named) >= 8
+    for key in named:
+        assert key in known, f"{key} is not a record key"

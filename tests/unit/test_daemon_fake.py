@@ -536,3 +536,110 @@ def test_the_fake_answers_as_linux_6_1_does(lab):
     nl.destroy_session(handle, sid)
     assert [events.next_event(1).name for _ in range(2)] == ["UNBIND_SESSION", "DESTROY_SESSION"]
     assert lab.kernel.sysfs.session_ids() == [] and events.next_event(0) is None
+
+
+# ---- record keys the login and recovery honour (issue 14) ------------------------------------
+def _conn_attr(lab, sid, name):
+    return lab.kernel.sysfs.attr("iscsi_connection", f"connection{sid}:0", name)
+
+
+def test_max_xmit_data_segment_length_caps_what_the_kernel_sends(lab):
+    # the target declares 262144; the record's cap is min'd in, rounded down to a multiple of 4,
+    # and 0 (the default) means the target's value (usr/login.c, usr/initiator_common.c)
+    lab.portal.target.update(declare={"MaxRecvDataSegmentLength": "262144"})
+    d = lab.daemon()
+    seen = {}
+    for cap in ("0", "16384", "10001", "300000", "100"):
+        sid = d.client.login(lab.request(**{"node__conn[0]__iscsi__MaxXmitDataSegmentLength": cap}))["sid"]
+        seen[cap] = _conn_attr(lab, sid, "max_xmit_dlength")
+        d.client.logout(sid)
+    # 100 is out of 512..16777215: iscsid's error value, 262144, stands in for it
+    assert seen == {"0": "262144", "16384": "16384", "10001": "10000", "300000": "262144", "100": "262144"}
+
+
+def test_the_login_offers_the_records_time2wait_and_time2retain(lab):
+    d = lab.daemon()
+    d.client.login(lab.request(**{"node__session__iscsi__DefaultTime2Wait": "5",
+                                  "node__session__iscsi__DefaultTime2Retain": "7"}))
+    [login] = lab.portal.logins
+    assert b"DefaultTime2Wait=5\0" in login.data and b"DefaultTime2Retain=7\0" in login.data
+
+
+def _reconnect_wait(lab, d, record, policy):
+    """Seconds from a connection error to the recovery's first Login Request."""
+    lab.portal.target.update(policy=policy)
+    sid = d.client.login(lab.request(**record))["sid"]
+    assert d.daemon.sessions[sid].ks.negotiated["DefaultTime2Wait"] == int(
+        max(int(policy["DefaultTime2Wait"]), int(record["node__session__iscsi__DefaultTime2Wait"])))
+    logins = len(lab.portal.logins)
+    t0 = time.monotonic()
+    lab.kernel.conn_error(sid)
+    _wait(lambda: len(lab.portal.logins) > logins, 10)
+    waited = time.monotonic() - t0
+    _wait(lambda: d.client.sessions()[0]["state"] == "LOGGED_IN")
+    d.client.logout(sid)
+    return waited
+
+
+def test_recovery_waits_the_negotiated_time2wait_before_reconnecting(lab):
+    # RFC 7143 §13.15: DefaultTime2Wait is MAX of both offers; the first reconnect waits it
+    d = lab.daemon()
+    short = _reconnect_wait(lab, d, {"node__session__iscsi__DefaultTime2Wait": "0"}, {"DefaultTime2Wait": "0"})
+    by_record = _reconnect_wait(lab, d, {"node__session__iscsi__DefaultTime2Wait": "2"}, {"DefaultTime2Wait": "0"})
+    by_target = _reconnect_wait(lab, d, {"node__session__iscsi__DefaultTime2Wait": "0"}, {"DefaultTime2Wait": "1"})
+    assert short < 0.8 and 2 <= by_record < 4 and 1 <= by_target < 3, (short, by_record, by_target)
+
+
+def _timed_login(d, request):
+    t0 = time.monotonic()
+    try:
+        d.client.login(request)
+        code = 0
+    except MgmtError as e:
+        code = e.exit_code
+    return code, time.monotonic() - t0
+
+
+def test_a_first_login_is_tried_again_for_initial_login_retry_max_times_login_timeout(lab):
+    # a target error (status class 3) is retryable: iscsid tries again while
+    # initial_login_retry_max x login_timeout lasts from the first connect
+    lab.portal.target.update(status=(3, 1))
+    d = lab.daemon()
+    record = {"node__conn[0]__timeo__login_timeout": "1", "node__session__iscsi__DefaultTime2Wait": "0"}
+    code, took = _timed_login(d, lab.request(**record, node__session__initial_login_retry_max="0"))
+    assert (code, lab.portal.connections) == (5, 1) and took < 1
+    code, took = _timed_login(d, lab.request(**record, node__session__initial_login_retry_max="2"))
+    assert code == 5 and 2 <= took < 4 and lab.portal.connections > 3, (took, lab.portal.connections)
+    # an authorization failure is never tried again, whatever the record says
+    before = lab.portal.connections
+    lab.portal.target.update(status=(2, 1))
+    code, _ = _timed_login(d, lab.request(**record, node__session__initial_login_retry_max="4"))
+    assert (code, lab.portal.connections - before) == (24, 1)
+    assert lab.kernel.sysfs.session_ids() == [] and d.client.sessions() == []
+
+
+def test_a_first_login_to_a_target_that_comes_up_late_succeeds(lab):
+    # the connect is refused at first: each refusal waits conn_retry_delay (iscsid's 3 s,
+    # shortened here through the daemon's parameter), the first retry DefaultTime2Wait too
+    d = lab.daemon()
+    d.daemon.conn_retry_delay = 0.2
+    lab.portal.down()
+    threading.Timer(1.0, lab.portal.up).start()
+    code, took = _timed_login(d, lab.request(**{"node__conn[0]__timeo__login_timeout": "2",
+                                                "node__session__initial_login_retry_max": "3",
+                                                "node__session__iscsi__DefaultTime2Wait": "0"}))
+    assert code == 0 and took >= 1 and [s["state"] for s in d.client.sessions()] == ["LOGGED_IN"]
+
+
+def test_a_refused_first_login_ends_as_a_timeout_when_the_retries_are_spent(lab):
+    # iscsid reports a connect that never succeeded through its login timer: 8
+    d = lab.daemon()
+    d.daemon.conn_retry_delay = 0.2
+    lab.portal.down()
+    code, took = _timed_login(d, lab.request(**{"node__conn[0]__timeo__login_timeout": "1",
+                                                "node__session__initial_login_retry_max": "1",
+                                                "node__session__iscsi__DefaultTime2Wait": "0"}))
+    assert code == 8 and 1 <= took < 3
+    # 0: the connect's delay, then no retry
+    code, took = _timed_login(d, lab.request(**{"node__session__initial_login_retry_max": "0"}))
+    assert code == 8 and 0.2 <= took < 1

@@ -378,3 +378,27 @@ def test_the_daemon_maps_no_tls_or_openssl_until_chap_needs_it():
     import hashlib
     assert chap_response(ChapAlgorithm.SHA256, 7, Secret("s3cret"), b"c") == \
         hashlib.sha256(b"\x07s3cretc").digest()
+
+
+def test_keys_iscsid_only_stores_stay_out_of_the_login():
+    """iscsid 2.1.8 stores node.conn[0].timeo.auth_timeout and err_timeo.host_reset_timeout and
+    acts on neither for a session: auth_timeout arms only the alarm of the userspace-socket
+    login (usr/io.c iscsi_io_send_pdu/recv_pdu, `if (!session->use_ipc)`: discovery), and
+    host_reset_timeout is copied to the session (usr/initiator.c) and never read nor sent
+    (no ISCSI_PARAM_HOST_RESET_TMO). So the login request is the same whatever they hold,
+    while -o update still stores them (test_adm's record tests)."""
+    nid = ndb.NodeId(TARGET, "192.0.2.10", 3260, 1, "default")
+    plain = records.login_request(nid, {}, "iqn.2026-11.org.example:host")
+    stored = records.login_request(nid, {"node.conn[0].timeo.auth_timeout": "3",
+                                         "node.session.err_timeo.host_reset_timeout": "9"},
+                                   "iqn.2026-11.org.example:host")
+    assert stored == plain
+    # the keys issue 14 made real do change it
+    keyed = records.login_request(nid, {"node.conn[0].iscsi.MaxXmitDataSegmentLength": "16384",
+                                        "node.session.initial_login_retry_max": "0",
+                                        "node.session.iscsi.DefaultTime2Wait": "5",
+                                        "node.session.iscsi.DefaultTime2Retain": "7"},
+                                  "iqn.2026-11.org.example:host")
+    assert (keyed["max_xmit_dlength"], keyed["initial_login_retry_max"]) == (16384, 0)
+    assert (keyed["operational"]["DefaultTime2Wait"], keyed["operational"]["DefaultTime2Retain"]) == ("5", "7")
+    assert (plain["max_xmit_dlength"], plain["initial_login_retry_max"]) == (0, 4)

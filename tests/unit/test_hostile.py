@@ -65,7 +65,9 @@ def _discover(client: Client, port: int, env: dict) -> tuple[int, str, float]:
 
 
 def _login(client: Client, port: int, case: str) -> tuple[int, str, float]:
-    record = {"node.conn[0].timeo.login_timeout": str(LOGIN_TIMEOUT)}
+    # one attempt, which is what each case bounds: initial_login_retry_max (4 by default) would
+    # try a retryable failure again for 4 x login_timeout, as iscsid does (os-brick sets 0)
+    record = {"node.conn[0].timeo.login_timeout": str(LOGIN_TIMEOUT), "node.session.initial_login_retry_max": "0"}
     if case == "chap_bad_ident":
         record.update({"node.session.auth.authmethod": "CHAP", "node.session.auth.username": "alice",
                        "node.session.auth.password": "never-logged-7"})

@@ -5,17 +5,14 @@ session, -k 0) through Debian's open-iscsi 2.1.8 and through iscsikit in one gue
 the same LIO targets: exit code, stdout and stderr equal modulo sid, host number and the
 reference's systemd chatter (docs/iscsiadm-surface.md names each row's step)."""
 
-import json
-import os
 import re
 
 import pytest
-from transcripts import differences, drop_noise
+from transcripts import differences, drop_noise, dumped, without_sids
 
 
 def normalize(text: str) -> str:
-    text = re.sub(r"\[sid: \d+,", "[sid: N,", text)
-    text = re.sub(r"^tcp: \[\d+\]", "tcp: [N]", text, flags=re.M)
+    text = without_sids(text)
     text = re.sub(r"SID: \d+", "SID: N", text)
     text = re.sub(r"Host Number: \d+", "Host Number: N", text)
     text = re.sub(r"hostno \d+", "hostno N", text)
@@ -25,11 +22,7 @@ def normalize(text: str) -> str:
 @pytest.fixture(scope="module")
 def transcripts(run_probe):
     report = run_probe("adm_surface_differential.py")
-    dump = os.environ.get("ISCSIKIT_TRANSCRIPT_DUMP")   # for reading a failure in full
-    if dump:
-        with open(dump, "w") as f:
-            json.dump(report, f, indent=1)
-    return report
+    return dumped(report)
 
 
 def _shape(argv):

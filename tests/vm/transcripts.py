@@ -1,5 +1,12 @@
-"""Comparing two iscsiadm transcripts (open-iscsi's and iscsikit's, from a differential probe):
-what differs, step by step, after each side is normalised."""
+"""Two iscsiadm transcripts (open-iscsi's and iscsikit's) of a differential probe: the step
+runner that makes them in the guest (the probes import it), and what differs, step by step,
+after each side is normalised (the tests on the host)."""
+
+import json
+import os
+import re
+import subprocess
+import time
 
 # iscsiadm tries systemctl to start iscsid when its socket is missing; the guest has no systemd.
 SYSTEMD_NOISE = ("System has not been booted with systemd", "Failed to connect to bus")
@@ -23,6 +30,21 @@ def drop_reason(text: str) -> str:
     return "".join(out)
 
 
+def without_sids(text: str) -> str:
+    """Session ids differ between two runs of one story: "[sid: N," and "tcp: [N]"."""
+    text = re.sub(r"\[sid: \d+,", "[sid: N,", text)
+    return re.sub(r"^tcp: \[\d+\]", "tcp: [N]", text, flags=re.M)
+
+
+def dumped(report: dict) -> dict:
+    """`report`, also written to $ISCSIKIT_TRANSCRIPT_DUMP when set (to read a failure in full)."""
+    path = os.environ.get("ISCSIKIT_TRANSCRIPT_DUMP")
+    if path:
+        with open(path, "w") as f:
+            json.dump(report, f, indent=1)
+    return report
+
+
 def differences(ref: list[dict], ours: list[dict], normalize) -> str:
     """'' when every step has the same exit code, stdout and stderr after normalize();
     otherwise one paragraph per differing step."""
@@ -33,3 +55,22 @@ def differences(ref: list[dict], ours: list[dict], normalize) -> str:
         if want != got:
             diffs.append(f"{' '.join(a['argv'])}\n  open-iscsi: {want!r}\n  iscsikit:   {got!r}")
     return "\n".join(diffs)
+
+
+def run_steps(cmd: list[str], steps: list, placeholders=dict, action=None, timeout: float = 180) -> list[dict]:
+    """Run each step through `cmd` (an iscsiadm): a step is an argv, in which an argument
+    that is a key of `placeholders()` (read afresh before each step: SID, HOST) is replaced
+    by its value, or a tuple (`"lio"`, name) handed to `action(name)`, which changes the
+    target between command lines the same way for both runs. One row per argv step."""
+    out = []
+    for step in steps:
+        if isinstance(step, tuple):
+            action(step[1])
+            continue
+        values = placeholders()
+        argv = [values.get(a, a) for a in step]
+        t0 = time.monotonic()
+        p = subprocess.run(cmd + argv, capture_output=True, text=True, timeout=timeout)
+        out.append({"argv": argv, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr,
+                    "seconds": round(time.monotonic() - t0, 2)})
+    return out

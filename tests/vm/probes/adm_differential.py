@@ -5,12 +5,13 @@ targets; print both transcripts as JSON. Never both daemons at once."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lio  # noqa: E402
+from transcripts import run_steps  # noqa: E402
 
 T1 = "iqn.2026-11.org.iscsikit.test:cli1"
 T2 = "iqn.2026-11.org.iscsikit.test:cli2"
@@ -53,23 +54,13 @@ DAEMON_DOWN = [
 ]
 
 
-def reset_db():
-    for d in ("nodes", "send_targets", "static", "isns", "fw", "ifaces"):
-        shutil.rmtree(f"/etc/iscsi/{d}", ignore_errors=True)
-
-
 def current_sid():
     ids = sorted(os.listdir("/sys/class/iscsi_session"))
-    return ids[0].removeprefix("session") if ids else "0"
+    return {"SID": ids[0].removeprefix("session") if ids else "0"}
 
 
 def run_all(cmd, steps):
-    out = []
-    for argv in steps:
-        argv = [current_sid() if a == "SID" else a for a in argv]
-        p = subprocess.run(cmd + argv, capture_output=True, text=True, timeout=180)
-        out.append({"argv": argv, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr})
-    return out
+    return run_steps(cmd, steps, current_sid)
 
 
 os.makedirs("/etc/target", exist_ok=True)
@@ -83,7 +74,7 @@ os.makedirs("/run/lock/iscsi", exist_ok=True)
 report = {}
 
 # --- the reference: Debian's iscsid + iscsiadm ---
-reset_db()
+lio.reset_db()
 iscsid = lio.start_iscsid()
 try:
     report["open_iscsi"] = run_all(["iscsiadm"], STEPS)
@@ -94,7 +85,7 @@ finally:
 report["open_iscsi"] += run_all(["iscsiadm"], DAEMON_DOWN)
 
 # --- iscsikit: iscsikitd + iscsikit-adm ---
-reset_db()
+lio.reset_db()
 os.environ["ISCSIKIT_SOCKET"] = "/run/iscsikit/diff.sock"
 ours = subprocess.Popen([f"{VENV}/iscsikitd", "--socket", "/run/iscsikit/diff.sock", "--log-level", "debug"],
                         stdout=subprocess.DEVNULL, stderr=open("/tmp/iscsikitd-diff.log", "wb"))
@@ -110,6 +101,6 @@ report["served"] = open("/tmp/iscsikitd-diff.log").read().count("cli run: mode "
 report["steps_up"] = len(STEPS)
 report["forwarder_is_elf"] = open(f"{VENV}/iscsiadm", "rb").read(4) == b"\x7fELF"
 report["iscsikit"] += run_all([f"{VENV}/iscsiadm"], DAEMON_DOWN)
-reset_db()
+lio.reset_db()
 lio.clear()
 print(json.dumps(report))

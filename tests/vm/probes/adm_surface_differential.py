@@ -8,13 +8,14 @@ the same way for both runs (discovery CHAP on/off, a target removed)."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lio  # noqa: E402
+from transcripts import run_steps  # noqa: E402
 from rtslib import FabricModule, RTSRoot  # noqa: E402
 
 T1 = "iqn.2026-11.org.iscsikit.test:surf1"
@@ -112,11 +113,6 @@ STEPS = [
 ]
 
 
-def reset_db():
-    for d in ("nodes", "send_targets", "static", "isns", "fw", "ifaces"):
-        shutil.rmtree(f"/etc/iscsi/{d}", ignore_errors=True)
-
-
 def setup_lio():
     lio.clear()
     lio.target(T1, "/var/tmp/lio/surf1.img")
@@ -170,23 +166,12 @@ def lio_action(name):
 def ids():
     sids = sorted(os.listdir("/sys/class/iscsi_session"))
     hosts = sorted(os.listdir("/sys/class/iscsi_host"))
-    return (sids[0].removeprefix("session") if sids else "0",
-            hosts[0].removeprefix("host") if hosts else "0")
+    return {"SID": sids[0].removeprefix("session") if sids else "0",
+            "HOST": hosts[0].removeprefix("host") if hosts else "0"}
 
 
 def run_all(cmd, steps):
-    out = []
-    for step in steps:
-        if isinstance(step, tuple):
-            lio_action(step[1])
-            continue
-        sid, host = ids()
-        argv = [sid if a == "SID" else host if a == "HOST" else a for a in step]
-        t0 = time.monotonic()
-        p = subprocess.run(cmd + argv, capture_output=True, text=True, timeout=180)
-        out.append({"argv": argv, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr,
-                    "seconds": round(time.monotonic() - t0, 2)})
-    return out
+    return run_steps(cmd, steps, ids, lio_action)
 
 
 def kill_step(cmd, proc):
@@ -212,7 +197,7 @@ with open("/etc/iscsi/iscsid.conf", "w") as f:   # the guest's overlay: the host
     f.write(CONF + "\niscsid.safe_logout = Yes\n")
 
 # --- the reference: Debian's iscsid + iscsiadm ---
-reset_db()
+lio.reset_db()
 setup_lio()
 iscsid = lio.start_iscsid()
 try:
@@ -225,7 +210,7 @@ finally:
         iscsid.wait(timeout=30)
 
 # --- iscsikit: iscsikitd + the forwarding iscsiadm ---
-reset_db()
+lio.reset_db()
 setup_lio()
 os.environ["ISCSIKIT_SOCKET"] = "/run/iscsikit/surface.sock"
 ours = subprocess.Popen([f"{VENV}/iscsikitd", "--socket", "/run/iscsikit/surface.sock", "--log-level", "debug"],
@@ -242,7 +227,7 @@ finally:
 report["daemon_log_tail"] = open("/tmp/iscsikitd-surface.log").read()[-3000:]
 with open("/etc/iscsi/iscsid.conf", "w") as f:
     f.write(CONF)
-reset_db()
+lio.reset_db()
 lio_action("no_discovery_auth")
 lio.clear()
 time.sleep(0)

@@ -11,11 +11,8 @@ Targets are made through iscsikit's target/ code (Manager.apply of a saveconfig)
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
 import lio  # noqa: E402
@@ -57,11 +54,6 @@ def make_target(iqn, portal, chap=False, mutual=False):
         "targets": [{"wwn": iqn, "fabric": "iscsi", "tpgs": [tpg]}]}))
 
 
-def reset_db():
-    for d in ("nodes", "send_targets", "static", "isns", "fw", "ifaces"):
-        shutil.rmtree(f"/etc/iscsi/{d}", ignore_errors=True)
-
-
 def node_files():
     root = "/etc/iscsi/nodes"
     out = []
@@ -101,38 +93,18 @@ class ChapWire:
     """CHAP_A keys on the loopback wire while a login runs: (tcp source port, value)."""
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-        self.sock.bind(("lo", 0))
-        self.sock.settimeout(0.2)
         self.seen = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.wire = lio.LoopbackTcp(self._segment)
 
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                frame, meta = self.sock.recvfrom(70000)
-            except socket.timeout:
-                continue
-            if meta[2] == socket.PACKET_OUTGOING:     # each loopback frame is seen twice
-                continue
-            ip = frame[14:]
-            if len(ip) < 20 or ip[0] >> 4 != 4:
-                continue
-            tcp = ip[(ip[0] & 0xF) * 4:]
-            sport = int.from_bytes(tcp[0:2], "big")
-            payload = tcp[(tcp[12] >> 4) * 4:]
-            at = payload.find(b"CHAP_A=")
-            while at >= 0:
-                end = payload.find(b"\0", at)
-                self.seen.append((sport, payload[at + 7:end].decode(errors="replace")))
-                at = payload.find(b"CHAP_A=", end)
+    def _segment(self, sport, _dport, _flags, payload):
+        at = payload.find(b"CHAP_A=")
+        while at >= 0:
+            end = payload.find(b"\0", at)
+            self.seen.append((sport, payload[at + 7:end].decode(errors="replace")))
+            at = payload.find(b"CHAP_A=", end)
 
     def close(self):
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
+        self.wire.close()
         # the initiator's offer travels to port 3260, the target's choice from it
         return {"offered": [v for p, v in self.seen if p != 3260], "chosen": [v for p, v in self.seen if p == 3260]}
 
@@ -166,7 +138,7 @@ lio.clear()
 try:
     make_target(T6, "[::1]")
     # --- IPv6, the reference: Debian's iscsid + iscsiadm ---
-    reset_db()
+    lio.reset_db()
     iscsid = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     lio.until(lio.iscsid_ready, 60)
@@ -177,7 +149,7 @@ try:
         iscsid.terminate()
         iscsid.wait(timeout=30)
     # --- IPv6, iscsikit ---
-    reset_db()
+    lio.reset_db()
     os.environ["ISCSIKIT_SOCKET"] = "/run/iscsikit/chapv6.sock"
     ours = subprocess.Popen([f"{VENV}/iscsikitd", "--socket", "/run/iscsikit/chapv6.sock"],
                             stdout=subprocess.DEVNULL, stderr=open(f"{SCRATCH}/iscsikitd.log", "wb"))
@@ -186,7 +158,7 @@ try:
         report["iscsikit"] = ipv6_steps([f"{VENV}/iscsiadm"])
         lio.clear()
         # --- chap_algs (iscsikit) ---
-        reset_db()
+        lio.reset_db()
         make_target(TC, P4, chap=True)
         r = run([f"{VENV}/iscsiadm"], ["-m", "node", "-o", "new", "-T", TC, "-p", P4])
         assert r["rc"] == 0, r
@@ -208,6 +180,6 @@ try:
         ours.terminate()
         ours.wait(timeout=30)
 finally:
-    reset_db()
+    lio.reset_db()
     lio.clear()
 print(json.dumps(report))

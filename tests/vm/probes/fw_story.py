@@ -8,13 +8,14 @@ $IK_IBFT_FACTS: the table's facts as JSON (initiator, nic, target), so probe and
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lio  # noqa: E402
+from transcripts import run_steps  # noqa: E402
 
 FACTS = json.loads(os.environ["IK_IBFT_FACTS"])
 T = FACTS["target"]
@@ -30,7 +31,7 @@ STEPS = [
     ["-m", "node", "-T", T["name"], "-p", PORTAL, "-o", "show"],
     ["-m", "discovery", "-t", "fw", "-l"],
     ["-m", "session"],
-    "disk",
+    ("lio", "disk"),
     # -U skips a firmware record's session (a boot disk); the explicit logout does not
     ["-m", "node", "-U", "all"],
     ["-m", "session"],
@@ -39,7 +40,7 @@ STEPS = [
     # -m fw -l: the table's target logged in with no record written
     ["-m", "fw", "-l"],
     ["-m", "session"],
-    "disk",
+    ("lio", "disk"),
     ["-m", "node"],
     ["-m", "session", "-u"],
     ["-m", "session"],
@@ -81,19 +82,10 @@ def _disk():
 
 
 def run_all(cmd):
-    out = []
-    for step in STEPS:
-        if step == "disk":
-            out.append({"disk": disk_read()})
-            continue
-        p = subprocess.run(cmd + step, capture_output=True, text=True, timeout=180)
-        out.append({"argv": step, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr})
-    return out
-
-
-def reset_db():
-    for d in ("nodes", "send_targets", "static", "isns", "fw", "ifaces"):
-        shutil.rmtree(f"/etc/iscsi/{d}", ignore_errors=True)
+    """The steps' rows, and what each ("lio", "disk") step read through the session's disk."""
+    disks = []
+    rows = run_steps(cmd, STEPS, action=lambda _: disks.append(disk_read()))
+    return rows, disks
 
 
 def sh(*argv):
@@ -120,28 +112,28 @@ try:
     lio.target(T["name"], "/var/tmp/lio/boot.img", port=T["port"], chap=tuple(T["chap"]),
                mutual=tuple(T["reverse_chap"]))
 
-    reset_db()
+    lio.reset_db()
     iscsid = lio.start_iscsid()
     try:
-        report["open_iscsi"] = run_all(["iscsiadm"])
+        report["open_iscsi"], report["open_iscsi_disks"] = run_all(["iscsiadm"])
     finally:
         subprocess.run(["iscsiadm", "-m", "session", "-u"], capture_output=True)
         iscsid.terminate()
         iscsid.wait(timeout=30)
 
-    reset_db()
+    lio.reset_db()
     sock = "/run/iscsikit/fw.sock"
     os.environ["ISCSIKIT_SOCKET"] = sock
     ours = lio.start_iscsikitd(sock, "/tmp/iscsikitd-fw.log", "--log-level", "debug")
     try:
-        report["iscsikit"] = run_all([f"{VENV}/iscsiadm"])
+        report["iscsikit"], report["iscsikit_disks"] = run_all([f"{VENV}/iscsiadm"])
     finally:
         subprocess.run([f"{VENV}/iscsiadm", "-m", "session", "-u"], capture_output=True)
         ours.terminate()
         ours.wait(timeout=30)
     report["daemon_log"] = open("/tmp/iscsikitd-fw.log").read()[-3000:]
 finally:
-    reset_db()
+    lio.reset_db()
     lio.clear()
     subprocess.run(["ip", "link", "del", NETDEV], capture_output=True)
     # the table stays in the firmware; the module that shows it goes, so the other tests see

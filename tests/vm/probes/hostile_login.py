@@ -101,7 +101,10 @@ try:
     # ---- hostile logins through the real kernel ----------------------------------------------
     for case in CASES:
         with ht.HostileTarget(case) as t:
-            record(t.port, **{"node.conn[0].timeo.login_timeout": HOSTILE_LOGIN_TIMEOUT})
+            # one attempt, which is what each case bounds (initial_login_retry_max would try a
+            # retryable failure again for 4 x login_timeout; os-brick sets 0 likewise)
+            record(t.port, **{"node.conn[0].timeo.login_timeout": HOSTILE_LOGIN_TIMEOUT,
+                              "node.session.initial_login_retry_max": "0"})
             # the CLI's own cost right now (a forwarded call that reads the record): the guest
             # is emulated and shared, so a fixed allowance would measure the load, not the bound
             cost = adm("-m", "node", "-T", IQN, "-p", f"127.0.0.1:{t.port}")["seconds"]

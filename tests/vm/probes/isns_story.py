@@ -15,7 +15,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lio  # noqa: E402
+from transcripts import run_steps  # noqa: E402
 
 T1 = "iqn.2026-12.org.iscsikit.test:isns1"
 T2 = "iqn.2026-12.org.iscsikit.test:isns2"
@@ -71,8 +73,9 @@ class Isnsd:
     def adm(self, *args):
         return subprocess.run(["isnsadm", "--config", self.adm_conf, *args], capture_output=True, text=True)
 
-    def register(self, entity, target, portal):
-        p = self.adm("--register", f"entity={entity}", f"portal={portal}", f"target={target}")
+    def register(self, entity, portal, *targets):
+        # one entity: a portal belongs to one network entity, as LIO's one listener serves both
+        p = self.adm("--register", f"entity={entity}", f"portal={portal}", *(f"target={t}" for t in targets))
         assert p.returncode == 0, p.stderr
 
     def stop(self):
@@ -85,30 +88,17 @@ def setup(server):
     lio.clear()
     lio.target(T1, "/var/tmp/lio/isns1.img")
     lio.target(T2, "/var/tmp/lio/isns2.img")
-    server.register("lio-isns1", T1, "127.0.0.1:3260")
-    server.register("lio-isns2", T2, "127.0.0.1:3260")
+    server.register("lio", "127.0.0.1:3260", T1, T2)
 
 
 def action(server, name):
     if name == "drop_t2":
-        p = server.adm("--deregister", "entity=lio-isns2")
+        p = server.adm("--deregister", f"iscsi-name={T2}")
         assert p.returncode == 0, p.stderr
 
 
 def run_all(cmd, server):
-    out = []
-    for step in STEPS:
-        if isinstance(step, tuple):
-            action(server, step[1])
-            continue
-        p = subprocess.run(cmd + step, capture_output=True, text=True, timeout=180)
-        out.append({"argv": step, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr})
-    return out
-
-
-def reset_db():
-    for d in ("nodes", "send_targets", "static", "isns", "fw", "ifaces"):
-        shutil.rmtree(f"/etc/iscsi/{d}", ignore_errors=True)
+    return run_steps(cmd, STEPS, action=lambda name: action(server, name))
 
 
 os.makedirs("/etc/target", exist_ok=True)
@@ -117,7 +107,7 @@ os.makedirs("/run/lock/iscsi", exist_ok=True)
 lio.INITIATOR = open("/etc/iscsi/initiatorname.iscsi").read().split("InitiatorName=")[1].split()[0]
 report = {}
 try:
-    reset_db()
+    lio.reset_db()
     server = Isnsd()
     setup(server)
     iscsid = lio.start_iscsid()
@@ -129,7 +119,7 @@ try:
         iscsid.wait(timeout=30)
         server.stop()
 
-    reset_db()
+    lio.reset_db()
     server = Isnsd()
     setup(server)
     sock = "/run/iscsikit/isns.sock"
@@ -144,7 +134,7 @@ try:
         server.stop()
     report["daemon_log"] = open("/tmp/iscsikitd-isns.log").read()[-3000:]
 finally:
-    reset_db()
+    lio.reset_db()
     lio.clear()
     time.sleep(0)
 print(json.dumps(report))

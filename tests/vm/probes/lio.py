@@ -16,6 +16,14 @@ def clear():
     RTSRoot().clear_existing(confirm=True)
 
 
+def reset_db():
+    """Empty the guest's /etc/iscsi record folders (its overlay: the host's stay), so each
+    implementation of a differential starts from the same empty database."""
+    import shutil
+    for d in ("nodes", "send_targets", "static", "isns", "fw", "ifaces"):
+        shutil.rmtree(f"/etc/iscsi/{d}", ignore_errors=True)
+
+
 def target(name, path, size=64 << 20, port=3260, chap=None, mutual=None, digests_required=False):
     """One fileio LUN behind iqn `name` on 127.0.0.1:port; CHAP (user, secret) with an ACL when given."""
     with open(path, "ab") as f:   # rtslib records the size but leaves a new file empty
@@ -163,3 +171,41 @@ def start_iscsid():
     until(lambda: os.path.exists("/run/iscsid.pid") or subprocess.run(
         ["iscsiadm", "-m", "session"], capture_output=True).returncode in (0, 21), 60)
     return iscsid
+
+
+class LoopbackTcp:
+    """IPv4 TCP segments on the loopback wire, read by an AF_PACKET socket in a thread while
+    something runs: `segment(sport, dport, flags, payload)` is called once for each (every
+    loopback frame passes twice, once outgoing); close() stops the reader."""
+
+    def __init__(self, segment):
+        import socket
+        import threading
+        self.segment = segment
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self.sock.bind(("lo", 0))
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import socket
+        while not self.stop.is_set():
+            try:
+                frame, meta = self.sock.recvfrom(70000)
+            except socket.timeout:
+                continue
+            if meta[2] == socket.PACKET_OUTGOING:
+                continue
+            ip = frame[14:]
+            if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 6:
+                continue
+            tcp = ip[(ip[0] & 0xF) * 4:]
+            self.segment(int.from_bytes(tcp[0:2], "big"), int.from_bytes(tcp[2:4], "big"), tcp[13],
+                         tcp[(tcp[12] >> 4) * 4:])
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()

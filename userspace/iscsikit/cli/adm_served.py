@@ -23,7 +23,7 @@ from .adm.main import MODES, handler
 # small that way): the daemon imports it once at start instead, so no forwarded call
 # pays a first-use import (under TCG, 0.1-0.2 s each over 9p).
 _RUN_TIME_IMPORTS = ("json", "tempfile", "iscsikit.initiator.login_io", "iscsikit.initiator.discovery",
-                     "iscsikit.kernel.sysfs", "iscsikit.kernel.ibft")
+                     "iscsikit.initiator.isns", "iscsikit.kernel.sysfs", "iscsikit.kernel.ibft")
 
 
 class _FrameStream:

@@ -31,14 +31,25 @@ from ..kernel.constants import ConnErr, Ev, KEv
 from ..kernel.netlink import IscsiNetlink, decode_stats
 from ..kernel.sysfs import Sysfs
 from ..proto.chap import ChapCredentials
+from ..proto.keys import KEY_BY_NAME
 from .exitcodes import ExitCode
 from . import mgmt, protocol
 from .errors import IscsiError
+from .records import atoi
 from .session import CONN_LOST, LOGOUT_TIMEOUT, Initiator, KernelSession, NodeConfig, SessionError, is_logout_step
 
 log = logging.getLogger("iscsikitd")
 
-FIRST_RETRY_DELAY = 2.0       # DefaultTime2Wait before the first reconnect (facts §2.3)
+# The first reconnect of a recovery waits the session's negotiated DefaultTime2Wait (RFC 7143
+# §13.15; usr/initiator.c __session_conn_reopen); this one when none is known (an adopted session:
+# sysfs does not show it for iscsi_tcp), RFC 7143's and the record's default
+FIRST_RETRY_DELAY = 2.0
+# iscsid's ISCSI_CONN_ERR_REOPEN_DELAY (usr/initiator.c): a failed connect is tried again after it
+CONN_RETRY_DELAY = 3.0
+# a first login that fails with one of these is tried again while initial_login_retry_max x
+# login_timeout lasts (usr/initiator.c iscsi_login_eh, iscsi_retry_initial_login); an
+# authentication failure (24) or a fatal status (19) ends it at once, as iscsi_login_is_fatal_err
+RETRIED_LOGIN_CODES = frozenset({ExitCode.TRANS, ExitCode.TRANS_TIMEOUT, ExitCode.PDU_TIMEOUT, ExitCode.LOGIN})
 # later attempts: 1 s, then x1.5 each, at most 3 s (iscsid requeues a failed connect after 3 s),
 # so a path that returns is back within a few seconds however long it was gone
 RETRY_BASE, RETRY_GROWTH = 1.0, 1.5
@@ -120,7 +131,8 @@ class Daemon:
 
     def __init__(self, socket_path: str | None = None, sysfs: Sysfs | None = None, workers: int = 64,
                  cli_runner: Callable | None = None, kernel=None,
-                 first_retry_delay: float = FIRST_RETRY_DELAY, max_retry_delay: float = MAX_RETRY_DELAY):
+                 first_retry_delay: float = FIRST_RETRY_DELAY, max_retry_delay: float = MAX_RETRY_DELAY,
+                 conn_retry_delay: float = CONN_RETRY_DELAY):
         # `kernel`: where NETLINK_ISCSI and sysfs come from, the real ones when None; unit
         # tests pass kernel/fake.py's FakeKernel (its .netlink(groups) and .sysfs)
         netlink = kernel.netlink if kernel is not None else IscsiNetlink
@@ -129,6 +141,7 @@ class Daemon:
         self.initiator = Initiator(self.sysfs, netlink(groups=0))
         self.events = netlink()
         self.first_retry_delay, self.max_retry_delay = first_retry_delay, max_retry_delay
+        self.conn_retry_delay = conn_retry_delay
         self.cli_runner = cli_runner
         self.cli_runs: set[asyncio.Task] = set()
         self.watchers: set[asyncio.StreamWriter] = set()
@@ -318,7 +331,7 @@ class Daemon:
                 await self.blocking(self.initiator.stop_for_recovery, ks)
             except OSError as e:
                 log.warning("session %d: stop for recovery failed: %s", ks.sid, e)
-        delay = self.first_retry_delay
+        delay = self.time2wait(ks)
         attempt = 0
         m.attempts, m.recovering_since, m.timed_out = 0, start, False
         while True:
@@ -358,6 +371,13 @@ class Daemon:
             m.attempts, m.recovering_since, m.timed_out = 0, None, False
             self.set_state(m, "LOGGED_IN")
             return
+
+    def time2wait(self, ks: KernelSession) -> float:
+        """The wait before a recovery's first reconnect: DefaultTime2Wait as the session's
+        last login negotiated it (RFC 7143 §13.15: the larger of both offers), else
+        first_retry_delay."""
+        t2w = ks.negotiated.get("DefaultTime2Wait")
+        return float(t2w) if isinstance(t2w, int) else self.first_retry_delay
 
     @contextlib.contextmanager
     def pdu_route(self, sid: int):
@@ -553,14 +573,10 @@ class Daemon:
                 asyncio.run_coroutine_threadsafe(register(ks), self.loop).result()
 
             try:
-                ks = await self.blocking(self.initiator.login, node, created, False, self.pdu_route)
+                ks = await self._first_login(node, created)
             except IscsiError as e:
-                self._forget_login(node)
                 log.info("login to %s at %s,%s refused (stage %s, exit %d): %s", node.target, node.address,
                          node.port, getattr(e, "stage", "login"), e.exit_code, e)
-                raise
-            except BaseException:
-                self._forget_login(node)
                 raise
             m = self.sessions[ks.sid]
             m.state = "LOGGED_IN"       # watchers meet it here, logged in (session_added)
@@ -571,6 +587,48 @@ class Daemon:
         if node.scan == "auto":
             result.update(await self._scan(ks, max(MIN_SCAN_WAIT, node.login_timeout - (time.monotonic() - start))))
         return result
+
+    async def _first_login(self, node: NodeConfig, created: Callable) -> KernelSession:
+        """The first login, tried again as iscsid 2.1.8 does (usr/initiator.c iscsi_login_eh,
+        iscsi_retry_initial_login, __session_conn_reopen, session_conn_poll): while
+        initial_login_retry_max x login_timeout seconds have not passed since the first
+        connect, a failure in RETRIED_LOGIN_CODES is tried again. A failed connect waits
+        CONN_RETRY_DELAY first; the first retry then waits the record's DefaultTime2Wait.
+        When the time is up, a connect failure ends as 8 (iscsid's login timer reports it).
+        A failure to bind the iface (a missing netdev) is not tried again."""
+        start = time.monotonic()
+        window = max(0, node.initial_login_retry_max) * node.login_timeout
+        t2w = float(atoi(node.operational.get("DefaultTime2Wait") or KEY_BY_NAME["DefaultTime2Wait"].open_iscsi))
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.blocking(self.initiator.login, node, created, False, self.pdu_route)
+            except SessionError as e:
+                self._forget_login(node)
+                if e.exit_code not in RETRIED_LOGIN_CODES or e.stage == "bind":
+                    raise
+                failure = e
+            except BaseException:
+                self._forget_login(node)
+                raise
+            if failure.stage == "connect":
+                await asyncio.sleep(self.conn_retry_delay)
+            if time.monotonic() - start > window or self.stopping.is_set():
+                log.info("login to %s at %s,%s: giving up after %d attempt(s) in %.0f s "
+                         "(initial_login_retry_max %d x login_timeout %g s)", node.target, node.address, node.port,
+                         attempt, time.monotonic() - start, node.initial_login_retry_max, node.login_timeout)
+                if failure.stage == "connect":
+                    raise SessionError(ExitCode.TRANS_TIMEOUT, str(failure), "connect") from None
+                raise failure
+            log.info("login to %s at %s,%s: attempt %d failed (%s); trying again", node.target, node.address,
+                     node.port, attempt, failure)
+            if t2w:
+                await asyncio.sleep(t2w)
+                t2w = 0.0        # iscsid waits it once (def_time2wait = 0 after the first reopen)
+                if time.monotonic() - start > window:
+                    # iscsid's reopen timer ran out: its login error handler reports 8
+                    raise SessionError(ExitCode.TRANS_TIMEOUT, str(failure), failure.stage) from None
 
     def _forget_login(self, node: NodeConfig) -> None:
         """A failed first login: its LOGGING_IN entry goes (the worker unwound the kernel's session)."""

@@ -92,17 +92,32 @@ def exchange(rec: ndb.Record, initiator_name: str | None, bind: login_io.Binding
 
 
 def found_nodes(db: ndb.NodeDB, rec: ndb.Record, found, ifaces: list[str] | None = None) -> list[ndb.Node]:
-    """The node records discovery `rec` found (not written): one per portal per iface."""
+    """The node records SendTargets discovery `rec` found (not written): one per portal per iface."""
+    return _nodes(db, rec, ((t.name, p.host, p.port, p.tpgt) for t in found for p in t.portals), ifaces)
+
+
+def isns_nodes(db: ndb.NodeDB, rec: ndb.Record, groups, ifaces: list[str] | None = None) -> list[ndb.Node]:
+    """The node records an iSNS query (`groups`: proto.isns.PortalGroup) found, not written:
+    one per portal group per iface, linked to the iSNS server (usr/discovery.c)."""
+    return _nodes(db, rec, ((g.target, g.address, g.port, g.tag) for g in groups), ifaces)
+
+
+def _nodes(db: ndb.NodeDB, rec: ndb.Record, portals, ifaces: list[str] | None) -> list[ndb.Node]:
+    """A record per (target, address, port, tag) per iface, linked to discovery `rec`."""
     address, port = rec["discovery.sendtargets.address"], rec["discovery.sendtargets.port"]
+    node_type = NODE_TYPE[rec["discovery.type"]]
     out = []
-    for t in found:
-        for p in t.portals:
-            for iface in ifaces or [R.DEFAULT_IFACE]:
-                nid = ndb.NodeId(t.name, p.host, p.port, p.tpgt, iface)
-                values = db.new_node_values(nid, discovery_type="send_targets")
-                values.update({"node.discovery_address": address, "node.discovery_port": str(port)})
-                out.append(ndb.Node(R.NODE_FIELDS, values, nid))
+    for target, host, tport, tag in portals:
+        for iface in ifaces or [R.DEFAULT_IFACE]:
+            nid = ndb.NodeId(target, host, tport, tag, iface)
+            values = db.new_node_values(nid, discovery_type=node_type)
+            values.update({"node.discovery_address": address, "node.discovery_port": str(port)})
+            out.append(ndb.Node(R.NODE_FIELDS, values, nid))
     return out
+
+
+# a discovery record's type -> node.discovery_type of the records it finds
+NODE_TYPE = {"sendtargets": "send_targets", "isns": "isns"}
 
 
 def apply(db: ndb.NodeDB, rec: ndb.Record, nodes: list[ndb.Node], op: int,
@@ -113,9 +128,12 @@ def apply(db: ndb.NodeDB, rec: ndb.Record, nodes: list[ndb.Node], op: int,
     if op & OP_NONPERSISTENT and not op & (OP_NEW | OP_DELETE | OP_UPDATE):
         return []
     address, port = rec["discovery.sendtargets.address"], R.atoi(rec["discovery.sendtargets.port"])
+    dtype = rec["discovery.type"]
     errors = []
     with db.locked():
-        if db.read_discovery("sendtargets", address, port) is None:
+        # an iSNS server's record is written only by discoverydb (exec_disc2_op); the
+        # records it found are linked under its folder all the same
+        if dtype == "sendtargets" and db.read_discovery(dtype, address, port) is None:
             db.write_discovery(rec)
         wanted = {n.id for n in nodes}
         if op & OP_DELETE:
@@ -126,7 +144,7 @@ def apply(db: ndb.NodeDB, rec: ndb.Record, nodes: list[ndb.Node], op: int,
                     v = db.read_node(nid).values
                 except ndb.DBError:
                     continue
-                if (v.get("node.discovery_type") != "send_targets" or v.get("node.discovery_address") != address
+                if (v.get("node.discovery_type") != NODE_TYPE[dtype] or v.get("node.discovery_address") != address
                         or R.atoi(v.get("node.discovery_port") or "0") != port):
                     continue
                 if (nid.target, nid.address, nid.port) in in_use:
@@ -142,7 +160,7 @@ def apply(db: ndb.NodeDB, rec: ndb.Record, nodes: list[ndb.Node], op: int,
                     continue   # idbm_add_node without overwrite keeps the record as it is
                 db.write_node(node)
                 if node.id.tpgt != ndb.UNKNOWN_TPGT:
-                    db.link_discovered("sendtargets", address, port, node.id)
+                    db.link_discovered(dtype, address, port, node.id)
     return errors
 
 

@@ -240,18 +240,18 @@ class Binding:
         if self.hwaddress:
             name = netdevs.by_hwaddress(self.hwaddress)
             if name is None:
-                raise LoginError(ExitCode.TRANS, f"iface {self.iface}: no netdev has hwaddress {self.hwaddress}")
+                raise LoginError(ExitCode.TRANS, f"iface {self.iface}: no netdev has hwaddress {self.hwaddress}", "bind")
         elif self.net_ifacename:
             name = self.net_ifacename
         else:
             return None
         dev = netdevs.get(name)
         if dev is None:
-            raise LoginError(ExitCode.TRANS, f"iface {self.iface}: netdev {name} does not exist")
+            raise LoginError(ExitCode.TRANS, f"iface {self.iface}: netdev {name} does not exist", "bind")
         if not dev.up:
-            raise LoginError(ExitCode.TRANS, f"iface {self.iface}: netdev {name} is down")
+            raise LoginError(ExitCode.TRANS, f"iface {self.iface}: netdev {name} is down", "bind")
         if not dev.addresses:
-            raise LoginError(ExitCode.TRANS, f"iface {self.iface}: netdev {name} has no IP address")
+            raise LoginError(ExitCode.TRANS, f"iface {self.iface}: netdev {name} has no IP address", "bind")
         return name
 
 
@@ -274,7 +274,7 @@ def _connect(portal: Portal, deadline: _Deadline, connect_timeout: float,
         want = socket.AF_INET6 if ":" in bind.ipaddress else socket.AF_INET
         infos = [i for i in infos if i[0] == want]
         if not infos:
-            raise LoginError(ExitCode.TRANS, f"iface {bind.iface}: ipaddress {bind.ipaddress} cannot reach {portal}")
+            raise LoginError(ExitCode.TRANS, f"iface {bind.iface}: ipaddress {bind.ipaddress} cannot reach {portal}", "bind")
     error: OSError | None = None
     for family, kind, proto, _name, address in infos:
         sock = socket.socket(family, kind, proto)
@@ -286,7 +286,7 @@ def _connect(portal: Portal, deadline: _Deadline, connect_timeout: float,
                     sock.bind((bind.ipaddress, 0))
                 except OSError as exc:
                     raise LoginError(ExitCode.TRANS, f"iface {bind.iface}: cannot bind source address "
-                                                     f"{bind.ipaddress}: {exc.strerror or exc}") from None
+                                                     f"{bind.ipaddress}: {exc.strerror or exc}", "bind") from None
             sock.settimeout(timeout)
             sock.connect(address)
         except socket.timeout:

@@ -48,9 +48,8 @@ LOGIN_ARGS: tuple[Arg, ...] = (
     Arg("fast_abort", _BOOL, False), Arg("cmds_max", _INT, False), Arg("queue_depth", _INT, False),
     Arg("scan", _STR, False), Arg("login_timeout", _NUM, False), Arg("logout_timeout", _NUM, False),
     Arg("operational", (dict,), False),
-    Arg("reopen_max", _INT, False),
-    # a first login whose connection fails before the target answered is tried again (iser)
-    Arg("initial_login_retry_max", _INT, False),
+    Arg("reopen_max", _INT, False), Arg("initial_login_retry_max", _INT, False),
+    Arg("max_xmit_dlength", _INT, False),     # node.conn[0].iscsi.MaxXmitDataSegmentLength
     # the iface's binding (login_io.Binding)
     Arg("net_ifacename", _STR, False), Arg("hwaddress", _STR, False), Arg("ipaddress", _STR, False),
     # add a session even when one to this (target, portal, iface) is up: iscsiadm's

@@ -331,14 +331,20 @@ _LOGIN_KEYS = {
     "logout_timeout": "node.conn[0].timeo.logout_timeout",
     # recovery: reconnect attempts after a connection error (0: until logged out)
     "reopen_max": "node.session.reopen_max",
-    # a first login over a kernel endpoint whose connection fails before any Login Response
+    # the first login is tried again for initial_login_retry_max x login_timeout seconds
     "initial_login_retry_max": "node.session.initial_login_retry_max",
+    # the cap on what this side sends in one data segment (0: the target's declaration)
+    "max_xmit_dlength": f"{_CI}.MaxXmitDataSegmentLength",
     # where the iface's connections leave from (login_io.Binding)
     "net_ifacename": "iface.net_ifacename", "hwaddress": "iface.hwaddress", "ipaddress": "iface.ipaddress",
 }
 # operational keys offered as the record says (the others: proto/keys.py's defaults)
 _OPERATIONAL = ((_CI, "MaxRecvDataSegmentLength"), (_SI, "FirstBurstLength"), (_SI, "MaxBurstLength"),
-                (_SI, "ImmediateData"), (_SI, "InitialR2T"), (_SI, "MaxOutstandingR2T"))
+                (_SI, "ImmediateData"), (_SI, "InitialR2T"), (_SI, "MaxOutstandingR2T"),
+                # RFC 7143 §13.15-13.16: offered as open-iscsi offers them (usr/login.c
+                # add_params_normal_session); the negotiated DefaultTime2Wait is the wait
+                # before a recovery's first reconnect (daemon.recover)
+                (_SI, "DefaultTime2Wait"), (_SI, "DefaultTime2Retain"))
 
 
 def _login_value(name: str, values: dict[str, str]):

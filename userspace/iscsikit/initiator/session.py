@@ -55,7 +55,7 @@ from ..proto.reader import PduReader
 from . import login_io
 from .errors import IscsiError, login_exit_code
 from .records import login_default as _default
-from .transports import TEMPLATES, Endpoint, Template, data_segment_limits, rdma_accepted, template
+from .transports import Endpoint, data_segment_limits, rdma_accepted, template
 from .transports import login_keys as transport_login_keys
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class NodeConfig:
     login_timeout: float = _default("login_timeout")
     reopen_max: int = _default("reopen_max")
     initial_login_retry_max: int = _default("initial_login_retry_max")
+    max_xmit_dlength: int = _default("max_xmit_dlength")   # 0: what the target declares
     net_ifacename: str = _default("net_ifacename")
     hwaddress: str = _default("hwaddress")
     ipaddress: str = _default("ipaddress")
@@ -168,12 +169,13 @@ def _params_before_login(node: NodeConfig, initiator_name: str) -> list[tuple[Pa
     return [(p, v) for p, v in rows if v != ""]
 
 
-def _params_after_login(success: LoginSuccess, tmpl: Template = TEMPLATES["tcp"]) -> list[tuple[Param, str]]:
-    """List B (facts §2.2): the negotiated values; tcp has no markers, so 12/13 are skipped."""
+def _params_after_login(success: LoginSuccess, node: NodeConfig) -> list[tuple[Param, str]]:
+    """List B (facts §2.2): the negotiated values; tcp has no markers, so 12/13 are skipped.
+    MAX_XMIT_DLENGTH is capped by the record's MaxXmitDataSegmentLength (transports.xmit_limit)."""
     params = success.parameters
     n = params.negotiated
     tpgt = success.target_portal_group_tag
-    max_recv, max_xmit = data_segment_limits(tmpl, params)
+    max_recv, max_xmit = data_segment_limits(template(node.transport), params, node.max_xmit_dlength)
     rows = [
         (Param.MAX_RECV_DLENGTH, str(max_recv)),
         (Param.MAX_XMIT_DLENGTH, str(max_xmit)),
@@ -273,7 +275,7 @@ class Initiator:
                    initiator_name: str) -> None:
         """Give a logged-in socket to the kernel: bind, list A, list B, start."""
         self.nl.bind_conn(handle, sid, cid, conn.socket.fileno(), is_leading=True)
-        self._set_params(handle, sid, cid, _params_before_login(node, initiator_name) + _params_after_login(conn.login))
+        self._set_params(handle, sid, cid, _params_before_login(node, initiator_name) + _params_after_login(conn.login, node))
         self.nl.start_conn(handle, sid, cid)
 
     def _set_host_params(self, handle: int, host_no: int, node: NodeConfig) -> None:
@@ -403,7 +405,7 @@ class Initiator:
                     with contextlib.suppress(KernelError):
                         self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
                     return outcome
-                self._set_params(ks.handle, ks.sid, ks.cid, _params_after_login(outcome))
+                self._set_params(ks.handle, ks.sid, ks.cid, _params_after_login(outcome, node))
                 self.nl.start_conn(ks.handle, ks.sid, ks.cid)
             except KernelError as e:
                 with contextlib.suppress(KernelError):
@@ -587,7 +589,7 @@ class Initiator:
                 bound = True
                 self._set_params(handle, sid, cid, _params_before_login(node, initiator_name))
                 success = self._endpoint_login(ks, recv_pdu, deadline)
-            self._set_params(handle, sid, cid, _params_after_login(success, template(node.transport)))
+            self._set_params(handle, sid, cid, _params_after_login(success, node))
             nl.start_conn(handle, sid, cid)
         except BaseException as e:
             self._ep_disconnect(handle, ks.ep if ks is not None else ep)
@@ -638,7 +640,7 @@ class Initiator:
             self.nl.bind_conn(ks.handle, ks.sid, ks.cid, ks.ep, is_leading=True)
             self._set_params(ks.handle, ks.sid, ks.cid, _params_before_login(node, ks.initiator_name))
             success = self._endpoint_login(ks, recv_pdu, deadline)
-            self._set_params(ks.handle, ks.sid, ks.cid, _params_after_login(success, template(node.transport)))
+            self._set_params(ks.handle, ks.sid, ks.cid, _params_after_login(success, node))
             self.nl.start_conn(ks.handle, ks.sid, ks.cid)
         except BaseException as e:
             self._ep_disconnect(ks.handle, ks.ep)

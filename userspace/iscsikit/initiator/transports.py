@@ -92,18 +92,42 @@ def login_keys(t: Template, caps: int, keys: Mapping[str, str]) -> dict[str, str
     return out
 
 
-def data_segment_limits(t: Template, parameters) -> tuple[int, int]:
+# what iscsid puts in place of a MaxXmitDataSegmentLength outside 512..16777215
+# (usr/initiator_common.c: DEF_INI_MAX_RECV_SEG_LEN, with "Invalid iscsi.MaxXmitDataSegmentLength")
+XMIT_CAP_FALLBACK = 262144
+
+
+def xmit_limit(declared: int, cap: int) -> int:
+    """What this side sends at most in one data segment: what the target declared it
+    receives, capped by the record's node.conn[0].iscsi.MaxXmitDataSegmentLength unless
+    that is 0, as iscsid 2.1.8 does (usr/initiator_common.c iscsi_copy_operational_params:
+    the cap rounded down to a multiple of 4, a value outside 512..16777215 replaced by
+    262144; usr/login.c: the target's MaxRecvDataSegmentLength when it is smaller). A target
+    that declares nothing is taken at RFC 7143's default, 8192 (iscsid would send up to
+    the cap there)."""
+    cap &= ~3
+    if cap == 0:
+        return declared
+    if not 512 <= cap <= (1 << 24) - 1:
+        log.error("Invalid iscsi.MaxXmitDataSegmentLength %d: must be within 512 and 16777215; using %d",
+                  cap, XMIT_CAP_FALLBACK)
+        cap = XMIT_CAP_FALLBACK
+    return min(declared, cap)
+
+
+def data_segment_limits(t: Template, parameters, xmit_cap: int = 0) -> tuple[int, int]:
     """(MAX_RECV_DLENGTH, MAX_XMIT_DLENGTH) for the kernel after a login's `parameters`
-    (proto.negotiation.Parameters): iSER takes the smaller of both sides' declarations
-    of each key (RFC 7145 §6.4-6.5; open-iscsi's login.c takes the MIN likewise)."""
+    (proto.negotiation.Parameters), the latter capped by `xmit_cap` (xmit_limit): iSER
+    takes the smaller of both sides' declarations of each key (RFC 7145 §6.4-6.5;
+    open-iscsi's login.c takes the MIN likewise)."""
     if not t.rdma:
-        return parameters.max_recv_data_segment, parameters.max_xmit_data_segment
+        return parameters.max_recv_data_segment, xmit_limit(parameters.max_xmit_data_segment, xmit_cap)
     ours, theirs = parameters.ours, parameters.theirs
     recv = min(ours.get("InitiatorRecvDataSegmentLength", ISER_RECV_DATA_SEGMENT),
                theirs.get("InitiatorRecvDataSegmentLength", ISER_RECV_DATA_SEGMENT))
     xmit = min(ours.get("TargetRecvDataSegmentLength", ISER_RECV_DATA_SEGMENT),
                theirs.get("TargetRecvDataSegmentLength", ISER_RECV_DATA_SEGMENT))
-    return recv, xmit
+    return recv, xmit_limit(xmit, xmit_cap)
 
 
 def rdma_accepted(t: Template, parameters) -> bool:

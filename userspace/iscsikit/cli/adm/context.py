@@ -132,65 +132,50 @@ class Ctx:
         return ndb.parse_portal(self.portal)
 
 
+# -- storing one option -------------------------------------------------------------
+# Each converter takes (ctx, the option's argument, the attribute's current value) and
+# gives the attribute's new value.
+
+def _text(_ctx: Ctx, a, _old):
+    return a
+
+
+def _flag(_ctx: Ctx, _a, _old) -> bool:
+    return True
+
+
+def _number(_ctx: Ctx, a, _old) -> int:
+    return R.atoi(a)     # iscsiadm reads these numbers with atoi: junk is 0
+
+
+def _append(_ctx: Ctx, a, old: list) -> list:
+    old.append(a)
+    return old
+
+
+def _operation(ctx: Ctx, a, old: int) -> int:
+    if a not in OPS:
+        raise ctx.fail(f"can not recognize operation: '{a}'")
+    return old | OPS[a]
+
+
+# letter -> (Ctx attribute, converter); a letter not here (-m, -h, -V) is not stored
+STORE: dict[str, tuple[str, object]] = {
+    "T": ("target", _text), "p": ("portal", _text), "I": ("ifaces", _append),
+    "o": ("op", _operation), "t": ("dtype", _text), "n": ("names", _append),
+    "v": ("values", _append), "l": ("login", _flag), "u": ("logout", _flag),
+    "L": ("loginall", _text), "U": ("logoutall", _text), "R": ("rescan", _flag),
+    "s": ("stats", _flag), "D": ("discover", _flag), "r": ("sid", _text),
+    "P": ("print_level", _number), "S": ("show_secrets", _flag), "J": ("json", _flag),
+    "H": ("host", _text), "C": ("submode", _text), "k": ("killiscsid", _text),
+    "W": ("no_wait", _flag), "a": ("ping_ip", _text), "b": ("packet_size", _number),
+    "c": ("ping_count", _number), "i": ("ping_interval", _number), "x": ("index", _text),
+    "A": ("portal_type", _text), "d": ("debug", _number),
+}
+
+
 def _store(ctx: Ctx, o: Opt) -> None:
-    a = o.arg
-    if o.letter == "T":
-        ctx.target = a
-    elif o.letter == "p":
-        ctx.portal = a
-    elif o.letter == "I":
-        ctx.ifaces.append(a)
-    elif o.letter == "o":
-        if a not in OPS:
-            raise ctx.fail(f"can not recognize operation: '{a}'")
-        ctx.op |= OPS[a]
-    elif o.letter == "t":
-        ctx.dtype = a
-    elif o.letter == "n":
-        ctx.names.append(a)
-    elif o.letter == "v":
-        ctx.values.append(a)
-    elif o.letter == "l":
-        ctx.login = True
-    elif o.letter == "u":
-        ctx.logout = True
-    elif o.letter == "L":
-        ctx.loginall = a
-    elif o.letter == "U":
-        ctx.logoutall = a
-    elif o.letter == "R":
-        ctx.rescan = True
-    elif o.letter == "s":
-        ctx.stats = True
-    elif o.letter == "D":
-        ctx.discover = True
-    elif o.letter == "r":
-        ctx.sid = a
-    elif o.letter == "P":
-        ctx.print_level = R.atoi(a)
-    elif o.letter == "S":
-        ctx.show_secrets = True
-    elif o.letter == "J":
-        ctx.json = True
-    elif o.letter == "H":
-        ctx.host = a
-    elif o.letter == "C":
-        ctx.submode = a
-    elif o.letter == "k":
-        ctx.killiscsid = a
-    elif o.letter == "W":
-        ctx.no_wait = True
-    elif o.letter == "a":
-        ctx.ping_ip = a
-    elif o.letter == "b":
-        ctx.packet_size = R.atoi(a)
-    elif o.letter == "c":
-        ctx.ping_count = R.atoi(a)
-    elif o.letter == "i":
-        ctx.ping_interval = R.atoi(a)
-    elif o.letter == "x":
-        ctx.index = a
-    elif o.letter == "A":
-        ctx.portal_type = a
-    elif o.letter == "d":
-        ctx.debug = R.atoi(a)
+    row = STORE.get(o.letter)
+    if row is not None:
+        attr, convert = row
+        setattr(ctx, attr, convert(ctx, o.arg, getattr(ctx, attr)))

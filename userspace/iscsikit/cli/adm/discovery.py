@@ -3,7 +3,7 @@ the discovery records."""
 
 from __future__ import annotations
 
-from ...initiator.exitcodes import ExitCode
+from ...initiator.exitcodes import MESSAGES, ExitCode
 from . import messages as msg
 from .context import OPS, R, Ctx, ndb
 from .node import _node_tree
@@ -46,12 +46,20 @@ def _discovery_listing(ctx: Ctx) -> int:
         for dtype, title in _LISTED_TYPES:
             ctx.say(f"{title}:")
             ids = db.discovery_ids(dtype)
-            if not ids:
-                ctx.say("No targets found.")
             for a, p in ids:
                 ctx.say(f"DiscoveryAddress: {a},{p}")
                 _node_tree(ctx, _discovered(db, _NODE_TYPE[dtype], a, p))
             found += len(ids)
+            if dtype == "isns" and not ids:
+                # no server record (`-m discovery -t isns` writes none): the records it found
+                # are listed all the same (idbm_print_all_discovery's "pre 872 tools" case)
+                nodes = _discovered(db, "isns")
+                _node_tree(ctx, nodes)
+                found += len(nodes)
+                if nodes:
+                    continue
+            if not ids:
+                ctx.say("No targets found.")
         for title, dtype in (("STATIC", "static"), ("FIRMWARE", "fw")):
             ctx.say(f"{title}:")
             ids = _discovered(db, dtype)
@@ -72,13 +80,17 @@ def _discovery_listing(ctx: Ctx) -> int:
 
 
 def _type_and_portal(ctx: Ctx) -> tuple[str, str, int]:
-    """-t and -p, checked as iscsiadm checks them (type first); the port defaults to 3260."""
+    """-t and -p, checked as iscsiadm checks them (type first); the port defaults to 3260
+    (3205, the iSNS server's, for -t isns)."""
     dtype = DISCOVERY_TYPES.get(ctx.dtype or "")
     if dtype is None:
         raise ctx.fail(msg.BAD_DISCOVERY_TYPE)
     address, port, _ = ctx.portal_parts()
     if address is None:
-        raise ctx.fail(msg.BAD_PORTAL)
+        raise ctx.fail(msg.ISNS_PORTAL if dtype == "isns" else msg.BAD_PORTAL)
+    if dtype == "isns" and not port:
+        from ...proto.isns import DEFAULT_PORT
+        return dtype, address, DEFAULT_PORT
     return dtype, address, port or ndb.DEFAULT_PORT
 
 
@@ -103,9 +115,9 @@ def _show_record(ctx: Ctx, rec) -> int:
     return 0
 
 
-def _delete_record(ctx: Ctx, address: str, port: int) -> int:
+def _delete_record(ctx: Ctx, address: str, port: int, dtype: str = "sendtargets") -> int:
     try:
-        ctx.db.delete_discovery("sendtargets", address, port)
+        ctx.db.delete_discovery(dtype, address, port)
     except ndb.DBError as e:
         ctx.error(str(e))
         ctx.error("Unable to delete record!")
@@ -123,8 +135,9 @@ def mode_discovery(ctx: Ctx) -> int:
         return other
     if ctx.dtype in DISCOVERY_TYPES:   # an unknown -t is no type at all here, as in iscsiadm
         dtype, address, port = _type_and_portal(ctx)
-        if dtype != "sendtargets":
-            return _isns(ctx)
+        if dtype == "isns":
+            # exec_disc_op: the iSNS server's record is not written in discovery mode
+            return discovery_run(ctx, _default_record(ctx, address, port, dtype), write_record=False)
         rec = _default_record(ctx, address, port)
         return discovery_run(ctx, rec, write_record=True)
     address, port, _ = ctx.portal_parts()
@@ -165,11 +178,9 @@ def mode_discoverydb(ctx: Ctx) -> int:
         return 0
     rec = db.read_discovery(dtype, address, port)
     if ctx.discover:
-        if dtype != "sendtargets":
-            return _isns(ctx)
         if rec is None:
             # iscsiadm adds a default record for the user (none with nonpersistent)
-            rec = _default_record(ctx, address, port)
+            rec = _default_record(ctx, address, port, dtype)
             return discovery_run(ctx, rec, write_record=not op & OPS["nonpersistent"])
         return discovery_run(ctx, rec, write_record=False)
     if rec is None:
@@ -177,7 +188,7 @@ def mode_discoverydb(ctx: Ctx) -> int:
     if op in (0, OPS["show"]):
         return _show_record(ctx, rec)
     if op == OPS["delete"]:
-        return _delete_record(ctx, address, port)
+        return _delete_record(ctx, address, port, dtype)
     if op == OPS["update"]:
         pairs = ctx.pairs()
         if not pairs:
@@ -194,19 +205,19 @@ def mode_discoverydb(ctx: Ctx) -> int:
     raise ctx.fail("Operation is not supported.")
 
 
-def _isns(ctx: Ctx) -> int:
-    # no iSNS client here: refused as iscsiadm refuses a server it cannot query
-    ctx.error("iSNS discovery is not supported by iscsikit")
-    return ExitCode.ISNS_UNAVAILABLE
-
-
-def _default_record(ctx: Ctx, address: str, port: int):
+def _default_record(ctx: Ctx, address: str, port: int, dtype: str = "sendtargets"):
     """A discovery record from the defaults (iscsid.conf over the code's), not written."""
-    fields = R.DISCOVERY_FIELDS["sendtargets"]
+    fields = R.DISCOVERY_FIELDS[dtype]
     values = ctx.db.seeded_defaults(fields)
-    values.update({"discovery.type": "sendtargets", "discovery.sendtargets.address": address,
+    values.update({"discovery.type": dtype, "discovery.sendtargets.address": address,
                    "discovery.sendtargets.port": str(port)})
     return ndb.Record(fields, values)
+
+
+def _operations(ctx: Ctx) -> int:
+    """The discovery operations -o asked for; none: new, delete and update (iscsiadm's compat)."""
+    op = ctx.op & (OPS["new"] | OPS["delete"] | OPS["update"] | OPS["nonpersistent"])
+    return op or OPS["new"] | OPS["delete"] | OPS["update"]
 
 
 def discovery_run(ctx: Ctx, rec, write_record: bool) -> int:
@@ -214,9 +225,9 @@ def discovery_run(ctx: Ctx, rec, write_record: bool) -> int:
     and timeouts; the records the operations (-o; none: new, delete and update) ask for;
     one line per record found; then the logins when -l asks."""
     from ...initiator import discovery
-    op = ctx.op & (OPS["new"] | OPS["delete"] | OPS["update"] | OPS["nonpersistent"])
-    if not op:
-        op = OPS["new"] | OPS["delete"] | OPS["update"]
+    if rec["discovery.type"] == "isns":
+        return isns_run(ctx, rec, write_record)
+    op = _operations(ctx)
     db = ctx.db
     if write_record and not op & OPS["nonpersistent"]:
         db.write_discovery(rec)
@@ -237,6 +248,40 @@ def discovery_run(ctx: Ctx, rec, write_record: bool) -> int:
                 ctx.error(line)
             return e.exit_code
         nodes += discovery.found_nodes(db, rec, found, [iface] if iface else None)
+    return _found(ctx, rec, nodes, op)
+
+
+def isns_run(ctx: Ctx, rec, write_record: bool) -> int:
+    """iSNS discovery in the client, as iscsiadm (do_isns): the server's portal groups
+    become node records (discovery_type isns) under the same operations as SendTargets."""
+    from ...initiator import discovery, isns
+    op = _operations(ctx)
+    db = ctx.db
+    if write_record and not op & OPS["nonpersistent"]:
+        db.write_discovery(rec)
+    address, port = rec["discovery.sendtargets.address"], R.atoi(rec["discovery.sendtargets.port"])
+    ctx.debug_line(1, f"isns discovery to {address}:{port}")
+    nodes = []
+    for iface in ctx.ifaces or [None]:
+        name = (db.read_iface(iface).values.get("iface.initiatorname") if iface and db.iface_exists(iface)
+                else None) or db.initiator_name()
+        try:
+            groups = isns.discover(address, port, name)
+        except isns.IsnsError as e:
+            if e.reason:
+                ctx.debug_line(1, f"isns: {e.reason}")
+            for line in e.lines:
+                ctx.error(line)
+            ctx.error(f"Could not perform iSNS discovery: {MESSAGES[ExitCode(e.exit_code)]}")
+            return e.exit_code
+        nodes += discovery.isns_nodes(db, rec, groups, [iface] if iface else None)
+    return _found(ctx, rec, nodes, op)
+
+
+def _found(ctx: Ctx, rec, nodes: list, op: int) -> int:
+    """What a discovery found: the records its operations ask for, one line each, the logins."""
+    from ...initiator import discovery
+    db = ctx.db
     if not nodes:
         ctx.error("No portals found")
         return ExitCode.NO_OBJS_FOUND

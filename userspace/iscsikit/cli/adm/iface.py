@@ -85,6 +85,19 @@ def _ping(ctx: Ctx, name: str | None) -> int:
     return ExitCode.OP_NOT_SUPP
 
 
+def _stored_name(ctx: Ctx, name: str | None, verb: str) -> None:
+    """iscsiadm's guard of `-o new` / `-o delete`: an iface name is given and it is not a
+    built-in one (those are not files in ifaces/); each verb's lines are iscsiadm's own."""
+    if name is None:
+        raise ctx.fail(f"iface {verb} requires iface name.")
+    if name in R.BUILTIN_IFACES:
+        if verb == "new":
+            ctx.error(f"iface {name} is a special interface and is not stored in {ctx.db.path('ifaces')}.")
+            raise ctx.fail(f"Could not create new interface {name}.")
+        ctx.error(f"iface {name} is a special interface and cannot be deleted.")
+        raise ctx.fail(f"Could not {verb} iface {name}: {MESSAGES[ExitCode.INVAL]}")
+
+
 def mode_iface(ctx: Ctx) -> int:
     db, op = ctx.db, ctx.op
     name = ctx.ifaces[0] if ctx.ifaces else None
@@ -130,21 +143,13 @@ def mode_iface(ctx: Ctx) -> int:
                 ctx.say(line)
         return 0
     if op == OPS["new"]:
-        if name is None:
-            raise ctx.fail("iface new requires iface name.")
-        if name in R.BUILTIN_IFACES:
-            ctx.error(f"iface {name} is a special interface and is not stored in {db.path('ifaces')}.")
-            raise ctx.fail(f"Could not create new interface {name}.")
+        _stored_name(ctx, name, "new")
         db.new_iface(name)
         ctx.say(f"{name} updated.")
         ctx.say(f"New interface {name} added")
         return 0
     if op == OPS["delete"]:
-        if name is None:
-            raise ctx.fail("iface delete requires iface name.")
-        if name in R.BUILTIN_IFACES:
-            ctx.error(f"iface {name} is a special interface and cannot be deleted.")
-            raise ctx.fail(f"Could not delete iface {name}: {MESSAGES[ExitCode.INVAL]}")
+        _stored_name(ctx, name, "delete")
         if not db.iface_exists(name):
             ctx.error(f"Could not read iface info for {name}.")
             raise ctx.fail(f"Could not delete iface {name}: {MESSAGES[ExitCode.INVAL]}")

@@ -9,6 +9,8 @@ NO_MATCHING_SESSIONS = "No matching sessions found"
 UPDATE_NEEDS_PAIRS = "update requires name and value"
 BAD_DISCOVERY_TYPE = "Invalid command. Possibly missing discovery --type."
 BAD_PORTAL = "Please specify portal as <ipaddr>[:<ipport>]"
+# exec_disc2_op's line for -t isns without -p (its brackets differ from the one above)
+ISNS_PORTAL = "Please specify portal as <ipaddr>:[<ipport>]"
 
 USAGE = """\
 iscsiadm -m discoverydb [-hV] [-d debug_level] [-P printlevel] [-t type -p ip:port -I ifaceN ... [-Dl]] | [[-p ip:port -t type] [-o operation] [-n name] [-v value] [-lD]] 
