@@ -33,15 +33,26 @@ SOCK = "/run/iscsikit/iser.sock"
 DB = "/tmp/iser-db"
 BACKING = "/tmp/iser-lun.img"
 SAVE = "/tmp/iser-saveconfig.json"
+CHAP_TRIES = 3
 ENV = {**os.environ, "ISCSIKIT_SOCKET": SOCK, "ISCSIKIT_DB_ROOT": DB, "NO_COLOR": "1"}
-os.environ.update(ISCSIKIT_SOCKET=SOCK)
+os.environ.update(ISCSIKIT_SOCKET=SOCK, ISCSIKIT_DB_ROOT=DB)
+DAEMON_LOG = "/tmp/iscsikitd-iser.log"
+# the redirect: tgtd's iSER portal (RDMA port 3260, all addresses) sends the login to LIO's
+# iSER portal moved to 3264, reached at the initiator-side address (tgtd does not redirect
+# to the address the connection came in on)
+REDIRECT_TO = (soft_roce.INITIATOR_ADDRESS, 3264)
+TGTD_PORT = "17"
 sysfs = Sysfs()
 out = {}
 
 
 def run(argv, timeout=120, env=ENV):
     t0 = time.monotonic()
-    p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as e:     # reported, not a crash of the whole story
+        return {"rc": None, "out": str(e.stdout or ""), "err": f"timed out after {timeout} s",
+                "s": round(time.monotonic() - t0, 3)}
     return {"rc": p.returncode, "out": p.stdout, "err": p.stderr, "s": round(time.monotonic() - t0, 3)}
 
 
@@ -101,17 +112,7 @@ def build_target():
 
 
 def start_daemon():
-    log = open("/tmp/iscsikitd-iser.log", "wb")
-    p = subprocess.Popen([os.path.join(BIN, "iscsikitd"), "--socket", SOCK, "--log-level", "debug"],
-                         stdout=log, stderr=log, env=ENV)
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        try:
-            Client(timeout=5).version()
-            return p
-        except MgmtError:
-            time.sleep(0.1)
-    raise SystemExit("iscsikitd did not come up: " + open("/tmp/iscsikitd-iser.log").read())
+    return lio.start_iscsikitd(SOCK, DAEMON_LOG, "--log-level", "debug")
 
 
 def set_chap(tool, target, portal, iface, secret, env=ENV):
@@ -139,6 +140,7 @@ class Writer(threading.Thread):
         self.stop = threading.Event()
         self.errors, self.written, self.last = 0, {}, {}
         self.max_stall = 0.0
+        self.count = 0
 
     def run(self):
         import hashlib
@@ -161,10 +163,10 @@ class Writer(threading.Thread):
                     self.errors += 1
                 self.max_stall = max(self.max_stall, time.monotonic() - t0)
                 n += 1
+                self.count = n
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.count = n
 
     def verify(self):
         import hashlib
@@ -181,8 +183,10 @@ class Writer(threading.Thread):
         return bad
 
 
-def outage(sid, disk, kind, enable_path, seconds=10, wait=60):
-    """A checksummed writer on the disk while the path is cut for `seconds`; what it saw."""
+def outage(sid, disk, kind, enable_path, seconds=10, wait=60, reset=False):
+    """A checksummed writer on the disk while the path is cut for `seconds`; what it saw.
+    `reset`: when the session is not back `wait` s after the link returned, make the target
+    side's rxe device again (soft_roce.Link.reset_command) and wait as long once more."""
     w = Writer(f"/dev/{disk}", blocks=256)
     w.start()
     time.sleep(2)
@@ -204,13 +208,27 @@ def outage(sid, disk, kind, enable_path, seconds=10, wait=60):
         return managed == "LOGGED_IN" and getattr(sysfs.session(sid, luns=False), "state", "") == "LOGGED_IN"
     up = lio.until(logged_in, wait, 0.2)
     back_s = round(time.monotonic() - t_back, 1)
+    rxe_before_reset = rxe_counters(link)
+    after_reset_s = None
+    if not up and reset:
+        t_reset = time.monotonic()
+        subprocess.run(link.reset_command(), shell=True, check=True)
+        up = lio.until(logged_in, wait, 0.2)
+        after_reset_s = round(time.monotonic() - t_reset, 1)
     n0 = len(w.written)
     lio.until(lambda: len(w.written) > n0 + 16, 20)   # the writer runs again after the recovery
     w.stop.set()
     w.join(120)
     return {"recovered": bool(up), "recovered_after_s": back_s, "io_errors": w.errors,
+            "rxe_when_given_up": rxe_before_reset, "recovered_after_reset_s": after_reset_s,
             "verify_errors": w.verify() if up else None, "writes": w.count,
             "max_stall_s": round(w.max_stall, 1), "eps": leftovers()["iscsi_endpoint"]}
+
+
+def rxe_counters(link):
+    """The target side's rxe packet counters: after the link cut, CM REQs count as sent, never as received."""
+    return {k: int(open(f"/sys/class/infiniband/rxe_{link.target_netdev}/ports/1/hw_counters/{k}").read())
+            for k in ("sent_pkts", "rcvd_pkts")}
 
 
 def ours():
@@ -220,8 +238,12 @@ def ours():
     set_chap(os.path.join(BIN, "iscsiadm"), IQN, portal, "iser", SECRET)
     # 3. failures unwind: wrong CHAP, no route, no iSER listener
     set_chap(os.path.join(BIN, "iscsiadm"), IQN, portal, "iser", "wrong-secret-999")
-    r = adm("-m", "node", "-T", IQN, "-p", portal, "-I", "iser", "--login")
-    out["wrong_chap"] = {"rc": r["rc"], "err": r["err"], "left": leftovers()}
+    tries = []
+    for _ in range(CHAP_TRIES):
+        r = adm("-m", "node", "-T", IQN, "-p", portal, "-I", "iser", "--login")
+        tries.append({"rc": r["rc"], "s": r["s"], "err": r["err"][-300:], "left": leftovers()})
+    out["wrong_chap"] = {"rcs": [t["rc"] for t in tries], "tries": tries,
+                         "left": leftovers(), "retried": open(DAEMON_LOG).read().count("trying again")}
     set_chap(os.path.join(BIN, "iscsiadm"), IQN, portal, "iser", SECRET)
     new_node(os.path.join(BIN, "iscsiadm"), IQN, "198.51.100.77:3260", "iser")
     r = adm("-m", "node", "-T", IQN, "-p", "198.51.100.77:3260", "-I", "iser", "--login")
@@ -251,7 +273,8 @@ def ours():
     out["recovery"] = outage(sid, disk, "tpg", f"/sys/kernel/config/target/iscsi/{IQN}/tpgt_1/enable")
     if os.environ.get("ISER_LINK_CUT"):
         # the rxe link itself down 10 s: recorded, not asserted (see the test's docstring)
-        out["link_cut"] = outage(sid, disk, "link", None, wait=40)
+        # not back 30 s after the link returned: the target side's rxe device made again
+        out["link_cut"] = outage(sid, disk, "link", None, wait=30, reset=True)
 
     # logout → disk, session, endpoint gone
     r = adm("-m", "node", "-T", IQN, "-p", portal, "-I", "iser", "--logout")
@@ -269,6 +292,20 @@ def debian():
     try:
         time.sleep(1)
         run([DEBIAN_ADM, "-m", "discovery", "-t", "st", "-p", ADDR, "-I", "iser"], env=env)
+        # the same wrong secret, as often as ours: iscsid reopens a first login whose connection
+        # failed and waits login_timeout per try, so its retries are cut to one here (the race
+        # case of its defaults ends after 120 s with 5)
+        set_chap(DEBIAN_ADM, IQN, f"{ADDR}:3260", "iser", "wrong-secret-999", env=env)
+        for key, value in (("node.conn[0].timeo.login_timeout", "15"), ("node.session.initial_login_retry_max", "1")):
+            run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", f"{ADDR}:3260", "-I", "iser", "-o", "update",
+                 "-n", key, "-v", value], env=env)
+        tries = [run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", f"{ADDR}:3260", "-I", "iser", "--login"],
+                     env=env, timeout=180) for _ in range(CHAP_TRIES)]
+        out["debian_wrong_chap"] = {"rcs": [t["rc"] for t in tries], "s": [t["s"] for t in tries],
+                                    "left": leftovers()}
+        # a fresh record (open-iscsi's defaults again) for the login that is compared with ours
+        run([DEBIAN_ADM, "-m", "node", "-o", "delete"], env=env)
+        run([DEBIAN_ADM, "-m", "discovery", "-t", "st", "-p", ADDR, "-I", "iser"], env=env)
         set_chap(DEBIAN_ADM, IQN, f"{ADDR}:3260", "iser", SECRET, env=env)
         r = run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", f"{ADDR}:3260", "-I", "iser", "--login"], env=env)
         out["debian_login"] = r
@@ -285,6 +322,77 @@ def debian():
         iscsid.wait(10)
 
 
+def tgtadm(*args):
+    return run(["tgtadm", "-C", TGTD_PORT, "--lld", "iser", *args], env=dict(os.environ))
+
+
+def redirect():
+    """A login to a portal that redirects over iSER: tgtd (userspace iSER through librdmacm on
+    rxe) answers 0x0101 with TargetAddress=192.0.2.1:3264, where LIO's iSER portal now is.
+    LIO itself sends no redirect (iscsi_target_login.c has no TargetAddress redirect)."""
+    from rtslib import RTSRoot, NetworkPortal
+    for tpg in RTSRoot().tpgs:
+        if tpg.parent_target.wwn == IQN:
+            for np in list(tpg.network_portals):
+                np.delete()
+            NetworkPortal(tpg, "0.0.0.0", REDIRECT_TO[1]).iser = True
+    subprocess.run(["modprobe", "-a", "ib_uverbs", "rdma_ucm"], check=True)
+    # pool_sz_mb: its 1 GiB default does not fit the guest (and any parameter keeps tgtd from
+    # parsing a port, which 1.0.85 refuses on a stale errno): the RDMA listener is port 3260
+    tgtd = subprocess.Popen(["tgtd", "-f", "-C", TGTD_PORT, "--iser", "pool_sz_mb=128"], stdout=subprocess.DEVNULL,
+                            stderr=open("/tmp/tgtd-iser.log", "wb"), start_new_session=True)
+    res = out["redirect"] = {}
+    try:
+        lio.until(lambda: tgtadm("--op", "show", "--mode", "target")["rc"] == 0, 30)
+        tgtadm("--op", "new", "--mode", "target", "--tid", "1", "-T", IQN)
+        tgtadm("--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL")
+        for name, value in (("RedirectAddress", REDIRECT_TO[0]), ("RedirectPort", str(REDIRECT_TO[1])),
+                            ("RedirectReason", "Temporary")):
+            tgtadm("--op", "update", "--mode", "target", "--tid", "1", "--name", name, "--value", value)
+        portal = f"{ADDR}:3260"
+
+        def one(tool, env):
+            r = run([tool, "-m", "node", "-T", IQN, "-p", portal, "-I", "iser", "--login"], env=env)
+            sid = next(iter(sysfs.session_ids()), None)
+            got = {"rc": r["rc"], "err": r["err"][-400:], "s": r["s"],
+                   "p1": run([tool, "-m", "session", "-P", "1"], env=env)["out"],
+                   "io_ok": sid is not None and lio.write_read_ok(sysfs, sid)}
+            lo = run([tool, "-m", "node", "-T", IQN, "-p", portal, "-I", "iser", "--logout"], env=env)
+            got.update(logout_rc=lo["rc"], left=lio.until(lambda: not any(leftovers().values()) and leftovers(), 10)
+                       or leftovers())
+            return got
+        d = start_daemon()
+        try:
+            res["ours"] = one(os.path.join(BIN, "iscsiadm"), ENV)
+        finally:
+            Client(timeout=10).stop()
+            d.wait(30)
+        os.makedirs("/run/lock/iscsi", exist_ok=True)
+        iscsid = subprocess.Popen(["/usr/sbin/iscsid", "-f"], stdout=subprocess.DEVNULL,
+                                  stderr=open("/tmp/iscsid-iser-redirect.log", "wb"), start_new_session=True)
+        try:
+            lio.until(lio.iscsid_ready, 30)
+            env = dict(os.environ)
+            run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", portal, "-I", "iser", "-o", "new"], env=env)
+            set_chap(DEBIAN_ADM, IQN, portal, "iser", SECRET, env=env)    # LIO, behind the redirect, asks
+            run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", portal, "-I", "iser", "-o", "update",
+                 "-n", "node.conn[0].timeo.login_timeout", "-v", "15"], env=env)
+            res["debian"] = one(DEBIAN_ADM, env)
+            run([DEBIAN_ADM, "-m", "node", "-o", "delete"], env=env)
+        finally:
+            iscsid.terminate()
+            iscsid.wait(10)
+    finally:
+        # tgtd leaves on this, not on SIGTERM while it holds targets
+        tgtadm_system = run(["tgtadm", "-C", TGTD_PORT, "--op", "delete", "--mode", "system"], env=dict(os.environ))
+        try:
+            tgtd.wait(20)
+        except subprocess.TimeoutExpired:
+            tgtd.kill()
+            tgtd.wait(10)
+        res["tgtd_stopped_rc"] = tgtadm_system["rc"]
+
+
 def main():
     os.makedirs(DB, exist_ok=True)
     os.makedirs("/etc/target", exist_ok=True)     # rtslib's dbroot (lio.clear at the end)
@@ -298,8 +406,9 @@ def main():
     finally:
         Client(timeout=10).stop()
         d.wait(30)
-    out["daemon_log_has_secret"] = SECRET in open("/tmp/iscsikitd-iser.log").read()
+    out["daemon_log_has_secret"] = SECRET in open(DAEMON_LOG).read()
     debian()
+    redirect()
     lio.clear()
     print(json.dumps(out))
 
@@ -311,7 +420,7 @@ if __name__ == "__main__":
         import traceback
         out["error"] = traceback.format_exc()
         try:
-            out["daemon_log"] = open("/tmp/iscsikitd-iser.log").read()[-6000:]
+            out["daemon_log"] = open(DAEMON_LOG).read()[-6000:]
         except OSError:
             pass
         print(json.dumps(out))

@@ -204,6 +204,12 @@ class SessionError(IscsiError):
         self.stage = stage      # connect, security, operational, kernel, ...: for the daemon's log
 
 
+class LoginConnectionLost(SessionError):
+    """The connection failed during a login through the kernel before the target's Login
+    Response arrived (ib_isert can close the RDMA connection on a refused login before its
+    response is delivered): a first login tries again, as iscsid reopens one."""
+
+
 class Initiator:
     """The kernel side of sessions: one NETLINK_ISCSI socket, sysfs, modules."""
 
@@ -437,8 +443,7 @@ class Initiator:
                 if payload == CONN_LOST:
                     # e.g. ib_isert closing the connection on a refused login before its Login
                     # Response got through: a transport error, as the kernel reports it
-                    raise SessionError(ExitCode.TRANS, f"{node.address},{node.port}: the connection failed "
-                                                       "during the login")
+                    raise LoginConnectionLost(ExitCode.TRANS, f"{where}: the connection failed during the login")
                 if payload is None:
                     raise SessionError(ExitCode.PDU_TIMEOUT, f"no Login Response within {node.login_timeout:.0f} s")
                 reader = PduReader()
@@ -487,8 +492,10 @@ class Initiator:
         yield self._recv_pdu
 
     # ---- the kernel-endpoint path (transports.Endpoint.KERNEL_EP) ------------
-    def _ep_connect(self, handle: int, node: NodeConfig, deadline: float) -> int:
-        """EP_CONNECT to the portal, then EP_POLL until it is up or `deadline` passes.
+    def _ep_connect(self, handle: int, node: NodeConfig, deadline: float,
+                    portal: tuple[str, int] | None = None) -> int:
+        """EP_CONNECT to `portal` (the record's by default; a redirect's TargetAddress), then
+        EP_POLL until it is up or `deadline` passes.
 
         The poll asks with a 1 ms timeout and sleeps between asks, as iscsid's does: the
         kernel holds its rx_queue_mutex through a request (scsi_transport_iscsi.c
@@ -497,7 +504,8 @@ class Initiator:
         destination: its ep_connect passes no source address to rdma_resolve_addr
         (iscsi_iser.c), so routing chooses the source, as it does for iscsid's iser logins.
         """
-        where = f"{node.address},{node.port}"
+        address, port = portal or (node.address, node.port)
+        where = f"{address},{port}"
         bound = [f"{k} {v}" for k, v in (("iface.net_ifacename", node.net_ifacename),
                                          ("iface.hwaddress", node.hwaddress),
                                          ("iface.ipaddress", node.ipaddress)) if v]
@@ -506,7 +514,7 @@ class Initiator:
             raise SessionError(ExitCode.INVAL, f"iface {node.iface_name}: {node.transport} connects through the "
                                                f"kernel, which binds no source: unset {', '.join(bound)}", "connect")
         try:
-            ep = self.nl.ep_connect(handle, node.address, node.port)
+            ep = self.nl.ep_connect(handle, address, port)
         except KernelError as e:
             raise SessionError(ExitCode.TRANS, f"cannot connect to {where} over {node.transport}: "
                                                f"{os.strerror(e.errno)}") from None
@@ -542,9 +550,32 @@ class Initiator:
 
     def _login_through_endpoint(self, node: NodeConfig, handle: int, initiator_name: str,
                                 pdu_route: Callable, created: Callable | None, scan: bool) -> KernelSession:
+        """The first login over a kernel endpoint. When the connection fails before the target's
+        Login Response arrived (LoginConnectionLost), everything is unwound and the login made
+        again, up to node.session.initial_login_retry_max times, as iscsid reopens a first
+        login's connection: over iSER a refused login (wrong CHAP) otherwise ends as a
+        transport error or an authentication failure by chance (ib_isert closes the RDMA
+        connection right behind its refusal; open-iscsi shows the same race)."""
+        retries = max(0, node.initial_login_retry_max)
+        for attempt in range(retries + 1):
+            try:
+                return self._endpoint_session(node, handle, initiator_name, pdu_route, created, scan)
+            except LoginConnectionLost as e:
+                if attempt >= retries:
+                    # every try lost its connection before the target answered: a failed login
+                    # (5), as iscsid ends it once its retries are spent (seen in the guest:
+                    # Debian's iscsiadm gives 24 when the refusal arrives, else 5)
+                    raise SessionError(ExitCode.LOGIN, f"{e} ({attempt + 1} tries)", "connection") from None
+                log.info("login to %s,%s over %s: %s; trying again (%d of %d)", node.address, node.port,
+                         node.transport, e, attempt + 1, retries)
+        raise AssertionError("unreachable")
+
+    def _endpoint_session(self, node: NodeConfig, handle: int, initiator_name: str,
+                          pdu_route: Callable, created: Callable | None, scan: bool) -> KernelSession:
         nl = self.nl
-        ep = self._ep_connect(handle, node, time.monotonic() + node.login_timeout)
-        sid = cid = None
+        deadline = time.monotonic() + node.login_timeout
+        ep = self._ep_connect(handle, node, deadline)
+        sid = cid = ks = None
         bound = False
         try:
             sid, host_no = nl.create_bound_session(handle, ep, initial_cmdsn=0, cmds_max=node.cmds_max,
@@ -557,11 +588,11 @@ class Initiator:
                 nl.bind_conn(handle, sid, cid, ep, is_leading=True)
                 bound = True
                 self._set_params(handle, sid, cid, _params_before_login(node, initiator_name))
-                success = self._endpoint_login(ks, recv_pdu)
+                success = self._endpoint_login(ks, recv_pdu, deadline)
             self._set_params(handle, sid, cid, _params_after_login(success, node))
             nl.start_conn(handle, sid, cid)
         except BaseException as e:
-            self._ep_disconnect(handle, ep)
+            self._ep_disconnect(handle, ks.ep if ks is not None else ep)
             if sid is not None:
                 self._unwind(handle, sid, cid, bound)
             if isinstance(e, KernelError):
@@ -572,29 +603,47 @@ class Initiator:
             self.sysfs.scan_host(host_no)
         return ks
 
-    def _endpoint_login(self, ks: KernelSession, recv_pdu) -> LoginSuccess:
-        outcome = self._login_through_kernel(ks, recv_pdu)
-        if not isinstance(outcome, LoginSuccess):
-            raise SessionError(ExitCode.LOGIN, f"{ks.node.address},{ks.node.port}: redirected to {outcome.portal} "
-                                               f"(following a redirect over {ks.node.transport} is not supported yet)",
-                               "redirect")
-        return outcome
+    def _endpoint_login(self, ks: KernelSession, recv_pdu, deadline: float) -> LoginSuccess:
+        """The login through the kernel on ks.ep, following redirects (0x0101 temporary, 0x0102
+        permanent; at most login_io.MAX_REDIRECTS, within `deadline`) as iscsid does for a
+        kernel endpoint: stop the connection, let the endpoint go, connect a new endpoint to
+        the TargetAddress and bind it to the same connection, then log in again there."""
+        node = ks.node
+        portal: tuple[str, int] | None = None
+        for _hop in range(login_io.MAX_REDIRECTS + 1):
+            outcome = self._login_through_kernel(ks, recv_pdu, portal)
+            if isinstance(outcome, LoginSuccess):
+                return outcome
+            log.info("session %d: login to %s,%s over %s redirected (%s) to %s", ks.sid,
+                     *(portal or (node.address, node.port)), node.transport,
+                     "permanent" if outcome.permanent else "temporary", outcome.portal)
+            portal = outcome.portal.address
+            with contextlib.suppress(KernelError):
+                self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)
+            self._ep_disconnect(ks.handle, ks.ep)
+            ks.ep = None
+            ks.ep = self._ep_connect(ks.handle, node, deadline, portal)
+            self.nl.bind_conn(ks.handle, ks.sid, ks.cid, ks.ep, is_leading=True)
+            self._set_params(ks.handle, ks.sid, ks.cid, _params_before_login(node, ks.initiator_name))
+        raise SessionError(ExitCode.LOGIN, f"{node.address},{node.port}: more than "
+                                           f"{login_io.MAX_REDIRECTS} redirects", "redirect")
 
     def _reinstate_through_endpoint(self, ks: KernelSession, recv_pdu) -> None:
-        """reinstate() for a KERNEL_EP transport: a new endpoint bound to the same connection."""
+        """reinstate() for a KERNEL_EP transport: a new endpoint bound to the same connection
+        (each recovery starts again at the record's portal, as the tcp path does)."""
         node = ks.node
         self._ep_disconnect(ks.handle, ks.ep)     # normally gone with stop_for_recovery already
         ks.ep = None
-        ep = self._ep_connect(ks.handle, node, time.monotonic() + node.login_timeout)
+        deadline = time.monotonic() + node.login_timeout
+        ks.ep = self._ep_connect(ks.handle, node, deadline)
         try:
-            self.nl.bind_conn(ks.handle, ks.sid, ks.cid, ep, is_leading=True)
-            ks.ep = ep
+            self.nl.bind_conn(ks.handle, ks.sid, ks.cid, ks.ep, is_leading=True)
             self._set_params(ks.handle, ks.sid, ks.cid, _params_before_login(node, ks.initiator_name))
-            success = self._endpoint_login(ks, recv_pdu)
+            success = self._endpoint_login(ks, recv_pdu, deadline)
             self._set_params(ks.handle, ks.sid, ks.cid, _params_after_login(success, node))
             self.nl.start_conn(ks.handle, ks.sid, ks.cid)
         except BaseException as e:
-            self._ep_disconnect(ks.handle, ep)
+            self._ep_disconnect(ks.handle, ks.ep)
             ks.ep = None
             with contextlib.suppress(KernelError):
                 self.nl.stop_conn(ks.handle, ks.sid, ks.cid, StopFlag.RECOVER)

@@ -8,6 +8,14 @@ netdev (`rdma link add NAME type rxe netdev DEV`; the rdma_rxe module's old
 connects to TARGET_ADDRESS; taking `TARGET_NETDEV` down cuts the RDMA path
 (both rxe ports go down with the veth pair) without touching anything else.
 
+Both addresses are local to the guest, so rdma_cm binds both ends of a connection to
+the rxe device that owns the target address (rxe_isr1) and rxe loops the packets back
+inside itself: no RDMA packet crosses the veth, lo or netfilter (a packet filter on the
+target address cuts nothing). In 6.1, taking the link down under live RDMA traffic leaves
+that rxe device unable to receive on its GSI QP afterwards (its sent_pkts counter grows with
+every CM REQ retry, rcvd_pkts stands still), so every new RDMA connection times out; a
+bounce with no connection open does not. `reset_command()` makes the device again.
+
     with Guest() as g:
         link = soft_roce.up(g)          # LabError, one line, when the kernel lacks a module
 """
@@ -37,6 +45,12 @@ class Link:
 
     def up_command(self) -> str:
         return f"ip link set {self.target_netdev} up"
+
+    def reset_command(self) -> str:
+        """Delete and add the target side's rxe device again (what the link cut above needs
+        in 6.1 before RDMA connections work again; ib_isert listens on the new one by itself)."""
+        dev = shlex.quote(self.target_netdev)
+        return f"rdma link delete rxe_{dev} && rdma link add rxe_{dev} type rxe netdev {dev}"
 
 
 def _script(link: Link) -> str:
@@ -88,4 +102,5 @@ def down(guest, link: Link = Link()) -> None:
               f"rdma link delete rxe_{shlex.quote(link.target_netdev)} 2>/dev/null; "
               f"ip link delete {shlex.quote(link.initiator_netdev)} 2>/dev/null; "
               # ib_isert holds iscsi_target_mod, which other tests unload and load again
-              "modprobe -r ib_isert ib_iser rdma_rxe 2>/dev/null; true", timeout=60)
+              # (rdma_ucm, ib_uverbs: tgtd's userspace iSER portal, if a test loaded them)
+              "modprobe -r ib_isert ib_iser rdma_ucm ib_uverbs rdma_rxe 2>/dev/null; true", timeout=60)
