@@ -64,7 +64,12 @@ def test_every_console_script_is_in_usr_bin(built):
         if name == "iscsiadm":
             continue  # the C forwarder's name: iscsikit-iscsiadm, below
         assert f"usr/bin/{name}" in files, name
-        head = (built["debs"]["iscsikit"]["root"] / "usr/bin" / name).read_text().splitlines()[0]
+        data = (built["debs"]["iscsikit"]["root"] / "usr/bin" / name).read_bytes()
+        if name == "iscsikit-target":
+            # the C forwarder to iscsikit-targetd, whose fallback is the packaged Python CLI
+            assert data[:4] == b"\x7fELF" and b"/usr/bin/iscsikit-target-local\0" in data, name
+            continue
+        head = data.decode().splitlines()[0]
         assert head == "#!/usr/bin/python3", (name, head)
     # no console script outside pyproject's list, and none shadows the forwarder
     assert {f[len("usr/bin/"):] for f in files if f.startswith("usr/bin/")} == set(scripts) - {"iscsiadm"}
@@ -74,6 +79,8 @@ def test_iscsiadm_is_the_c_forwarder_at_both_fixed_paths(built):
     root = built["debs"]["iscsikit-iscsiadm"]["root"]
     binary = root / "sbin/iscsiadm"
     assert binary.read_bytes()[:4] == b"\x7fELF"
+    # run as /sbin/iscsiadm (= /usr/sbin), its fallback is still the Python CLI in /usr/bin
+    assert b"/usr/bin/iscsikit-adm\0" in binary.read_bytes()
     # /proc/self/exe of either name is /usr/sbin/iscsiadm (/sbin is /usr/sbin on Debian 12),
     # and the forwarder's fallback is iscsikit-adm in the folder /usr/bin/iscsiadm links from
     assert os.readlink(root / "usr/bin/iscsiadm") == "/sbin/iscsiadm"

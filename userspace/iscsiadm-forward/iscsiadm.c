@@ -109,6 +109,11 @@ static void put_json(struct buf *b, const char *s)
 
 static void fallback(char **argv)
 {
+	const char *run;
+#ifdef FALLBACK_DIR
+	/* a package's build names the folder: its /sbin/iscsiadm is not beside /usr/bin's scripts */
+	run = FALLBACK_DIR "/" FALLBACK;
+#else
 	char self[PATH_MAX], path[PATH_MAX + 32];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
 	if (n < 0) {
@@ -119,9 +124,11 @@ static void fallback(char **argv)
 	char *slash = strrchr(self, '/');
 	*slash = 0;
 	snprintf(path, sizeof path, "%s/" FALLBACK, self);
+	run = path;
+#endif
 	setenv("ISCSIKIT_ARGV0", argv[0], 1);
-	execv(path, argv);
-	fprintf(stderr, PROG ": cannot run %s: %s\n", path, strerror(errno));
+	execv(run, argv);
+	fprintf(stderr, PROG ": cannot run %s: %s\n", run, strerror(errno));
 	exit(EXIT_COMM_ERR);
 }
 
