@@ -17,11 +17,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lio  # noqa: E402
 from transcripts import run_steps  # noqa: E402
 
+from iscsikit.kernel.sysfs import Sysfs  # noqa: E402
+
 FACTS = json.loads(os.environ["IK_IBFT_FACTS"])
 T = FACTS["target"]
 NIC = FACTS["nic"]
 VENV = os.path.dirname(sys.executable)
 NETDEV = "ibft0"
+SYSFS = Sysfs()
 PORTAL = f"{T['address']}:{T['port']}"
 
 STEPS = [
@@ -63,22 +66,13 @@ def sessions():
 
 def disk_read():
     """The boot LUN's first MiB, read back through the session's disk (O_DIRECT)."""
-    disk = lio.until(lambda: _disk(), 30)
+    sids = SYSFS.session_ids()
+    disk = lio.wait_disk(SYSFS, sids[0]) if sids else None
     if not disk:
         return None
-    lio.until(lambda: os.path.exists(f"/dev/{disk}"), 30)
     p = subprocess.run(["dd", f"if=/dev/{disk}", "of=/dev/null", "bs=1M", "count=1", "iflag=direct"],
                        capture_output=True, text=True)
     return {"rc": p.returncode, "sessions": sessions()}
-
-
-def _disk():
-    for sdir in os.listdir("/sys/class/iscsi_session"):
-        dev = os.path.realpath(f"/sys/class/iscsi_session/{sdir}/device")
-        for root, dirs, _ in os.walk(os.path.dirname(dev)):
-            if os.path.basename(root) == "block" and dirs:
-                return dirs[0]
-    return None
 
 
 def run_all(cmd):

@@ -105,7 +105,7 @@ def isns_nodes(db: ndb.NodeDB, rec: ndb.Record, groups, ifaces: list[str] | None
 def _nodes(db: ndb.NodeDB, rec: ndb.Record, portals, ifaces: list[str] | None) -> list[ndb.Node]:
     """A record per (target, address, port, tag) per iface, linked to discovery `rec`."""
     address, port = rec["discovery.sendtargets.address"], rec["discovery.sendtargets.port"]
-    node_type = NODE_TYPE[rec["discovery.type"]]
+    node_type = R.NODE_DISCOVERY_TYPE[rec["discovery.type"]]
     out = []
     for target, host, tport, tag in portals:
         for iface in ifaces or [R.DEFAULT_IFACE]:
@@ -114,10 +114,6 @@ def _nodes(db: ndb.NodeDB, rec: ndb.Record, portals, ifaces: list[str] | None) -
             values.update({"node.discovery_address": address, "node.discovery_port": str(port)})
             out.append(ndb.Node(R.NODE_FIELDS, values, nid))
     return out
-
-
-# a discovery record's type -> node.discovery_type of the records it finds
-NODE_TYPE = {"sendtargets": "send_targets", "isns": "isns"}
 
 
 def apply(db: ndb.NodeDB, rec: ndb.Record, nodes: list[ndb.Node], op: int,
@@ -144,7 +140,7 @@ def apply(db: ndb.NodeDB, rec: ndb.Record, nodes: list[ndb.Node], op: int,
                     v = db.read_node(nid).values
                 except ndb.DBError:
                     continue
-                if (v.get("node.discovery_type") != NODE_TYPE[dtype] or v.get("node.discovery_address") != address
+                if (v.get("node.discovery_type") != R.NODE_DISCOVERY_TYPE[dtype] or v.get("node.discovery_address") != address
                         or R.atoi(v.get("node.discovery_port") or "0") != port):
                     continue
                 if (nid.target, nid.address, nid.port) in in_use:

@@ -226,6 +226,8 @@ FIELD_BY_KEY: dict[str, Field] = {f.key: f for f in NODE_FIELDS}
 IFACE_BY_KEY: dict[str, Field] = {f.key: f for f in IFACE_FIELDS}
 DISCOVERY_FIELDS: dict[str, tuple[Field, ...]] = {"sendtargets": SENDTARGETS_FIELDS,
                                                   "isns": ISNS_FIELDS}
+# a discovery record's type -> node.discovery_type of the node records it finds
+NODE_DISCOVERY_TYPE = {"sendtargets": "send_targets", "isns": "isns"}
 
 
 # -- values ------------------------------------------------------------------------

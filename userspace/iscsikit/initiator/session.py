@@ -678,14 +678,12 @@ class Initiator:
 
     # ---- logout ----------------------------------------------------------
     def logout(self, sid: int, transport: str = "tcp", timeout: float = LOGOUT_TIMEOUT,
-               wait_for: Callable[[KEv, int, float], bool] | None = None, ep: int | None = None) -> None:
-        """logout_steps() driven here, blocking: requests on this object's socket, and
-        `wait_for(kind, sid, timeout)` for the kernel's events (by default this object's own
-        socket is read). The daemon drives the same steps as a coroutine instead."""
+               ep: int | None = None) -> None:
+        """logout_steps() driven here, blocking: requests and the kernel's events on this
+        object's own socket. The daemon drives the same steps as a coroutine instead."""
         handle = self.transport_handle(transport)
         if self.sysfs.session(sid, luns=False) is None:
             raise SessionError(ExitCode.NO_OBJS_FOUND, f"no session {sid}")
-        wait = wait_for or self._wait_for
         steps = logout_steps(handle, sid, timeout, ep)
         answer = None
         while True:
@@ -693,7 +691,8 @@ class Initiator:
                 step = steps.send(answer)
             except StopIteration:
                 return
-            answer = self.nl.batch(step.requests) if isinstance(step, Send) else wait(step.kind, sid, step.timeout)
+            answer = (self.nl.batch(step.requests) if isinstance(step, Send)
+                      else self._wait_for(step.kind, sid, step.timeout))
 
     def _wait_for(self, kind: KEv, sid: int, timeout: float) -> bool:
         """Read this object's own socket for a logout step's event (one caller at a time:

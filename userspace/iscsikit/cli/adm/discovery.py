@@ -11,8 +11,6 @@ from .node import _node_tree
 
 DISCOVERY_TYPES = {"sendtargets": "sendtargets", "st": "sendtargets", "isns": "isns"}
 _LISTED_TYPES = (("sendtargets", "SENDTARGETS"), ("isns", "iSNS"))
-# a discovery record's type -> node.discovery_type of the records it found
-_NODE_TYPE = {"sendtargets": "send_targets", "isns": "isns"}
 
 
 def _discovered(db, dtype: str, address: str | None = None, port: int | None = None) -> list:
@@ -48,7 +46,7 @@ def _discovery_listing(ctx: Ctx) -> int:
             ids = db.discovery_ids(dtype)
             for a, p in ids:
                 ctx.say(f"DiscoveryAddress: {a},{p}")
-                _node_tree(ctx, _discovered(db, _NODE_TYPE[dtype], a, p))
+                _node_tree(ctx, _discovered(db, R.NODE_DISCOVERY_TYPE[dtype], a, p))
             found += len(ids)
             if dtype == "isns" and not ids:
                 # no server record (`-m discovery -t isns` writes none): the records it found
