@@ -65,7 +65,8 @@ def commands_from(make_log: str, work: str) -> dict[str, str]:
         if "gcc" in s and f"-o {work}/src/iscsikit_lio.o" in s and "-c" in s:
             found["cc"] = s.split(";")[0] if s.startswith("gcc") else s[s.index("gcc"):].split(";")[0]
         elif re.search(r"scripts/mod/modpost\b", s):
-            found["modpost"] = s[s.index("scripts/mod/modpost"):].split(";")[0]
+            # the whole line: modpost reads the module list from the sed before it
+            found["modpost"] = s.split(";")[0]
     return found
 
 
