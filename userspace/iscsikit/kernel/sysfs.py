@@ -137,6 +137,11 @@ class Sysfs:
             return count
         return any(users(self.path("class", "block", lun.block)) for lun in self.luns(sid) if lun.block)
 
+    def unbound(self, sid: int) -> bool:
+        """The session's SCSI target is removed (target_state UNBOUND, Linux >= 5.18's
+        scsi_transport_iscsi.c): an unbind already ran for it."""
+        return self.attr("iscsi_session", f"session{sid}", "target_state") == "UNBOUND"
+
     def session(self, sid: int, luns: bool = True) -> Session | None:
         """The session's attributes; `luns=False` skips walking its SCSI devices (luns is ())."""
         sdir = self.path("class", "iscsi_session", f"session{sid}")
