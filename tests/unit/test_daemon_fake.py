@@ -285,9 +285,9 @@ def test_logout_waits_the_records_logout_timeout(lab, monkeypatch):
     seen = []
     real = daemon_mod.logout_steps
 
-    def logout_steps(handle, sid, timeout, ep=None):
+    def logout_steps(handle, sid, timeout, *rest):
         seen.append(timeout)
-        return real(handle, sid, timeout, ep)
+        return real(handle, sid, timeout, *rest)
     monkeypatch.setattr(daemon_mod, "logout_steps", logout_steps)
     sid = d.client.login(lab.request(**{"node__conn[0]__timeo__logout_timeout": "4"}))["sid"]
     d.client.logout(sid)
