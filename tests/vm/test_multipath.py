@@ -119,7 +119,7 @@ def test_restore_compares_a_running_objects_alua_groups_and_lun_group(run_probe)
     two = IQN_ALUA + "2"
     # a failed restore (after it deleted ano) leaves everything as it was
     assert r["before_failed"] == {"groups": {"ao": ["10", "1"], "ano": ["20", "2"]}, "luns": {IQN_ALUA: "ano"}}, r
-    assert r["failed"]["rc"] != 0 and "192.0.2.77" in r["failed"]["err"], r["failed"]     # refused late, by LIO
+    assert r["failed"]["rc"] != 0 and "127.0.0.1:3261" in r["failed"]["err"], r["failed"]     # refused late, by LIO
     assert r["after_failed"] == r["before_failed"] and r["portals_after"] == r["portals_before"], r
     # clear_existing=true ends with the file's groups only (as targetcli's): ano deleted
     assert r["back"]["rc"] == 0 and r["back_kept"], r

@@ -12,6 +12,7 @@ one a LUN outside it is in. Reported as JSON.
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -90,17 +91,18 @@ def main():
         return name
 
     # a restore back to the saved file that fails after deleting ano (tpg1's portal replaced
-    # by one on an address the guest does not have: LIO's bind fails, and portals are made
-    # after the ALUA steps): everything as before, ano made again with its id and state, the
-    # LUN back in it, the wildcard portal back
+    # by 127.0.0.1:3261, where this probe listens: LIO's bind fails with EADDRINUSE, and
+    # portals are made after the ALUA steps): everything as before, ano made again with its
+    # id and state, the LUN back in it, the wildcard portal back
     with open(SAVE) as f:
         orig = json.load(f)
     out["before_failed"] = state()
     out["portals_before"] = sorted(os.listdir(f"/sys/kernel/config/target/iscsi/{IQN}/tpgt_1/np"))
     bad = json.loads(json.dumps(orig))
     next(t for t in bad["targets"] if t["wwn"] == IQN)["tpgs"][0]["portals"] = [
-        {"ip_address": "192.0.2.77", "port": 3260, "iser": False, "offload": False}]
-    out["failed"] = ikt("restoreconfig", write("/tmp/alua-bad.json", bad), "clear_existing=true")
+        {"ip_address": "127.0.0.1", "port": 3261, "iser": False, "offload": False}]
+    with socket.create_server(("127.0.0.1", 3261)):
+        out["failed"] = ikt("restoreconfig", write("/tmp/alua-bad.json", bad), "clear_existing=true")
     out["after_failed"] = state()
     out["portals_after"] = sorted(os.listdir(f"/sys/kernel/config/target/iscsi/{IQN}/tpgt_1/np"))
     # the saved file (ao Active/Optimized only, the LUN in ao): ano deleted, the LUN moved
