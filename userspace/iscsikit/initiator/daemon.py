@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import json
 import logging
 import os
 import queue
@@ -458,20 +457,9 @@ class Daemon:
 
     async def dispatch(self, line: bytes) -> tuple[dict, Callable | None]:
         """The reply to one request line, and the stream that follows it (watch, cli) or None."""
-        try:
-            req = json.loads(line)
-            if not isinstance(req, dict):
-                raise ValueError("not an object")
-        except ValueError as e:
-            return mgmt.fail(ExitCode.INVALID_MGMT_REQ, f"bad request: {e}"), None
-        if req.get("v") != mgmt.VERSION:
-            return mgmt.fail(ExitCode.INVALID_MGMT_REQ,
-                             f"protocol version {req.get('v')} not served (this is {mgmt.VERSION})"), None
-        name = req.get("op")
-        try:
-            args = protocol.check_request(name, req.get("args", {}))
-        except protocol.RequestError as e:
-            return mgmt.fail(ExitCode.INVALID_MGMT_REQ, str(e)), None
+        name, args, refused = mgmt.parse_request(line)
+        if refused is not None:
+            return refused, None
         if name in self.streams:
             return await self.streams[name](args)
         try:
@@ -680,7 +668,11 @@ class Daemon:
             # node.conn[0].timeo.logout_timeout of the record it logged in with (an adopted
             # session's node comes from sysfs: the record table's default)
             timeout = float(m.ks.node.logout_timeout) if m and m.ks.node.logout_timeout > 0 else LOGOUT_TIMEOUT
-            await self.run_logout(logout_steps(self.initiator.transport_handle(transport), sid, timeout, ep), steps)
+            # a session this daemon does not hold may be one whose destruction the kernel
+            # refused after its unbind: no unbind event would come for it
+            unbound = m is None and self.sysfs.unbound(sid)
+            await self.run_logout(logout_steps(self.initiator.transport_handle(transport), sid, timeout, ep,
+                                               unbound), steps)
         finally:
             self.logouts.discard(task)
             for kind in steps:
