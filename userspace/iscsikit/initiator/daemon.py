@@ -361,7 +361,8 @@ class Daemon:
                         await self.logout_session(ks.sid, reason="reopen_max")
                     return
                 outcome = reopen.outcome_of(e.stage) if isinstance(e, SessionError) else reopen.INTERNAL
-                delay = self.schedule.delay(outcome, time.monotonic() - began)
+                now = time.monotonic()
+                delay = self.schedule.delay(outcome, now - began, now - start, self.schedule.first_delay(ks.negotiated))
                 log.info("session %d: reconnect attempt %d failed (%s): %s; next in %.1f s",
                          ks.sid, attempt, outcome, e, delay)
                 continue

@@ -245,15 +245,26 @@ def _read_so(hba: str, prefix: str, index: int, name: str, attributes: bool,
         so.control = ",".join(ctl) or None
     else:
         so.dev = udev
-    if attributes and alua and plugin != "pscsi":
+    if attributes and plugin != "pscsi" and (alua or _runs_alua_groups(f"{d}/alua")):
         so.alua_tpgs = _read_alua(f"{d}/alua")
     return so
 
 
+def _runs_alua_groups(d: str) -> bool:
+    """Whether the object has a group besides default_tg_pt_gp (one directory listing): a
+    restore deletes such a group when its file lacks it (plan.py), and a rollback that makes
+    the object again makes its groups too."""
+    try:
+        return any(name != "default_tg_pt_gp" for name in os.listdir(d))
+    except OSError:
+        return False
+
+
 def _names_alua_groups(so: StorageObject | None) -> bool:
-    """Whether a restore's file names ALUA groups of its own for `so`: only then are the
-    running object's groups read (plan.py compares them); targetcli files list
-    default_tg_pt_gp for every object, which a restore leaves as it is."""
+    """Whether a restore's file names ALUA groups of its own for `so`: then the running
+    object's groups are read (plan.py compares them); targetcli files list default_tg_pt_gp
+    for every object, whose values a restore leaves as they are, so a file that names only
+    it costs one listing (_runs_alua_groups)."""
     return so is not None and any(g.get("name") not in (None, "default_tg_pt_gp") for g in so.alua_tpgs)
 
 
@@ -424,8 +435,10 @@ def snapshot(root: str = ROOT, attributes: bool = True, so_attributes: bool | No
 
     wanted (a restore's desired Config): for an object that is also in
     `wanted`, read only the attributes and parameters it names, since the
-    plan compares no others, and skip ALUA groups, which it never compares;
-    objects `wanted` lacks are read whole, as their rollback needs.  A no-op
+    plan compares no others, and read an object's ALUA groups only when the
+    file names one or the object runs one besides default_tg_pt_gp (one
+    listing: _runs_alua_groups); objects `wanted` lacks are read whole, as
+    their rollback needs.  A no-op
     restore of 1000 LUNs read ~56 files per object before this.
 
     targets / sos (a shell command's scope, Manager.edit): read only these
