@@ -743,6 +743,8 @@ def logout_steps(handle: int, sid: int, timeout: float = LOGOUT_TIMEOUT, ep: int
         log.info("session %d: no Logout Response within %.0f s", sid, timeout)
     t3 = time.monotonic()
     ep_step = [(Ev.TRANSPORT_EP_DISCONNECT, handle, b"", {"ep_handle": ep})] if ep is not None else []
+    if ep is not None:
+        log.info("session %d: logout: endpoint ep-%d disconnected first", sid, ep)
     *_, destroyed = yield Send(ep_step + [
         (Ev.STOP_CONN, handle, b"", {"sid": sid, "cid": 0, "flag": int(StopFlag.TERM)}),
         (Ev.DESTROY_CONN, handle, b"", {"sid": sid, "cid": 0}),
