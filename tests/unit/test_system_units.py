@@ -248,6 +248,22 @@ def test_logoutall_never_logs_out_a_boot_disk(world):
     assert f"sid: 1, target: {T}manual" in out.getvalue()
 
 
+
+def test_logoutall_reads_only_the_records_that_have_a_session(world, monkeypatch):
+    """-U all checks the boot-disk rule on the records of the sessions there are, and reads no
+    other record: 32 records and 32 sessions cost 32 reads, one session costs one."""
+    db, sysfs = world
+    from iscsikit.initiator import nodedb
+    read = []
+    real = nodedb.NodeDB.read_node
+    monkeypatch.setattr(nodedb.NodeDB, "read_node", lambda self, nid: read.append(nid.target) or real(self, nid))
+    fake_session(sysfs, 1, T + "byname")
+    out, err = io.StringIO(), io.StringIO()
+    assert adm.run(["-m", "node", "-U", "all"], out=out, err=err, db=db) == 20   # no daemon listens
+    assert f"sid: 1, target: {T}byname" in out.getvalue()
+    assert read == [T + "byname"], read
+
+
 # -- Vagrantfile ----------------------------------------------------------------------
 @pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby not installed (Debian: ruby)")
 def test_vagrantfile_syntax():

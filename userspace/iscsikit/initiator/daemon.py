@@ -727,7 +727,11 @@ class Daemon:
             # node.conn[0].timeo.logout_timeout of the record it logged in with (an adopted
             # session's node comes from sysfs: the record table's default)
             timeout = float(m.ks.node.logout_timeout) if m and m.ks.node.logout_timeout > 0 else LOGOUT_TIMEOUT
-            await self.run_logout(logout_steps(self.initiator.transport_handle(transport), sid, timeout, ep), steps)
+            # a session this daemon does not hold may be one whose destruction the kernel
+            # refused after its unbind: no unbind event would come for it
+            unbound = m is None and self.sysfs.unbound(sid)
+            await self.run_logout(logout_steps(self.initiator.transport_handle(transport), sid, timeout, ep,
+                                               unbound), steps)
         finally:
             self.logouts.discard(task)
             for kind in steps:

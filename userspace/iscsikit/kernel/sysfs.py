@@ -24,6 +24,11 @@ Lun = namedtuple("Lun", "lun hctl state block")
 # transport: the iSCSI transport's name, as iscsiadm derives it from the host's proc_name
 Session = namedtuple("Session", "sid host_no target tpgt state creator address port conn_state "
                                 "initiator_name iface_name luns transport", defaults=("tcp",))
+# What a node record is matched to a session by (target, portal, iface: iscsiadm's
+# __iscsi_match_session) and what a logout names it by: four reads per session, where
+# session() makes ten and resolves the host. `-U all` over 32 sessions spent most of its
+# own time (before the first logout left) in session().
+SessionRef = namedtuple("SessionRef", "sid target address port iface_name")
 
 
 def _read(path: str, default: str | None = None) -> str | None:
@@ -139,6 +144,11 @@ class Sysfs:
             return count
         return any(users(self.path("class", "block", lun.block)) for lun in self.luns(sid) if lun.block)
 
+    def unbound(self, sid: int) -> bool:
+        """The session's SCSI target is removed (target_state UNBOUND, Linux >= 5.18's
+        scsi_transport_iscsi.c): an unbind already ran for it."""
+        return self.attr("iscsi_session", f"session{sid}", "target_state") == "UNBOUND"
+
     def session(self, sid: int, luns: bool = True) -> Session | None:
         """The session's attributes; `luns=False` skips walking its SCSI devices (luns is ())."""
         sdir = self.path("class", "iscsi_session", f"session{sid}")
@@ -168,6 +178,19 @@ class Sysfs:
 
     def sessions(self, luns: bool = True) -> list[Session]:
         return [s for sid in self.session_ids() if (s := self.session(sid, luns)) is not None]
+
+    def session_refs(self) -> list[SessionRef]:
+        """Every session as a SessionRef (a session gone while it is read is left out)."""
+        out = []
+        for sid in self.session_ids():
+            target = _read(self.path("class", "iscsi_session", f"session{sid}", "targetname"))
+            if target is None:
+                continue
+            cdir = self.path("class", "iscsi_connection", f"connection{sid}:0")
+            out.append(SessionRef(sid, target, _read(os.path.join(cdir, "persistent_address")),
+                                  _int(_read(os.path.join(cdir, "persistent_port"))),
+                                  _read(self.path("class", "iscsi_session", f"session{sid}", "ifacename"))))
+        return out
 
     # ---- actions ---------------------------------------------------------
     def scan_host(self, host_no: int, channel: str = "-", target: str = "-", lun: str = "-") -> None:

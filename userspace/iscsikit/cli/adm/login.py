@@ -74,20 +74,26 @@ def node_key(nid) -> tuple:
 
 def session_portals(env=None) -> set[tuple]:
     """(target, address, port) of every session, whatever its iface."""
-    return {(s.target, s.address, s.port) for s in host_sysfs(env).sessions(luns=False)}
+    return {(s.target, s.address, s.port) for s in host_sysfs(env).session_refs()}
 
 
 def session_counts(env=None) -> dict[tuple, int]:
     """How many sessions there are per session_key(): what a record is matched against."""
     counts: dict[tuple, int] = {}
-    for s in host_sysfs(env).sessions(luns=False):
+    for s in host_sysfs(env).session_refs():
         counts[session_key(s)] = counts.get(session_key(s), 0) + 1
     return counts
 
 
-def _sessions_of(ctx, nodes: list[ndb.NodeId]):
-    wanted = {node_key(n) for n in nodes}
-    return [s for s in host_sysfs(ctx.env).sessions(luns=False) if session_key(s) in wanted]
+def _sessions_of(ctx, nodes: list[ndb.NodeId], skip=None):
+    """The sessions (sysfs.SessionRef) of these records. `skip(ctx, nid)`: leave out a
+    session whose record it is true of; it is asked only of records that have a session,
+    so `-U all` reads no record without one."""
+    wanted: dict[tuple, list] = {}
+    for n in nodes:
+        wanted.setdefault(node_key(n), []).append(n)
+    return [s for s in host_sysfs(ctx.env).session_refs() if session_key(s) in wanted
+            and not (skip and any(skip(ctx, n) for n in wanted[session_key(s)]))]
 
 
 def node_login(ctx, nodes: Iterable[ndb.NodeId], existing: dict[tuple, int] | None = None,
@@ -240,8 +246,9 @@ def _in_use(ctx, sessions) -> dict:
     return busy
 
 
-def node_logout(ctx, nodes: list[ndb.NodeId]) -> int:
-    return _logout(ctx, _sessions_of(ctx, nodes))
+def node_logout(ctx, nodes: list[ndb.NodeId], skip=None) -> int:
+    """Log out the sessions of `nodes` (but those whose record `skip` is true of)."""
+    return _logout(ctx, _sessions_of(ctx, nodes, skip))
 
 
 def _print_stats(ctx, sessions) -> int:
@@ -284,7 +291,7 @@ def _rescan(ctx, sessions) -> int:
     fs = host_sysfs(ctx.env)
     for s in sessions:
         ctx.say(f"Rescanning session {_session_label(s)}")
-        fs.scan_host(s.host_no)
+        fs.scan_host(fs.host_of(s.sid))
     return 0
 
 

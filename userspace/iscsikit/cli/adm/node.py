@@ -75,7 +75,7 @@ def mode_node(ctx: Ctx) -> int:
         if ctx.logout:
             return login.node_logout(ctx, matching())
         nodes = ctx.db.node_ids() if ctx.logoutall == "all" else list(_loginall_nodes(ctx, ctx.logoutall))
-        return login.node_logout(ctx, [n for n in nodes if not _boot_record(ctx, n)])
+        return login.node_logout(ctx, nodes, skip=_boot_record)
     if ctx.rescan:
         return login.node_rescan(ctx, matching())
     if ctx.stats:
