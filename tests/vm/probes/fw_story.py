@@ -51,17 +51,10 @@ STEPS = [
 
 
 def sessions():
-    base = "/sys/class/iscsi_session"
-    out = []
-    for s in sorted(os.listdir(base)):
-        def read(name):
-            try:
-                return open(f"{base}/{s}/{name}").read().strip()
-            except OSError:
-                return None
-        out.append({"targetname": read("targetname"), "initiatorname": read("initiatorname"),
-                    "username": read("username"), "username_in": read("username_in")})
-    return out
+    """Each session's names as the kernel shows them (the CHAP files need root)."""
+    fs = Sysfs()
+    return [{k: fs.attr("iscsi_session", f"session{sid}", k)
+             for k in ("targetname", "initiatorname", "username", "username_in")} for sid in fs.session_ids()]
 
 
 def disk_read():
