@@ -115,7 +115,7 @@ def test_wrong_chap_over_iser_is_refused_and_retried_once_as_iscsid_does(story):
         assert 1 <= t["target_tries"] <= 2, t
         assert t["rc"] == 24 or t["target_tries"] == 2, t     # 11 only once the window is spent
         assert t["left"] == NOTHING, t
-    # open-iscsi, same boot (record 8 s x 1: one try): 24, else whatever ended its wait for
+    # open-iscsi, same boot (record 15 s x 1: one try): 24, else whatever ended its wait for
     # the lost response: 11 (its login timer), 8 (connect timed out) or 5: all seen in the guest
     ref = story["debian_wrong_chap"]
     assert set(ref["rcs"]) <= {24, 5, 8, 11}, ref
