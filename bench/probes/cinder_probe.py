@@ -16,7 +16,8 @@ walk (served).
     python cinder_probe.py 100 300 1000 --ref-max 300 [--clear-at 1000]
     (or BENCH_SIZES="100 300 1000" BENCH_REF_MAX=300 BENCH_CLEAR_AT=1000, bench/guest_probe.py's way)
 prints one JSON line per N, then (with --clear-at) the clear of that N against
-bench/probes/lio_clear_floor.py in the same boot, then {"results": [...]}.
+bench/probes/lio_clear_floor.py in the same boot, then {"results": [...]}.  Each N also
+runs bench/probes/target_ls_floor.py (what `ls /iscsi` draws, read with the fewest syscalls).
 """
 
 from __future__ import annotations
@@ -139,6 +140,13 @@ def one_size(n: int, ref: bool) -> dict:
         res[f"{tool}_steps"] = [min(run[i] for run in steps) for i in range(len(steps[0]))]
         res[f"{tool}_ls"] = min(ls)
         res[f"{tool}_ls_lines"] = sum(1 for _ in open(f"{DIR}/ls-{tool}.txt"))
+    # the kernel's own cost of what `ls /iscsi` draws, read with the fewest syscalls (same boot)
+    r = subprocess.run([sys.executable, f"{HERE}/target_ls_floor.py"], capture_output=True, text=True, timeout=3600)
+    if r.returncode == 0:
+        res["ls_floor"] = json.loads(r.stdout.strip().splitlines()[-1])
+        res["ratio_warm_ls_over_floor"] = round(res["warm_ls"] / res["ls_floor"]["paths"], 3)
+    else:
+        res["ls_floor_error"] = r.stderr[-800:]
     res["python_floor_after"] = min(timed([sys.executable, "-c", "pass"]) for _ in range(3))
     res["load_after"] = loadavg()
     assert n_targets() == n + made, n_targets()

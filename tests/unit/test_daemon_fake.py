@@ -483,11 +483,15 @@ def test_recovery_goes_on_past_the_replacement_timeout_and_the_path_comes_back(l
 def test_iscsids_reopen_schedule_is_the_default():
     # open-iscsi 2.1.8 usr/initiator.c: DefaultTime2Wait (the negotiated one) before the first
     # reopen, ISCSI_CONN_ERR_REOPEN_DELAY 3 s after a failed connect, 5 s after a refused STOP_CONN;
-    # a refused login: ours 1 s from that attempt's start (iscsid: DefaultTime2Wait again)
+    # a refused login: ours 0.5 s from that attempt's start for the first minute of a recovery,
+    # then DefaultTime2Wait (iscsid's rate: DefaultTime2Wait again after every refusal)
     s = reopen.Schedule()
     assert s.first_delay({}) == 2.0 and s.first_delay({"DefaultTime2Wait": 5}) == 5.0 and s.first_delay({"DefaultTime2Wait": 0}) == 0
     assert s.delay(reopen.CONNECT_FAILED) == 3.0 and s.delay(reopen.INTERNAL) == 5.0
-    assert s.delay(reopen.REFUSED, 0.25) == 0.75 and s.delay(reopen.REFUSED, 4.0) == 0.0
+    assert s.delay(reopen.REFUSED, 0.25) == 0.25 and s.delay(reopen.REFUSED, 4.0) == 0.0
+    assert s.delay(reopen.REFUSED, 0.25, 59.0) == 0.25
+    assert s.delay(reopen.REFUSED, 0.25, 60.0) == 2.0 and s.delay(reopen.REFUSED, 0.25, 300.0, 5.0) == 5.0
+    assert s.delay(reopen.CONNECT_FAILED, 0.0, 300.0) == 3.0
     assert [reopen.outcome_of(st) for st in ("connect", "bind", "kernel", "status", "security", "login")] == \
         [reopen.CONNECT_FAILED, reopen.CONNECT_FAILED, reopen.INTERNAL, reopen.REFUSED, reopen.REFUSED, reopen.REFUSED]
 
@@ -509,7 +513,7 @@ def _attempt_times(d, sid, n, timeout=10.0):
 def test_reconnect_attempts_follow_the_reopen_schedule_and_a_returning_path_is_used_at_once(lab):
     # each delay its own size, so a schedule that regresses (a growing backoff, a cap of
     # seconds after a refusal, no wait after a failed connect) shows in the gaps
-    sched = reopen.Schedule(first=0.4, refused_interval=0.2, connect_failed=1.5, internal=0.05)
+    sched = reopen.Schedule(first=0.4, refused_interval=0.2, connect_failed=1.5, internal=0.05, brisk_for=2.5)
     d = lab.daemon(sched)
     # the first attempt waits the negotiated DefaultTime2Wait (1: the larger offer), not `first`
     lab.portal.target.update(policy={"DefaultTime2Wait": "0"})
@@ -537,6 +541,16 @@ def test_reconnect_attempts_follow_the_reopen_schedule_and_a_returning_path_is_u
     assert all(b - a >= 1.5 - 0.05 for a, b in zip(times, times[1:])), times
     lab.portal.up()
     _wait(lambda: d.daemon.sessions[sid].state == "LOGGED_IN", 5)
+    # past brisk_for, refusals are retried one negotiated DefaultTime2Wait (1 s) apart, iscsid's rate
+    lab.portal.target = {"status": (3, 1)}
+    t0 = time.monotonic()
+    lab.kernel.conn_error(sid, ConnErr.TCP_CONN_CLOSE)
+    while time.monotonic() - t0 < 3.0:
+        time.sleep(0.05)
+    n1 = len(lab.portal.connected_at)
+    _wait(lambda: len(lab.portal.connected_at) >= n1 + 2, 5)
+    late = lab.portal.connected_at[n1:n1 + 2]
+    assert late[1] - late[0] >= 1.0 - 0.02, late
 
 
 def test_recovery_gives_up_after_reopen_max_attempts_and_shuts_the_session_down(lab):

@@ -164,16 +164,117 @@ def test_alua_missing_group_is_made_before_a_lun_moves_into_it():
     assert steps[1].values == {"alua_tg_pt_gp_name": "ano"} and steps[1].tag == 1
 
 
-def test_alua_not_read_or_not_named_is_left_as_it_is():
-    # the running groups were not read (the file names none besides the default): nothing to compare
+def test_alua_not_read_is_left_as_it_is():
+    # the running groups were not read (none runs besides the default, and the file names
+    # none): nothing to compare
     current = _with_groups(load(), lun_group="default_tg_pt_gp")
     next(iter(current.storage_objects.values())).alua_tpgs = []
     assert plan(current, load()) == []
-    # a group running but not in the file stays (no alua_delete)
-    desired = _with_groups(load())
-    current = _with_groups(load())
+
+
+def test_alua_group_the_file_lacks_is_deleted_after_its_luns_moved_out():
+    # targetcli's restoreconfig clear_existing=true ends with the file's groups only
+    current = _with_groups(load(), lun_group="ao")
+    desired = load()          # targetcli's file: default_tg_pt_gp only, the LUN in it
+    steps = plan(current, desired)
+    assert ops(steps) == ["lun_alua", "alua_delete"]
+    assert steps[0].values == {"alua_tg_pt_gp_name": "default_tg_pt_gp"}
+    assert steps[1].values == {"name": "ao"}
+    # a running extra group next to the file's: only it goes
+    current, desired = _with_groups(load()), _with_groups(load())
     next(iter(current.storage_objects.values())).alua_tpgs.append({"name": "extra", "tg_pt_gp_id": 30})
+    steps = plan(current, desired)
+    assert ops(steps) == ["alua_delete"] and steps[0].values == {"name": "extra"}
+
+
+def test_alua_group_a_kept_lun_is_in_is_not_deleted():
+    # a LUN the restore keeps (outside a selective restore, an FC target kept) stays in its group
+    current = _with_groups(load(), lun_group="ao")
+    desired = _with_groups(load(), lun_group="ao")
+    next(iter(desired.storage_objects.values())).alua_tpgs.pop()        # the file lacks ao
     assert plan(current, desired) == []
+
+
+def test_alua_group_whose_id_changes_is_made_again_and_its_lun_put_back():
+    # the kernel takes a group's id once (core_alua_set_tg_pt_gp_id): remade, not written
+    current = _with_groups(load(), tag=10, lun_group="ao")
+    desired = _with_groups(load(), tag=11, lun_group="ao")
+    steps = plan(current, desired)
+    assert ops(steps) == ["alua_free_id", "alua_create", "lun_alua"]
+    assert steps[1].values["tg_pt_gp_id"] == 11 and steps[2].values == {"alua_tg_pt_gp_name": "ao"}
+
+
+def test_alua_running_group_whose_id_a_new_one_takes_is_freed_first():
+    current = _with_groups(load(), group="old", tag=10, lun_group="old")
+    desired = _with_groups(load(), group="ao", tag=10, lun_group="ao")
+    steps = plan(current, desired)
+    assert ops(steps) == ["alua_free_id", "alua_create", "lun_alua"]
+    assert steps[0].values == {"name": "old"} and steps[1].values["name"] == "ao"
+
+
+# ---- merge and selective restores (manager.select) ----
+
+def _running_with(lun_group=None):
+    """The file's tree running, its first object with group ao (tpg1's LUN in it, or not)."""
+    cfg = _with_groups(load(), lun_group=lun_group or "ao")
+    return cfg
+
+
+def test_merge_makes_a_group_a_new_targets_lun_needs_from_the_file():
+    from iscsikit.target.manager import select
+    running = load()
+    del running.targets[T]                      # the target is new, its storage object runs
+    groups = {so.key: [{"name": "default_tg_pt_gp", "tg_pt_gp_id": 0}] for so in running.storage_objects.values()}
+    file = _with_groups(load(), lun_group="ao")
+    warnings = []
+    desired = select(running, file, False, None, None, warnings, groups_of=lambda so: groups[so.key])
+    steps = plan(running, desired)
+    assert ops(steps)[0] == "alua_create" and steps[0].values["name"] == "ao"
+    assert "lun_create" in ops(steps) and "alua_delete" not in ops(steps)
+    assert any("ALUA group ao made from the file" in w for w in warnings)
+    # the file does not define it: nothing changes, the error names it
+    file = _with_groups(load(), lun_group="ao")
+    next(iter(file.storage_objects.values())).alua_tpgs.pop()
+    try:
+        select(running, file, False, None, None, [], groups_of=lambda so: groups[so.key])
+    except Exception as e:
+        assert "ALUA group ao" in str(e)
+    else:
+        raise AssertionError("a LUN in a group nobody defines was accepted")
+
+
+def test_merge_keeps_a_running_objects_groups_as_they_run():
+    from iscsikit.target.manager import select
+    running = _running_with()
+    file = _with_groups(load(), state=1)        # the file's ao differs
+    desired = select(running, file, False, None, None, [], groups_of=lambda so: so.alua_tpgs)
+    assert plan(running, desired) == []
+
+
+def test_selective_storage_object_restore_compares_its_groups_and_keeps_ones_in_use():
+    from iscsikit.target.manager import select
+    so_name = next(iter(load().storage_objects.values())).name
+    running = _running_with(lun_group="ao")
+    groups = {k: copy.deepcopy(so.alua_tpgs) for k, so in running.storage_objects.items()}
+    running.storage_objects[next(iter(groups))].alua_tpgs = []       # as the restore's snapshot: unread
+    file = _with_groups(load(), state=1, lun_group="ao")
+    so = next(iter(file.storage_objects.values()))
+    so.alua_tpgs.append({"name": "ano", "tg_pt_gp_id": 20, "alua_access_state": 1})
+    desired = select(running, file, True, None, so_name, [], groups_of=lambda so: groups[so.key])
+    steps = plan(running, desired)
+    assert ops(steps) == ["alua_create", "alua_attrs"]
+    assert steps[1].values == {"name": "ao", "alua_access_state": 1}
+    # the file's object lacks ao, but tpg1's LUN (not restored: storage_object= only) is in it
+    running = _running_with(lun_group="ao")
+    running.storage_objects[next(iter(groups))].alua_tpgs = []
+    file = load()
+    desired = select(running, file, True, None, so_name, [], groups_of=lambda so: groups[so.key])
+    assert plan(running, desired) == []
+    # a target= restore that moves its LUN out of ao (the object kept): ao is deleted after the move
+    running = _running_with(lun_group="ao")
+    running.storage_objects[next(iter(groups))].alua_tpgs = []
+    desired = select(running, load(), True, T, None, [], groups_of=lambda so: groups[so.key])
+    assert ops(plan(running, desired)) == ["lun_alua"]      # ao is the object's, not the target's: kept
 
 
 # ---- property: any plan, replayed on a model of configfs, reaches the goal ----
@@ -230,10 +331,26 @@ class FakeConfigfs:
 
     def so_attrs(self, s): self.c.storage_objects[s.obj.key].attributes.update(s.values)
 
+    def _luns_in(self, key, name):
+        return [lun for t in self.c.targets.values() for tpg in t.tpgs.values() for lun in tpg.luns.values()
+                if lun.so_key == key and lun.alua_tg_pt_gp_name == name]
+
     def alua_create(self, s):
         so = self.c.storage_objects[s.obj.key]
         assert s.values["name"] not in {g["name"] for g in so.alua_tpgs}
+        assert s.values["tg_pt_gp_id"] not in {g.get("tg_pt_gp_id") for g in so.alua_tpgs}, "ALUA id taken"
         so.alua_tpgs.append(dict(s.values))
+
+    def alua_free_id(self, s):
+        # the kernel moves a removed group's LUNs to default_tg_pt_gp (core_alua_free_tg_pt_gp)
+        so = self.c.storage_objects[s.obj.key]
+        for lun in self._luns_in(so.key, s.values["name"]):
+            lun.alua_tg_pt_gp_name = "default_tg_pt_gp"
+        so.alua_tpgs = [g for g in so.alua_tpgs if g["name"] != s.values["name"]]
+
+    def alua_delete(self, s):
+        assert not self._luns_in(s.obj.key, s.values["name"]), "ALUA group deleted with a LUN in it"
+        self.alua_free_id(s)
 
     def alua_attrs(self, s):
         so = self.c.storage_objects[s.obj.key]
@@ -260,6 +377,8 @@ class FakeConfigfs:
 
     def lun_create(self, s):
         assert s.obj.so_key in self.c.storage_objects and s.obj.index not in self._tpg(s).luns
+        assert s.obj.alua_tg_pt_gp_name in {"default_tg_pt_gp"} | {
+            g["name"] for g in self.c.storage_objects[s.obj.so_key].alua_tpgs}, "no such ALUA group"
         self._tpg(s).luns[s.obj.index] = copy.deepcopy(s.obj)
 
     def portal_create(self, s):
@@ -298,15 +417,21 @@ def configs(draw):
     names = draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True, max_size=4))
     for n in names:
         size = draw(st.sampled_from([1 << 20, 2 << 20]))
-        cfg.storage_objects[("ramdisk", n)] = StorageObject(
+        cfg.storage_objects[("ramdisk", n)] = so = StorageObject(
             "ramdisk", n, size=size, wwn="w-" + n, attributes={"emulate_tpu": draw(st.integers(0, 1))})
+        # ALUA groups: names and ids that collide across configs (a renamed group, a changed id)
+        so.alua_tpgs = [{"name": "default_tg_pt_gp", "tg_pt_gp_id": 0}]
+        ids = draw(st.lists(st.sampled_from([10, 20]), unique=True, max_size=2))
+        for gname, gid in zip(draw(st.permutations(["ao", "ano", "sb"])), ids):
+            so.alua_tpgs.append({"name": gname, "tg_pt_gp_id": gid, "alua_access_state": draw(st.sampled_from([0, 1]))})
     for t in draw(st.lists(st.sampled_from(["t1", "t2"]), unique=True, max_size=2)):
         wwn = f"iqn.2024-01.com.example:{t}"
         target = Target(wwn)
         for tag in draw(st.lists(st.integers(1, 2), unique=True, max_size=2)):
             tpg = TPG(tag, enable=draw(st.booleans()), attributes={"authentication": draw(st.integers(0, 1))})
             for i, n in enumerate(draw(st.lists(st.sampled_from(names), max_size=3)) if names else []):
-                tpg.luns[i] = LUN(i, f"/backstores/ramdisk/{n}")
+                tpg.luns[i] = LUN(i, f"/backstores/ramdisk/{n}", alua_tg_pt_gp_name=draw(st.sampled_from(
+                    [g["name"] for g in cfg.storage_objects[("ramdisk", n)].alua_tpgs])))
             p = Portal("0.0.0.0", 3260 + tag)
             tpg.portals[p.key] = p
             for node in draw(st.lists(st.sampled_from(["i1", "i2"]), unique=True, max_size=2)):
@@ -322,6 +447,8 @@ def configs(draw):
 
 def _comparable(cfg: Config) -> dict:
     d = saveconfig.to_dict(cfg)
+    for so in d["storage_objects"]:
+        so["alua_tpgs"] = sorted(so["alua_tpgs"], key=lambda g: g["name"])
     for t in d["targets"]:
         for tpg in t["tpgs"]:
             for lun in tpg["luns"]:

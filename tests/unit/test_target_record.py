@@ -64,3 +64,20 @@ def test_one_shot_ls_imports_nothing_heavy(tmp_path):
                        env=dict(os.environ, NO_COLOR="1"))
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[-1] == "0 []", r.stdout
+
+
+def test_a_factory_runs_only_for_a_field_not_given():
+    """A snapshot of 1000 targets makes ~10,000 records: NodeACL(chap=Chap()) must not
+    make a second Chap for the default and throw it away."""
+    made = []
+
+    @dataclass
+    class Holder:
+        name: str
+        box: list = field(default_factory=lambda: made.append(1) or [])
+    given = ["mine"]
+    h = Holder("a", box=given)
+    assert h.box is given and made == []
+    assert Holder("b", given).box is given and made == []
+    assert Holder("c").box == [] and made == [1]
+    assert list(vars(Holder("d"))) == ["name", "box"]

@@ -103,6 +103,9 @@ def test_optimized_path_cut_under_a_verified_writer_fails_over_and_back(story):
         assert r["back"] and r["failback_s"] < 30, story["rounds"]
 
 
+IQN_ALUA = "iqn.2026-11.org.iscsikit.test:alua"
+
+
 def test_restore_compares_a_running_objects_alua_groups_and_lun_group(run_probe):
     # restoreconfig clear_existing=true of a file whose ALUA groups differ from the running
     # ones: the changed state written, the missing group made, the LUN moved, nothing remade
@@ -113,3 +116,19 @@ def test_restore_compares_a_running_objects_alua_groups_and_lun_group(run_probe)
     assert r["lun_group"] == "TG Port Alias: ano", r
     assert r["kept"], r
     assert r["again"]["rc"] == 0 and "(0 changes)" in r["again"]["out"] + r["again"]["err"], r["again"]
+    two = IQN_ALUA + "2"
+    # a failed restore (after it deleted ano) leaves everything as it was
+    assert r["before_failed"] == {"groups": {"ao": ["10", "1"], "ano": ["20", "2"]}, "luns": {IQN_ALUA: "ano"}}, r
+    assert r["failed"]["rc"] != 0 and "127.0.0.1:3261" in r["failed"]["err"], r["failed"]     # refused late, by LIO
+    assert r["after_failed"] == r["before_failed"] and r["portals_after"] == r["portals_before"], r
+    # clear_existing=true ends with the file's groups only (as targetcli's): ano deleted
+    assert r["back"]["rc"] == 0 and r["back_kept"], r
+    assert r["after_back"] == {"groups": {"ao": ["10", "0"]}, "luns": {IQN_ALUA: "ao"}}, r
+    # a merge makes the group a new target's LUN needs; the running ao as it runs
+    assert r["merge"]["rc"] == 0 and "ALUA group mg made from the file" in r["merge"]["err"] + r["merge"]["out"], r
+    assert r["after_merge"] == {"groups": {"ao": ["10", "0"], "mg": ["30", "1"]},
+                                "luns": {IQN_ALUA: "ao", two: "mg"}}, r
+    # storage_object=al: its ao written; mg kept, the other target's LUN (not restored) is in it
+    assert r["selective"]["rc"] == 0, r
+    assert r["after_selective"] == {"groups": {"ao": ["10", "1"], "mg": ["30", "1"]},
+                                    "luns": {IQN_ALUA: "ao", two: "mg"}}, r

@@ -9,14 +9,10 @@ import sys
 # makes that import fail, which asyncio handles (asyncio/sslproto.py: `ssl = None`).
 sys.modules.setdefault("ssl", None)
 
-import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
 import signal  # noqa: E402
 import threading  # noqa: E402
 
-from .. import __version__
 
 
 M_ARENA_MAX = -8   # glibc's malloc.h
@@ -34,19 +30,14 @@ def _one_malloc_arena() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="iscsikitd", description="iscsikit's initiator daemon: logins, recovery and session ownership.",
-        epilog="exit status: 0 stopped cleanly; 1 could not start (one line says why); 2 bad usage. "
-               "Sessions stay in the kernel when the daemon stops and are adopted by the next start.")
-    p.add_argument("--socket", help="management socket path (default /run/iscsikit/iscsikitd.sock, "
-                                    "or $ISCSIKIT_SOCKET); ignored when systemd passes the socket")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    p.add_argument("-V", "--version", action="version", version=f"iscsikitd {__version__}")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="iscsikitd: %(levelname)s %(message)s")
-    if os.geteuid() != 0:
-        print("iscsikitd: must run as root (NETLINK_ISCSI needs CAP_SYS_ADMIN)", file=sys.stderr)
+    from . import server_args
+    args = server_args.parse(
+        "iscsikitd", "iscsikit's initiator daemon: logins, recovery and session ownership.",
+        "exit status: 0 stopped cleanly; 1 could not start (one line says why); 2 bad usage. "
+        "Sessions stay in the kernel when the daemon stops and are adopted by the next start.",
+        "management socket path (default /run/iscsikit/iscsikitd.sock, or $ISCSIKIT_SOCKET); "
+        "ignored when systemd passes the socket", argv)
+    if server_args.refuse_non_root("iscsikitd", "NETLINK_ISCSI needs CAP_SYS_ADMIN"):
         return 1
     _one_malloc_arena()
     from ..initiator.daemon import Daemon, listen_fd_from_systemd

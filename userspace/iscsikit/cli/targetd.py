@@ -18,8 +18,6 @@ the command midway.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import signal
@@ -28,9 +26,9 @@ import sys
 import threading
 import time
 
-from .. import __version__
 
 log = logging.getLogger("iscsikit.targetd")
+SERVES = frozenset({"cli"})
 REQUEST_TIMEOUT = 5.0     # seconds for the request line
 SEND_TIMEOUT = 30.0       # seconds a frame may wait for a client that does not read
 
@@ -56,24 +54,12 @@ def _read_line(conn: socket.socket, limit: int) -> bytes:
 
 def _request(line: bytes):
     """(args, None) for a cli request this server runs, or (None, refusal reply)."""
-    from ..initiator import mgmt, protocol
+    from ..initiator import mgmt
     from ..initiator.exitcodes import ExitCode
     from . import target_served
-    try:
-        req = json.loads(line)
-        if not isinstance(req, dict):
-            raise ValueError("not an object")
-    except ValueError as e:
-        return None, mgmt.fail(ExitCode.INVALID_MGMT_REQ, f"bad request: {e}")
-    if req.get("v") != mgmt.VERSION:
-        return None, mgmt.fail(ExitCode.INVALID_MGMT_REQ,
-                               f"protocol version {req.get('v')} not served (this is {mgmt.VERSION})")
-    if req.get("op") != "cli":
-        return None, mgmt.fail(ExitCode.OP_NOT_SUPP, "iscsikit-targetd serves iscsikit-target commands only")
-    try:
-        args = protocol.check_request("cli", req.get("args", {}))
-    except protocol.RequestError as e:
-        return None, mgmt.fail(ExitCode.INVALID_MGMT_REQ, str(e))
+    _op, args, refused = mgmt.parse_request(line, SERVES, "iscsikit-targetd serves iscsikit-target commands only")
+    if refused is not None:
+        return None, refused
     if not all(isinstance(a, str) for a in args["argv"]) or not target_served.servable(args["argv"], args["env"], args["tty"]):
         # the interactive shell and the configshell commands run in the client's own process
         return None, mgmt.fail(ExitCode.OP_NOT_SUPP, "not a command this server runs")
@@ -166,19 +152,13 @@ def _serve_tracked(conn: socket.socket) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="iscsikit-targetd",
-        description="Runs iscsikit-target's one-shot commands in a warm process for the forwarding iscsikit-target.",
-        epilog="exit status: 0 stopped cleanly (after the command that runs); 1 could not start; 2 bad usage.")
-    p.add_argument("--socket", help="socket path (default /run/iscsikit/iscsikit-targetd.sock, or "
-                                    "$ISCSIKIT_TARGET_SOCKET); ignored when systemd passes the socket")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    p.add_argument("-V", "--version", action="version", version=f"iscsikit-targetd {__version__}")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="iscsikit-targetd: %(levelname)s %(message)s")
-    if os.geteuid() != 0:
-        print("iscsikit-targetd: must run as root (it changes LIO's configfs)", file=sys.stderr)
+    from . import server_args
+    args = server_args.parse(
+        "iscsikit-targetd", "Runs iscsikit-target's one-shot commands in a warm process for the forwarding "
+        "iscsikit-target.", "exit status: 0 stopped cleanly (after the command that runs); 1 could not start; "
+        "2 bad usage.", "socket path (default /run/iscsikit/iscsikit-targetd.sock, or $ISCSIKIT_TARGET_SOCKET); "
+        "ignored when systemd passes the socket", argv)
+    if server_args.refuse_non_root("iscsikit-targetd", "it changes LIO's configfs"):
         return 1
     from ..initiator.daemon import listen_fd_from_systemd, sd_notify
     from . import target_served

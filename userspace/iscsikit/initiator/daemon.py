@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import json
 import logging
 import os
 import queue
@@ -397,7 +396,8 @@ class Daemon:
                         await self.logout_session(ks.sid, reason="reopen_max")
                     return
                 outcome = reopen.outcome_of(e.stage) if isinstance(e, SessionError) else reopen.INTERNAL
-                delay = self.schedule.delay(outcome, time.monotonic() - began)
+                now = time.monotonic()
+                delay = self.schedule.delay(outcome, now - began, now - start, self.schedule.first_delay(ks.negotiated))
                 log.info("session %d: reconnect attempt %d failed (%s): %s; next in %.1f s",
                          ks.sid, attempt, outcome, e, delay)
                 continue
@@ -495,20 +495,9 @@ class Daemon:
 
     async def dispatch(self, line: bytes) -> tuple[dict, Callable | None]:
         """The reply to one request line, and the stream that follows it (watch, cli) or None."""
-        try:
-            req = json.loads(line)
-            if not isinstance(req, dict):
-                raise ValueError("not an object")
-        except ValueError as e:
-            return mgmt.fail(ExitCode.INVALID_MGMT_REQ, f"bad request: {e}"), None
-        if req.get("v") != mgmt.VERSION:
-            return mgmt.fail(ExitCode.INVALID_MGMT_REQ,
-                             f"protocol version {req.get('v')} not served (this is {mgmt.VERSION})"), None
-        name = req.get("op")
-        try:
-            args = protocol.check_request(name, req.get("args", {}))
-        except protocol.RequestError as e:
-            return mgmt.fail(ExitCode.INVALID_MGMT_REQ, str(e)), None
+        name, args, refused = mgmt.parse_request(line)
+        if refused is not None:
+            return refused, None
         if name in self.streams:
             return await self.streams[name](args)
         try:

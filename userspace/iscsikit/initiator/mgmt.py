@@ -51,6 +51,30 @@ def fail(exit_code: int, error: str) -> dict:
     return {"v": VERSION, "ok": False, "exit_code": int(exit_code), "error": error}
 
 
+def parse_request(line: bytes, serves: frozenset | None = None, not_served: str = ""):
+    """One request line checked as every server of this socket checks it: a JSON object,
+    this protocol's version, a request `serves` holds (all of protocol.py's when None;
+    another gets OP_NOT_SUPP and `not_served`), its arguments as protocol.py declares them.
+    (op, args, None), or (None, None, the failure reply to send)."""
+    from . import protocol
+    try:
+        req = json.loads(line)
+        if not isinstance(req, dict):
+            raise ValueError("not an object")
+    except ValueError as e:
+        return None, None, fail(ExitCode.INVALID_MGMT_REQ, f"bad request: {e}")
+    if req.get("v") != VERSION:
+        return None, None, fail(ExitCode.INVALID_MGMT_REQ,
+                                f"protocol version {req.get('v')} not served (this is {VERSION})")
+    op = req.get("op")
+    if serves is not None and op not in serves:
+        return None, None, fail(ExitCode.OP_NOT_SUPP, not_served)
+    try:
+        return op, protocol.check_request(op, req.get("args", {})), None
+    except protocol.RequestError as e:
+        return None, None, fail(ExitCode.INVALID_MGMT_REQ, str(e))
+
+
 def _connect(path: str, timeout: float) -> _socket.socket:
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     s.settimeout(timeout)

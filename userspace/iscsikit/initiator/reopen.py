@@ -13,11 +13,16 @@ iscsid (open-iscsi 2.1.8 usr/initiator.c, usr/initiator_common.c, usr/login.c):
 - a connect that fails: queue_delayed_reopen(ISCSI_CONN_ERR_REOPEN_DELAY), 3 s;
   STOP_CONN refused: ISCSI_INTERNAL_ERR_REOPEN_DELAY, 5 s.
 
-Ours is the same but for the refused login: the next attempt starts REFUSED_INTERVAL (1 s)
-after the refused one started. DefaultTime2Wait is the wait "after an unexpected connection
-termination or a connection reset" (RFC 7143 §13.15); a refused login ends no connection that
-held tasks, and iscsid's wait there comes from reloading the record. Asking a refusing target
-once a second costs one short login; a path that returns is used half as late.
+Ours is the same but for the refused login. For the first BRISK_FOR (60) seconds of a
+recovery the next attempt starts REFUSED_INTERVAL (0.5 s) after the refused one started; after
+that, DefaultTime2Wait after it ended, iscsid's rate. DefaultTime2Wait is the wait "after an
+unexpected connection termination or a connection reset" (RFC 7143 §13.15); a refused login
+ends no connection that held tasks, and iscsid's wait there comes from reloading the record.
+Under dm-multipath the first minute is when a returning path matters (a target restart, a
+path flap: failback waits for our next attempt); a target that stays down longer sees one
+short login per DefaultTime2Wait from each session, as from iscsid, so a long outage of many
+sessions does not meet four times iscsid's logins. The brisk minute costs at most 120 short
+logins per session (a TCP handshake, one Login Request and its refusal).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ INTERNAL = "internal"                     # the kernel refused a request (STOP_C
 DEFAULT_TIME2WAIT = 2.0            # the record's node.session.iscsi.DefaultTime2Wait
 CONN_ERR_REOPEN_DELAY = 3.0        # ISCSI_CONN_ERR_REOPEN_DELAY
 INTERNAL_ERR_REOPEN_DELAY = 5.0    # ISCSI_INTERNAL_ERR_REOPEN_DELAY
-REFUSED_INTERVAL = 1.0             # between the starts of a refused attempt and the next
+REFUSED_INTERVAL = 0.5             # between the starts of a refused attempt and the next, at first
+BRISK_FOR = 60.0                   # seconds of a recovery during which refusals are retried so
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,15 +50,21 @@ class Schedule:
     connect_failed: float = CONN_ERR_REOPEN_DELAY
     internal: float = INTERNAL_ERR_REOPEN_DELAY
     refused_interval: float = REFUSED_INTERVAL
+    brisk_for: float = BRISK_FOR
 
-    def delay(self, outcome: str, attempt_took: float = 0.0) -> float:
+    def delay(self, outcome: str, attempt_took: float = 0.0, recovering_for: float = 0.0,
+              time2wait: float | None = None) -> float:
         """Seconds to wait before the next attempt, after `outcome` (one of the names above);
-        `attempt_took`: how long the failed attempt ran. (A target's Time2Wait from an Async
-        Message is not read by the daemon: the kernel's connection error comes first.)"""
+        `attempt_took`: how long the failed attempt ran; `recovering_for`: seconds since the
+        connection error; `time2wait`: the session's DefaultTime2Wait (first_delay), `first`
+        when None. (A target's Time2Wait from an Async Message is not read by the daemon: the
+        kernel's connection error comes first.)"""
         if outcome == CONNECT_FAILED:
             return self.connect_failed
         if outcome == INTERNAL:
             return self.internal
+        if recovering_for >= self.brisk_for:
+            return self.first if time2wait is None else time2wait
         return max(0.0, self.refused_interval - attempt_took)
 
 

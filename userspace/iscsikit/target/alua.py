@@ -117,6 +117,15 @@ def delete(root: str, so: StorageObject, name: str) -> None:
     configfs._rmdir(d)
 
 
+def members(root: str, so: StorageObject, name: str) -> list[str]:
+    """The LUNs in group `name`, as the kernel lists them ("iSCSI/<wwn>/tpgt_N/lun_M":
+    target_core_alua.c core_alua_show_tg_pt_gp_members)."""
+    try:
+        return configfs.read(f"{_dir(root, so)}/{name}/members").split()
+    except OSError:
+        return []
+
+
 def get(root: str, so: StorageObject, name: str, param: str) -> str:
     d = f"{_dir(root, so)}/{name}"
     if not os.path.isdir(d):

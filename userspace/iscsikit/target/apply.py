@@ -318,6 +318,32 @@ def _alua_attrs(ex: Executor, step: Step) -> Undo:
     return lambda: alua.set_values(ex.root, so, name, {k: old[k] for k in values if k in old})
 
 
+def _alua_delete(ex: Executor, step: Step) -> Undo:
+    """A group the file does not have (alua_delete: after the LUNs moved out; alua_free_id:
+    before a new group takes its id, or it is made again with another). Its undo makes it
+    again with its values and puts back the LUNs the snapshot had in it (the kernel moved
+    them to default_tg_pt_gp); a LUN the plan moved or deleted gets its group back from its
+    own step's undo, which runs later."""
+    so, name = ex.so(step.obj.key), step.values["name"]
+    old = {g["name"]: g for g in alua.groups(ex.root, so)}[name]
+    if step.op == "alua_delete" and alua.members(ex.root, so, name):
+        # the plan deletes only groups no kept LUN is in: one that is, is not dropped
+        raise TargetError(f"{so.path}: ALUA group {name} still has LUNs ({', '.join(alua.members(ex.root, so, name))})")
+    luns = [(F, wwn, tag, lun.index) for (F, wwn), t in ex.current.all_targets().items()
+            for tag, tpg in t.tpgs.items() for lun in tpg.luns.values()
+            if lun.so_key == so.key and lun.alua_tg_pt_gp_name == name]
+    alua.delete(ex.root, so, name)
+
+    def undo() -> None:
+        alua.create(ex.root, so, name, old["tg_pt_gp_id"])
+        alua.set_values(ex.root, so, name, {k: v for k, v in old.items() if k not in ("name", "tg_pt_gp_id")})
+        for F, wwn, tag, index in luns:
+            path = f"{ex.writer.tpg_dir(wwn, tag, F)}/lun/lun_{index}/alua_tg_pt_gp"
+            if os.path.exists(path):
+                configfs.write(path, name)
+    return undo
+
+
 def _lun_alua(ex: Executor, step: Step) -> Undo:
     # the group's name written to the LUN's alua_tg_pt_gp (target_core_configfs.c); any fabric
     path = f"{ex.writer.tpg_dir(step.target, step.tag, step.fabric)}/lun/lun_{step.obj.index}/alua_tg_pt_gp"
@@ -611,6 +637,8 @@ HANDLERS = {
     "so_attrs": _so_attrs,
     "alua_create": _alua_create,
     "alua_attrs": _alua_attrs,
+    "alua_free_id": _alua_delete,
+    "alua_delete": _alua_delete,
     "lun_alua": _lun_alua,
     "target_create": _target_create,
     "target_params": _target_params,

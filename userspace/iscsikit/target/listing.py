@@ -236,18 +236,21 @@ def _sort_key(s: str):
 def render(node: Node, width: int = MAX_WIDTH) -> str:
     """configshell's _render_tree(node) with its default preferences and no colours."""
     out: list[str] = []
+    append = out.append
 
-    def draw(n: Node, margin: list):
+    def draw(n: Node, indent: str, below: str):
+        # indent: this node's line's margin; below: its children's ("| " added when a
+        # later sibling of this node follows, so the line carries on past its subtree)
         description, healthy = n.summary
         if not description:
             description = "OK" if healthy is True else "ERROR" if healthy is False else "..."
-        line = "".join("| " if pipe else "  " for pipe in margin[:-1]) + "o- "
-        pad = "." * (width - 1 - (len(description) + 3) - len(line) - len(n.name))
-        out.append(f"{line}{n.name} {pad} [{description}]")
-        kids = sorted(n.children(), key=lambda c: _sort_key(c.name))
+        pad = "." * (width - 7 - len(description) - len(indent) - len(n.name))
+        append(f"{indent}o- {n.name} {pad} [{description}]")
+        kids = n.children()
+        if len(kids) > 1:
+            kids = sorted(kids, key=lambda c: _sort_key(c.name))
+        last = len(kids) - 1
         for i, c in enumerate(kids):
-            margin.append(i < len(kids) - 1)
-            draw(c, margin)
-            margin.pop()
-    draw(node, [0])
+            draw(c, below, below + ("| " if i < last else "  "))
+    draw(node, "", "  ")
     return "\n".join(out)

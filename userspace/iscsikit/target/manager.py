@@ -15,8 +15,8 @@ import fcntl
 import os
 from collections.abc import Callable
 
-from . import configfs, saveconfig
-from .errors import NotFoundError, TargetError
+from . import alua, configfs, saveconfig
+from .errors import NotFoundError, TargetError, ValidationError
 from .model import Config
 from .plan import Step, keep_unmade, plan
 
@@ -134,7 +134,8 @@ class Manager:
                 return self.apply(desired, dry_run=dry_run, warnings=warnings)
             self.ensure_loaded()
             current = configfs.snapshot(self.root, attributes=False)
-            merged = select(current, desired, clear_existing, target, storage_object, warnings)
+            merged = select(current, desired, clear_existing, target, storage_object, warnings,
+                            groups_of=lambda so: alua.groups(self.root, so))
             return self.apply(merged, current, dry_run=dry_run, warnings=warnings, partial=True)
 
     def clear(self, warnings: list | None = None) -> list[Step]:
@@ -164,9 +165,17 @@ class Manager:
 
 
 def select(current: Config, file: Config, clear_existing: bool, target: str | None,
-           storage_object: str | None, warnings: list) -> Config:
+           storage_object: str | None, warnings: list, groups_of=None) -> Config:
     """The desired tree of a merge or selective restore (Manager.restore): the running
-    tree with the file's objects put in."""
+    tree with the file's objects put in.
+
+    ALUA (`groups_of(so)`: a running object's groups, alua.groups): a storage object the
+    file replaces gets the file's groups (plan.py compares them, and keeps a group a LUN
+    outside the restore is in); a target put in whose LUN names a group its running
+    storage object lacks gets that group made from the file's definition of the object
+    (said in `warnings`; nothing else of the object changes), else nothing is changed and
+    the restore fails naming the group. rtslib's restore writes the LUN's group and ignores
+    a refusal: the LUN would sit in default_tg_pt_gp unsaid."""
     desired = current.copy()
     everything = not (target or storage_object)
     if target:
@@ -183,12 +192,25 @@ def select(current: Config, file: Config, clear_existing: bool, target: str | No
     else:
         sos = file.storage_objects if everything else {}
     running = desired.all_targets()
+    read: dict[tuple, list] = {}
+
+    def running_groups(key) -> list:
+        """The running object's groups, read once; also put into `current` for the plan."""
+        if key not in read:
+            read[key] = groups_of(current.storage_objects[key]) if groups_of else []
+            current.storage_objects[key].alua_tpgs = copy.deepcopy(read[key])
+        return read[key]
+
+    replaced = set()
     for key, so in sos.items():
         if key in desired.storage_objects and not clear_existing:
             warnings.append(f"storage object {so.path} exists; kept as it runs "
                             f"(clear_existing=true replaces it)")
             continue
+        if key in current.storage_objects:
+            running_groups(key)
         desired.storage_objects[key] = copy.deepcopy(so)
+        replaced.add(key)
     for (F, wwn), t in found.items():
         if (F, wwn) in running and not clear_existing:
             warnings.append(f"{'' if F == 'iscsi' else F + ' '}target {wwn} exists; kept as it runs "
@@ -203,6 +225,32 @@ def select(current: Config, file: Config, clear_existing: bool, target: str | No
                 if lun.so_key not in desired.storage_objects:
                     raise NotFoundError(f"target {wwn} lun{lun.index} needs {lun.storage_object}, which is not "
                                         f"running: restore it too (storage_object={lun.so_key[1]})")
+                gp = lun.alua_tg_pt_gp_name
+                if not gp or gp == "default_tg_pt_gp" or lun.so_key in replaced \
+                        or lun.so_key not in current.storage_objects:
+                    continue
+                _add_group(desired.storage_objects[lun.so_key], running_groups(lun.so_key), gp,
+                           file.storage_objects.get(lun.so_key), f"target {wwn} tpg{tpg.tag} lun{lun.index}",
+                           warnings)
     if everything and file.discovery.enable and (clear_existing or not current.discovery.enable):
         desired.discovery = copy.deepcopy(file.discovery)
     return desired
+
+
+def _add_group(so, running: list, name: str, file_so, who: str, warnings: list) -> None:
+    """Group `name` put into the desired `so` (kept as it runs but for that) from the file's
+    definition of the object, for the LUN `who`; nothing when it runs already."""
+    if not so.alua_tpgs:
+        so.alua_tpgs = copy.deepcopy(running)
+    if any(g.get("name") == name for g in so.alua_tpgs):
+        return
+    g = next((g for g in (file_so.alua_tpgs if file_so else []) if g.get("name") == name), None)
+    if g is None:
+        raise NotFoundError(f"{who} is in ALUA group {name}, which {so.path} does not have and the file "
+                            f"does not define")
+    taken = next((h["name"] for h in so.alua_tpgs if h.get("tg_pt_gp_id") == g.get("tg_pt_gp_id")), None)
+    if taken:
+        raise ValidationError(f"{who} is in ALUA group {name} (id {g.get('tg_pt_gp_id')}), but {so.path}'s "
+                              f"group {taken} has that id")
+    so.alua_tpgs.append(copy.deepcopy(g))
+    warnings.append(f"{so.path}: ALUA group {name} made from the file (for {who})")

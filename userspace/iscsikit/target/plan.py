@@ -28,10 +28,10 @@ PHASES = [
     "tpg_disable",
     "mlun_delete", "acl_delete", "lun_delete", "portal_delete", "tpg_delete", "target_delete",
     "so_delete",
-    "so_create", "so_attrs", "alua_create", "alua_attrs",
+    "so_create", "so_attrs", "alua_free_id", "alua_create", "alua_attrs",
     "target_create", "target_params",
     "tpg_create", "tpg_attrs", "tpg_params", "tpg_auth",
-    "lun_create", "lun_alua", "portal_create", "portal_flags",
+    "lun_create", "lun_alua", "alua_delete", "portal_create", "portal_flags",
     "acl_create", "acl_attrs", "acl_auth", "acl_tag", "acl_depth",
     "mlun_create", "mlun_wp",
     "tpg_enable",
@@ -81,23 +81,53 @@ def _chap_values(chap) -> dict:
     return {f: getattr(chap, f) for f in ("userid", "password", "mutual_userid", "mutual_password")}
 
 
-def _alua_steps(add, cur: StorageObject, new: StorageObject) -> None:
-    """The ALUA groups the file names for a kept object: made when missing, their values
-    written when they differ (targetcli's integers, configfs.ALUA_RW). Only groups the file
-    names besides default_tg_pt_gp, and only when the running ones were read
-    (configfs._names_alua_groups); groups the file does not name are left as they are."""
+DEFAULT_ALUA_GROUP = "default_tg_pt_gp"
+
+
+def _alua_steps(add, cur: StorageObject, new: StorageObject, in_use: set) -> set:
+    """A kept object's ALUA groups made equal to the file's, as targetcli's restore with
+    clear_existing (which deletes the object and makes it again with the file's groups) ends:
+    missing ones made, values that differ written (targetcli's integers, configfs.ALUA_RW),
+    running ones the file does not have deleted. Only when the running groups were read
+    (configfs: a snapshot reads them when the file names a group or the object runs one
+    besides default_tg_pt_gp), whose values are never compared (targetcli's restore leaves
+    it at the kernel's, ours as it runs).
+
+    `in_use`: the groups LUNs of the desired tree are in (the restore keeps them, e.g. a LUN
+    outside a selective restore): such a group is not deleted. A group whose id changes is
+    made again (the kernel takes a group's tg_pt_gp_id once, target_core_alua.c
+    core_alua_set_tg_pt_gp_id) and so is freed early, like a running group whose id a new one
+    takes; the kernel moves the LUNs of a removed group to default_tg_pt_gp
+    (core_alua_free_tg_pt_gp), and the LUNs of a remade one are put back (lun_alua).
+    Returns the names of the remade groups."""
     if not cur.alua_tpgs:
-        return
+        return set()
     running = {g["name"]: g for g in cur.alua_tpgs}
+    named, remade, new_ids = set(), set(), set()
     for g in new.alua_tpgs:
         name = g.get("name")
-        if name in (None, "default_tg_pt_gp"):
+        if name in (None, DEFAULT_ALUA_GROUP):
             continue
+        named.add(name)
         wanted = {k: v for k, v in g.items() if k != "name" and v is not None}
-        if name not in running:
+        have = running.get(name)
+        if have is not None and "tg_pt_gp_id" in wanted and _norm(have.get("tg_pt_gp_id")) != _norm(wanted["tg_pt_gp_id"]):
+            remade.add(name)
+            have = None
+        if have is None:
+            new_ids.add(_norm(wanted.get("tg_pt_gp_id")))
             add(Step("alua_create", obj=new, values={"name": name, **_status_last(wanted, wanted)}))
-        elif (vals := {k: v for k, v in wanted.items() if _norm(running[name].get(k)) != _norm(v)}):
+        elif (vals := {k: v for k, v in wanted.items() if _norm(have.get(k)) != _norm(v)}):
             add(Step("alua_attrs", obj=new, values={"name": name, **_status_last(vals, wanted)}))
+    for name, g in running.items():
+        if name == DEFAULT_ALUA_GROUP or (name in named and name not in remade):
+            continue
+        if name in remade or _norm(g.get("tg_pt_gp_id")) in new_ids:
+            if name in remade or name not in in_use:
+                add(Step("alua_free_id", obj=new, values={"name": name}))
+        elif name not in in_use:
+            add(Step("alua_delete", obj=new, values={"name": name}))
+    return remade
 
 
 def _status_last(vals: dict, wanted: dict) -> dict:
@@ -179,13 +209,19 @@ def plan(current: Config, desired: Config) -> list[Step]:
             add(Step("so_delete", obj=so))
 
     # ---- storage objects -----------------------------------------------------------
+    in_use: dict[tuple, set] = {}
+    for dt in des_targets.values():
+        for dtpg in dt.tpgs.values():
+            for lun in dtpg.luns.values():
+                in_use.setdefault(lun.so_key, set()).add(lun.alua_tg_pt_gp_name)
+    remade: dict[tuple, set] = {}
     for key, so in desired.storage_objects.items():
         if key in kept_so:
             vals = _changed(current.storage_objects[key].attributes, so.attributes)
             vals.pop("block_size", None)
             if vals:
                 add(Step("so_attrs", obj=so, values=vals))
-            _alua_steps(add, current.storage_objects[key], so)
+            remade[key] = _alua_steps(add, current.storage_objects[key], so, in_use.get(key, set()))
         else:
             add(Step("so_create", obj=so))
 
@@ -219,7 +255,8 @@ def plan(current: Config, desired: Config) -> list[Step]:
                 if clun is None or clun.so_key != lun.so_key or lun.so_key not in kept_so:
                     add(Step("lun_create", wwn, tag, obj=lun))
                 elif lun.alua_tg_pt_gp_name and clun.alua_tg_pt_gp_name \
-                        and lun.alua_tg_pt_gp_name != clun.alua_tg_pt_gp_name:
+                        and (lun.alua_tg_pt_gp_name != clun.alua_tg_pt_gp_name
+                             or lun.alua_tg_pt_gp_name in remade.get(lun.so_key, ())):
                     add(Step("lun_alua", wwn, tag, obj=lun, values={"alua_tg_pt_gp_name": lun.alua_tg_pt_gp_name}))
             for key, p in dtpg.portals.items():
                 cp = None if new_tpg else ctpg.portals.get(key)

@@ -41,17 +41,20 @@ def _make_init(cls_name: str, names: tuple, defaults: dict, factories: tuple):
             raise TypeError(f"{cls_name}() takes {n} positional arguments, got {len(args)}")
         d = self.__dict__
         d.update(defaults)
-        for name, make in factories:
-            d[name] = make()
         if args:
             d.update(zip(names, args))
         if kw:
             if not nameset.issuperset(kw):
                 raise TypeError(f"{cls_name}() got an unexpected keyword argument {sorted(set(kw) - nameset)[0]!r}")
-            twice = [x for x in names[:len(args)] if x in kw]
-            if twice:
-                raise TypeError(f"{cls_name}() got multiple values for argument {twice[0]!r}")
+            if args:
+                twice = [x for x in names[:len(args)] if x in kw]
+                if twice:
+                    raise TypeError(f"{cls_name}() got multiple values for argument {twice[0]!r}")
             d.update(kw)
+        # a factory runs only for a field not given (NodeACL(chap=...) makes one Chap, not two)
+        for name, make in factories:
+            if name not in d:
+                d[name] = make()
         if len(d) < n:
             raise TypeError(f"{cls_name}() missing required argument {[x for x in names if x not in d][0]!r}")
     return __init__
