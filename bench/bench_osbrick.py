@@ -70,6 +70,12 @@ def main() -> int:
     for k in ("connect", "io", "disconnect"):
         if k in ref and k in ours:
             print(f"{k:<34}{ref[k]:>11.3f}{ours[k]:>10.3f}{ours[k] / ref[k]:>7.2f}")
+    # each round's own ratio: the tools alternate, so a change of the host's load falls on both
+    for k in ("connect", "disconnect"):
+        pairs = [b[k] / a[k] for a, b in zip(d["open_iscsi"], d["iscsikit"])]
+        if pairs:
+            print(f"{k} by round (ours / open-iscsi): " + " ".join(f"{x:.2f}" for x in pairs)
+                  + f"   median {sorted(pairs)[len(pairs) // 2]:.2f}")
     rounds = d["open_iscsi"] + d["iscsikit"]
     print("data verified:", bool(rounds) and all(r["data_ok"] for r in rounds))
     print(json.dumps(d))

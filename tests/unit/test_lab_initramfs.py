@@ -68,3 +68,47 @@ def test_a_failed_agent_unit_is_reported_from_the_console(tmp_path):
                    "[ 24.9] systemd[1]: iscsikit-lab-agent.service: Failed with result 'exit-code'.\n")
     assert "Failed to locate executable /tmp/c/.venv/bin/python" in g._agent_unit_failed()
     assert Guest(init="shell")._agent_unit_failed() == ""
+
+
+# ---- Guest(root_disk=True): the upper layer on a disk, so that reboot() finds the same root ----
+
+def _kernel(tmp_path):
+    from iscsikit.lab.kernel import Kernel
+    return Kernel(version="6.1.0-0-amd64", image=tmp_path / "vmlinuz", modules=tmp_path / "lib/modules/6.1.0-0-amd64",
+                  origin="path")
+
+
+def test_root_disk_is_an_ext4_image_the_guest_boots_on(tmp_path):
+    g = Guest(init="systemd", root_disk=True, root_disk_mb=64)
+    g._workdir = tmp_path
+    g._make_root_disk()
+    image = tmp_path / "root.img"
+    assert image.stat().st_size == 64 << 20
+    assert image.stat().st_blocks * 512 < image.stat().st_size     # sparse
+    sb = image.read_bytes()[1024:1024 + 0x78]
+    assert sb[0x38:0x3A] == b"\x53\xef"                           # ext2/3/4's s_magic (0xEF53)
+    argv = g._argv(_kernel(tmp_path), tmp_path / "initrd", tmp_path / "agent.sock")
+    append = argv[argv.index("-append") + 1].split()
+    assert "ik.upper=disk" in append
+    assert f"file={image},format=raw,if=virtio,cache=unsafe" in argv
+    plain = Guest(init="systemd")
+    plain._workdir = tmp_path
+    argv = plain._argv(_kernel(tmp_path), tmp_path / "initrd", tmp_path / "agent.sock")
+    assert "ik.upper=disk" not in argv[argv.index("-append") + 1] and "-drive" not in argv
+
+
+def test_the_init_mounts_the_disk_as_upper_layer_only_when_asked():
+    script = initramfs.INIT
+    disk = script.index('if [ "$upper" = disk ]')
+    assert script.index("/mods/disk-order", disk) < script.index(f"mount -t ext4 {initramfs.DISK_DEVICE} /up", disk)
+    assert script.index("mount -t tmpfs -o mode=0755 tmpfs /up", disk) > disk     # the else branch
+    # the guest kernel's modules' upper layer (where DKMS puts a module) lies on /up too
+    assert "upperdir=/up/mu" in script
+
+
+def test_reboot_is_refused_where_it_would_lose_the_guests_writes():
+    from iscsikit.lab.errors import GuestError
+    with pytest.raises(GuestError, match="tmpfs"):
+        Guest(init="systemd").reboot()
+    with pytest.raises(GuestError, match="systemd"):
+        Guest(init="shell", root_disk=True).reboot()

@@ -14,6 +14,11 @@ thread): the death signal follows the thread that started QEMU.
         print(g.journal())              # the journal lines since the last call
         console = g.shutdown()          # a clean `systemctl poweroff`; the console, journal included
 
+    with Guest(init="systemd", root_disk=True) as g:   # what the guest writes lives on a disk
+        g.run("systemctl enable some.service", check=True)
+        console = g.reboot()            # a clean `systemctl reboot` into a new QEMU, same root
+        g.run("systemctl is-active some.service")
+
 With init="systemd" the services the host itself enables (/etc/systemd/system/*.wants)
 are masked in the guest: they are the host's, not the lab's (a database, open-iscsi's
 iscsid, tgtd ...), and would only slow the boot and hold the kernel's iSCSI.
@@ -50,6 +55,8 @@ PR_SET_PDEATHSIG = 1
 AGENT_GRACE = 30.0
 CONSOLE_TAIL = 15
 INITS = ("shell", "systemd")
+# the root disk's image in the Guest's work folder (Guest(root_disk=True))
+ROOT_DISK = "root.img"
 # the kernel's command line is at most 2048 bytes on x86 (COMMAND_LINE_SIZE)
 CMDLINE_MAX = 2048
 # where Guest.journal() keeps its place in the guest's journal
@@ -118,8 +125,14 @@ class Guest:
     # ACPI tables (files, header included) the firmware hands the guest, as a boot ROM leaves
     # an iBFT for iscsi_ibft (QEMU's -acpitable file=)
     acpi_tables: tuple[str, ...] = ()
+    # the overlay's upper layer (all the guest writes over the host's root, the guest kernel's
+    # modules' included) on an ext4 image in the Guest's work folder instead of a tmpfs, so that
+    # reboot() boots the same root again; the image is sparse, removed by close()
+    root_disk: bool = False
+    root_disk_mb: int = 2048
     qemu: str = "qemu-system-x86_64"
 
+    boots: int = field(default=0, init=False)                 # boots of this Guest (reboot() adds one)
     boot_seconds: float = field(default=0.0, init=False)      # wall time, QEMU start to agent ready
     guest_uptime: float = field(default=0.0, init=False)      # the guest's own uptime at agent ready
     accel_used: str = field(default="", init=False)
@@ -177,6 +190,7 @@ class Guest:
             f"ik.agent={agent}",
             *( [f"ik.share={self.share}"] if self.share else [] ),
             *systemd,
+            *( ["ik.upper=disk"] if self.root_disk else [] ),
             self.extra_append,
         ]).strip()
         if len(append) >= CMDLINE_MAX:
@@ -203,6 +217,10 @@ class Guest:
                 raise LabError(f"ACPI table path {table!r} has a comma, which QEMU's -acpitable cannot carry",
                                "write the table to a path without commas")
             argv += ["-acpitable", f"file={table}"]
+        if self.root_disk:
+            # cache=unsafe: the guest's flushes stop at QEMU's host file; a QEMU that ends
+            # (the guest rebooted or powered off) has written everything into it
+            argv += ["-drive", f"file={self._workdir / ROOT_DISK},format=raw,if=virtio,cache=unsafe"]
         if self.share:
             argv += ["-virtfs", f"local,path={self.share},mount_tag={initramfs.SHARE_TAG},security_model=none,multidevs=remap"]
         return argv
@@ -223,10 +241,36 @@ class Guest:
             raise LabError(f"{self.qemu} not found", "install Debian's qemu-system-x86 package")
         kernel = self.kernel if isinstance(self.kernel, Kernel) else resolve(self.kernel)
         self.kernel = kernel
-        initrd = initramfs.build(kernel)
+        self._initrd = initramfs.build(kernel)
         self._workdir = Path(tempfile.mkdtemp(prefix="iscsikit-lab-"))
+        if self.root_disk:
+            self._make_root_disk()
+        self._boot()
+
+    def _make_root_disk(self) -> None:
+        """An empty ext4 filesystem in a sparse file (mke2fs needs no root for a file)."""
+        mkfs = shutil.which("mkfs.ext4") or shutil.which("mkfs.ext4", path="/usr/sbin:/sbin")
+        if mkfs is None:
+            raise LabError("mkfs.ext4 not found (needed for Guest(root_disk=True))", "install Debian's e2fsprogs package")
+        image = self._workdir / ROOT_DISK
+        with open(image, "wb") as f:
+            f.truncate(self.root_disk_mb << 20)
+        # inode tables and journal written now, on the host (lazy init would be a kernel thread
+        # zeroing them in the guest, under TCG); a small journal, few inodes: the upper layer
+        # holds what the tests change, not a system
+        proc = subprocess.run([mkfs, "-q", "-F", "-N", "65536", "-J", "size=16", "-E",
+                               "lazy_itable_init=0,lazy_journal_init=0", "-L", "iscsikit-lab", str(image)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise LabError(f"mkfs.ext4 {image} failed: {proc.stderr.strip()}", "check free space in the temporary folder")
+
+    def _boot(self) -> None:
+        """Start QEMU on the Guest's kernel, initramfs and work folder; wait for the agent."""
         sock = self._workdir / "agent.sock"
-        argv = self._argv(kernel, initrd, sock)
+        sock.unlink(missing_ok=True)
+        argv = self._argv(self.kernel, self._initrd, sock)
+        self._ids = itertools.count(1)
+        self._pending, self._dead = {}, None
         t0 = time.monotonic()
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -237,6 +281,7 @@ class Guest:
         ready = self._read_ready(t0)
         self.boot_seconds = time.monotonic() - t0
         self.guest_uptime = float(ready.get("uptime", 0.0))
+        self.boots += 1
         self._reader = threading.Thread(target=self._read_replies, name="lab-agent-reader", daemon=True)
         self._reader.start()
 
@@ -438,11 +483,16 @@ class Guest:
         return reply["pid"]
 
     def journal(self, *args: str, timeout: float = 60.0) -> str:
-        """The guest's journal (init="systemd") since the previous call, or since boot on the first;
+        """The guest's journal (init="systemd") since the previous call, or since this boot on the first;
         `args` go to journalctl (e.g. "-u", "iscsikit-login.service")."""
         if self.init != "systemd":
             raise GuestError("the journal needs Guest(init='systemd')")
-        r = self.run(["journalctl", "--no-pager", "-o", "short-monotonic", "--cursor-file", JOURNAL_CURSOR, *args],
+        # this boot's lines only, unless the caller names a boot: the journal is persistent
+        # (the host's /var/log/journal is in the lower layer, its own boots' lines with it, and
+        # a root disk keeps the guest's earlier boots')
+        boot = [] if any(a in ("-b", "--boot") or a.startswith(("-b", "--boot=")) for a in args) else ["-b"]
+        r = self.run(["journalctl", "--no-pager", "-o", "short-monotonic", "--cursor-file", JOURNAL_CURSOR,
+                      *boot, *args],
                      timeout=timeout)
         if r.rc not in (0, 1):   # 1: nothing new since the cursor
             raise GuestCommandError(r)
@@ -460,6 +510,35 @@ class Guest:
             raise self._failure(f"the guest did not power off within {timeout:.0f} s") from None
         text = (self._workdir / "console.log").read_text(errors="replace")
         self.close()
+        return text
+
+    def reboot(self, timeout: float = 180.0) -> str:
+        """Reboot cleanly (`systemctl reboot`: every unit is stopped in order) into the same root,
+        and return the console of the boot that ended (its journal up to the end, shutdown included).
+
+        QEMU runs with -no-reboot, so the guest's reboot ends it; the next boot is a new QEMU on
+        the same kernel, initramfs and root disk (Guest(root_disk=True)), its agent ready when
+        this returns. On a tmpfs upper layer a reboot would lose all the guest wrote: refused."""
+        if self.init != "systemd":
+            raise GuestError("a clean reboot needs Guest(init='systemd')")
+        if not self.root_disk:
+            raise GuestError("a reboot would lose what the guest wrote: its overlay's upper layer is a tmpfs",
+                             "boot it with Guest(root_disk=True)")
+        self.spawn(["systemctl", "reboot", "--no-block"])
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise self._failure(f"the guest did not reboot within {timeout:.0f} s") from None
+        if self._proc.returncode != 0:
+            raise self._failure(f"QEMU exited with {self._proc.returncode} on the guest's reboot")
+        # the agent channel is gone with QEMU: the reader fails what was pending, then ends
+        self._reader.join(timeout=10)
+        self._sock.close()
+        self._sock = None
+        console = self._workdir / "console.log"
+        text = console.read_text(errors="replace")
+        console.rename(self._workdir / f"console-{self.boots}.log")
+        self._boot()
         return text
 
     def uptime(self) -> float:

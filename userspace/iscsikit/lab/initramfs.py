@@ -2,7 +2,9 @@
 
 It is built once per kernel (and per version of the init script) and cached.
 Its /init mounts the host's root read-only over 9p, lays a tmpfs overlay on it
-so the guest can write without touching the host, binds the guest kernel's
+so the guest can write without touching the host (or, with `ik.upper=disk`, an overlay
+whose upper layer is the ext4 disk the host hands the guest, so that a reboot into a new
+QEMU finds what the first boot wrote: Guest(root_disk=True).reboot()), binds the guest kernel's
 modules over /lib/modules/<version> (with a tmpfs overlay of their own, so DKMS
 can add a module and depmod can index it), and switch_roots into the agent
 (`agent.py`) with which the host runs commands: PID 1 is then a shell, or with
@@ -26,6 +28,10 @@ from .kernel import Kernel
 # What /init needs before the host's root is reachable: virtio transport, 9p,
 # overlayfs, and the virtio console the agent talks on.
 BOOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay", "virtio_console")
+# The upper layer on a disk (ik.upper=disk): virtio's block driver and ext4, loaded only then
+DISK_MODULES = ("virtio_blk", "ext4")
+# the disk as the guest sees it: the first virtio block device (-drive if=virtio)
+DISK_DEVICE = "/dev/vda"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
 # Where /init mounts a filesystem of its own over the host's root (besides the guest kernel's
@@ -56,12 +62,23 @@ for a in $(cat /proc/cmdline); do
     ik.share=*) share="${a#ik.share=}" ;;
     ik.init=*) init="${a#ik.init=}" ;;
     ik.mask=*) masks="${a#ik.mask=}" ;;
+    ik.upper=*) upper="${a#ik.upper=}" ;;
   esac
 done
 kver=$(uname -r)
 mkdir -p /lower /up /newroot
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose @ROOT_TAG@ /lower || die "cannot mount the host root over 9p"
-mount -t tmpfs -o mode=0755 tmpfs /up && mkdir /up/u /up/w
+if [ "$upper" = disk ]; then
+  # the same upper layer on every boot of this Guest: the host made the filesystem, this boot
+  # may be its first or a reboot's (then u/ holds what the last one wrote)
+  while read -r m; do insmod "/mods/$m" || die "insmod $m failed"; done < /mods/disk-order
+  n=0
+  while [ ! -b @DISK@ ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+  mount -t ext4 @DISK@ /up || die "cannot mount the root disk @DISK@"
+  mkdir -p /up/u /up/w
+else
+  mount -t tmpfs -o mode=0755 tmpfs /up && mkdir /up/u /up/w
+fi
 mount -t overlay -o lowerdir=/lower,upperdir=/up/u,workdir=/up/w overlay /newroot || die "cannot mount the overlay"
 mkdir -p "/newroot/lib/modules/$kver" /up/mu /up/mw
 mount -t overlay -o "lowerdir=/lower$hostmods,upperdir=/up/mu,workdir=/up/mw" overlay "/newroot/lib/modules/$kver" || die "cannot lay the guest modules from $hostmods"
@@ -116,7 +133,7 @@ if [ "$init" = systemd ]; then
 fi
 # PID 1 stays a shell so that orphans are reaped; when the agent goes, the guest powers off.
 exec switch_root /newroot /bin/sh -c '"$0" -I -S "$1"; echo o > /proc/sysrq-trigger; sleep 60' "$python" "$agent"
-""".replace("@ROOT_TAG@", ROOT_TAG).replace("@SHARE_TAG@", SHARE_TAG).replace("@AGENT_UNIT@", AGENT_UNIT)
+""".replace("@ROOT_TAG@", ROOT_TAG).replace("@SHARE_TAG@", SHARE_TAG).replace("@AGENT_UNIT@", AGENT_UNIT).replace("@DISK@", DISK_DEVICE)
 
 
 def covered(path: str | os.PathLike) -> str | None:
@@ -135,12 +152,12 @@ def _busybox() -> str:
     raise LabError("busybox not found", "install Debian's busybox-static package")
 
 
-def _module_files(kernel: Kernel) -> list[Path]:
-    """The .ko files of BOOT_MODULES and their dependencies, in load order, each once."""
+def _module_files(kernel: Kernel, wanted: tuple[str, ...] = BOOT_MODULES, skip: tuple[Path, ...] = ()) -> list[Path]:
+    """The .ko files of `wanted` and their dependencies, in load order, each once (none of `skip`)."""
     if shutil.which("modprobe") is None:
         raise LabError("modprobe not found (needed to order the guest's boot modules)", "install Debian's kmod package")
     ordered: list[Path] = []
-    for mod in BOOT_MODULES:
+    for mod in wanted:
         proc = subprocess.run(
             ["modprobe", "-d", str(kernel.root), "-S", kernel.version, "--show-depends", mod],
             capture_output=True, text=True,
@@ -152,7 +169,7 @@ def _module_files(kernel: Kernel) -> list[Path]:
             parts = line.split()
             if parts[:1] == ["insmod"]:
                 path = Path(parts[1])
-                if path not in ordered:
+                if path not in ordered and path not in skip:
                     ordered.append(path)
     return ordered
 
@@ -165,20 +182,21 @@ def _key(kernel: Kernel, modules: list[Path], busybox: str) -> str:
     return h.hexdigest()[:12]
 
 
-def _write_tree(tree: Path, modules: list[Path], busybox: str) -> None:
+def _write_tree(tree: Path, modules: list[Path], busybox: str, disk_modules: list[Path]) -> None:
     for d in ("bin", "proc", "sys", "dev", "mods"):
         (tree / d).mkdir()
     shutil.copy2(busybox, tree / "bin" / "busybox")
     for applet in ("sh", "mount", "insmod", "mkdir", "cat", "echo", "sleep", "switch_root", "ip", "hostname", "uname", "ln", "printf", "rm"):
         os.symlink("busybox", tree / "bin" / applet)
-    names = []
-    for m in modules:
-        name = m.name
-        if name.endswith((".xz", ".zst", ".gz")):
-            raise LabError(f"module {m} is compressed; busybox insmod wants plain .ko", "use a kernel with uncompressed modules")
-        shutil.copy2(m, tree / "mods" / name)
-        names.append(name)
-    (tree / "mods" / "order").write_text("\n".join(names) + "\n")
+    for order, mods in (("order", modules), ("disk-order", disk_modules)):
+        names = []
+        for m in mods:
+            name = m.name
+            if name.endswith((".xz", ".zst", ".gz")):
+                raise LabError(f"module {m} is compressed; busybox insmod wants plain .ko", "use a kernel with uncompressed modules")
+            shutil.copy2(m, tree / "mods" / name)
+            names.append(name)
+        (tree / "mods" / order).write_text("".join(n + "\n" for n in names))
     init = tree / "init"
     init.write_text(INIT)
     init.chmod(0o755)
@@ -188,8 +206,9 @@ def build(kernel: Kernel, cache_dir: Path | None = None) -> Path:
     """Return the cached initramfs for `kernel`, building it first if needed."""
     busybox = _busybox()
     modules = _module_files(kernel)
+    disk_modules = _module_files(kernel, DISK_MODULES, skip=tuple(modules))
     folder = (cache_dir or cache.cache_root()) / "initramfs"
-    final = folder / f"{kernel.version}-{_key(kernel, modules, busybox)}.cpio.gz"
+    final = folder / f"{kernel.version}-{_key(kernel, modules + disk_modules, busybox)}.cpio.gz"
     if final.is_file():
         return final
     if shutil.which("cpio") is None:
@@ -198,7 +217,7 @@ def build(kernel: Kernel, cache_dir: Path | None = None) -> Path:
     cache.ensure_space(folder, 50, "the guest's initramfs")
     with tempfile.TemporaryDirectory(prefix=cache.TMP_PREFIX, dir=folder) as scratch:
         tree = Path(scratch)
-        _write_tree(tree, modules, busybox)
+        _write_tree(tree, modules, busybox, disk_modules)
         names = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
         proc = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=tree,
                               input="\n".join(names).encode(), capture_output=True)
