@@ -54,6 +54,7 @@ class Portal:
         self.connections = 0
         self.connected_at: list[float] = []     # time.monotonic() of each accepted connection
         self.logins: list[LoginRequest] = []
+        self.drop_logins = False         # close the connection on a Login Request, unanswered
         self.logouts: list[LogoutRequest] = []
         self.open: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -108,6 +109,8 @@ class Portal:
                 for pdu in pdus:
                     if isinstance(pdu, LoginRequest):
                         self.logins.append(pdu)
+                        if self.drop_logins:
+                            return       # ib_isert closing behind a refusal that never arrived
                         reply = target.handle(pdu)
                     elif isinstance(pdu, LogoutRequest):
                         statsn += 1
@@ -191,7 +194,7 @@ class Running:
 def lab(tmp_path, monkeypatch):
     # the tests may run as any user; the root-only check has its own tests (test_mgmt)
     monkeypatch.setattr(mgmt, "peer_uid", lambda sock: 0)
-    kernel = FakeKernel(tmp_path / "sys")
+    kernel = FakeKernel(tmp_path / "sys", transports=("tcp", "iser"))
     portal = Portal()
     started: list[Running] = []
 
@@ -204,9 +207,12 @@ def lab(tmp_path, monkeypatch):
             started.append(r)
             return r
 
-        def request(self, **record) -> dict:
-            nid = NodeId(TARGET, "127.0.0.1", portal.port, 1, "default")
-            return records.login_request(nid, {k.replace("__", "."): v for k, v in record.items()}, INITIATOR)
+        def request(self, iface: str = "default", **record) -> dict:
+            nid = NodeId(TARGET, "127.0.0.1", portal.port, 1, iface)
+            values = {k.replace("__", "."): v for k, v in record.items()}
+            if iface == "iser":
+                values["iface.transport_name"] = "iser"
+            return records.login_request(nid, values, INITIATOR)
 
     yield Lab()
     for r in started:
@@ -815,3 +821,109 @@ def test_a_refused_first_login_ends_as_a_timeout_when_the_retries_are_spent(lab)
     # 0: the connect's delay, then no retry
     code, took = _timed_login(d, lab.request(**{"node__session__initial_login_retry_max": "0"}))
     assert code == 8 and 0.2 <= took < 1
+
+
+# ---- iser: the kernel endpoint path on the fake's ib_iser (issue 16) -----------------------
+# The fake's "RDMA connection" is a TCP connection the fake kernel makes itself (EP_CONNECT),
+# so the login runs through the kernel (SEND_PDU / RECV_PDU) as over ib_iser; the guest proves
+# the same against ib_iser and LIO over soft-RoCE (tests/vm/test_iser.py).
+ISER = {"node__conn[0]__iscsi__HeaderDigest": "None"}
+
+
+def _endpoints(lab) -> list[str]:
+    return os.listdir(lab.kernel.path("class", "iscsi_endpoint"))
+
+
+@pytest.fixture
+def iser_target(lab):
+    lab.portal.target.update(policy={"RDMAExtensions": "Yes"})    # as ib_isert's portal answers
+    return lab
+
+
+def test_an_iser_login_connects_a_kernel_endpoint_and_logout_disconnects_it(lab, iser_target):
+    d = lab.daemon()
+    sid = d.client.login(lab.request("iser", **ISER))["sid"]
+    kinds = lab.kernel.kinds()
+    # iscsid's order for a kernel endpoint: connect and poll, a session bound to the endpoint,
+    # the conn bound to the endpoint's handle, the login through the kernel, start last
+    assert kinds[:4] == [Ev.TRANSPORT_EP_CONNECT, Ev.TRANSPORT_EP_POLL, Ev.CREATE_BOUND_SESSION, Ev.CREATE_CONN]
+    [bind] = [u for k, u in lab.kernel.requests if k == Ev.BIND_CONN]
+    assert bind["transport_eph"] == 1 and Ev.SEND_PDU in kinds and kinds[-1] == Ev.START_CONN
+    assert _endpoints(lab) == ["ep-1"] and d.daemon.sessions[sid].ks.ep == 1
+    assert lab.kernel.sysfs.attr("scsi_host", f"host{lab.kernel.sessions[sid].host_no}", "proc_name") == "iscsi_iser"
+    assert lab.portal.logins[0].data and b"RDMAExtensions=Yes" in lab.portal.logins[-1].data
+    before = len(lab.kernel.requests)
+    d.client.logout(sid)
+    after = [k for k, _ in lab.kernel.requests[before:]]
+    # the endpoint let go before the connection stops (usr/initiator.c: ep_disconnect, then stop_conn)
+    assert after[-4:] == [Ev.TRANSPORT_EP_DISCONNECT, Ev.STOP_CONN, Ev.DESTROY_CONN, Ev.DESTROY_SESSION]
+    assert _endpoints(lab) == [] and lab.kernel.endpoints == {} and lab.kernel.sessions == {}
+
+
+def test_a_lost_iser_login_is_tried_again_by_the_daemons_window_alone(lab, iser_target):
+    # every Login Request's connection closes before any response (ib_isert behind a refusal):
+    # iscsid's login timer ends each try (11), tried again while initial_login_retry_max x
+    # login_timeout lasts, one try per login_timeout. One retry only: a second one stacked
+    # inside the login (issue 16's first build) would make more tries than the window holds.
+    lab.portal.drop_logins = True
+    d = lab.daemon()
+    # login_timeout 2 > session.LATE_RESPONSE (1 s): a try's own wait ends before its timer would
+    record = {**ISER, "node__conn[0]__timeo__login_timeout": "2", "node__session__iscsi__DefaultTime2Wait": "0"}
+    code, took = _timed_login(d, lab.request("iser", **record, node__session__initial_login_retry_max="0"))
+    assert (code, lab.portal.connections) == (11, 1)
+    # 2 x 2 s: tries at 0 and 2 s; the one ending after 4 s gives up, as iscsid's timer would
+    code, took = _timed_login(d, lab.request("iser", **record, node__session__initial_login_retry_max="2"))
+    assert code == 11 and lab.portal.connections - 1 == 2, (took, lab.portal.connections)
+    # paced by the login timer: the tries are login_timeout apart, not back to back
+    gaps = [b - a for a, b in zip(lab.portal.connected_at[1:], lab.portal.connected_at[2:])]
+    assert all(g >= 1.9 for g in gaps), gaps
+    # each try unwound: no session, endpoint or handle left
+    assert lab.kernel.sysfs.session_ids() == [] and _endpoints(lab) == [] and lab.kernel.endpoints == {}
+    connects = lab.kernel.kinds().count(Ev.TRANSPORT_EP_CONNECT)
+    assert lab.kernel.kinds().count(Ev.TRANSPORT_EP_DISCONNECT) == connects == 3
+
+
+def test_an_adopted_iser_sessions_logout_disconnects_its_endpoint(lab, iser_target):
+    first = lab.daemon()
+    sid = first.client.login(lab.request("iser", **ISER))["sid"]
+    first.stop()
+    second = lab.daemon()
+    [s] = second.client.sessions()
+    assert (s["sid"], s["adopted"]) == (sid, True)
+    # the endpoint comes from the first daemon's record, checked against sysfs
+    assert second.daemon.sessions[sid].ks.ep == 1
+    before = len(lab.kernel.requests)
+    second.client.logout(sid)
+    after = lab.kernel.requests[before:]
+    assert (Ev.TRANSPORT_EP_DISCONNECT, {"ep_handle": 1}) in after
+    assert [k for k, _ in after].index(Ev.TRANSPORT_EP_DISCONNECT) < [k for k, _ in after].index(Ev.STOP_CONN)
+    assert _endpoints(lab) == [] and lab.kernel.endpoints == {}
+    # an endpoint record that names an endpoint sysfs no longer has is not trusted
+    third = lab.daemon()
+    sid = third.client.login(lab.request("iser", **ISER))["sid"]
+    third.stop()
+    os.unlink(lab.kernel.path("class", "iscsi_endpoint", "ep-1"))      # as if another's now
+    fourth = lab.daemon()
+    assert fourth.daemon.sessions[sid].ks.ep is None
+    before = len(lab.kernel.requests)
+    fourth.client.logout(sid)
+    assert Ev.TRANSPORT_EP_DISCONNECT not in [k for k, _ in lab.kernel.requests[before:]]
+    assert lab.kernel.sessions == {}     # 6.1's STOP_CONN disconnected the bound endpoint
+
+
+def test_an_iser_connection_error_is_recovered_on_a_new_endpoint(lab, iser_target):
+    d = lab.daemon()
+    sid = d.client.login(lab.request("iser", **ISER))["sid"]
+    before = len(lab.kernel.requests)
+    lab.kernel.conn_error(sid, ConnErr.CONN_FAILED)
+    _wait(lambda: d.client.sessions()[0]["recoveries"] == 1)
+    after = lab.kernel.requests[before:]
+    kinds = [k for k, _ in after]
+    # the dead endpoint let go (the kernel's cleanup held its handle), a new one bound to the same conn
+    assert kinds[:2] == [Ev.STOP_CONN, Ev.TRANSPORT_EP_DISCONNECT] and after[1][1] == {"ep_handle": 1}
+    assert Ev.CREATE_BOUND_SESSION not in kinds and Ev.TRANSPORT_EP_CONNECT in kinds and kinds[-1] == Ev.START_CONN
+    ep = d.daemon.sessions[sid].ks.ep
+    assert _endpoints(lab) == [f"ep-{ep}"] and list(lab.kernel.endpoints) == [ep]
+    assert d.daemon.read_endpoints() == {sid: ep}        # what a restarted daemon would adopt
+    d.client.logout(sid)
+    assert _endpoints(lab) == [] and lab.kernel.endpoints == {} and d.daemon.read_endpoints() == {}

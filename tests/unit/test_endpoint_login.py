@@ -1,11 +1,13 @@
 """The kernel-endpoint login's control flow (iser): a redirect moves the connection to a new
-endpoint, and a first login whose connection failed before any Login Response is made again.
+endpoint, and a first login whose connection failed before any Login Response is ONE try that
+ends as iscsid's login timer ends it (11), everything unwound; trying again is the daemon's
+first-login window alone (tests/unit/test_daemon_fake.py, the iser section).
 
 The netlink here only records what the daemon asks of the kernel; the guest proves the same
 against ib_iser, LIO and tgtd (tests/vm/test_iser.py). Would fail if: a redirect were refused
 or followed without letting the old endpoint go, the new endpoint were not connected to the
-TargetAddress and bound to the same connection, or a lost connection ended a first login that
-had retries left (or retried past initial_login_retry_max).
+TargetAddress and bound to the same connection, or a lost connection were tried again here
+(a second retry stacked on the daemon's) or ended with another code or left anything behind.
 """
 
 import pytest
@@ -65,8 +67,8 @@ def test_a_redirect_moves_the_connection_to_a_new_endpoint_at_the_target_address
         return outcomes.pop(0)
     monkeypatch.setattr(ini, "_login_through_kernel", login)
     monkeypatch.setattr(S, "LoginSuccess", Success)
-    ks = ini._login_through_endpoint(S.NodeConfig(**NODE), 7, "iqn.i", S.Initiator._own_pdus.__get__(ini), None,
-                                     scan=False)
+    ks = ini._endpoint_session(S.NodeConfig(**NODE), 7, "iqn.i", S.Initiator._own_pdus.__get__(ini), None,
+                               scan=False)
     calls = [c[0] for c in ini.nl.calls]
     assert portals == [None, ("192.0.2.1", 3264)]
     assert ("ep_connect", "192.0.2.2", 3260, 101) in ini.nl.calls and ("ep_connect", "192.0.2.1", 3264, 102) in ini.nl.calls
@@ -77,27 +79,21 @@ def test_a_redirect_moves_the_connection_to_a_new_endpoint_at_the_target_address
     assert ks.ep == 102 and calls.count("create_bound_session") == 1 and calls[-1] == "start_conn"
 
 
-@pytest.mark.parametrize("retries,lost,ok", [(2, 1, True), (2, 2, True), (1, 2, False), (0, 1, False)])
-def test_a_first_login_whose_connection_was_lost_is_made_again(ini, monkeypatch, retries, lost, ok):
-    left = [lost]
+@pytest.mark.parametrize("retries", [0, 4])
+def test_a_lost_connection_is_one_try_ending_as_a_pdu_timeout(ini, monkeypatch, retries):
+    tries = []
 
     def login(ks, recv_pdu, portal=None):
-        if left[0]:
-            left[0] -= 1
-            raise S.LoginConnectionLost(4, "the connection failed during the login")
-        return Success()
+        tries.append(ks.sid)
+        raise S.LoginConnectionLost("192.0.2.2,3260: the connection failed during the login")
     monkeypatch.setattr(ini, "_login_through_kernel", login)
-    monkeypatch.setattr(S, "LoginSuccess", Success)
-    node = S.NodeConfig(**NODE, initial_login_retry_max=retries)
-    run = lambda: ini._login_through_endpoint(node, 7, "iqn.i", S.Initiator._own_pdus.__get__(ini), None, scan=False)  # noqa: E731
-    if ok:
-        assert run().sid == lost + 1
-    else:
-        with pytest.raises(S.SessionError) as e:
-            run()
-        assert e.value.exit_code == 5 and f"({retries + 1} tries)" in str(e.value)
+    monkeypatch.setattr(ini, "transport_handle", lambda *a, **k: 7)
+    node = S.NodeConfig(**NODE, initial_login_retry_max=retries, initiator_name="iqn.i")
+    with pytest.raises(S.SessionError) as e:
+        ini.login(node, None, False, S.Initiator._own_pdus.__get__(ini))
+    # iscsid: the error is ignored in login and its login timer ends the try (11)
+    assert (e.value.exit_code, e.value.stage) == (11, "connection")
     calls = [c[0] for c in ini.nl.calls]
-    tries = lost + 1 if ok else retries + 1
-    assert calls.count("create_bound_session") == tries
-    # every failed try unwound: its endpoint let go and its session destroyed
-    assert calls.count("destroy_session") == tries - ok and calls.count("ep_disconnect") == tries - ok
+    # one try whatever initial_login_retry_max says, and it unwound: endpoint, conn, session
+    assert tries == [1] and calls.count("ep_connect") == calls.count("create_bound_session") == 1
+    assert calls.count("ep_disconnect") == calls.count("destroy_conn") == calls.count("destroy_session") == 1

@@ -37,6 +37,11 @@ CHAP_TRIES = 3
 ENV = {**os.environ, "ISCSIKIT_SOCKET": SOCK, "ISCSIKIT_DB_ROOT": DB, "NO_COLOR": "1"}
 os.environ.update(ISCSIKIT_SOCKET=SOCK, ISCSIKIT_DB_ROOT=DB)
 DAEMON_LOG = "/tmp/iscsikitd-iser.log"
+ADOPTING_LOG = "/tmp/iscsikitd-iser-adopting.log"     # the daemon restarted under a logged-in session
+# the wrong-CHAP logins' record: one retry fits the window (2 x 5 s; a lost try lasts its
+# login_timeout, then DefaultTime2Wait 2 s), so a login makes 1 or 2 tries, never more
+CHAP_RECORD = (("node.conn[0].timeo.login_timeout", "5"), ("node.session.initial_login_retry_max", "2"))
+DEFAULT_RECORD = (("node.conn[0].timeo.login_timeout", "15"), ("node.session.initial_login_retry_max", "4"))
 # the redirect: tgtd's iSER portal (RDMA port 3260, all addresses) sends the login to LIO's
 # iSER portal moved to 3264, reached at the initiator-side address (tgtd does not redirect
 # to the address the connection came in on)
@@ -111,8 +116,16 @@ def build_target():
     out["target"].update(cleared_gone="[Targets: 0]" in again, restored_iser_configfs=iser_flag(3260))
 
 
-def start_daemon():
-    return lio.start_iscsikitd(SOCK, DAEMON_LOG, "--log-level", "debug")
+def start_daemon(log=DAEMON_LOG):
+    return lio.start_iscsikitd(SOCK, log, "--log-level", "debug")
+
+
+DAEMON = None
+
+
+def restart():
+    global DAEMON
+    DAEMON = start_daemon(ADOPTING_LOG)
 
 
 def set_chap(tool, target, portal, iface, secret, env=ENV):
@@ -231,6 +244,17 @@ def rxe_counters(link):
             for k in ("sent_pkts", "rcvd_pkts")}
 
 
+def lio_refusals():
+    """How many logins LIO refused so far (one dmesg line per try that reached it: over iSER
+    the refusal itself may never reach the initiator)."""
+    return subprocess.run(["dmesg"], capture_output=True, text=True).stdout.count("Security negotiation failed")
+
+
+def update(iqn, portal, pairs):
+    for key, value in pairs:
+        adm("-m", "node", "-T", iqn, "-p", portal, "-I", "iser", "-o", "update", "-n", key, "-v", value)
+
+
 def one_attempt(iqn, portal):
     adm("-m", "node", "-T", iqn, "-p", portal, "-I", "iser", "-o", "update",
         "-n", "node.session.initial_login_retry_max", "-v", "0")
@@ -243,12 +267,16 @@ def ours():
     set_chap(os.path.join(BIN, "iscsiadm"), IQN, portal, "iser", SECRET)
     # 3. failures unwind: wrong CHAP, no route, no iSER listener
     set_chap(os.path.join(BIN, "iscsiadm"), IQN, portal, "iser", "wrong-secret-999")
+    update(IQN, portal, CHAP_RECORD)
     tries = []
     for _ in range(CHAP_TRIES):
+        before = lio_refusals()
         r = adm("-m", "node", "-T", IQN, "-p", portal, "-I", "iser", "--login")
-        tries.append({"rc": r["rc"], "s": r["s"], "err": r["err"][-300:], "left": leftovers()})
+        tries.append({"rc": r["rc"], "s": r["s"], "err": r["err"][-300:], "left": leftovers(),
+                      "target_tries": lio_refusals() - before})
     out["wrong_chap"] = {"rcs": [t["rc"] for t in tries], "tries": tries,
                          "left": leftovers(), "retried": open(DAEMON_LOG).read().count("trying again")}
+    update(IQN, portal, DEFAULT_RECORD)
     set_chap(os.path.join(BIN, "iscsiadm"), IQN, portal, "iser", SECRET)
     # one attempt each (initial_login_retry_max 0, as os-brick sets it): the unwind of one
     # failed connect is what these prove, not the retry window (4 x login_timeout by default)
@@ -285,10 +313,20 @@ def ours():
         # not back 30 s after the link returned: the target side's rxe device made again
         out["link_cut"] = outage(sid, disk, "link", None, wait=30, reset=True)
 
+    # the daemon restarted under the session: it adopts it, with its endpoint (the record the
+    # first daemon kept beside its socket, checked against /sys/class/iscsi_endpoint)
+    adopt = out["adoption"] = {"eps_before": leftovers()["iscsi_endpoint"]}
+    Client(timeout=10).stop()
+    DAEMON.wait(30)
+    restart()
+    adopt["sessions"] = [{k: s[k] for k in ("sid", "adopted", "state")} for s in Client(timeout=10).sessions()]
+
     # logout → disk, session, endpoint gone
     r = adm("-m", "node", "-T", IQN, "-p", portal, "-I", "iser", "--logout")
     out["logout"] = {"rc": r["rc"], "out": r["out"], "err": r["err"],
                      "disk_gone": lio.until(lambda: not os.path.exists(f"/dev/{disk}"), 10), "left": leftovers()}
+    log = open(ADOPTING_LOG).read()
+    adopt["log"] = [line for line in log.splitlines() if "endpoint ep-" in line or "endpoint is ep-" in line]
 
 
 def debian():
@@ -308,10 +346,14 @@ def debian():
         for key, value in (("node.conn[0].timeo.login_timeout", "15"), ("node.session.initial_login_retry_max", "1")):
             run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", f"{ADDR}:3260", "-I", "iser", "-o", "update",
                  "-n", key, "-v", value], env=env)
-        tries = [run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", f"{ADDR}:3260", "-I", "iser", "--login"],
-                     env=env, timeout=180) for _ in range(CHAP_TRIES)]
+        tries, target_tries = [], []
+        for _ in range(CHAP_TRIES):
+            before = lio_refusals()
+            tries.append(run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", f"{ADDR}:3260", "-I", "iser", "--login"],
+                             env=env, timeout=180))
+            target_tries.append(lio_refusals() - before)
         out["debian_wrong_chap"] = {"rcs": [t["rc"] for t in tries], "s": [t["s"] for t in tries],
-                                    "left": leftovers()}
+                                    "target_tries": target_tries, "left": leftovers()}
         # a fresh record (open-iscsi's defaults again) for the login that is compared with ours
         run([DEBIAN_ADM, "-m", "node", "-o", "delete"], env=env)
         run([DEBIAN_ADM, "-m", "discovery", "-t", "st", "-p", ADDR, "-I", "iser"], env=env)
@@ -408,17 +450,31 @@ def main():
     # the same initiator name for both initiators, so their -P 3 can be compared
     with open("/etc/iscsi/initiatorname.iscsi") as f, open(os.path.join(DB, "initiatorname.iscsi"), "w") as g:
         g.write(f.read())
+    phases = out["phases_s"] = {}     # where the story's time goes (issue 16: make it cheaper)
+    t = time.monotonic()
+
+    def phase(name):
+        nonlocal t
+        phases[name] = round(time.monotonic() - t, 1)
+        t = time.monotonic()
     build_target()
-    d = start_daemon()
+    phase("target")
+    global DAEMON
+    DAEMON = start_daemon()
     try:
         ours()
     finally:
         Client(timeout=10).stop()
-        d.wait(30)
-    out["daemon_log_has_secret"] = SECRET in open(DAEMON_LOG).read()
+        DAEMON.wait(30)
+    phase("iscsikit")
+    out["daemon_log_has_secret"] = any(SECRET in open(p).read() for p in (DAEMON_LOG, ADOPTING_LOG)
+                                       if os.path.exists(p))
     debian()
+    phase("open_iscsi")
     redirect()
+    phase("redirect")
     lio.clear()
+    phase("clear")
     print(json.dumps(out))
 
 

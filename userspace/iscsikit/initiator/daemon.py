@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import json
 import logging
 import os
 import queue
@@ -46,6 +47,7 @@ log = logging.getLogger("iscsikitd")
 # login_timeout lasts (usr/initiator.c iscsi_login_eh, iscsi_retry_initial_login); an
 # authentication failure (24) or a fatal status (19) ends it at once, as iscsi_login_is_fatal_err
 RETRIED_LOGIN_CODES = frozenset({ExitCode.TRANS, ExitCode.TRANS_TIMEOUT, ExitCode.PDU_TIMEOUT, ExitCode.LOGIN})
+ENDPOINTS_FILE = "endpoints.json"
 # worker threads started with the daemon: one per login of a typical `-L all` burst
 WARM_WORKERS = 32
 # the longest a login request waits for its SCSI scan beyond what is left of its login_timeout
@@ -127,6 +129,10 @@ class Daemon:
         # tests pass kernel/fake.py's FakeKernel (its .netlink(groups) and .sysfs)
         netlink = kernel.netlink if kernel is not None else IscsiNetlink
         self.socket_path = socket_path or mgmt.socket_path()
+        # the kernel endpoints of the sessions' connections, kept beside the socket (in /run,
+        # so a boot forgets them with the endpoints): sysfs links no connection to its
+        # endpoint, and a restarted daemon must still EP_DISCONNECT what it adopts
+        self.endpoints_path = os.path.join(os.path.dirname(self.socket_path), ENDPOINTS_FILE)
         self.sysfs = sysfs or (kernel.sysfs if kernel is not None else Sysfs())
         # every request from one thread (kernel_requests.py): logins' worker threads and
         # logouts' coroutines alike
@@ -231,6 +237,7 @@ class Daemon:
 
     def adopt(self) -> None:
         """Take over the sessions the kernel has, as they are: no stop, no relogin."""
+        recorded = self.read_endpoints()
         for sid in self.sysfs.session_ids():
             s = self.sysfs.session(sid, luns=False)
             node = node_from_sysfs(self.sysfs, s) if s is not None else None
@@ -241,11 +248,40 @@ class Daemon:
             except SessionError:
                 continue
             ks = KernelSession(sid, s.host_no, 0, handle, node, {}, node.initiator_name or "")
+            ep = recorded.get(sid)
+            if ep is not None and self.sysfs.endpoint(ep):
+                # ours (recorded at its login; sids are not reused in a boot) and still there:
+                # its handle is not another endpoint's until it leaves sysfs
+                ks.ep = ep
+                log.info("adopted session %d: its connection's endpoint is ep-%d", sid, ep)
             self.sessions[sid] = Managed(ks, state="LOGGED_IN" if s.state == "LOGGED_IN" else "FAILED", adopted=True)
             self.publish_added(self.sessions[sid])
             log.info("adopted session %d (%s at %s:%s, %s)", sid, node.target, node.address, node.port, s.state)
             if s.state == "FAILED":
                 self.start_recovery(self.sessions[sid], stopped=False)
+        self.record_endpoints()
+
+    def read_endpoints(self) -> dict[int, int]:
+        """record_endpoints()'s file: {sid: endpoint handle}; empty when missing or unreadable."""
+        try:
+            with open(self.endpoints_path) as f:
+                return {int(sid): int(ep) for sid, ep in json.load(f).items()}
+        except (OSError, ValueError, AttributeError, TypeError):
+            return {}
+
+    def record_endpoints(self) -> None:
+        """The endpoint of each session's connection (KERNEL_EP transports), replaced whole,
+        whenever one changes (login, recovery, logout), for the next daemon's adopt()."""
+        eps = {str(sid): m.ks.ep for sid, m in self.sessions.items() if m.ks.ep is not None}
+        if not eps and not os.path.exists(self.endpoints_path):
+            return
+        tmp = self.endpoints_path + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(eps, f)
+            os.replace(tmp, self.endpoints_path)
+        except OSError as e:
+            log.warning("cannot record the sessions' endpoints in %s: %s", self.endpoints_path, e)
 
     # ---- netlink events --------------------------------------------------
     def on_netlink(self) -> None:
@@ -373,6 +409,8 @@ class Daemon:
             log.info("session %d: recovered after %d attempt(s), %.1f s", ks.sid, attempt, elapsed)
             self.publish("recovery_succeeded", ks.sid, attempts=attempt, seconds=round(elapsed, 3))
             m.attempts, m.recovering_since, m.timed_out = 0, None, False
+            if ks.ep is not None:
+                self.record_endpoints()     # the recovery connected a new endpoint
             self.set_state(m, "LOGGED_IN")
             return
 
@@ -566,6 +604,8 @@ class Daemon:
                 raise
             m = self.sessions[ks.sid]
             m.state = "LOGGED_IN"       # watchers meet it here, logged in (session_added)
+            if ks.ep is not None:
+                self.record_endpoints()
             self.publish_added(m)
             if m.pending_error:
                 self.start_recovery(m)
@@ -581,13 +621,18 @@ class Daemon:
         connect, a failure in RETRIED_LOGIN_CODES is tried again. A failed connect waits
         CONN_RETRY_DELAY first; the first retry then waits the record's DefaultTime2Wait.
         When the time is up, a connect failure ends as 8 (iscsid's login timer reports it).
-        A failure to bind the iface (a missing netdev) is not tried again."""
+        A connection lost during a login through the kernel (iser: session.LoginConnectionLost,
+        11) is tried again no earlier than login_timeout after its try began: iscsid ignores
+        that error and its login timer ends the try (__conn_error_handle, iscsi_login_timedout).
+        A failure to bind the iface (a missing netdev) is not tried again. This is the only
+        retry of a first login (the endpoint path makes one try per call)."""
         start = time.monotonic()
         window = max(0, node.initial_login_retry_max) * node.login_timeout
         t2w = float(atoi(node.operational.get("DefaultTime2Wait") or KEY_BY_NAME["DefaultTime2Wait"].open_iscsi))
         attempt = 0
         while True:
             attempt += 1
+            began = time.monotonic()
             try:
                 return await self.blocking(self.initiator.login, node, created, False, self.pdu_route)
             except SessionError as e:
@@ -600,6 +645,8 @@ class Daemon:
                 raise
             if failure.stage == "connect":
                 await asyncio.sleep(self.conn_retry_delay)
+            elif failure.stage == "connection":
+                await asyncio.sleep(max(0.0, began + node.login_timeout - time.monotonic()))
             if time.monotonic() - start > window or self.stopping.is_set():
                 log.info("login to %s at %s,%s: giving up after %d attempt(s) in %.0f s "
                          "(initial_login_retry_max %d x login_timeout %g s)", node.target, node.address, node.port,
@@ -662,10 +709,11 @@ class Daemon:
             self.logout_waiters[(kind, sid)] = fut
         task = asyncio.current_task()
         self.logouts.add(task)
+        # the kernel endpoint of a KERNEL_EP transport's connection, disconnected first (an
+        # adopted session's from the endpoint record, when it was ours: adopt())
+        ep = m.ks.ep if m else None
         try:
             transport = m.ks.node.transport if m else self._sysfs_transport(sid)
-            # the kernel endpoint of a KERNEL_EP transport's connection, disconnected first
-            ep = m.ks.ep if m else None
             # node.conn[0].timeo.logout_timeout of the record it logged in with (an adopted
             # session's node comes from sysfs: the record table's default)
             timeout = float(m.ks.node.logout_timeout) if m and m.ks.node.logout_timeout > 0 else LOGOUT_TIMEOUT
@@ -679,6 +727,8 @@ class Daemon:
             for kind in steps:
                 self.logout_waiters.pop((kind, sid), None)
             self.sessions.pop(sid, None)
+            if ep is not None:
+                self.record_endpoints()
         # after the kernel's session is gone (a failed logout raised above, leaving it)
         self.publish("session_removed", sid, target=m.ks.node.target if m else "", reason=reason)
         return {"sid": sid}

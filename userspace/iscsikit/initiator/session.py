@@ -207,7 +207,14 @@ class SessionError(IscsiError):
 class LoginConnectionLost(SessionError):
     """The connection failed during a login through the kernel before the target's Login
     Response arrived (ib_isert can close the RDMA connection on a refused login before its
-    response is delivered): a first login tries again, as iscsid reopens one."""
+    response is delivered). iscsid 2.1.8 ignores a connection error in login ("let it
+    timeout", usr/initiator.c __conn_error_handle) and its login timer ends the try as a
+    PDU timeout (11, iscsi_login_timedout); that is this error's code and what the
+    daemon's first-login window (daemon.py _first_login) tries again, once per
+    login_timeout as iscsid's timer paces it."""
+
+    def __init__(self, message: str):
+        super().__init__(ExitCode.PDU_TIMEOUT, message, "connection")
 
 
 class Initiator:
@@ -298,8 +305,8 @@ class Initiator:
         handle = self.transport_handle(node.transport)
         initiator_name = node.initiator_name or login_io.default_initiator_name()
         if template(node.transport).endpoint is Endpoint.KERNEL_EP:
-            return self._login_through_endpoint(node, handle, initiator_name, pdu_route or self._own_pdus,
-                                                created, scan)
+            return self._endpoint_session(node, handle, initiator_name, pdu_route or self._own_pdus,
+                                          created, scan)
         nl = self.nl
         try:
             sid, host_no = nl.create_session(handle, initial_cmdsn=0, cmds_max=node.cmds_max,
@@ -442,8 +449,9 @@ class Initiator:
                         or CONN_LOST
                 if payload == CONN_LOST:
                     # e.g. ib_isert closing the connection on a refused login before its Login
-                    # Response got through: a transport error, as the kernel reports it
-                    raise LoginConnectionLost(ExitCode.TRANS, f"{where}: the connection failed during the login")
+                    # Response got through
+                    raise LoginConnectionLost(f"{where}: the connection failed during the login "
+                                              "before any Login Response")
                 if payload is None:
                     raise SessionError(ExitCode.PDU_TIMEOUT, f"no Login Response within {node.login_timeout:.0f} s")
                 reader = PduReader()
@@ -548,30 +556,11 @@ class Initiator:
             # EINVAL: the kernel let it go already (a connection error's cleanup, a stop)
             log.debug("EP_DISCONNECT %d: %s", ep, e)
 
-    def _login_through_endpoint(self, node: NodeConfig, handle: int, initiator_name: str,
-                                pdu_route: Callable, created: Callable | None, scan: bool) -> KernelSession:
-        """The first login over a kernel endpoint. When the connection fails before the target's
-        Login Response arrived (LoginConnectionLost), everything is unwound and the login made
-        again, up to node.session.initial_login_retry_max times, as iscsid reopens a first
-        login's connection: over iSER a refused login (wrong CHAP) otherwise ends as a
-        transport error or an authentication failure by chance (ib_isert closes the RDMA
-        connection right behind its refusal; open-iscsi shows the same race)."""
-        retries = max(0, node.initial_login_retry_max)
-        for attempt in range(retries + 1):
-            try:
-                return self._endpoint_session(node, handle, initiator_name, pdu_route, created, scan)
-            except LoginConnectionLost as e:
-                if attempt >= retries:
-                    # every try lost its connection before the target answered: a failed login
-                    # (5), as iscsid ends it once its retries are spent (seen in the guest:
-                    # Debian's iscsiadm gives 24 when the refusal arrives, else 5)
-                    raise SessionError(ExitCode.LOGIN, f"{e} ({attempt + 1} tries)", "connection") from None
-                log.info("login to %s,%s over %s: %s; trying again (%d of %d)", node.address, node.port,
-                         node.transport, e, attempt + 1, retries)
-        raise AssertionError("unreachable")
-
     def _endpoint_session(self, node: NodeConfig, handle: int, initiator_name: str,
                           pdu_route: Callable, created: Callable | None, scan: bool) -> KernelSession:
+        """The first login over a kernel endpoint, one try: a failure unwinds everything
+        (endpoint, connection, session); trying again is the daemon's (_first_login), one
+        window for every transport, as iscsid has one (iscsi_login_eh)."""
         nl = self.nl
         deadline = time.monotonic() + node.login_timeout
         ep = self._ep_connect(handle, node, deadline)
@@ -733,8 +722,10 @@ def logout_steps(handle: int, sid: int, timeout: float = LOGOUT_TIMEOUT, ep: int
     or a Logout PDU the kernel refuses, does not stop the logout; only the session's
     destruction must succeed (KernelError raised otherwise; an UNBIND the kernel refuses
     raises before anything else is sent). `ep`: the connection's kernel endpoint (KERNEL_EP
-    transports), disconnected first; unknown (an adopted session: sysfs does not link a
-    connection to its endpoint), STOP_CONN disconnects it in the kernel (iscsi_if_stop_conn, 6.1).
+    transports), disconnected first, as iscsid does (ktransport_ep_disconnect before
+    stop_conn); an adopted session's comes from the daemon's endpoint record (sysfs links no
+    connection to its endpoint). Unknown (a session another daemon made), STOP_CONN
+    disconnects it in the kernel (6.1 iscsi_if_stop_conn; before 5.18 it stayed behind).
     `unbound`: sysfs says the session's target_state is UNBOUND (an earlier logout got past the
     unbind, then the kernel refused its destruction): __iscsi_unbind_session sends no event for
     such a session (6.1), so neither the unbind nor the wait for its event is made.
@@ -757,6 +748,8 @@ def logout_steps(handle: int, sid: int, timeout: float = LOGOUT_TIMEOUT, ep: int
         log.info("session %d: no Logout Response within %.0f s", sid, timeout)
     t3 = time.monotonic()
     ep_step = [(Ev.TRANSPORT_EP_DISCONNECT, handle, b"", {"ep_handle": ep})] if ep is not None else []
+    if ep is not None:
+        log.info("session %d: logout: endpoint ep-%d disconnected first", sid, ep)
     *_, destroyed = yield Send(ep_step + [
         (Ev.STOP_CONN, handle, b"", {"sid": sid, "cid": 0, "flag": int(StopFlag.TERM)}),
         (Ev.DESTROY_CONN, handle, b"", {"sid": sid, "cid": 0}),

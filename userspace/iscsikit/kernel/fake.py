@@ -28,8 +28,22 @@ docs: open-iscsi-facts.md §1, §2.6, §2.7):
   target's NOP-In ping is answered here, as the kernel answers it;
   iscsi_set_param's accepted parameters, -ENOSYS for the rest.
 
+- ib_iser (iscsi_iser.c), when made with transports=("tcp", "iser"): the kernel
+  endpoint path. TRANSPORT_EP_CONNECT starts the connection to the portal in the payload
+  (rdma_resolve_addr...; here a non-blocking TCP connect stands for the RDMA one) and
+  answers the endpoint's handle, an /sys/class/iscsi_endpoint/ep-N with the lowest free
+  id (idr_alloc from 1); EP_POLL answers 1 once up, 0 when the timeout passed first, -1
+  once the attempt failed (iscsi_iser_ep_poll); CREATE_BOUND_SESSION needs the endpoint
+  (-EINVAL without), CREATE_SESSION is refused (iscsi_iser_session_create: "no endpoint");
+  BIND_CONN takes an endpoint handle (retcode -EINVAL for an unknown one). The endpoint
+  goes with EP_DISCONNECT (an unknown handle: -EINVAL), with STOP_CONN of the connection
+  bound to it (6.1 iscsi_if_stop_conn disconnects a bound endpoint itself, for a userspace
+  that does not know it, as after a restart), and with a connection error's cleanup
+  (iscsi_cleanup_conn_work_fn: its sysfs entry goes, its handle stays taken until userspace's
+  EP_DISCONNECT). A peer that closes is ISCSI_ERR_CONN_FAILED (1011, iser_conn_error).
+
 Not modelled: the SCSI data path and the recovery_tmo timer (devices do not
-go transport-offline by themselves), offload transports (ep_connect).
+go transport-offline by themselves), the other offload transports.
 
 Test hooks: `conn_error(sid, error)` (the connection dies as the kernel sees
 it), `add_lun(sid, lun, block)` (what a scan would find), `reload_module()`
@@ -47,6 +61,7 @@ import contextlib
 import dataclasses
 import errno
 import os
+import select
 import selectors
 import shutil
 import socket
@@ -59,11 +74,17 @@ from ..proto.pdu import (INITIATOR_OPCODES, RESERVED_TAG, AsyncMessage, LoginReq
 from ..proto.reader import LOGIN_MAX_DATA_SEGMENT, PduReader, decode_one
 from .constants import GROUP_ISCSID, ConnErr, Ev, HostParam, KEv, Param, StopFlag
 from .netlink import (HEAD, NLMSGHDR, REQUEST_FIELDS, RESULT_FIELDS, STATS_CUSTOM_FIELDS, STATS_FIELDS,
-                      IscsiNetlink, _layout, layout)
+                      IscsiNetlink, _layout, layout, parse_sockaddr)
 from .sysfs import Sysfs
 
 TCP_CAPS = 0x39                    # iscsi_tcp.c: RECOVERY_L0 | MULTI_R2T | HDRDGST | DATADGST
+ISER_CAPS = 0x89                   # iscsi_iser.c: RECOVERY_L0 | MULTI_R2T | TEXT_NEGO (the lab's 6.1 shows 0x89)
 FIRST_HANDLE = 18446744072641548384  # a kernel address, as /sys/class/iscsi_transport/tcp/handle shows
+# each transport module's handle, its caps and its hosts' proc_name
+TRANSPORTS = {"tcp": (FIRST_HANDLE, TCP_CAPS, "iscsi_tcp"),
+              "iser": (FIRST_HANDLE + 0x2000000, ISER_CAPS, "iscsi_iser")}
+ENDPOINT_EVENTS = (Ev.TRANSPORT_EP_CONNECT, Ev.TRANSPORT_EP_POLL, Ev.TRANSPORT_EP_DISCONNECT,
+                   Ev.CREATE_BOUND_SESSION)
 SOCKET_BUFFER = 1 << 20
 
 # libiscsi.c iscsi_set_param: what it keeps; anything else is -ENOSYS (iscsid ignores that)
@@ -201,6 +222,18 @@ class _Conn:
     data_digest: bool = False
     params: dict = dataclasses.field(default_factory=dict)
     counters: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    ep: "_Endpoint | None" = None       # the kernel endpoint bound (iser); its socket is c.sock
+
+
+@dataclasses.dataclass
+class _Endpoint:
+    id: int
+    sock: socket.socket
+    dir: str
+    error: int = 0                      # the connect's errno once it failed
+    up: bool = False
+    conn: _Conn | None = None
+    gone: bool = False                  # disconnected by the kernel; the handle still taken
 
 
 @dataclasses.dataclass
@@ -224,10 +257,11 @@ class _Session:
 class FakeKernel:
     """scsi_transport_iscsi + iscsi_tcp in memory, sysfs under `root`."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, transports: tuple[str, ...] = ("tcp",)):
         self.root = os.fspath(root)
         self.sysfs = Sysfs(self.root)
-        self.transports = {"tcp": FIRST_HANDLE}
+        self.transports = {name: TRANSPORTS[name][0] for name in transports}
+        self.endpoints: dict[int, _Endpoint] = {}
         self.sessions: dict[int, _Session] = {}
         self.requests: list[tuple[Ev | int, dict]] = []
         self.datagrams: list[int] = []      # the messages of each datagram handled, in order
@@ -245,11 +279,13 @@ class FakeKernel:
             Ev.DESTROY_CONN: self._destroy_conn, Ev.BIND_CONN: self._bind_conn,
             Ev.SET_PARAM: self._set_param, Ev.START_CONN: self._start_conn, Ev.STOP_CONN: self._stop_conn,
             Ev.SEND_PDU: self._send_pdu, Ev.GET_STATS: self._get_stats, Ev.SET_HOST_PARAM: self._set_host_param,
+            Ev.TRANSPORT_EP_CONNECT: self._ep_connect, Ev.TRANSPORT_EP_POLL: self._ep_poll,
+            Ev.TRANSPORT_EP_DISCONNECT: self._ep_disconnect, Ev.CREATE_BOUND_SESSION: self._create_bound_session,
         }
         for name, handle in self.transports.items():
             tdir = self._mkdev(os.path.join("devices", "virtual", "iscsi_transport", name), "iscsi_transport", name)
-            self._write(tdir, handle=handle, caps=f"{TCP_CAPS:#x}")
-        for kind in ("iscsi_session", "iscsi_connection", "iscsi_host", "scsi_host"):
+            self._write(tdir, handle=handle, caps=f"{TRANSPORTS[name][1]:#x}")
+        for kind in ("iscsi_session", "iscsi_connection", "iscsi_host", "scsi_host", "iscsi_endpoint"):
             os.makedirs(self.path("class", kind), exist_ok=True)
         os.makedirs(self.path("bus", "scsi", "devices"), exist_ok=True)
         self._selector = selectors.DefaultSelector()
@@ -291,6 +327,8 @@ class FakeKernel:
             for s in list(self.sessions.values()):
                 for c in s.conns.values():
                     self._release(c)
+            for ep in list(self.endpoints.values()):
+                ep.sock.close()
             for sock in list(self._sockets):
                 sock.close()
         self._selector.close()
@@ -332,10 +370,9 @@ class FakeKernel:
                         raise _Refused(self._refusals.pop((kind, u.get("sid"))))
                     if handle not in self.transports.values():
                         raise _Refused(errno.EINVAL)       # iscsi_if_transport_lookup found nothing
-                    if kind not in self._handlers:
+                    if kind not in self._handlers or (kind in ENDPOINT_EVENTS and not self._is_iser(handle)):
                         # tcp has no ep_connect, no discovery offload, ... (facts §1.3)
-                        raise _Refused(errno.EINVAL if kind in (Ev.TRANSPORT_EP_CONNECT, Ev.TRANSPORT_EP_POLL,
-                                                                Ev.TRANSPORT_EP_DISCONNECT, Ev.TGT_DSCVR)
+                        raise _Refused(errno.EINVAL if kind in ENDPOINT_EVENTS + (Ev.TGT_DSCVR,)
                                        else errno.ENOSYS)
                     result = self._handlers[kind](sock, handle, u, payload)
                     if kind == Ev.GET_STATS:
@@ -364,7 +401,23 @@ class FakeKernel:
             raise _Refused(errno.EINVAL)
         return c
 
+    def _is_iser(self, handle: int) -> bool:
+        return self.transports.get("iser") == handle
+
     def _create_session(self, sock, handle, u, _payload):
+        if self._is_iser(handle):
+            raise _Refused(errno.ENOMEM)    # iscsi_iser_session_create: "no endpoint"; the class says -ENOMEM
+        return self._new_session(sock, handle, u)
+
+    def _create_bound_session(self, sock, handle, u, _payload):
+        # scsi_transport_iscsi.c iscsi_if_recv_msg: the endpoint looked up first (its
+        # device gives ib_iser's Scsi_Host)
+        ep = self.endpoints.get(u["ep_handle"])
+        if ep is None or ep.gone:
+            raise _Refused(errno.EINVAL)
+        return self._new_session(sock, handle, u)
+
+    def _new_session(self, sock, handle, u):
         # libiscsi.c iscsi_session_setup: 0 means the default; fewer than 16 cannot hold the
         # mgmt tasks (create fails, iscsi_if_create_session says -ENOMEM); at most 4096, a power of two
         cmds = u["cmds_max"] or 128
@@ -376,7 +429,7 @@ class FakeKernel:
         self._next_host += 1
         hdir = os.path.join("devices", "platform", f"host{host}")
         self._write(self._mkdev(os.path.join(hdir, "scsi_host", f"host{host}"), "scsi_host", f"host{host}"),
-                    scan="", state="running", proc_name="iscsi_tcp", can_queue=cmds - 15,
+                    scan="", state="running", proc_name=self._proc_name(handle), can_queue=cmds - 15,
                     cmd_per_lun=u["queue_depth"])
         self._write(self._mkdev(os.path.join(hdir, "iscsi_host", f"host{host}"), "iscsi_host", f"host{host}"),
                     netdev="(null)", hwaddress="(null)", ipaddress="(null)", initiatorname="(null)")
@@ -405,10 +458,15 @@ class FakeKernel:
                     **{a: "(null)" if p in STRING_PARAMS else 0 for p, a in CONN_ATTRS.items()})
         return {"sid": s.sid, "cid": cid}
 
-    def _bind_conn(self, _sock, _handle, u, _payload):
+    def _proc_name(self, handle: int) -> str:
+        return next(TRANSPORTS[n][2] for n, h in self.transports.items() if h == handle)
+
+    def _bind_conn(self, _sock, handle, u, _payload):
         c = self._conn(u["sid"], u["cid"])
         if c.cleanup:
             return _Refused(errno.ENOTCONN)
+        if self._is_iser(handle):
+            return self._bind_endpoint(c, u["transport_eph"])
         fd = u["transport_eph"]
         # iscsi_tcp.c iscsi_sw_tcp_conn_bind: sockfd_lookup in the caller's fd table
         try:
@@ -430,6 +488,82 @@ class FakeKernel:
         self._write(self._host_dir_of(c.sid, "iscsi_host"), ipaddress=local[0])
         self._selector.register(sock, selectors.EVENT_READ, c)
         return {"retcode": 0}
+
+    def _bind_endpoint(self, c: _Conn, handle: int):
+        """iscsi_iser_conn_bind: the endpoint by its handle (retcode -EINVAL: "can't bind
+        eph"); the connection now reads and writes through it."""
+        ep = self.endpoints.get(handle)
+        if ep is None or ep.gone or not ep.up:
+            return _Refused(errno.EINVAL)
+        self._release(c)
+        c.ep, ep.conn = ep, c
+        c.sock = ep.sock
+        c.reader = PduReader(max_data_segment=LOGIN_MAX_DATA_SEGMENT)
+        c.state = "bound"
+        peer = ep.sock.getpeername()
+        self._write(c.dir, state=c.state, address=peer[0], port=peer[1])
+        self._selector.register(ep.sock, selectors.EVENT_READ, c)
+        return {"retcode": 0}
+
+    # ---- ib_iser's endpoints -----------------------------------------------
+    def _ep_connect(self, _sock, _handle, _u, payload):
+        try:
+            address = parse_sockaddr(payload)
+        except ValueError:
+            raise _Refused(errno.EINVAL) from None
+        ep_id = next(i for i in range(1, len(self.endpoints) + 2) if i not in self.endpoints)
+        sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        err = sock.connect_ex(address)
+        name = f"ep-{ep_id}"
+        edir = self._mkdev(os.path.join("devices", "virtual", "iscsi_endpoint", name), "iscsi_endpoint", name)
+        self._write(edir, handle=ep_id)
+        ep = self.endpoints[ep_id] = _Endpoint(ep_id, sock, edir)
+        if err not in (0, errno.EINPROGRESS):
+            ep.error = err
+        ep.up = err == 0
+        return {"handle": ep_id}
+
+    def _ep_poll(self, _sock, _handle, u, _payload):
+        ep = self.endpoints.get(u["ep_handle"])
+        if ep is None or ep.gone:
+            raise _Refused(errno.EINVAL)     # iscsi_if_transport_ep: no such endpoint
+        if not ep.up and not ep.error:
+            # iser_connected_handler or an RDMA CM error, within the poll's timeout (the
+            # kernel's mutex held meanwhile, as iscsi_if_rx holds it)
+            _r, writable, _x = select.select([], [ep.sock], [], u["timeout_ms"] / 1000)
+            if writable:
+                ep.error = ep.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                ep.up = not ep.error
+        if ep.error:
+            return _Refused(1)               # iscsi_iser_ep_poll: -1 once the attempt failed
+        return {"retcode": int(ep.up)}
+
+    def _ep_disconnect(self, _sock, _handle, u, _payload):
+        # iscsi_if_ep_disconnect: a bound endpoint is first taken from its connection
+        ep = self.endpoints.get(u["ep_handle"])
+        if ep is None:
+            raise _Refused(errno.EINVAL)
+        if ep.conn is not None:
+            self._release(ep.conn)
+        self._drop_endpoint(ep, held=False)
+        return None
+
+    def _drop_endpoint(self, ep: _Endpoint, held: bool) -> None:
+        """iscsi_iser_ep_disconnect → iscsi_destroy_endpoint: the connection closed and the
+        sysfs entry gone; `held`: the kernel's cleanup still holds the handle, until
+        userspace's EP_DISCONNECT lets it go."""
+        if not ep.gone:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(ep.sock)
+            with contextlib.suppress(OSError):
+                ep.sock.shutdown(socket.SHUT_RDWR)
+            ep.sock.close()
+            name = f"ep-{ep.id}"
+            self._rmdev(ep.dir, "iscsi_endpoint", name)
+            ep.gone = True
+        if not held:
+            self.endpoints.pop(ep.id, None)
 
     def _set_param(self, _sock, _handle, u, payload):
         # scsi_transport_iscsi.c iscsi_if_set_param
@@ -502,6 +636,12 @@ class FakeKernel:
         # scsi_transport_iscsi.c iscsi_if_stop_conn: not subject to the CLEANUP check
         c = self._conn(u["sid"], u["cid"])
         flag = u["flag"]
+        if c.ep is not None:
+            # 6.1: "iscsid may not know about the ep like when iscsid is restarted": a
+            # bound endpoint is disconnected here (iscsi_if_disconnect_bound_ep)
+            ep = c.ep
+            self._release(c)
+            self._drop_endpoint(ep, held=False)
         if flag == StopFlag.TERM:
             self._stop(c, StopFlag.TERM)
         elif flag == StopFlag.RECOVER:
@@ -516,6 +656,12 @@ class FakeKernel:
     def _stop(self, c: _Conn, flag: StopFlag) -> None:
         """iscsi_stop_conn → iscsi_sw_tcp_conn_stop: the socket released; RECOVER blocks the session."""
         s = self.sessions[c.sid]
+        if c.ep is not None:
+            # a connection error's cleanup work (iscsi_cleanup_conn_work_fn): the endpoint
+            # disconnected, its handle held for userspace's EP_DISCONNECT
+            ep = c.ep
+            self._release(c)
+            self._drop_endpoint(ep, held=True)
         self._release(c)
         if flag == StopFlag.RECOVER:
             c.state = "failed"
@@ -533,6 +679,11 @@ class FakeKernel:
             return
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(c.sock)
+        if c.ep is not None:
+            # iser: the socket is the endpoint's; the connection only lets go of it
+            c.ep.conn, c.ep = None, None
+            c.sock, c.reader = None, None
+            return
         with contextlib.suppress(OSError):
             c.sock.shutdown(socket.SHUT_RDWR)
         c.sock.close()
@@ -670,7 +821,7 @@ class FakeKernel:
             # iscsi_sw_tcp_state_change: TCP_CLOSE / CLOSE_WAIT
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(c.sock)
-            self._conn_failure(c, ConnErr.TCP_CONN_CLOSE)
+            self._conn_failure(c, ConnErr.CONN_FAILED if c.ep is not None else ConnErr.TCP_CONN_CLOSE)
             return
         c.counters["rxdata_octets"] += len(chunk)
         c.reader.feed(chunk)

@@ -82,6 +82,13 @@ class Sysfs:
         return sorted(int(m.group(1)) for d in _listdir(self.path("class", "iscsi_session"))
                       if (m := re.fullmatch(r"session(\d+)", d)))
 
+    def endpoint(self, handle: int) -> bool:
+        """Whether the kernel endpoint `handle` is there: /sys/class/iscsi_endpoint/ep-N, whose
+        `handle` reads N (scsi_transport_iscsi.c iscsi_create_endpoint). An endpoint leaves
+        sysfs when its transport disconnects it; its handle is not given to another endpoint
+        until then (an idr id, freed with the device)."""
+        return _read(self.path("class", "iscsi_endpoint", f"ep-{handle}", "handle")) == str(handle)
+
     def _device(self, sid: int) -> str:
         return os.path.realpath(self.path("class", "iscsi_session", f"session{sid}", "device"))
 
