@@ -2,13 +2,16 @@
 
     .venv/bin/python bench/bench_iser.py [--rounds 5] [--mib 256]
 
-Login latency over iser (median of N, through each tool's CLI and daemon; ours through the
-forwarding `iscsiadm`), login until the disk exists, 256 MiB sequential O_DIRECT write and
-read (median of 3, dd bs=1M), with ratios iscsikit / open-iscsi; then iscsikit over tcp to
-the same portal, as information. Guest times under TCG: only the ratios mean anything.
+Login latency over iser (through each tool's CLI and daemon; ours through the forwarding
+`iscsiadm`), login until the disk exists, 256 MiB sequential O_DIRECT write and read (dd
+bs=1M), N turns per tool, the tools alternating (ABBA), with the median of the rounds'
+ratios iscsikit / open-iscsi and each round's; the disk's queue limits under both tools;
+then iscsikit over tcp to the same portal, as information. Guest times under TCG: only the
+ratios mean anything.
 """
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -36,11 +39,15 @@ def main() -> int:
             print(e.result.err[-3000:], file=sys.stderr)
             return 1
     ref, ours, tcp = d["open_iscsi"], d["iscsikit"], d["iscsikit_tcp"]
-    print(f"{'metric (iser)':<28}{'open-iscsi':>12}{'iscsikit':>12}{'ratio':>8}{'iscsikit tcp':>14}")
+    print(f"{'metric (iser)':<28}{'open-iscsi':>12}{'iscsikit':>12}{'ratio':>8}{'round ratios':>28}{'iscsikit tcp':>14}")
     for key, unit in (("login_s", "s"), ("login_to_disk_s", "s"), ("write_mib_s", "MiB/s"), ("read_mib_s", "MiB/s")):
-        print(f"{key + ' (' + unit + ')':<28}{ref[key]:>12.3f}{ours[key]:>12.3f}{ours[key] / ref[key]:>8.2f}"
-              f"{tcp[key]:>14.3f}")
-    print(f"(median of {d['rounds']} logins; median of 3 runs of {d['mib']} MiB dd bs=1M O_DIRECT)")
+        a, b = [r[key] for r in ref], [r[key] for r in ours]
+        ratios = [y / x for x, y in zip(a, b)]
+        print(f"{key + ' (' + unit + ')':<28}{statistics.median(a):>12.3f}{statistics.median(b):>12.3f}"
+              f"{statistics.median(ratios):>8.2f}{' '.join(f'{x:.2f}' for x in ratios):>28}{tcp[key]:>14.3f}")
+    print(f"(medians of {d['rounds']} turns each, the tools alternating ABBA; one {d['mib']} MiB dd bs=1M "
+          f"O_DIRECT each way per turn; ratio = median of the rounds' ratios)")
+    print(f"queue limits: open-iscsi {ref[0]['queue']}, iscsikit {ours[0]['queue']}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Run in the guest (soft-RoCE up): login latency and 256 MiB sequential O_DIRECT I/O over iSER,
-open-iscsi vs iscsikit, one boot, never both daemons at once; and iscsikit over tcp to the
-same portal (iser vs tcp, information only)."""
+open-iscsi vs iscsikit, one boot, never both daemons at once, the tools taking turns; and
+iscsikit over tcp to the same portal (iser vs tcp, information only)."""
 
 import json
 import os
@@ -32,10 +32,16 @@ tpg = lio.target(IQN, "/var/tmp/lio/iser.img", size=size)
 for np in list(tpg.network_portals):
     np.delete()
 NetworkPortal(tpg, "0.0.0.0", 3260).iser = True
-out = {"rounds": ROUNDS, "mib": MIB}
-for key, adm, start, iface in (("open_iscsi", "/usr/sbin/iscsiadm", start_iscsid, "iser"),
-                               ("iscsikit", f"{VENV}/iscsiadm", start_iscsikitd, "iser"),
-                               ("iscsikit_tcp", f"{VENV}/iscsiadm", start_iscsikitd, "default")):
-    out[key] = run_tool(adm, start, IQN, P, rounds=ROUNDS, mib=MIB, iface=iface, gone=gone)
+out = {"rounds": ROUNDS, "mib": MIB, "open_iscsi": [], "iscsikit": []}
+# the two tools interleaved, one login + one dd each way per turn, the order swapped every
+# round (ABBA...): a host whose load drifts during the run weighs on both alike, and each
+# round gives a ratio of two runs minutes apart at most
+TOOLS = {"open_iscsi": ("/usr/sbin/iscsiadm", start_iscsid), "iscsikit": (f"{VENV}/iscsiadm", start_iscsikitd)}
+for r in range(ROUNDS):
+    for key in (("open_iscsi", "iscsikit") if r % 2 == 0 else ("iscsikit", "open_iscsi")):
+        adm, start = TOOLS[key]
+        out[key].append(run_tool(adm, start, IQN, P, rounds=1, mib=MIB, dd_rounds=1, iface="iser", gone=gone))
+out["iscsikit_tcp"] = run_tool(f"{VENV}/iscsiadm", start_iscsikitd, IQN, P, rounds=1, mib=MIB, dd_rounds=1,
+                               iface="default", gone=gone)
 lio.clear()
 print(json.dumps(out))

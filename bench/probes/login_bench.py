@@ -61,6 +61,8 @@ def run_tool(adm, start_daemon, iqn, portal, *, rounds, mib, dd_rounds=3, iface=
             res["login_s"].append(time.monotonic() - t0)
             dev = wait(disk)
             res["login_to_disk_s"].append(time.monotonic() - t0)
+            if i == 0:
+                res["queue"] = queue_limits(dev)
             if i < dd_rounds:
                 res["write_mib_s"].append(dd(["if=/dev/zero", f"of=/dev/{dev}", "oflag=direct"], mib))
                 res["read_mib_s"].append(dd([f"if=/dev/{dev}", "of=/dev/null", "iflag=direct"], mib))
@@ -70,7 +72,24 @@ def run_tool(adm, start_daemon, iqn, portal, *, rounds, mib, dd_rounds=3, iface=
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
-    return {k: (statistics.median(v) if v else None) for k, v in res.items()} | {"samples": res}
+    return {k: (statistics.median(v) if v else None) for k, v in res.items() if k != "queue"} | \
+        {"samples": res, "queue": res.get("queue")}
+
+
+def queue_limits(dev):
+    """What the block and SCSI layers let one disk have in flight, and how large: two tools'
+    throughput is comparable only when these are the same (they come from the record's
+    cmds_max/queue_depth and the transport's limits)."""
+    def read(path):
+        try:
+            return open(path).read().strip()
+        except OSError:
+            return None
+    host = os.path.basename(os.path.realpath(f"/sys/block/{dev}/device/../../.."))
+    return {"can_queue": read(f"/sys/class/scsi_host/{host}/can_queue"),
+            "queue_depth": read(f"/sys/block/{dev}/device/queue_depth"),
+            "max_sectors_kb": read(f"/sys/block/{dev}/queue/max_sectors_kb"),
+            "nr_requests": read(f"/sys/block/{dev}/queue/nr_requests")}
 
 
 def start_iscsid():
