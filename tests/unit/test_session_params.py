@@ -86,9 +86,16 @@ def test_iser_login_keys_follow_rfc7145_and_the_caps():
     offer = dict(LoginConfig(initiator_name="iqn.2026-11.org.example:i", target_name="iqn.2026-11.org.example:t",
                              operational=keys).operational_offer())
     assert offer["RDMAExtensions"] == "Yes"
-    assert offer["InitiatorRecvDataSegmentLength"] == "8192" and offer["TargetRecvDataSegmentLength"] == "8192"
+    # as iscsid: the record's MaxRecvDataSegmentLength, and 8192 for an xmit cap left at 0
+    assert offer["InitiatorRecvDataSegmentLength"] == "262144" and offer["TargetRecvDataSegmentLength"] == "8192"
     assert "MaxRecvDataSegmentLength" not in offer
     assert offer["HeaderDigest"] == "None"
+    # the record's MaxXmitDataSegmentLength is the TargetRecvDataSegmentLength offered
+    # (rounded down to a multiple of 4; out of range: iscsid's 262144)
+    for cap, offered in ((65538, "65536"), (100, "262144")):
+        assert T.login_keys(template("iser"), 0x89, {"MaxRecvDataSegmentLength": "16384"}, cap) == {
+            "MaxRecvDataSegmentLength": None, "InitiatorRecvDataSegmentLength": "16384",
+            "TargetRecvDataSegmentLength": offered, "RDMAExtensions": "Yes"}
     # tcp: unchanged, digests kept (its caps 0x39 have them)
     tcp = T.login_keys(template("tcp"), 0x39, {"HeaderDigest": "CRC32C", "MaxRecvDataSegmentLength": "262144"})
     assert tcp == {"HeaderDigest": "CRC32C", "MaxRecvDataSegmentLength": "262144"}

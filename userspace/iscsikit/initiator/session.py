@@ -261,7 +261,8 @@ class Initiator:
     def login_keys(self, node: NodeConfig) -> dict:
         """The operational keys `node`'s login offers over its transport (transports.login_keys)."""
         self.transport_handle(node.transport)
-        return transport_login_keys(template(node.transport), self._caps[node.transport], node.login_keys())
+        return transport_login_keys(template(node.transport), self._caps[node.transport], node.login_keys(),
+                                    node.max_xmit_dlength)
 
     # ---- login -----------------------------------------------------------
     def _login_conn(self, node: NodeConfig, sid: int, initiator_name: str) -> login_io.Session:

@@ -51,11 +51,11 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template("qedi", "qedi", Endpoint.KERNEL_EP, Caps.RECOVERY_L0, False),
 )}
 
-# What an iSER initiator declares it receives in a data segment, and what it sends at most
-# before the target's declaration (RFC 7145 §6.4, §6.5: both default to 8192). Data moves by
-# RDMA; only control PDUs and immediate data use the segment. ib_iser receives login and
-# control PDUs into an 8 KiB buffer (ISER_RX_LOGIN_SIZE, drivers/infiniband/ulp/iser), so
-# a larger InitiatorRecvDataSegmentLength could not be honoured.
+# RFC 7145's default for InitiatorRecvDataSegmentLength and TargetRecvDataSegmentLength
+# (§6.4, §6.5), and what an iSER initiator declares for the latter when the record leaves
+# node.conn[0].iscsi.MaxXmitDataSegmentLength at 0, as iscsid does (usr/initiator_common.c:
+# max_xmit_dlength 0 becomes ISCSI_DEF_MAX_RECV_SEG_LEN). Data moves by RDMA; only
+# control PDUs and immediate data use a data segment.
 ISER_RECV_DATA_SEGMENT = 8192
 
 
@@ -69,14 +69,19 @@ def template(name: str) -> Template:
     return t
 
 
-def login_keys(t: Template, caps: int, keys: Mapping[str, str]) -> dict[str, str | None]:
-    """The operational keys a session over `t` offers, from the node's `keys`.
+def login_keys(t: Template, caps: int, keys: Mapping[str, str], xmit_cap: int = 0) -> dict[str, str | None]:
+    """The operational keys a session over `t` offers, from the node's `keys` and its
+    node.conn[0].iscsi.MaxXmitDataSegmentLength (`xmit_cap`).
 
     - A digest the transport's caps (sysfs) lack is offered as None, as iscsid
       does (initiator_common.c): ib_iser has no CRC32C, the HCA's CRC covers it.
     - iSER (RFC 7145 §6.3-6.5): RDMAExtensions=Yes, and InitiatorRecvDataSegmentLength
       / TargetRecvDataSegmentLength instead of MaxRecvDataSegmentLength, which is
-      withdrawn (None), as open-iscsi's login.c add_params_transport_specific sends them.
+      withdrawn (None), as open-iscsi's login.c add_params_transport_specific sends them:
+      the first is the record's MaxRecvDataSegmentLength, the second its
+      MaxXmitDataSegmentLength (8192 when that is 0). (ib_iser itself takes at most 128
+      bytes of data in a full-feature PDU, ISER_RECV_DATA_SEG_LEN, whatever is declared:
+      a target sends only sense data and NOP-Ins there.)
     """
     out: dict[str, str | None] = dict(keys)
     for key, cap in (("HeaderDigest", Caps.HDRDGST), ("DataDigest", Caps.DATADGST)):
@@ -86,8 +91,8 @@ def login_keys(t: Template, caps: int, keys: Mapping[str, str]) -> dict[str, str
     if t.rdma:
         mine = out.pop("MaxRecvDataSegmentLength", None)
         out["MaxRecvDataSegmentLength"] = None
-        out["InitiatorRecvDataSegmentLength"] = str(min(int(mine or ISER_RECV_DATA_SEGMENT), ISER_RECV_DATA_SEGMENT))
-        out["TargetRecvDataSegmentLength"] = str(ISER_RECV_DATA_SEGMENT)
+        out["InitiatorRecvDataSegmentLength"] = str(int(mine or ISER_RECV_DATA_SEGMENT))
+        out["TargetRecvDataSegmentLength"] = str(_xmit_cap(xmit_cap, quiet=True) or ISER_RECV_DATA_SEGMENT)
         out["RDMAExtensions"] = "Yes"
     return out
 
@@ -97,22 +102,27 @@ def login_keys(t: Template, caps: int, keys: Mapping[str, str]) -> dict[str, str
 XMIT_CAP_FALLBACK = 262144
 
 
+def _xmit_cap(cap: int, quiet: bool = False) -> int:
+    """The record's MaxXmitDataSegmentLength as iscsid 2.1.8 takes it: rounded down to a
+    multiple of 4, 0 for "the target's declaration", a value outside 512..16777215 replaced
+    by 262144 (usr/initiator_common.c iscsi_copy_operational_params)."""
+    cap &= ~3
+    if cap and not 512 <= cap <= (1 << 24) - 1:
+        if not quiet:
+            log.error("Invalid iscsi.MaxXmitDataSegmentLength %d: must be within 512 and 16777215; using %d",
+                      cap, XMIT_CAP_FALLBACK)
+        cap = XMIT_CAP_FALLBACK
+    return cap
+
+
 def xmit_limit(declared: int, cap: int) -> int:
     """What this side sends at most in one data segment: what the target declared it
     receives, capped by the record's node.conn[0].iscsi.MaxXmitDataSegmentLength unless
-    that is 0, as iscsid 2.1.8 does (usr/initiator_common.c iscsi_copy_operational_params:
-    the cap rounded down to a multiple of 4, a value outside 512..16777215 replaced by
-    262144; usr/login.c: the target's MaxRecvDataSegmentLength when it is smaller). A target
-    that declares nothing is taken at RFC 7143's default, 8192 (iscsid would send up to
-    the cap there)."""
-    cap &= ~3
-    if cap == 0:
-        return declared
-    if not 512 <= cap <= (1 << 24) - 1:
-        log.error("Invalid iscsi.MaxXmitDataSegmentLength %d: must be within 512 and 16777215; using %d",
-                  cap, XMIT_CAP_FALLBACK)
-        cap = XMIT_CAP_FALLBACK
-    return min(declared, cap)
+    that is 0 (_xmit_cap), as iscsid 2.1.8 does (usr/login.c: the target's
+    MaxRecvDataSegmentLength when it is smaller). A target that declares nothing is taken
+    at RFC 7143's default, 8192 (iscsid would send up to the cap there)."""
+    cap = _xmit_cap(cap)
+    return declared if cap == 0 else min(declared, cap)
 
 
 def data_segment_limits(t: Template, parameters, xmit_cap: int = 0) -> tuple[int, int]:
