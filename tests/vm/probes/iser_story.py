@@ -243,9 +243,18 @@ def outage(sid, disk, kind, enable_path=None, seconds=10, wait=60, reset=False, 
     w.join(120)
     return {"recovered": bool(up), "recovered_after_s": back_s, "io_errors": w.errors,
             "rxe_when_given_up": rxe_before_reset, "recovered_after_reset_s": after_reset_s,
-            "verify_errors": w.verify() if up else None, "writes": w.count,
+            "verify_errors": verified(w) if up else None, "writes": w.count,
             "max_stall_s": round(w.max_stall, 1), "eps": leftovers()["iscsi_endpoint"],
             "wire_packets": wire_packets()}
+
+
+def verified(w):
+    """The writer's blocks that did not read back as written, or why none could be read (a
+    disk the SCSI layer took offline: reported, so that one test fails, not the whole story)."""
+    try:
+        return w.verify()
+    except OSError as e:
+        return f"cannot read {w.dev}: {e}"
 
 
 def wire_packets():
@@ -328,10 +337,9 @@ def ours():
     # 2. the wire between the two rxe ports cut for 10 s under the writer (proof 2): the
     # connection dies on retry timeouts, the daemon reconnects a new endpoint once it returns
     out["link_cut"] = outage(sid, disk, "wire")
-    # and the target's netdev itself down 10 s (its rxe port goes down with it). If the
-    # session is not back 30 s after, the rxe device is made again so that the story can go
-    # on, and the report says so (the test fails then: 6.1's deaf-device bug, README)
-    out["netdev_down"] = outage(sid, disk, "netdev", wait=30, reset=True)
+    # and the target's netdev itself down 10 s (its rxe port goes down with it). Not back
+    # 20 s after: the rxe device is made again (6.1's deaf device, the test's docstring)
+    out["netdev_down"] = outage(sid, disk, "netdev", wait=20, reset=True)
 
     # the daemon restarted under the session: it adopts it, with its endpoint (the record the
     # first daemon kept beside its socket, checked against /sys/class/iscsi_endpoint)

@@ -23,7 +23,7 @@ rdma_cm then resolves 192.0.2.2 through isr0: the initiator's connection is on
 rxe_isr0, the target's on rxe_isr1, and every RoCEv2 packet (UDP 4791) crosses the veth.
 
 `Link.cut_command()` cuts that wire: netem drops every packet both ways, the carrier and
-both rxe ports stay up, as when a switch between two hosts loses power. Taking a netdev
+both rxe ports stay up, as when a switch between two hosts stops forwarding. Taking a netdev
 itself down (`down_command()`) is another fault: in 6.1 the rxe device whose link went
 down under open RDMA connections stops receiving on its GSI QP (CM REQs counted as
 sent, never as received), so no new RDMA connection is made through it until
@@ -66,15 +66,29 @@ class Link:
                          for d in (self.initiator_netdev, self.target_netdev)) + "; true"
 
     def down_command(self) -> str:
-        """The target's netdev itself down (see the module's docstring: 6.1's rxe bug)."""
+        """The target's netdev itself down, its rxe port with it."""
         return f"ip link set {self.target_netdev} down"
 
     def up_command(self) -> str:
-        return f"ip link set {self.target_netdev} up"
+        """The target's netdev up again, and its wire route and neighbour entry with it: the
+        kernel drops the routes and neighbours of a device that goes down."""
+        return f"ip link set {shlex.quote(self.target_netdev)} up && {self.wire_command()}"
+
+    def wire_command(self) -> str:
+        """The routes and neighbour entries that send each address over the veth (the rules
+        that pick these tables are made once, by up())."""
+        q = shlex.quote
+        i, t = q(self.initiator_netdev), q(self.target_netdev)
+        return " && ".join((
+            f"ip route replace {self.target_address} dev {i} src {self.initiator_address} table {WIRE_TABLES[0]}",
+            f"ip route replace {self.initiator_address} dev {t} src {self.target_address} table {WIRE_TABLES[1]}",
+            f'ip neigh replace {self.target_address} lladdr "$(cat /sys/class/net/{t}/address)" dev {i} nud permanent',
+            f'ip neigh replace {self.initiator_address} lladdr "$(cat /sys/class/net/{i}/address)" dev {t} nud permanent'))
 
     def reset_command(self) -> str:
-        """Delete and add the target side's rxe device again (what the link cut above needs
-        in 6.1 before RDMA connections work again; ib_isert listens on the new one by itself)."""
+        """Delete and add the target side's rxe device again (what 6.1 needs after its netdev
+        went down under open RDMA connections before new ones work again; ib_isert listens
+        on the new one by itself)."""
         dev = shlex.quote(self.target_netdev)
         return f"rdma link delete rxe_{dev} && rdma link add rxe_{dev} type rxe netdev {dev}"
 
@@ -105,10 +119,7 @@ ip rule show pref {LOCAL_RULE} | grep -q . || ip rule add pref {LOCAL_RULE} tabl
 ip rule show pref 0 | grep -q "lookup local" && ip rule del pref 0 table local
 ip rule show pref {WIRE_RULES[0]} | grep -q . || ip rule add pref {WIRE_RULES[0]} to {link.target_address} iif lo table {WIRE_TABLES[0]}
 ip rule show pref {WIRE_RULES[1]} | grep -q . || ip rule add pref {WIRE_RULES[1]} to {link.initiator_address} iif lo table {WIRE_TABLES[1]}
-ip route replace {link.target_address} dev {q(link.initiator_netdev)} src {link.initiator_address} table {WIRE_TABLES[0]}
-ip route replace {link.initiator_address} dev {q(link.target_netdev)} src {link.target_address} table {WIRE_TABLES[1]}
-ip neigh replace {link.target_address} lladdr "$(cat /sys/class/net/{q(link.target_netdev)}/address)" dev {q(link.initiator_netdev)} nud permanent
-ip neigh replace {link.initiator_address} lladdr "$(cat /sys/class/net/{q(link.initiator_netdev)}/address)" dev {q(link.target_netdev)} nud permanent
+{link.wire_command()}
 echo "route: $(ip route get {link.target_address})"
 rdma link show
 """
