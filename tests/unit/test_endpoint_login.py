@@ -97,3 +97,37 @@ def test_a_lost_connection_is_one_try_ending_as_a_pdu_timeout(ini, monkeypatch, 
     # one try whatever initial_login_retry_max says, and it unwound: endpoint, conn, session
     assert tries == [1] and calls.count("ep_connect") == calls.count("create_bound_session") == 1
     assert calls.count("ep_disconnect") == calls.count("destroy_conn") == calls.count("destroy_session") == 1
+
+
+def _drive_logout(ep_answer, caplog):
+    """logout_steps driven by hand: every step answered at once, EP_DISCONNECT with `ep_answer`."""
+    import logging
+
+    from iscsikit.initiator.session import Await, Send, logout_steps
+    from iscsikit.kernel.constants import Ev
+    steps, sent = logout_steps(1, 5, timeout=1, ep=3), []
+    with caplog.at_level(logging.INFO, logger="iscsikit"):
+        step = next(steps)
+        try:
+            while True:
+                if isinstance(step, Await):
+                    step = steps.send(True)
+                    continue
+                assert isinstance(step, Send)
+                sent += [r[0] for r in step.requests]
+                step = steps.send([ep_answer if r[0] == Ev.TRANSPORT_EP_DISCONNECT else None for r in step.requests])
+        except StopIteration:
+            pass
+    return sent, caplog.text
+
+
+def test_a_logout_says_the_endpoint_was_disconnected_only_once_the_kernel_did(caplog):
+    from iscsikit.kernel.constants import Ev
+    from iscsikit.kernel.netlink import KernelError
+    sent, log = _drive_logout(None, caplog)
+    assert sent[-4:] == [Ev.TRANSPORT_EP_DISCONNECT, Ev.STOP_CONN, Ev.DESTROY_CONN, Ev.DESTROY_SESSION]
+    assert "endpoint ep-3 disconnected first" in log
+    caplog.clear()
+    sent, log = _drive_logout(KernelError(Ev.TRANSPORT_EP_DISCONNECT, -22, "IF_ERROR"), caplog)
+    assert sent[-1] == Ev.DESTROY_SESSION        # a refused EP_DISCONNECT does not stop the logout
+    assert "disconnected first" not in log and "endpoint ep-3 not disconnected" in log
