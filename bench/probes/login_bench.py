@@ -52,6 +52,7 @@ def run_tool(adm, start_daemon, iqn, portal, *, rounds, mib, dd_rounds=3, iface=
     node = [adm, "-m", "node", "-T", iqn, "-p", portal, *iface_args]
     daemon = start_daemon()
     res = {"login_s": [], "login_to_disk_s": [], "write_mib_s": [], "read_mib_s": []}
+    queue = None
     try:
         subprocess.run([adm, "-m", "discovery", "-t", "st", "-p", portal, *iface_args], check=True,
                        capture_output=True)
@@ -62,7 +63,7 @@ def run_tool(adm, start_daemon, iqn, portal, *, rounds, mib, dd_rounds=3, iface=
             dev = wait(disk)
             res["login_to_disk_s"].append(time.monotonic() - t0)
             if i == 0:
-                res["queue"] = queue_limits(dev)
+                queue = queue_limits(dev)
             if i < dd_rounds:
                 res["write_mib_s"].append(dd(["if=/dev/zero", f"of=/dev/{dev}", "oflag=direct"], mib))
                 res["read_mib_s"].append(dd([f"if=/dev/{dev}", "of=/dev/null", "iflag=direct"], mib))
@@ -72,8 +73,7 @@ def run_tool(adm, start_daemon, iqn, portal, *, rounds, mib, dd_rounds=3, iface=
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
-    return {k: (statistics.median(v) if v else None) for k, v in res.items() if k != "queue"} | \
-        {"samples": res, "queue": res.get("queue")}
+    return {k: (statistics.median(v) if v else None) for k, v in res.items()} | {"samples": res, "queue": queue}
 
 
 def queue_limits(dev):

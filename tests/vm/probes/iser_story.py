@@ -245,7 +245,7 @@ def outage(sid, disk, kind, enable_path=None, seconds=10, wait=60, reset=False, 
             "rxe_when_given_up": rxe_before_reset, "recovered_after_reset_s": after_reset_s,
             "verify_errors": verified(w) if up else None, "writes": w.count,
             "max_stall_s": round(w.max_stall, 1), "eps": leftovers()["iscsi_endpoint"],
-            "wire_packets": wire_packets()}
+            "wire_packets": wire_packets(link)}
 
 
 def verified(w):
@@ -257,9 +257,8 @@ def verified(w):
         return f"cannot read {w.dev}: {e}"
 
 
-def wire_packets():
+def wire_packets(link):
     """Packets each end of the veth sent so far: RDMA that crosses the wire counts here."""
-    link = soft_roce.Link()
     return {d: int(open(f"/sys/class/net/{d}/statistics/tx_packets").read())
             for d in (link.initiator_netdev, link.target_netdev)}
 
@@ -371,11 +370,11 @@ def debian():
         r = run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", f"{ADDR}:3260", "-I", "iser", "--login"], env=env)
         out["debian_login"] = r
         sid = next(iter(sysfs.session_ids()), None)
-        lio.wait_disk(sysfs, sid)
+        disk = lio.wait_disk(sysfs, sid)
         out["debian_p3"] = run([DEBIAN_ADM, "-m", "session", "-P", "3"], env=env)["out"]
         out["ours_on_debian_p3"] = adm("-m", "session", "-P", "3")["out"]
         # the same wire cut under open-iscsi (the reference: what a 10 s cut costs its session)
-        out["debian_link_cut"] = outage(sid, lio.wait_disk(sysfs, sid), "wire", ours=False)
+        out["debian_link_cut"] = outage(sid, disk, "wire", ours=False)
         r = run([DEBIAN_ADM, "-m", "node", "-T", IQN, "-p", f"{ADDR}:3260", "-I", "iser", "--logout"], env=env)
         out["debian_logout"] = {"rc": r["rc"], "left": lio.until(lambda: not any(leftovers().values()) and leftovers(), 10)
                                 or leftovers()}

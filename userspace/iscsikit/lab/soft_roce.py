@@ -67,7 +67,7 @@ class Link:
 
     def down_command(self) -> str:
         """The target's netdev itself down, its rxe port with it."""
-        return f"ip link set {self.target_netdev} down"
+        return f"ip link set {shlex.quote(self.target_netdev)} down"
 
     def up_command(self) -> str:
         """The target's netdev up again, and its wire route and neighbour entry with it: the

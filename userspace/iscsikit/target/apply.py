@@ -326,9 +326,9 @@ def _alua_delete(ex: Executor, step: Step) -> Undo:
     own step's undo, which runs later."""
     so, name = ex.so(step.obj.key), step.values["name"]
     old = {g["name"]: g for g in alua.groups(ex.root, so)}[name]
-    if step.op == "alua_delete" and alua.members(ex.root, so, name):
+    if step.op == "alua_delete" and (members := alua.members(ex.root, so, name)):
         # the plan deletes only groups no kept LUN is in: one that is, is not dropped
-        raise TargetError(f"{so.path}: ALUA group {name} still has LUNs ({', '.join(alua.members(ex.root, so, name))})")
+        raise TargetError(f"{so.path}: ALUA group {name} still has LUNs ({', '.join(members)})")
     luns = [(F, wwn, tag, lun.index) for (F, wwn), t in ex.current.all_targets().items()
             for tag, tpg in t.tpgs.items() for lun in tpg.luns.values()
             if lun.so_key == so.key and lun.alua_tg_pt_gp_name == name]
